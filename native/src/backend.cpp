@@ -1,0 +1,135 @@
+#include "backend.h"
+
+#include <memory>
+#include <new>
+#include <thread>
+
+#include "buffer.h"
+#include "cpu/kernels.h"
+#include "registry.h"
+#include "thread_pool.h"
+
+namespace mustafar {
+namespace {
+
+struct BackendContext {
+    explicit BackendContext(int n_threads) : pool(n_threads) {}
+    ThreadPool pool;
+};
+
+ggml_guid kGuid = {0x6d, 0x75, 0x73, 0x74, 0x61, 0x66, 0x61, 0x72, 0x2d, 0x6b, 0x76, 0x2d, 0x63, 0x70, 0x75, 0x01};
+
+BackendContext* context_of(ggml_backend_t backend) { return static_cast<BackendContext*>(backend->context); }
+
+const char* get_name(ggml_backend_t) { return kDeviceName; }
+
+void free_backend(ggml_backend_t backend) {
+    delete context_of(backend);
+    delete backend;
+}
+
+bool touches_our_buffer(const ggml_tensor* t) {
+    const ggml_tensor* root = root_of(t);
+    return is_our_buffer(root->buffer) || is_our_buffer(t->buffer);
+}
+
+bool supports_flash_attn(const ggml_tensor* op) {
+    const ggml_tensor *q = op->src[0], *k = op->src[1], *v = op->src[2], *mask = op->src[3];
+    if (op->src[4] != nullptr) return false;  // attention sinks: not used by llama-family models
+    if (q->type != GGML_TYPE_F32 || op->type != GGML_TYPE_F32) return false;
+    if (!cpu::is_float_type(k->type) || !cpu::is_float_type(v->type)) return false;
+    if (mask != nullptr && mask->type != GGML_TYPE_F16) return false;
+    if (q->nb[0] != ggml_type_size(q->type) || k->nb[0] != ggml_type_size(k->type) ||
+        v->nb[0] != ggml_type_size(v->type) || op->nb[0] != sizeof(float))
+        return false;
+    if (k->ne[2] == 0 || q->ne[2] % k->ne[2] != 0 || k->ne[2] != v->ne[2] || k->ne[3] != v->ne[3]) return false;
+    if (k->ne[1] != v->ne[1] || q->ne[0] != k->ne[0] || q->ne[3] % k->ne[3] != 0) return false;
+    return true;
+}
+
+bool supports_set_rows(const ggml_tensor* op) {
+    const ggml_tensor *src = op->src[0], *idx = op->src[1];
+    return cpu::is_float_type(src->type) && cpu::is_float_type(op->type) &&
+           (idx->type == GGML_TYPE_I32 || idx->type == GGML_TYPE_I64) && src->nb[0] == ggml_type_size(src->type) &&
+           op->nb[0] == ggml_type_size(op->type);
+}
+
+ggml_status graph_compute(ggml_backend_t backend, ggml_cgraph* graph) {
+    ThreadPool& pool = context_of(backend)->pool;
+    const int n = ggml_graph_n_nodes(graph);
+    for (int i = 0; i < n; ++i) {
+        ggml_tensor* node = ggml_graph_node(graph, i);
+        if (is_view_op(node->op)) continue;
+        switch (node->op) {
+            case GGML_OP_SET_ROWS: cpu::set_rows(node, pool); break;
+            case GGML_OP_CPY:
+            case GGML_OP_DUP:
+            case GGML_OP_CONT: cpu::copy(node, pool); break;
+            case GGML_OP_FLASH_ATTN_EXT: cpu::flash_attn_ext(node, pool); break;
+            default:
+                log_error("%s: op %s (node %s) was scheduled on this backend but is not implemented\n", kDeviceName,
+                          ggml_op_name(node->op), node->name);
+                return GGML_STATUS_FAILED;
+        }
+    }
+    return GGML_STATUS_SUCCESS;
+}
+
+const ggml_backend_i kBackendInterface = {
+    /* get_name            */ get_name,
+    /* free                */ free_backend,
+    /* set_tensor_async    */ nullptr,
+    /* get_tensor_async    */ nullptr,
+    /* set_tensor_2d_async */ nullptr,
+    /* get_tensor_2d_async */ nullptr,
+    /* cpy_tensor_async    */ nullptr,
+    /* synchronize         */ nullptr,
+    /* graph_plan_create   */ nullptr,
+    /* graph_plan_free     */ nullptr,
+    /* graph_plan_update   */ nullptr,
+    /* graph_plan_compute  */ nullptr,
+    /* graph_compute       */ graph_compute,
+    /* event_record        */ nullptr,
+    /* event_wait          */ nullptr,
+    /* graph_optimize      */ nullptr,
+};
+
+}  // namespace
+
+bool supports_op(const ggml_tensor* op) {
+    switch (op->op) {
+        case GGML_OP_NONE:
+        case GGML_OP_RESHAPE:
+        case GGML_OP_VIEW:
+        case GGML_OP_PERMUTE:
+        case GGML_OP_TRANSPOSE:
+            // Views cost nothing anywhere; claim only those over our memory so that the scheduler
+            // keeps the rest of the graph on the CPU backend.
+            return touches_our_buffer(op);
+        case GGML_OP_CPY:
+        case GGML_OP_DUP:
+        case GGML_OP_CONT:
+            return cpu::is_float_type(op->src[0]->type) && cpu::is_float_type(op->type) &&
+                   (touches_our_buffer(op) || touches_our_buffer(op->src[0]));
+        case GGML_OP_SET_ROWS: return supports_set_rows(op);
+        case GGML_OP_FLASH_ATTN_EXT: return supports_flash_attn(op);
+        default: return false;
+    }
+}
+
+ggml_backend_t create_backend(ggml_backend_dev_t device, int n_threads) {
+    if (n_threads <= 0) n_threads = int(std::max(1u, std::thread::hardware_concurrency()));
+    std::unique_ptr<BackendContext> ctx(new (std::nothrow) BackendContext(n_threads));
+    if (!ctx) return nullptr;
+    ggml_backend_t backend = new (std::nothrow) ggml_backend{&kGuid, kBackendInterface, device, ctx.get()};
+    if (backend == nullptr) return nullptr;
+    ctx.release();
+    return backend;
+}
+
+void set_n_threads(ggml_backend_t backend, int n_threads) {
+    if (backend == nullptr || backend->iface.get_name != get_name) return;
+    context_of(backend)->pool.resize(n_threads);
+}
+
+}  // namespace mustafar

@@ -1,0 +1,36 @@
+// The one process-wide object: our ggml registration, its device, and the live buffers whose
+// KV cache tensors the statistics API sums.
+#pragma once
+#include <mutex>
+#include <vector>
+
+#include "../include/mustafar.h"
+#include "ggml_abi.h"
+
+namespace mustafar {
+
+class Buffer;
+
+struct Registry {
+    ggml_backend_reg reg{};
+    ggml_backend_device device{};
+    ggml_backend_buffer_type buffer_type{};
+
+    std::mutex buffers_mutex;
+    std::vector<const Buffer*> buffers;
+
+    void add_buffer(const Buffer* b);
+    void remove_buffer(const Buffer* b);
+    mustafar_kv_stats kv_stats();
+};
+
+Registry& registry();
+
+constexpr const char* kDeviceName = "Mustafar";
+
+template <typename... Args>
+void log_error(const char* fmt, Args... args) {
+    ggml_log_internal(GGML_LOG_LEVEL_ERROR, fmt, args...);
+}
+
+}  // namespace mustafar

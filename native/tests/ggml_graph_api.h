@@ -1,0 +1,41 @@
+// Test-only declarations of ggml's graph-building API (ggml 0.18.0), used to build the same graph for
+// ggml's CPU backend and for ours. Written here from the public headers' signatures.
+#pragma once
+#include "ggml_abi.h"
+
+extern "C" {
+struct ggml_init_params {
+    size_t mem_size;
+    void* mem_buffer;
+    bool no_alloc;
+};
+ggml_context* ggml_init(ggml_init_params params);
+void ggml_free(ggml_context* ctx);
+ggml_tensor* ggml_new_tensor_4d(ggml_context* ctx, ggml_type type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3);
+ggml_tensor* ggml_set_name(ggml_tensor* tensor, const char* name);
+ggml_tensor* ggml_view_4d(ggml_context* ctx, ggml_tensor* a, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3, size_t nb1,
+                          size_t nb2, size_t nb3, size_t offset);
+ggml_tensor* ggml_permute(ggml_context* ctx, ggml_tensor* a, int axis0, int axis1, int axis2, int axis3);
+ggml_tensor* ggml_transpose(ggml_context* ctx, ggml_tensor* a);
+ggml_tensor* ggml_cpy(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b);
+ggml_tensor* ggml_cont(ggml_context* ctx, ggml_tensor* a);
+ggml_tensor* ggml_set_rows(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b, ggml_tensor* c);
+ggml_tensor* ggml_flash_attn_ext(ggml_context* ctx, ggml_tensor* q, ggml_tensor* k, ggml_tensor* v, ggml_tensor* mask,
+                                 float scale, float max_bias, float logit_softcap);
+ggml_tensor* ggml_mul_mat(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b);
+ggml_cgraph* ggml_new_graph(ggml_context* ctx);
+void ggml_build_forward_expand(ggml_cgraph* cgraph, ggml_tensor* tensor);
+
+ggml_backend_buffer_t ggml_backend_alloc_ctx_tensors_from_buft(ggml_context* ctx, ggml_backend_buffer_type_t buft);
+void ggml_backend_buffer_free(ggml_backend_buffer_t buffer);
+void ggml_backend_tensor_set(ggml_tensor* tensor, const void* data, size_t offset, size_t size);
+void ggml_backend_tensor_get(const ggml_tensor* tensor, void* data, size_t offset, size_t size);
+ggml_status ggml_backend_graph_compute(ggml_backend_t backend, ggml_cgraph* cgraph);
+void ggml_backend_free(ggml_backend_t backend);
+ggml_backend_buffer_type_t ggml_backend_cpu_buffer_type(void);
+ggml_backend_t ggml_backend_dev_init(ggml_backend_dev_t device, const char* params);
+ggml_backend_buffer_type_t ggml_backend_dev_buffer_type(ggml_backend_dev_t device);
+bool ggml_backend_dev_supports_op(ggml_backend_dev_t device, const ggml_tensor* op);
+ggml_backend_t ggml_backend_cpu_init(void);  // libggml-cpu
+ggml_backend_reg_t ggml_backend_init(void);  // ours
+}

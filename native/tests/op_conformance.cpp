@@ -1,0 +1,253 @@
+// Op conformance: every op and type our backend claims, on fresh random inputs, computed by our
+// backend and by ggml's CPU backend from the same graph; the outputs must agree (in the manner of
+// ggml's test-backend-ops). Exit code 0 when every case passes. Usage: op_conformance [seed]
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "fp16.h"
+#include "ggml_graph_api.h"
+
+namespace {
+
+using Builder = std::function<ggml_tensor*(ggml_context*)>;
+
+struct Result {
+    std::vector<float> values;
+    bool supported = true;
+};
+
+std::vector<float> to_floats(const ggml_tensor* t) {
+    const size_t n = size_t(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
+    std::vector<uint8_t> raw(ggml_nbytes(t));
+    ggml_backend_tensor_get(t, raw.data(), 0, raw.size());
+    std::vector<float> out(n);
+    size_t k = 0;
+    for (int64_t i3 = 0; i3 < t->ne[3]; ++i3)
+        for (int64_t i2 = 0; i2 < t->ne[2]; ++i2)
+            for (int64_t i1 = 0; i1 < t->ne[1]; ++i1)
+                for (int64_t i0 = 0; i0 < t->ne[0]; ++i0) {
+                    const uint8_t* p = raw.data() + i0 * t->nb[0] + i1 * t->nb[1] + i2 * t->nb[2] + i3 * t->nb[3];
+                    float v;
+                    if (t->type == GGML_TYPE_F16) v = mustafar::fp16_to_fp32(*reinterpret_cast<const uint16_t*>(p));
+                    else if (t->type == GGML_TYPE_BF16) v = mustafar::bf16_to_fp32(*reinterpret_cast<const uint16_t*>(p));
+                    else std::memcpy(&v, p, 4);
+                    out[k++] = v;
+                }
+    return out;
+}
+
+// Fills every leaf with data that depends only on the leaf's name and the seed.
+void fill(ggml_tensor* t, uint64_t seed, int64_t index_range) {
+    std::mt19937_64 rng(seed ^ std::hash<std::string>()(t->name));
+    const size_t n = ggml_nbytes(t);
+    std::vector<uint8_t> raw(n);
+    const int64_t count = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+    std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+    if (std::strncmp(t->name, "mask", 4) == 0) {
+        // mask rows: 0 or -inf, at least one 0 per row
+        auto* p = reinterpret_cast<uint16_t*>(raw.data());
+        for (int64_t i = 0; i < count; ++i) p[i] = (rng() % 3 == 0 && i % t->ne[0] != 0) ? 0xfc00 : 0;
+    } else if (t->type == GGML_TYPE_I64 || t->type == GGML_TYPE_I32) {
+        // distinct row indices per column: a shuffled range
+        std::vector<int64_t> perm(index_range);
+        for (int64_t i = 0; i < index_range; ++i) perm[i] = i;
+        for (int64_t col = 0; col < count / t->ne[0]; ++col) {
+            std::shuffle(perm.begin(), perm.end(), rng);
+            for (int64_t i = 0; i < t->ne[0]; ++i) {
+                if (t->type == GGML_TYPE_I64) reinterpret_cast<int64_t*>(raw.data())[col * t->ne[0] + i] = perm[i];
+                else reinterpret_cast<int32_t*>(raw.data())[col * t->ne[0] + i] = int32_t(perm[i]);
+            }
+        }
+    } else {
+        for (int64_t i = 0; i < count; ++i) {
+            const float v = uni(rng);
+            if (t->type == GGML_TYPE_F16) reinterpret_cast<uint16_t*>(raw.data())[i] = mustafar::fp32_to_fp16(v);
+            else if (t->type == GGML_TYPE_BF16) reinterpret_cast<uint16_t*>(raw.data())[i] = mustafar::fp32_to_bf16(v);
+            else reinterpret_cast<float*>(raw.data())[i] = v;
+        }
+    }
+    ggml_backend_tensor_set(t, raw.data(), 0, n);
+}
+
+Result run(ggml_backend_t backend, ggml_backend_buffer_type_t buft, ggml_backend_dev_t dev, const Builder& build,
+           uint64_t seed, int64_t index_range) {
+    ggml_init_params params{64 * 1024 * 1024, nullptr, true};
+    ggml_context* ctx = ggml_init(params);
+    ggml_tensor* out = build(ctx);
+    ggml_cgraph* graph = ggml_new_graph(ctx);
+    ggml_build_forward_expand(graph, out);
+    Result r;
+    ggml_backend_buffer_t buffer = ggml_backend_alloc_ctx_tensors_from_buft(ctx, buft);
+    if (dev != nullptr) {
+        for (int i = 0; i < ggml_graph_n_nodes(graph); ++i)
+            if (!ggml_backend_dev_supports_op(dev, ggml_graph_node(graph, i))) r.supported = false;
+    }
+    // leaves: tensors with a name and no op that the graph reads
+    for (int i = 0; i < ggml_graph_n_nodes(graph); ++i) {
+        ggml_tensor* node = ggml_graph_node(graph, i);
+        for (ggml_tensor* s : node->src) {
+            if (s == nullptr) continue;
+            ggml_tensor* leaf = mustafar::root_of(s);
+            if (leaf->op == GGML_OP_NONE && leaf->name[0] != '\0' && leaf->name[0] != '#') {
+                fill(leaf, seed, index_range);
+                leaf->name[0] = '#';  // fill once
+            }
+        }
+    }
+    if (r.supported) {
+        if (ggml_backend_graph_compute(backend, graph) != GGML_STATUS_SUCCESS) r.supported = false;
+        else r.values = to_floats(out->op == GGML_OP_SET_ROWS || out->op == GGML_OP_CPY ? mustafar::root_of(out) : out);
+    }
+    ggml_backend_buffer_free(buffer);
+    ggml_free(ctx);
+    return r;
+}
+
+double nmse(const std::vector<float>& a, const std::vector<float>& ref) {
+    double err = 0, norm = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+        if (std::isnan(a[i]) != std::isnan(ref[i])) return INFINITY;
+        const double d = double(a[i]) - ref[i];
+        err += d * d;
+        norm += double(ref[i]) * ref[i];
+    }
+    return norm == 0 ? err : err / norm;
+}
+
+struct Case {
+    std::string name;
+    Builder build;
+    double max_nmse;
+    int64_t index_range = 0;
+};
+
+ggml_tensor* named(ggml_tensor* t, const char* name) { return ggml_set_name(t, name); }
+
+// llama.cpp's shapes: the cache is [D*n_head_kv, n_cells, 1, n_stream]; attention reads views of it.
+Case flash_attn_case(int64_t D, int64_t n_head, int64_t n_head_kv, int64_t n_q, int64_t n_kv, int64_t n_seq,
+                     ggml_type kv_type, bool mask, float softcap, float max_bias) {
+    char name[160];
+    std::snprintf(name, sizeof name, "FLASH_ATTN_EXT D=%lld heads=%lld/%lld q=%lld kv=%lld seq=%lld kv=%s mask=%d softcap=%g alibi=%g",
+                  (long long)D, (long long)n_head, (long long)n_head_kv, (long long)n_q, (long long)n_kv,
+                  (long long)n_seq, ggml_type_name(kv_type), int(mask), softcap, max_bias);
+    auto build = [=](ggml_context* ctx) {
+        ggml_tensor* q = named(ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, n_head, n_q, n_seq), "q");
+        ggml_tensor* qp = ggml_permute(ctx, q, 0, 2, 1, 3);  // [D, n_q, n_head, n_seq]
+        ggml_tensor* kc = named(ggml_new_tensor_4d(ctx, kv_type, D * n_head_kv, n_kv + 3, 1, n_seq), "cache_k_l0");
+        ggml_tensor* vc = named(ggml_new_tensor_4d(ctx, kv_type, D * n_head_kv, n_kv + 3, 1, n_seq), "cache_v_l0");
+        const size_t es = ggml_type_size(kv_type);
+        ggml_tensor* k = ggml_view_4d(ctx, kc, D, n_kv, n_head_kv, n_seq, kc->nb[1], D * es, kc->nb[3], 0);
+        ggml_tensor* v = ggml_view_4d(ctx, vc, D, n_kv, n_head_kv, n_seq, vc->nb[1], D * es, vc->nb[3], 0);
+        ggml_tensor* m = mask ? named(ggml_new_tensor_4d(ctx, GGML_TYPE_F16, n_kv, n_q, 1, n_seq), "mask") : nullptr;
+        return ggml_flash_attn_ext(ctx, qp, k, v, m, 1.0f / std::sqrt(float(D)), max_bias, softcap);
+    };
+    // ggml's CPU reference accumulates V in f16, so an f16 cache differs by its rounding; an f32 cache must match.
+    return {name, build, kv_type == GGML_TYPE_F32 ? 1e-10 : 2e-5};
+}
+
+Case set_rows_case(ggml_type dst_type, ggml_type idx_type, int64_t width, int64_t n_rows, int64_t n_cells, int64_t ne2,
+                   int64_t idx_ne1) {
+    char name[128];
+    std::snprintf(name, sizeof name, "SET_ROWS dst=%s idx=%s width=%lld rows=%lld cells=%lld ne2=%lld idx_ne1=%lld",
+                  ggml_type_name(dst_type), ggml_type_name(idx_type), (long long)width, (long long)n_rows,
+                  (long long)n_cells, (long long)ne2, (long long)idx_ne1);
+    auto build = [=](ggml_context* ctx) {
+        ggml_tensor* dst = named(ggml_new_tensor_4d(ctx, dst_type, width, n_cells, ne2, 1), "cache_k_l0");
+        ggml_tensor* src = named(ggml_new_tensor_4d(ctx, GGML_TYPE_F32, width, n_rows, ne2, 1), "src");
+        ggml_tensor* idx = named(ggml_new_tensor_4d(ctx, idx_type, n_rows, idx_ne1, 1, 1), "idx");
+        return ggml_set_rows(ctx, dst, src, idx);
+    };
+    return {name, build, 0.0, n_cells};
+}
+
+Case copy_case(const char* what, ggml_type src_type, ggml_type dst_type, bool transposed) {
+    char name[128];
+    std::snprintf(name, sizeof name, "%s %s->%s%s", what, ggml_type_name(src_type), ggml_type_name(dst_type),
+                  transposed ? " (transposed source)" : "");
+    const bool cont = std::strcmp(what, "CONT") == 0;
+    auto build = [=](ggml_context* ctx) {
+        ggml_tensor* a = named(ggml_new_tensor_4d(ctx, src_type, 24, 10, 3, 2), "cache_v_l0");
+        ggml_tensor* s = transposed ? ggml_transpose(ctx, a) : a;
+        if (cont) return ggml_cont(ctx, s);
+        ggml_tensor* b = named(ggml_new_tensor_4d(ctx, dst_type, s->ne[0], s->ne[1], s->ne[2], s->ne[3]), "dst");
+        return ggml_cpy(ctx, s, b);
+    };
+    return {name, build, 0.0};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const uint64_t seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : std::random_device{}();
+    std::printf("op_conformance seed %llu\n", (unsigned long long)seed);
+
+    ggml_backend_reg_t reg = ggml_backend_init();
+    if (reg == nullptr) {
+        std::printf("FAIL: ggml_backend_init returned null (ABI mismatch)\n");
+        return 1;
+    }
+    ggml_backend_dev_t dev = reg->iface.get_device(reg, 0);
+    ggml_backend_t ours = ggml_backend_dev_init(dev, nullptr);
+    ggml_backend_t cpu = ggml_backend_cpu_init();
+    ggml_backend_buffer_type_t our_buft = ggml_backend_dev_buffer_type(dev);
+
+    std::vector<Case> cases;
+    for (ggml_type dt : {GGML_TYPE_F16, GGML_TYPE_F32})
+        for (ggml_type it : {GGML_TYPE_I64, GGML_TYPE_I32}) cases.push_back(set_rows_case(dt, it, 256, 7, 32, 1, 1));
+    cases.push_back(set_rows_case(GGML_TYPE_F16, GGML_TYPE_I64, 64, 5, 16, 4, 1));  // index broadcast over dim 2
+    cases.push_back(set_rows_case(GGML_TYPE_F16, GGML_TYPE_I64, 64, 5, 16, 4, 2));
+    cases.push_back(set_rows_case(GGML_TYPE_BF16, GGML_TYPE_I64, 64, 5, 16, 1, 1));
+    for (const char* what : {"CPY", "CONT"})
+        for (ggml_type s : {GGML_TYPE_F32, GGML_TYPE_F16})
+            for (ggml_type d : {GGML_TYPE_F32, GGML_TYPE_F16})
+                for (bool tr : {false, true}) {
+                    if (std::strcmp(what, "CONT") == 0 && s != d) continue;
+                    cases.push_back(copy_case(what, s, d, tr));
+                }
+    for (int64_t D : {8, 16, 64, 128, 256})
+        for (int64_t gqa : {1, 2, 4, 8}) cases.push_back(flash_attn_case(D, 8, 8 / gqa, 5, 37, 1, GGML_TYPE_F16, true, 0, 0));
+    cases.push_back(flash_attn_case(128, 32, 8, 1, 300, 1, GGML_TYPE_F16, true, 0, 0));    // decode, Llama-3-8B shape
+    cases.push_back(flash_attn_case(128, 4, 2, 33, 300, 3, GGML_TYPE_F16, true, 0, 0));    // several sequences
+    cases.push_back(flash_attn_case(64, 8, 2, 7, 64, 1, GGML_TYPE_F16, false, 0, 0));      // no mask
+    cases.push_back(flash_attn_case(64, 8, 2, 7, 64, 1, GGML_TYPE_F16, true, 30.0f, 0));   // soft-capping
+    cases.push_back(flash_attn_case(64, 8, 2, 7, 64, 1, GGML_TYPE_F16, true, 0, 8.0f));    // ALiBi
+    cases.push_back(flash_attn_case(64, 8, 4, 7, 64, 1, GGML_TYPE_F32, true, 0, 0));       // f32 cache
+
+    int failed = 0;
+    for (const Case& c : cases) {
+        const Result ref = run(cpu, ggml_backend_cpu_buffer_type(), nullptr, c.build, seed, c.index_range);
+        const Result got = run(ours, our_buft, dev, c.build, seed, c.index_range);
+        if (!got.supported) {
+            std::printf("FAIL %s: not supported by our backend\n", c.name.c_str());
+            ++failed;
+            continue;
+        }
+        const double e = nmse(got.values, ref.values);
+        const bool ok = got.values.size() == ref.values.size() && e <= c.max_nmse;
+        std::printf("%s %s: nmse %.3g (limit %.1g)\n", ok ? "ok  " : "FAIL", c.name.c_str(), e, c.max_nmse);
+        failed += ok ? 0 : 1;
+    }
+
+    // supports_op must say no to what we do not implement, so that weights stay on the CPU backend.
+    {
+        ggml_init_params params{1024 * 1024, nullptr, true};
+        ggml_context* ctx = ggml_init(params);
+        ggml_tensor* a = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, 16, 4, 1, 1);
+        ggml_tensor* b = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, 16, 3, 1, 1);
+        const bool claims = ggml_backend_dev_supports_op(dev, ggml_mul_mat(ctx, a, b));
+        std::printf("%s supports_op(MUL_MAT) is false\n", claims ? "FAIL" : "ok  ");
+        failed += claims ? 1 : 0;
+        ggml_free(ctx);
+    }
+
+    ggml_backend_free(ours);
+    ggml_backend_free(cpu);
+    std::printf("%d of %zu cases failed\n", failed, cases.size() + 1);
+    return failed == 0 ? 0 : 1;
+}
