@@ -37,5 +37,6 @@ ggml_backend_t ggml_backend_dev_init(ggml_backend_dev_t device, const char* para
 ggml_backend_buffer_type_t ggml_backend_dev_buffer_type(ggml_backend_dev_t device);
 bool ggml_backend_dev_supports_op(ggml_backend_dev_t device, const ggml_tensor* op);
 ggml_backend_t ggml_backend_cpu_init(void);  // libggml-cpu
+void ggml_backend_cpu_set_n_threads(ggml_backend_t backend, int n_threads);
 ggml_backend_reg_t ggml_backend_init(void);  // ours
 }

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "convert.h"
+#include "ggml_cpu_numerics.h"
 #include "kernels.h"
 
 namespace mustafar::cpu {
@@ -20,123 +21,190 @@ inline float dot(const float* a, const float* b, int64_t n) {
     return s;
 }
 
-inline void axpy(float* y, const float* x, float a, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
-
-inline void scale(float* y, float a, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) y[i] *= a;
-}
+inline float round_f16(float x) { return fp16_table().values[fp32_to_fp16(x)]; }
 
 constexpr int64_t kRowBlock = 16;
+
+struct Attention {
+    const ggml_tensor *q, *k, *v, *mask;
+    int64_t DK, DV, n_q, n_head, n_kv, n_head_kv, group, rk3;
+    float scale, softcap, max_bias, m0, m1;
+    uint32_t n_head_log2;
+    bool round_q;  // query rounded to f16 before the dot with an f16 key
+    bool f16_acc;  // V accumulator rounded to f16 after every update
+
+    float slope(int64_t h) const {
+        if (max_bias <= 0.0f) return 1.0f;
+        return h < int64_t(n_head_log2) ? std::pow(m0, float(h + 1)) : std::pow(m1, float(2 * (h - n_head_log2) + 1));
+    }
+};
+
+// Online-softmax state of `lanes` query rows (each a query token and head of one GQA group).
+struct Lanes {
+    std::vector<float> q, acc, mx, sum, slope;
+    std::vector<const uint16_t*> mask;
+    std::vector<float> krow, vrow;
+    Lanes(int64_t lanes, int64_t DK, int64_t DV)
+        : q(lanes * DK), acc(lanes * DV), mx(lanes), sum(lanes), slope(lanes), mask(lanes), krow(DK), vrow(DV) {}
+};
+
+// Loads rows [r0, r0 + rows) of every head of KV head hk (stream iq3) into the lanes.
+int64_t load_lanes(const Attention& a, Lanes& l, int64_t iq3, int64_t hk, int64_t r0, int64_t rows) {
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t g = 0; g < a.group; ++g) {
+            const int64_t lane = r * a.group + g, h = hk * a.group + g, iq1 = r0 + r;
+            const char* qp = static_cast<const char*>(a.q->data) + iq1 * a.q->nb[1] + h * a.q->nb[2] + iq3 * a.q->nb[3];
+            float* qd = &l.q[lane * a.DK];
+            row_to_f32(a.q->type, qp, qd, a.DK);
+            if (a.round_q)
+                for (int64_t d = 0; d < a.DK; ++d) qd[d] = round_f16(qd[d]);
+            l.slope[lane] = a.slope(h);
+            l.mask[lane] = a.mask ? reinterpret_cast<const uint16_t*>(static_cast<const char*>(a.mask->data) +
+                                                                      iq1 * a.mask->nb[1] + (h % a.mask->ne[2]) * a.mask->nb[2] +
+                                                                      (iq3 % a.mask->ne[3]) * a.mask->nb[3])
+                                  : nullptr;
+        }
+    }
+    const int64_t n = rows * a.group;
+    std::fill(l.acc.begin(), l.acc.begin() + n * a.DV, 0.0f);
+    std::fill(l.mx.begin(), l.mx.begin() + n, -INFINITY);
+    std::fill(l.sum.begin(), l.sum.begin() + n, 0.0f);
+    return n;
+}
+
+// Accumulates cells [ic0, ic1) of KV head hk into the lanes.
+void attend(const Attention& a, Lanes& l, int64_t n_lanes, int64_t iq3, int64_t hk, int64_t ic0, int64_t ic1) {
+    const int64_t ik3 = iq3 / a.rk3;
+    const char* kbase = static_cast<const char*>(a.k->data) + hk * a.k->nb[2] + ik3 * a.k->nb[3];
+    const char* vbase = static_cast<const char*>(a.v->data) + hk * a.v->nb[2] + ik3 * a.v->nb[3];
+    const float* f16 = fp16_table().values;
+    const int64_t DV = a.DV;
+    for (int64_t ic = ic0; ic < ic1; ++ic) {
+        bool any = a.mask == nullptr;
+        for (int64_t lane = 0; lane < n_lanes && !any; ++lane) any = f16[l.mask[lane][ic]] != -INFINITY;
+        if (!any) continue;  // every lane masks this cell: skip converting it
+        row_to_f32(a.k->type, kbase + ic * a.k->nb[1], l.krow.data(), a.DK);
+        row_to_f32(a.v->type, vbase + ic * a.v->nb[1], l.vrow.data(), DV);
+        const float* vr = l.vrow.data();
+        for (int64_t lane = 0; lane < n_lanes; ++lane) {
+            const float mv = a.mask ? l.slope[lane] * f16[l.mask[lane][ic]] : 0.0f;
+            if (mv == -INFINITY) continue;
+            float s = dot(&l.q[lane * a.DK], l.krow.data(), a.DK) * a.scale;
+            if (a.softcap != 0.0f) s = a.softcap * std::tanh(s);
+            s += mv;
+            float* acc = &l.acc[lane * DV];
+            float ms = 1.0f, vs = 1.0f;
+            if (s > l.mx[lane]) {
+                ms = std::exp(l.mx[lane] - s);
+                l.mx[lane] = s;
+                if (a.f16_acc)
+                    for (int64_t d = 0; d < DV; ++d) acc[d] = round_f16(acc[d] * ms);
+                else
+                    for (int64_t d = 0; d < DV; ++d) acc[d] *= ms;
+            } else {
+                vs = std::exp(s - l.mx[lane]);
+            }
+            if (a.f16_acc)
+                for (int64_t d = 0; d < DV; ++d) acc[d] = round_f16(std::fma(vr[d], vs, acc[d]));
+            else
+                for (int64_t d = 0; d < DV; ++d) acc[d] += vr[d] * vs;
+            l.sum[lane] = l.sum[lane] * ms + vs;
+        }
+    }
+}
+
+float* output_row(const ggml_tensor* node, int64_t h, int64_t iq1, int64_t iq3) {
+    // dst: [DV, n_head, n_q, ne3]
+    return reinterpret_cast<float*>(static_cast<char*>(node->data) + h * node->nb[1] + iq1 * node->nb[2] +
+                                    iq3 * node->nb[3]);
+}
 
 }  // namespace
 
 void flash_attn_ext(const ggml_tensor* node, ThreadPool& pool) {
-    const ggml_tensor* q = node->src[0];
-    const ggml_tensor* k = node->src[1];
-    const ggml_tensor* v = node->src[2];
-    const ggml_tensor* mask = node->src[3];
+    Attention a{};
+    a.q = node->src[0];
+    a.k = node->src[1];
+    a.v = node->src[2];
+    a.mask = node->src[3];
+    a.DK = a.k->ne[0];
+    a.DV = a.v->ne[0];
+    a.n_q = a.q->ne[1];
+    a.n_head = a.q->ne[2];
+    a.n_kv = a.k->ne[1];
+    a.n_head_kv = a.k->ne[2];
+    a.group = a.n_head / a.n_head_kv;
+    a.rk3 = a.q->ne[3] / a.k->ne[3];
+    std::memcpy(&a.scale, &node->op_params[0], sizeof(float));
+    std::memcpy(&a.max_bias, &node->op_params[1], sizeof(float));
+    std::memcpy(&a.softcap, &node->op_params[2], sizeof(float));
+    if (a.softcap != 0.0f) a.scale /= a.softcap;
+    a.n_head_log2 = 1u << uint32_t(std::floor(std::log2(double(a.n_head))));
+    a.m0 = std::pow(2.0f, -a.max_bias / a.n_head_log2);
+    a.m1 = std::pow(2.0f, -(a.max_bias / 2.0f) / a.n_head_log2);
 
-    const int64_t DK = k->ne[0], DV = v->ne[0];
-    const int64_t n_q = q->ne[1], n_head = q->ne[2], n_kv = k->ne[1];
-    const int64_t n_head_kv = k->ne[2];
-    const int64_t group = n_head / n_head_kv;  // query heads per KV head
-    const int64_t rk3 = q->ne[3] / k->ne[3];
+    // Make the numerical choices of ggml's CPU backend (see ggml_cpu_numerics.h).
+    const GgmlCpuNumerics& ref = ggml_cpu_numerics();
+    const bool same_plain_type = a.k->type == a.v->type && (a.k->type == GGML_TYPE_F16 || a.k->type == GGML_TYPE_F32);
+    const bool split = a.n_q == 1 && a.q->ne[3] == 1 && same_plain_type && a.n_kv >= GgmlCpuNumerics::kSplitMinKv;
+    const bool tiled = !split && a.n_q >= GgmlCpuNumerics::kTileRows && same_plain_type && a.DV % ref.f32_lanes == 0;
+    a.round_q = !tiled && a.k->type == GGML_TYPE_F16;
+    a.f16_acc = !tiled && a.v->type == GGML_TYPE_F16;
 
-    float scale_v, max_bias, softcap;
-    std::memcpy(&scale_v, &node->op_params[0], sizeof(float));
-    std::memcpy(&max_bias, &node->op_params[1], sizeof(float));
-    std::memcpy(&softcap, &node->op_params[2], sizeof(float));
-    if (softcap != 0.0f) scale_v /= softcap;
+    if (split) {
+        // One KV chunk per thread, each with its own softmax state, merged in chunk order.
+        const int64_t n_chunks = pool.size();
+        const int64_t chunk = (a.n_kv + n_chunks - 1) / n_chunks;
+        const int64_t part = 2 + a.DV;
+        std::vector<float> partials(size_t(a.n_head * n_chunks * part));
+        pool.parallel_for(a.n_head_kv * n_chunks, [&](int64_t begin, int64_t end, int) {
+            Lanes l(a.group, a.DK, a.DV);
+            for (int64_t t = begin; t < end; ++t) {
+                const int64_t hk = t / n_chunks, c = t % n_chunks;
+                const int64_t n = load_lanes(a, l, 0, hk, 0, 1);
+                attend(a, l, n, 0, hk, std::min(a.n_kv, c * chunk), std::min(a.n_kv, (c + 1) * chunk));
+                for (int64_t g = 0; g < a.group; ++g) {
+                    float* p = &partials[size_t(((hk * a.group + g) * n_chunks + c) * part)];
+                    p[0] = l.mx[g];
+                    p[1] = l.sum[g];
+                    std::memcpy(p + 2, &l.acc[g * a.DV], a.DV * sizeof(float));
+                }
+            }
+        });
+        std::vector<float> acc(a.DV);
+        for (int64_t h = 0; h < a.n_head; ++h) {
+            float m = -INFINITY, s = 0.0f;
+            std::fill(acc.begin(), acc.end(), 0.0f);
+            for (int64_t c = 0; c < n_chunks; ++c) {
+                const float* p = &partials[size_t((h * n_chunks + c) * part)];
+                if (c * chunk >= a.n_kv || p[1] == 0.0f) continue;
+                const float m_new = std::fmax(m, p[0]);
+                const float so = std::exp(m - m_new), sn = std::exp(p[0] - m_new);
+                for (int64_t d = 0; d < a.DV; ++d) acc[d] = acc[d] * so + p[2 + d] * sn;
+                s = s * so + p[1] * sn;
+                m = m_new;
+            }
+            const float inv = s == 0.0f ? 1.0f : 1.0f / s;
+            float* out = output_row(node, h, 0, 0);
+            for (int64_t d = 0; d < a.DV; ++d) out[d] = acc[d] * inv;
+        }
+        return;
+    }
 
-    const uint32_t n_head_log2 = 1u << uint32_t(std::floor(std::log2(double(n_head))));
-    const float m0 = std::pow(2.0f, -max_bias / n_head_log2);
-    const float m1 = std::pow(2.0f, -(max_bias / 2.0f) / n_head_log2);
-    auto slope_of = [&](int64_t h) -> float {
-        if (max_bias <= 0.0f) return 1.0f;
-        return h < int64_t(n_head_log2) ? std::pow(m0, float(h + 1)) : std::pow(m1, float(2 * (h - n_head_log2) + 1));
-    };
-
-    // ggml takes the dot of an f16 key with the query rounded to f16; do the same so that the
-    // dense path agrees with ggml's CPU backend to the last bit that matters.
-    const bool round_q = k->type == GGML_TYPE_F16;
-
-    const int64_t n_blocks = (n_q + kRowBlock - 1) / kRowBlock;
-    const int64_t n_tasks = q->ne[3] * n_head_kv * n_blocks;
-
-    pool.parallel_for(n_tasks, [&](int64_t begin, int64_t end, int) {
-        const int64_t lanes = kRowBlock * group;
-        std::vector<float> qs(lanes * DK), acc(lanes * DV), mx(lanes), sum(lanes), slopes(group);
-        std::vector<const uint16_t*> mrow(lanes);
-        std::vector<float> krow(DK), vrow(DV);
-
+    const int64_t n_blocks = (a.n_q + kRowBlock - 1) / kRowBlock;
+    pool.parallel_for(a.q->ne[3] * a.n_head_kv * n_blocks, [&](int64_t begin, int64_t end, int) {
+        Lanes l(kRowBlock * a.group, a.DK, a.DV);
         for (int64_t task = begin; task < end; ++task) {
             const int64_t blk = task % n_blocks;
-            const int64_t hk = (task / n_blocks) % n_head_kv;
-            const int64_t iq3 = task / (n_blocks * n_head_kv);
-            const int64_t ik3 = iq3 / rk3;
-            const int64_t r0 = blk * kRowBlock;
-            const int64_t rows = std::min(kRowBlock, n_q - r0);
-            const int64_t n_lanes = rows * group;
-
-            for (int64_t g = 0; g < group; ++g) slopes[g] = slope_of(hk * group + g);
-            for (int64_t r = 0; r < rows; ++r) {
-                for (int64_t g = 0; g < group; ++g) {
-                    const int64_t lane = r * group + g, h = hk * group + g, iq1 = r0 + r;
-                    const char* qp = static_cast<const char*>(q->data) + iq1 * q->nb[1] + h * q->nb[2] + iq3 * q->nb[3];
-                    float* qd = &qs[lane * DK];
-                    row_to_f32(q->type, qp, qd, DK);
-                    if (round_q)
-                        for (int64_t d = 0; d < DK; ++d) qd[d] = fp16_table().values[fp32_to_fp16(qd[d])];
-                    mrow[lane] = mask ? reinterpret_cast<const uint16_t*>(
-                                            static_cast<const char*>(mask->data) + iq1 * mask->nb[1] +
-                                            (h % mask->ne[2]) * mask->nb[2] + (iq3 % mask->ne[3]) * mask->nb[3])
-                                      : nullptr;
-                }
-            }
-            std::fill(acc.begin(), acc.begin() + n_lanes * DV, 0.0f);
-            std::fill(mx.begin(), mx.begin() + n_lanes, -INFINITY);
-            std::fill(sum.begin(), sum.begin() + n_lanes, 0.0f);
-
-            const char* kbase = static_cast<const char*>(k->data) + hk * k->nb[2] + ik3 * k->nb[3];
-            const char* vbase = static_cast<const char*>(v->data) + hk * v->nb[2] + ik3 * v->nb[3];
-            const float* f16 = fp16_table().values;
-            for (int64_t ic = 0; ic < n_kv; ++ic) {
-                bool any = mask == nullptr;
-                for (int64_t lane = 0; lane < n_lanes && !any; ++lane) any = f16[mrow[lane][ic]] != -INFINITY;
-                if (!any) continue;  // every lane masks this cell: skip converting it
-                row_to_f32(k->type, kbase + ic * k->nb[1], krow.data(), DK);
-                row_to_f32(v->type, vbase + ic * v->nb[1], vrow.data(), DV);
-                for (int64_t lane = 0; lane < n_lanes; ++lane) {
-                    const float mv = mask ? slopes[lane % group] * f16[mrow[lane][ic]] : 0.0f;
-                    if (mv == -INFINITY) continue;
-                    float s = dot(&qs[lane * DK], krow.data(), DK) * scale_v;
-                    if (softcap != 0.0f) s = softcap * std::tanh(s);
-                    s += mv;
-                    float* a = &acc[lane * DV];
-                    if (s > mx[lane]) {
-                        const float ms = std::exp(mx[lane] - s);
-                        mx[lane] = s;
-                        scale(a, ms, DV);
-                        sum[lane] = sum[lane] * ms + 1.0f;
-                        axpy(a, vrow.data(), 1.0f, DV);
-                    } else {
-                        const float vs = std::exp(s - mx[lane]);
-                        sum[lane] += vs;
-                        axpy(a, vrow.data(), vs, DV);
-                    }
-                }
-            }
-            // dst: [DV, n_head, n_q, ne3]
-            for (int64_t r = 0; r < rows; ++r) {
-                for (int64_t g = 0; g < group; ++g) {
-                    const int64_t lane = r * group + g, h = hk * group + g;
-                    const float inv = sum[lane] == 0.0f ? 0.0f : 1.0f / sum[lane];
-                    float* out = reinterpret_cast<float*>(static_cast<char*>(node->data) + h * node->nb[1] +
-                                                          (r0 + r) * node->nb[2] + iq3 * node->nb[3]);
-                    for (int64_t d = 0; d < DV; ++d) out[d] = acc[lane * DV + d] * inv;
-                }
+            const int64_t hk = (task / n_blocks) % a.n_head_kv;
+            const int64_t iq3 = task / (n_blocks * a.n_head_kv);
+            const int64_t r0 = blk * kRowBlock, rows = std::min(kRowBlock, a.n_q - r0);
+            const int64_t n = load_lanes(a, l, iq3, hk, r0, rows);
+            attend(a, l, n, iq3, hk, 0, a.n_kv);
+            for (int64_t lane = 0; lane < n; ++lane) {
+                const float inv = l.sum[lane] == 0.0f ? 0.0f : 1.0f / l.sum[lane];
+                float* out = output_row(node, hk * a.group + lane % a.group, r0 + lane / a.group, iq3);
+                for (int64_t d = 0; d < a.DV; ++d) out[d] = l.acc[lane * a.DV + d] * inv;
             }
         }
     });

@@ -1,0 +1,59 @@
+#include "record.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "../fp16.h"
+
+namespace mustafar::kv {
+namespace {
+// Values start right after the bitmap, which is 1 byte for D = 8: not 2-byte aligned in general.
+inline uint16_t load_u16(const uint8_t* p) {
+    uint16_t v;
+    std::memcpy(&v, p, 2);
+    return v;
+}
+inline void store_u16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
+}  // namespace
+
+void compress(const uint16_t* x, const RecordLayout& layout, uint8_t* record) {
+    const int D = layout.head_dim;
+    uint8_t* bitmap = record;
+    uint8_t* values = record + layout.bitmap_bytes();
+    std::memset(record, 0, layout.stride);
+    if (layout.kept == D) {
+        std::memset(bitmap, 0xff, layout.bitmap_bytes());
+        std::memcpy(values, x, size_t(D) * 2);
+        return;
+    }
+    // Key = |x| (f16 magnitude bits order like the values) above the inverted index, so that the
+    // largest key is the largest magnitude and, among equals, the lowest index.
+    uint32_t keys[kMaxHeadDim];
+    for (int i = 0; i < D; ++i) keys[i] = (uint32_t(x[i] & 0x7fff) << 16) | uint32_t(0xffff - i);
+    if (layout.kept > 0) {
+        std::nth_element(keys, keys + (layout.kept - 1), keys + D, [](uint32_t a, uint32_t b) { return a > b; });
+        for (int j = 0; j < layout.kept; ++j) {
+            const int i = 0xffff - int(keys[j] & 0xffff);
+            bitmap[i >> 3] |= uint8_t(1u << (i & 7));
+        }
+    }
+    int n = 0;
+    for (int i = 0; i < D; ++i)
+        if (bitmap[i >> 3] & (1u << (i & 7))) store_u16(values + 2 * n++, x[i]);
+}
+
+void decompress(const uint8_t* record, const RecordLayout& layout, uint16_t* out) {
+    const uint8_t* values = record + layout.bitmap_bytes();
+    int n = 0;
+    for (int i = 0; i < layout.head_dim; ++i) out[i] = (record[i >> 3] & (1u << (i & 7))) ? load_u16(values + 2 * n++) : 0;
+}
+
+void decompress_f32(const uint8_t* record, const RecordLayout& layout, float* out) {
+    const uint8_t* values = record + layout.bitmap_bytes();
+    const float* table = fp16_table().values;
+    int n = 0;
+    for (int i = 0; i < layout.head_dim; ++i)
+        out[i] = (record[i >> 3] & (1u << (i & 7))) ? table[load_u16(values + 2 * n++)] : 0.0f;
+}
+
+}  // namespace mustafar::kv

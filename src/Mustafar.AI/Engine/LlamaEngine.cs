@@ -1,0 +1,314 @@
+using System.Runtime.CompilerServices;
+using System.Text;
+using System.Text.RegularExpressions;
+using LLama;
+using LLama.Common;
+using LLama.Native;
+using Microsoft.Extensions.Logging;
+using Mustafar.AI.Mapping;
+using Mustafar.AI.Native;
+
+namespace Mustafar.AI.Engine;
+
+/// <summary>
+/// Owns one llama.cpp model and context. Requests run one at a time on the single sequence 0
+/// (continuous batching across sequences comes with the concurrency work).
+/// </summary>
+internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
+{
+    // Loading is serialised process-wide so that the llama.cpp log lines we read belong to this load.
+    private static readonly SemaphoreSlim LoadGate = new(1, 1);
+
+    private readonly SemaphoreSlim _requestGate = new(1, 1);
+    private readonly ILogger _logger;
+    private readonly LLamaWeights _weights;
+    private readonly LLamaContext _context;
+    private readonly NativeBackend.BackendHandle? _backend;
+    private bool _disposed;
+
+    private LlamaEngine(MustafarOptions options, ModelShape shape, LLamaWeights weights, LLamaContext context,
+        NativeBackend.BackendHandle? backend, IReadOnlyDictionary<int, string> kvDevices, ILogger logger)
+    {
+        Options = options;
+        Shape = shape;
+        _weights = weights;
+        _context = context;
+        _backend = backend;
+        KvLayerDevices = kvDevices;
+        _logger = logger;
+        ChatTemplate = weights.Metadata.TryGetValue("tokenizer.chat_template", out string? template) ? template : null;
+    }
+
+    public MustafarOptions Options { get; }
+
+    public ModelShape Shape { get; }
+
+    /// <summary>Device of each layer's KV cache, as llama.cpp logged it ("llama_kv_cache: layer N: dev = X").</summary>
+    public IReadOnlyDictionary<int, string> KvLayerDevices { get; }
+
+    public string? ChatTemplate { get; }
+
+    public int ContextSize => (int)_context.ContextSize;
+
+    internal LLamaWeights Weights => _weights;
+
+    public static async Task<LlamaEngine> LoadAsync(MustafarOptions options, ILogger logger, CancellationToken cancellationToken)
+    {
+        MustafarOptionsValidator.ThrowIfInvalid(options);
+        ModelShape shape = ModelShape.Read(options.ModelPath);
+        NativeBackend.BackendHandle? backend = options.UseMustafarBackend ? NativeBackend.EnsureRegistered() : null;
+        if (backend is null)
+        {
+            NativeBackend.EnsureLlamaLoaded();
+        }
+
+        var parameters = new ModelParams(options.ModelPath)
+        {
+            ContextSize = options.ContextSize == 0 ? null : (uint)options.ContextSize,
+            BatchSize = (uint)options.BatchSize,
+            UBatchSize = (uint)options.BatchSize,
+            GpuLayerCount = backend is null ? 0 : shape.LayerCount + 1,
+            FlashAttention = true, // the Mustafar cache stores V like K, which needs flash attention
+            Threads = options.Threads,
+            BatchThreads = options.Threads,
+            TypeK = GGMLType.GGML_TYPE_F16,
+            TypeV = GGMLType.GGML_TYPE_F16,
+        };
+
+        var kvDevices = new Dictionary<int, string>();
+        await LoadGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        LLamaWeights? weights = null;
+        LLamaContext? context = null;
+        try
+        {
+            using (LlamaLog.Subscribe((level, line) =>
+                   {
+                       var match = KvLayerLine().Match(line);
+                       if (match.Success)
+                       {
+                           kvDevices[int.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)] = match.Groups[2].Value;
+                       }
+
+                       logger.Native(LlamaLog.ToLogLevel(level), line);
+                   }))
+            {
+                weights = await Task.Run(() => LLamaWeights.LoadFromFile(parameters), cancellationToken).ConfigureAwait(false);
+                context = await Task.Run(() => weights.CreateContext(parameters), cancellationToken).ConfigureAwait(false);
+            }
+
+            CheckKvPlacement(shape, kvDevices, backend is null ? "CPU" : NativeBackend.DeviceName);
+            var engine = new LlamaEngine(options, shape, weights, context, backend, kvDevices, logger);
+            logger.ModelLoaded(options.ModelPath, shape.LayerCount, shape.HeadDim, shape.HeadCount, shape.KvHeadCount,
+                engine.ContextSize, backend is null ? "llama.cpp CPU" : $"Mustafar ({backend.Flavour})", kvDevices.Count,
+                string.Join(",", kvDevices.Values.Distinct()));
+            return engine;
+        }
+        catch
+        {
+            context?.Dispose();
+            weights?.Dispose();
+            throw;
+        }
+        finally
+        {
+            LoadGate.Release();
+        }
+    }
+
+    private static void CheckKvPlacement(ModelShape shape, IReadOnlyDictionary<int, string> kvDevices, string expected)
+    {
+        var wrong = Enumerable.Range(0, shape.LayerCount)
+            .Where(layer => !kvDevices.TryGetValue(layer, out string? dev) || dev != expected).ToList();
+        if (wrong.Count > 0)
+        {
+            throw new InvalidOperationException(
+                $"llama.cpp did not place the KV cache of layers {string.Join(", ", wrong)} on {expected} " +
+                $"(it logged: {string.Join("; ", kvDevices.Select(kv => $"layer {kv.Key}: {kv.Value}"))}).");
+        }
+    }
+
+    /// <summary>KV memory from the backend (null when running on llama.cpp's own CPU backend).</summary>
+    public MustafarKvStatistics? GetKvStatistics()
+    {
+        if (_backend is null)
+        {
+            return null;
+        }
+
+        var stats = _backend.GetKvStats();
+        return new MustafarKvStatistics((long)stats.KvBytes, (long)stats.KvDenseBytes, (int)stats.KvTensors);
+    }
+
+    public IReadOnlyList<LLamaToken> Tokenize(string text, bool addBos, bool special) =>
+        _context.Tokenize(text, addBos, special);
+
+    /// <summary>
+    /// Runs <paramref name="prompt"/> from an empty cache and samples until the consumer calls Stop,
+    /// end of generation, the token budget or the end of the context.
+    /// </summary>
+    public async IAsyncEnumerable<GeneratedToken> GenerateAsync(IReadOnlyList<LLamaToken> prompt, SamplingSettings sampling,
+        int maxTokens, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (prompt.Count == 0)
+        {
+            throw new ArgumentException("The prompt is empty.", nameof(prompt));
+        }
+
+        if (prompt.Count >= ContextSize)
+        {
+            throw new MustafarContextOverflowException(prompt.Count, ContextSize);
+        }
+
+        await _requestGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            using SafeLLamaSamplerChainHandle sampler = sampling.CreateChain();
+            var handle = _context.NativeHandle;
+            handle.MemoryClear(true);
+            var batch = new LLamaBatch();
+            int position = 0;
+            int batchSize = (int)_context.BatchSize;
+            for (int start = 0; start < prompt.Count; start += batchSize)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                batch.Clear();
+                int end = Math.Min(prompt.Count, start + batchSize);
+                for (int i = start; i < end; i++)
+                {
+                    batch.Add(prompt[i], position++, LLamaSeqId.Zero, i == prompt.Count - 1);
+                }
+
+                await DecodeAsync(batch, cancellationToken).ConfigureAwait(false);
+            }
+
+            var vocab = _weights.NativeHandle.Vocab;
+            for (int generated = 0; ; generated++)
+            {
+                if (generated >= maxTokens)
+                {
+                    yield return new GeneratedToken(default, GenerationEnd.MaxTokens);
+                    yield break;
+                }
+
+                if (position >= ContextSize)
+                {
+                    yield return new GeneratedToken(default, GenerationEnd.ContextFull);
+                    yield break;
+                }
+
+                cancellationToken.ThrowIfCancellationRequested();
+                LLamaToken token = sampler.Sample(handle, batch.TokenCount - 1);
+                if (token.IsEndOfGeneration(vocab))
+                {
+                    yield return new GeneratedToken(token, GenerationEnd.EndOfGeneration);
+                    yield break;
+                }
+
+                bool stop = false;
+                yield return new GeneratedToken(token, GenerationEnd.None, () => stop = true);
+                if (stop)
+                {
+                    yield break;
+                }
+
+                batch.Clear();
+                batch.Add(token, position++, LLamaSeqId.Zero, true);
+                await DecodeAsync(batch, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            _requestGate.Release();
+        }
+    }
+
+    /// <summary>Feeds tokens without sampling and returns the logits of the last one (for tests and benchmarks).</summary>
+    internal async Task<float[]> EvaluateAsync(IReadOnlyList<LLamaToken> tokens, int startPosition, CancellationToken cancellationToken)
+    {
+        await _requestGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (startPosition == 0)
+            {
+                _context.NativeHandle.MemoryClear(true);
+            }
+
+            var batch = new LLamaBatch();
+            int batchSize = (int)_context.BatchSize;
+            for (int start = 0; start < tokens.Count; start += batchSize)
+            {
+                batch.Clear();
+                int end = Math.Min(tokens.Count, start + batchSize);
+                for (int i = start; i < end; i++)
+                {
+                    batch.Add(tokens[i], startPosition + i, LLamaSeqId.Zero, i == tokens.Count - 1);
+                }
+
+                await DecodeAsync(batch, cancellationToken).ConfigureAwait(false);
+            }
+
+            return _context.NativeHandle.GetLogitsIth(batch.TokenCount - 1).ToArray();
+        }
+        finally
+        {
+            _requestGate.Release();
+        }
+    }
+
+    private async Task DecodeAsync(LLamaBatch batch, CancellationToken cancellationToken)
+    {
+        DecodeResult result = await Task.Run(() => _context.NativeHandle.Decode(batch), cancellationToken).ConfigureAwait(false);
+        if (result != DecodeResult.Ok)
+        {
+            throw new InvalidOperationException($"llama_decode failed with {result} ({(int)result}); see the llama.cpp log.");
+        }
+    }
+
+    public string Detokenize(IEnumerable<LLamaToken> tokens)
+    {
+        var decoder = new StreamingTokenDecoder(Encoding.UTF8, _weights);
+        foreach (var token in tokens)
+        {
+            decoder.Add(token);
+        }
+
+        return decoder.Read();
+    }
+
+    internal StreamingTokenDecoder CreateDecoder() => new(Encoding.UTF8, _weights);
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _context.Dispose();
+        _weights.Dispose();
+        _requestGate.Dispose();
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        Dispose();
+        return ValueTask.CompletedTask;
+    }
+
+    [GeneratedRegex(@"llama_kv_cache:\s+layer\s+(\d+):\s+dev\s*=\s*(\S+)")]
+    private static partial Regex KvLayerLine();
+}
+
+/// <summary>Why generation stopped, or None while it goes on.</summary>
+internal enum GenerationEnd
+{
+    None,
+    EndOfGeneration,
+    MaxTokens,
+    ContextFull,
+}
+
+/// <summary>One step of generation; <see cref="Stop"/> ends it after this token (e.g. a stop sequence matched).</summary>
+internal readonly record struct GeneratedToken(LLamaToken Token, GenerationEnd End, Action? Stop = null);

@@ -1,0 +1,63 @@
+using LLama.Native;
+using Microsoft.Extensions.AI;
+
+namespace Mustafar.AI.Mapping;
+
+/// <summary>ChatOptions' sampling fields, with llama.cpp's defaults where a request leaves one unset.</summary>
+internal sealed record SamplingSettings(float Temperature, int TopK, float TopP, uint Seed)
+{
+    public const float DefaultTemperature = 0.8f;
+    public const int DefaultTopK = 40;
+    public const float DefaultTopP = 0.95f;
+
+    public bool IsGreedy => Temperature <= 0f;
+
+    public static SamplingSettings From(ChatOptions? options)
+    {
+        float temperature = options?.Temperature ?? DefaultTemperature;
+        if (temperature < 0 || float.IsNaN(temperature))
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), temperature, "ChatOptions.Temperature must be 0 (greedy) or positive.");
+        }
+
+        int topK = options?.TopK ?? DefaultTopK;
+        if (topK < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), topK, "ChatOptions.TopK must be 0 (off) or positive.");
+        }
+
+        float topP = options?.TopP ?? DefaultTopP;
+        if (topP is <= 0 or > 1 || float.IsNaN(topP))
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), topP, "ChatOptions.TopP must be in (0, 1].");
+        }
+
+        // A request without a seed gets a fresh one; with one, sampling is reproducible.
+        uint seed = options?.Seed is long s ? unchecked((uint)s) : (uint)Random.Shared.Next();
+        return new SamplingSettings(temperature, topK, topP, seed);
+    }
+
+    public SafeLLamaSamplerChainHandle CreateChain()
+    {
+        var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+        if (IsGreedy)
+        {
+            chain.AddGreedySampler();
+            return chain;
+        }
+
+        if (TopK > 0)
+        {
+            chain.AddTopK(TopK);
+        }
+
+        if (TopP < 1)
+        {
+            chain.AddTopP(TopP, 1);
+        }
+
+        chain.AddTemperature(Temperature);
+        chain.AddDistributionSampler(Seed);
+        return chain;
+    }
+}

@@ -1,0 +1,152 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using LLama.Native;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Logging;
+using Mustafar.AI.Engine;
+using Mustafar.AI.Mapping;
+
+namespace Mustafar.AI;
+
+/// <summary>
+/// IChatClient over a local llama.cpp model with the Mustafar KV cache. Validates and maps; the
+/// engine does the work. Reached through <see cref="MustafarChatClientFactory"/> or DI.
+/// </summary>
+internal sealed class MustafarChatClient : IChatClient, IAsyncDisposable
+{
+    private readonly LlamaEngine _engine;
+    private readonly ILogger _logger;
+    private readonly ChatClientMetadata _metadata;
+
+    internal MustafarChatClient(LlamaEngine engine, ILogger logger)
+    {
+        _engine = engine;
+        _logger = logger;
+        string modelId = engine.Options.ModelId ?? Path.GetFileNameWithoutExtension(engine.Options.ModelPath);
+        _metadata = new ChatClientMetadata("mustafar", providerUri: null, defaultModelId: modelId);
+    }
+
+    internal LlamaEngine Engine => _engine;
+
+    public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
+        CancellationToken cancellationToken = default) =>
+        await GetStreamingResponseAsync(messages, options, cancellationToken).ToChatResponseAsync(cancellationToken).ConfigureAwait(false);
+
+    public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages,
+        ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        var sampling = SamplingSettings.From(options);
+        int maxTokens = options?.MaxOutputTokens ?? _engine.Options.DefaultMaxOutputTokens;
+        if (maxTokens < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), maxTokens, "ChatOptions.MaxOutputTokens must be at least 1.");
+        }
+
+        var (prompt, usedTemplate) = PromptBuilder.Build(_engine.Weights, _engine.ChatTemplate, messages, options);
+        IReadOnlyList<LLamaToken> promptTokens = _engine.Tokenize(prompt, addBos: true, special: usedTemplate);
+
+        string responseId = Guid.NewGuid().ToString("N");
+        string messageId = Guid.NewGuid().ToString("N");
+        string modelId = options?.ModelId ?? _metadata.DefaultModelId!;
+        var stops = new StopSequenceFilter(options?.StopSequences?.ToArray() ?? []);
+        var decoder = _engine.CreateDecoder();
+        var started = Stopwatch.StartNew();
+        int outputTokens = 0;
+        ChatFinishReason finish = ChatFinishReason.Stop;
+        _logger.RequestStarted(responseId, promptTokens.Count, maxTokens);
+
+        await foreach (var step in _engine.GenerateAsync(promptTokens, sampling, maxTokens, cancellationToken).ConfigureAwait(false))
+        {
+            if (step.End != GenerationEnd.None)
+            {
+                finish = step.End is GenerationEnd.MaxTokens or GenerationEnd.ContextFull ? ChatFinishReason.Length : ChatFinishReason.Stop;
+                break;
+            }
+
+            outputTokens++;
+            decoder.Add(step.Token);
+            string text = stops.Push(decoder.Read());
+            if (text.Length > 0)
+            {
+                yield return Update(text);
+            }
+
+            if (stops.Stopped)
+            {
+                step.Stop?.Invoke();
+                finish = ChatFinishReason.Stop;
+                break;
+            }
+        }
+
+        string rest = stops.Flush();
+        if (rest.Length > 0)
+        {
+            yield return Update(rest);
+        }
+
+        var usage = new UsageDetails
+        {
+            InputTokenCount = promptTokens.Count,
+            OutputTokenCount = outputTokens,
+            TotalTokenCount = promptTokens.Count + outputTokens,
+        };
+        if (_engine.GetKvStatistics() is { } kv)
+        {
+            usage.AdditionalCounts = new AdditionalPropertiesDictionary<long>
+            {
+                ["kv_bytes"] = kv.KvBytes,
+                ["kv_dense_bytes"] = kv.KvDenseBytes,
+            };
+        }
+
+        _logger.RequestFinished(responseId, finish.Value, outputTokens, started.Elapsed.TotalSeconds);
+        yield return new ChatResponseUpdate(ChatRole.Assistant, [new UsageContent(usage)])
+        {
+            ResponseId = responseId,
+            MessageId = messageId,
+            ModelId = modelId,
+            FinishReason = finish,
+            CreatedAt = DateTimeOffset.UtcNow,
+        };
+
+        ChatResponseUpdate Update(string text) => new(ChatRole.Assistant, text)
+        {
+            ResponseId = responseId,
+            MessageId = messageId,
+            ModelId = modelId,
+            CreatedAt = DateTimeOffset.UtcNow,
+        };
+    }
+
+    public object? GetService(Type serviceType, object? serviceKey = null)
+    {
+        ArgumentNullException.ThrowIfNull(serviceType);
+        if (serviceKey is not null)
+        {
+            return null;
+        }
+
+        if (serviceType == typeof(ChatClientMetadata))
+        {
+            return _metadata;
+        }
+
+        if (serviceType == typeof(MustafarOptions))
+        {
+            return _engine.Options;
+        }
+
+        if (serviceType == typeof(MustafarKvStatistics))
+        {
+            return _engine.GetKvStatistics();
+        }
+
+        return serviceType.IsInstanceOfType(this) ? this : null;
+    }
+
+    public void Dispose() => _engine.Dispose();
+
+    public ValueTask DisposeAsync() => _engine.DisposeAsync();
+}

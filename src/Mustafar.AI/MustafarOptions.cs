@@ -1,0 +1,109 @@
+using Microsoft.Extensions.Options;
+
+namespace Mustafar.AI;
+
+/// <summary>Options of a Mustafar chat client: the model, its context and the Mustafar KV cache.</summary>
+public sealed class MustafarOptions
+{
+    /// <summary>The largest sparsity accepted for K and V (90 % of each vector pruned).</summary>
+    public const double MaxSparsity = 0.9;
+
+    /// <summary>Path of the GGUF model file (llama-family architecture).</summary>
+    public string ModelPath { get; set; } = string.Empty;
+
+    /// <summary>Model id reported in <c>ChatClientMetadata</c> and responses; defaults to the file name.</summary>
+    public string? ModelId { get; set; }
+
+    /// <summary>Context size in tokens (the KV cache holds this many cells). 0 uses the model's training context.</summary>
+    public int ContextSize { get; set; } = 4096;
+
+    /// <summary>Most tokens handed to llama.cpp in one decode call (a longer prompt is split).</summary>
+    public int BatchSize { get; set; } = 512;
+
+    /// <summary>CPU threads for the work that runs on ggml's CPU backend; null picks the core count.</summary>
+    public int? Threads { get; set; }
+
+    /// <summary>Fraction of each key vector pruned once it leaves the local window (0 keeps it dense, at most 0.9).</summary>
+    public double KSparsity { get; set; } = 0.5;
+
+    /// <summary>Fraction of each value vector pruned once it leaves the local window (0 keeps it dense, at most 0.9).</summary>
+    public double VSparsity { get; set; } = 0.5;
+
+    /// <summary>The most recent tokens of each sequence that stay dense (the paper uses 32).</summary>
+    public int LocalWindow { get; set; } = 32;
+
+    /// <summary>
+    /// Runs the model through the Mustafar backend (true, the product) or on llama.cpp's own CPU backend
+    /// with a plain f16 cache (false: a reference to compare against).
+    /// </summary>
+    public bool UseMustafarBackend { get; set; } = true;
+
+    /// <summary>Default cap on generated tokens when a request sets no <c>MaxOutputTokens</c>.</summary>
+    public int DefaultMaxOutputTokens { get; set; } = 512;
+}
+
+/// <summary>Validates <see cref="MustafarOptions"/> at start-up with messages that name the option and the rule.</summary>
+public sealed class MustafarOptionsValidator : IValidateOptions<MustafarOptions>
+{
+    /// <inheritdoc />
+    public ValidateOptionsResult Validate(string? name, MustafarOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        List<string> failures = [];
+        if (string.IsNullOrWhiteSpace(options.ModelPath))
+        {
+            failures.Add("MustafarOptions.ModelPath is required: the path of a GGUF model file.");
+        }
+        else if (!File.Exists(options.ModelPath))
+        {
+            failures.Add($"MustafarOptions.ModelPath '{options.ModelPath}' does not exist.");
+        }
+
+        if (options.ContextSize < 0)
+        {
+            failures.Add($"MustafarOptions.ContextSize must be 0 (the model's training context) or positive; got {options.ContextSize}.");
+        }
+
+        if (options.BatchSize < 1)
+        {
+            failures.Add($"MustafarOptions.BatchSize must be at least 1; got {options.BatchSize}.");
+        }
+
+        if (options.Threads is < 1)
+        {
+            failures.Add($"MustafarOptions.Threads must be at least 1 when set; got {options.Threads}.");
+        }
+
+        CheckSparsity(nameof(MustafarOptions.KSparsity), options.KSparsity, failures);
+        CheckSparsity(nameof(MustafarOptions.VSparsity), options.VSparsity, failures);
+        if (options.LocalWindow < 0)
+        {
+            failures.Add($"MustafarOptions.LocalWindow must be 0 or more tokens; got {options.LocalWindow}.");
+        }
+
+        if (options.DefaultMaxOutputTokens < 1)
+        {
+            failures.Add($"MustafarOptions.DefaultMaxOutputTokens must be at least 1; got {options.DefaultMaxOutputTokens}.");
+        }
+
+        return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+    }
+
+    private static void CheckSparsity(string option, double value, List<string> failures)
+    {
+        if (double.IsNaN(value) || value < 0 || value > MustafarOptions.MaxSparsity)
+        {
+            failures.Add($"MustafarOptions.{option} must be between 0 (dense) and {MustafarOptions.MaxSparsity}; got {value}.");
+        }
+    }
+
+    /// <summary>Throws <see cref="OptionsValidationException"/> listing every failure.</summary>
+    internal static void ThrowIfInvalid(MustafarOptions options)
+    {
+        var result = new MustafarOptionsValidator().Validate(Options.DefaultName, options);
+        if (result.Failed)
+        {
+            throw new OptionsValidationException(Options.DefaultName, typeof(MustafarOptions), result.Failures);
+        }
+    }
+}
