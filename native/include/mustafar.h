@@ -12,22 +12,43 @@ extern "C" {
 #define MUSTAFAR_API __attribute__((visibility("default")))
 
 /* Bumped whenever this header changes; the .NET side refuses a library with another number. */
-#define MUSTAFAR_ABI_VERSION 1
+#define MUSTAFAR_ABI_VERSION 2
 
 /* Memory held by the KV cache tensors (llama.cpp's cache_k_l* / cache_v_l*) in live buffers. */
 typedef struct mustafar_kv_stats {
     uint64_t kv_bytes;        /* bytes allocated for cache tensors in our buffers */
-    uint64_t kv_dense_bytes;  /* what the same tensors take in ggml's dense layout */
+    uint64_t kv_dense_bytes;  /* what the same tensors take as a dense f16 cache */
     uint64_t kv_tensors;      /* number of cache tensors */
     uint64_t kv_elements;     /* elements (cells x channels) over all cache tensors */
+    uint64_t rows_dense;      /* cache rows (cell x tensor) held dense: the local windows */
+    uint64_t rows_compressed; /* cache rows held pruned and compressed */
 } mustafar_kv_stats;
+
+/* How the cache tensors allocated from now on are stored. Call it before llama.cpp creates the
+ * context (which allocates the cache) and hold it fixed while it does. k_sparsity < 0 stores the
+ * caches dense, in ggml's layout (only owner counts); a null config also forgets the owner. */
+typedef struct mustafar_cache_config {
+    double k_sparsity;     /* fraction of each key vector pruned, 0 .. 0.9 */
+    double v_sparsity;     /* fraction of each value vector pruned, 0 .. 0.9 */
+    int32_t local_window;  /* most recent tokens per sequence kept dense */
+    int32_t head_dim_k;
+    int32_t head_dim_v;
+    int32_t n_seq_max;     /* sequences the context decodes at once */
+    int32_t n_ubatch;      /* most tokens in one micro-batch */
+    int64_t owner;         /* tag of the caches allocated under this config, for mustafar_get_kv_stats */
+} mustafar_cache_config;
+
+/* 0 on success; otherwise the config is refused (see mustafar_last_error). */
+MUSTAFAR_API int mustafar_set_cache_config(const mustafar_cache_config* config);
+MUSTAFAR_API const char* mustafar_last_error(void);
 
 MUSTAFAR_API int mustafar_abi_version(void);
 /* "cpu" or "cuda". */
 MUSTAFAR_API const char* mustafar_flavour(void);
 /* Empty when the running libggml-base is the version we were written for; otherwise why not. */
 MUSTAFAR_API const char* mustafar_abi_error(void);
-MUSTAFAR_API void mustafar_get_kv_stats(mustafar_kv_stats* out);
+/* Sums over the live caches allocated under config.owner == owner (owner 0: every cache). */
+MUSTAFAR_API void mustafar_get_kv_stats(int64_t owner, mustafar_kv_stats* out);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,8 @@
 
 #include "buffer.h"
 #include "cpu/kernels.h"
+#include "kv/view.h"
+#include "kv/window.h"
 #include "registry.h"
 #include "thread_pool.h"
 
@@ -65,7 +67,10 @@ ggml_status graph_compute(ggml_backend_t backend, ggml_cgraph* graph) {
             case GGML_OP_CPY:
             case GGML_OP_DUP:
             case GGML_OP_CONT: cpu::copy(node, pool); break;
-            case GGML_OP_FLASH_ATTN_EXT: cpu::flash_attn_ext(node, pool); break;
+            case GGML_OP_FLASH_ATTN_EXT:
+                cpu::flash_attn_ext(node, pool);
+                kv::retire_out_of_window(node);
+                break;
             default:
                 log_error("%s: op %s (node %s) was scheduled on this backend but is not implemented\n", kDeviceName,
                           ggml_op_name(node->op), node->name);
@@ -109,6 +114,8 @@ bool supports_op(const ggml_tensor* op) {
         case GGML_OP_CPY:
         case GGML_OP_DUP:
         case GGML_OP_CONT:
+            // A store's bytes are not in ggml's layout; only attention and cache writes read them.
+            if (kv::store_of(op) || kv::store_of(op->src[0])) return false;
             return cpu::is_float_type(op->src[0]->type) && cpu::is_float_type(op->type) &&
                    (touches_our_buffer(op) || touches_our_buffer(op->src[0]));
         case GGML_OP_SET_ROWS: return supports_set_rows(op);

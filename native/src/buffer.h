@@ -4,10 +4,13 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <unordered_map>
 
+#include "../include/mustafar.h"
 #include "ggml_abi.h"
+#include "kv/store.h"
 
 namespace mustafar {
 
@@ -24,17 +27,27 @@ public:
     uint8_t* base() const { return static_cast<uint8_t*>(base_); }
     size_t size() const { return size_; }
 
-    void note_tensor(const ggml_tensor* t);
+    // Called for each tensor allocated here: cache tensors get a Mustafar store when one is configured.
+    void init_tensor(ggml_tensor* t);
     void forget_tensors();
+    void clear_stores();
     // Adds this buffer's cache tensors into the totals.
-    void add_kv_stats(uint64_t& bytes, uint64_t& dense_bytes, uint64_t& tensors, uint64_t& elements) const;
+    void add_kv_stats(int64_t owner, mustafar_kv_stats& s) const;
 
 private:
+    struct CacheTensor {
+        size_t bytes;  // allocated in this buffer
+        std::unique_ptr<kv::KvStore> store;  // null: stored dense
+        int64_t owner;
+    };
     void* base_;
     size_t size_;
     mutable std::mutex mutex_;
-    std::unordered_map<const ggml_tensor*, size_t> kv_tensors_;  // tensor -> bytes allocated
+    std::unordered_map<const ggml_tensor*, CacheTensor> kv_tensors_;
 };
+
+// The store configuration for a cache tensor under the current config, if it gets one.
+bool store_config_for(const ggml_tensor* t, kv::StoreConfig& out, int64_t* owner = nullptr);
 
 void init_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device);
 bool is_our_buffer(const ggml_backend_buffer* buffer);

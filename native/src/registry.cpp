@@ -7,6 +7,7 @@
 #include "backend.h"
 #include "buffer.h"
 #include "device.h"
+#include "kv/record.h"
 
 namespace mustafar {
 namespace {
@@ -48,10 +49,10 @@ void Registry::remove_buffer(const Buffer* b) {
     buffers.erase(std::remove(buffers.begin(), buffers.end(), b), buffers.end());
 }
 
-mustafar_kv_stats Registry::kv_stats() {
+mustafar_kv_stats Registry::kv_stats(int64_t owner) {
     mustafar_kv_stats s{};
     std::lock_guard<std::mutex> lock(buffers_mutex);
-    for (const Buffer* b : buffers) b->add_kv_stats(s.kv_bytes, s.kv_dense_bytes, s.kv_tensors, s.kv_elements);
+    for (const Buffer* b : buffers) b->add_kv_stats(owner, s);
     return s;
 }
 
@@ -75,8 +76,37 @@ MUSTAFAR_API const char* mustafar_flavour(void) { return "cpu"; }
 
 MUSTAFAR_API const char* mustafar_abi_error(void) { return mustafar::abi_mismatch().c_str(); }
 
-MUSTAFAR_API void mustafar_get_kv_stats(mustafar_kv_stats* out) {
-    if (out != nullptr) *out = mustafar::registry().kv_stats();
+MUSTAFAR_API void mustafar_get_kv_stats(int64_t owner, mustafar_kv_stats* out) {
+    if (out != nullptr) *out = mustafar::registry().kv_stats(owner);
 }
+
+MUSTAFAR_API int mustafar_set_cache_config(const mustafar_cache_config* config) {
+    auto& r = mustafar::registry();
+    std::lock_guard<std::mutex> lock(r.config_mutex);
+    if (config == nullptr) {
+        r.cache_config.reset();
+        return 0;
+    }
+    if (config->k_sparsity < 0) {  // dense storage, still tagged with its owner
+        r.cache_config = *config;
+        return 0;
+    }
+    const auto fail = [&](const std::string& why) {
+        r.last_error = why;
+        return 1;
+    };
+    for (double s : {config->k_sparsity, config->v_sparsity})
+        if (!(s >= 0.0 && s <= 0.9)) return fail("sparsity must be within [0, 0.9]; got " + std::to_string(s));
+    for (int d : {config->head_dim_k, config->head_dim_v})
+        if (d <= 0 || d % 8 != 0 || d > mustafar::kv::kMaxHeadDim)
+            return fail("head size " + std::to_string(d) + " is not supported: the Mustafar cache needs a multiple of 8 up to " +
+                        std::to_string(mustafar::kv::kMaxHeadDim));
+    if (config->local_window < 0) return fail("local window must be >= 0; got " + std::to_string(config->local_window));
+    if (config->n_seq_max < 1 || config->n_ubatch < 1) return fail("n_seq_max and n_ubatch must be >= 1");
+    r.cache_config = *config;
+    return 0;
+}
+
+MUSTAFAR_API const char* mustafar_last_error(void) { return mustafar::registry().last_error.c_str(); }
 
 }  // extern "C"

@@ -2,6 +2,8 @@
 // KV cache tensors the statistics API sums.
 #pragma once
 #include <mutex>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "../include/mustafar.h"
@@ -19,9 +21,14 @@ struct Registry {
     std::mutex buffers_mutex;
     std::vector<const Buffer*> buffers;
 
+    // The storage that cache tensors allocated from now on get (set before llama.cpp creates a context).
+    std::mutex config_mutex;
+    std::optional<mustafar_cache_config> cache_config;
+    std::string last_error;
+
     void add_buffer(const Buffer* b);
     void remove_buffer(const Buffer* b);
-    mustafar_kv_stats kv_stats();
+    mustafar_kv_stats kv_stats(int64_t owner);
 };
 
 Registry& registry();

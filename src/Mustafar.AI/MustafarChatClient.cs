@@ -98,6 +98,8 @@ internal sealed class MustafarChatClient : IChatClient, IAsyncDisposable
             {
                 ["kv_bytes"] = kv.KvBytes,
                 ["kv_dense_bytes"] = kv.KvDenseBytes,
+                ["kv_dense_rows"] = kv.DenseRows,
+                ["kv_compressed_rows"] = kv.CompressedRows,
             };
         }
 

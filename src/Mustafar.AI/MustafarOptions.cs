@@ -38,6 +38,12 @@ public sealed class MustafarOptions
     /// </summary>
     public bool UseMustafarBackend { get; set; } = true;
 
+    /// <summary>
+    /// With both sparsities 0 the cache is stored dense (ggml's layout, no bitmap overhead); tests set
+    /// this to run the compressed store anyway, where nothing is pruned.
+    /// </summary>
+    internal bool ForceCompressedStore { get; set; }
+
     /// <summary>Default cap on generated tokens when a request sets no <c>MaxOutputTokens</c>.</summary>
     public int DefaultMaxOutputTokens { get; set; } = 512;
 }

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../kv/view.h"
 #include "convert.h"
 #include "ggml_cpu_numerics.h"
 #include "kernels.h"
@@ -25,8 +26,25 @@ inline float round_f16(float x) { return fp16_table().values[fp32_to_fp16(x)]; }
 
 constexpr int64_t kRowBlock = 16;
 
+// A K or V operand: an ordinary tensor, or a view of a Mustafar store (decompressed per vector on
+// the fly, never into a dense copy of the cache).
+struct KvOperand {
+    const ggml_tensor* t = nullptr;
+    const kv::KvStore* store = nullptr;
+
+    void load(int64_t ic, int64_t h, int64_t s, float* out, int64_t n) const {
+        if (store != nullptr) {
+            const kv::RowHead at = kv::locate(t, *store, ic, h, s);
+            store->read_head_f32(at.row, at.head, out);
+        } else {
+            row_to_f32(t->type, static_cast<const char*>(t->data) + ic * t->nb[1] + h * t->nb[2] + s * t->nb[3], out, n);
+        }
+    }
+};
+
 struct Attention {
     const ggml_tensor *q, *k, *v, *mask;
+    KvOperand kop, vop;
     int64_t DK, DV, n_q, n_head, n_kv, n_head_kv, group, rk3;
     float scale, softcap, max_bias, m0, m1;
     uint32_t n_head_log2;
@@ -75,16 +93,14 @@ int64_t load_lanes(const Attention& a, Lanes& l, int64_t iq3, int64_t hk, int64_
 // Accumulates cells [ic0, ic1) of KV head hk into the lanes.
 void attend(const Attention& a, Lanes& l, int64_t n_lanes, int64_t iq3, int64_t hk, int64_t ic0, int64_t ic1) {
     const int64_t ik3 = iq3 / a.rk3;
-    const char* kbase = static_cast<const char*>(a.k->data) + hk * a.k->nb[2] + ik3 * a.k->nb[3];
-    const char* vbase = static_cast<const char*>(a.v->data) + hk * a.v->nb[2] + ik3 * a.v->nb[3];
     const float* f16 = fp16_table().values;
     const int64_t DV = a.DV;
     for (int64_t ic = ic0; ic < ic1; ++ic) {
         bool any = a.mask == nullptr;
         for (int64_t lane = 0; lane < n_lanes && !any; ++lane) any = f16[l.mask[lane][ic]] != -INFINITY;
         if (!any) continue;  // every lane masks this cell: skip converting it
-        row_to_f32(a.k->type, kbase + ic * a.k->nb[1], l.krow.data(), a.DK);
-        row_to_f32(a.v->type, vbase + ic * a.v->nb[1], l.vrow.data(), DV);
+        a.kop.load(ic, hk, ik3, l.krow.data(), a.DK);
+        a.vop.load(ic, hk, ik3, l.vrow.data(), DV);
         const float* vr = l.vrow.data();
         for (int64_t lane = 0; lane < n_lanes; ++lane) {
             const float mv = a.mask ? l.slope[lane] * f16[l.mask[lane][ic]] : 0.0f;
@@ -127,6 +143,8 @@ void flash_attn_ext(const ggml_tensor* node, ThreadPool& pool) {
     a.k = node->src[1];
     a.v = node->src[2];
     a.mask = node->src[3];
+    a.kop = {a.k, kv::store_of(a.k)};
+    a.vop = {a.v, kv::store_of(a.v)};
     a.DK = a.k->ne[0];
     a.DV = a.v->ne[0];
     a.n_q = a.q->ne[1];
@@ -143,11 +161,13 @@ void flash_attn_ext(const ggml_tensor* node, ThreadPool& pool) {
     a.m0 = std::pow(2.0f, -a.max_bias / a.n_head_log2);
     a.m1 = std::pow(2.0f, -(a.max_bias / 2.0f) / a.n_head_log2);
 
-    // Make the numerical choices of ggml's CPU backend (see ggml_cpu_numerics.h).
+    // Over a Mustafar store: f32 query and f32 accumulation. Over dense operands: the numerical
+    // choices of ggml's CPU backend (see ggml_cpu_numerics.h), so that the dense path matches it.
+    const bool mustafar = a.kop.store != nullptr || a.vop.store != nullptr;
     const GgmlCpuNumerics& ref = ggml_cpu_numerics();
     const bool same_plain_type = a.k->type == a.v->type && (a.k->type == GGML_TYPE_F16 || a.k->type == GGML_TYPE_F32);
-    const bool split = a.n_q == 1 && a.q->ne[3] == 1 && same_plain_type && a.n_kv >= GgmlCpuNumerics::kSplitMinKv;
-    const bool tiled = !split && a.n_q >= GgmlCpuNumerics::kTileRows && same_plain_type && a.DV % ref.f32_lanes == 0;
+    const bool split = !mustafar && a.n_q == 1 && a.q->ne[3] == 1 && same_plain_type && a.n_kv >= GgmlCpuNumerics::kSplitMinKv;
+    const bool tiled = mustafar || (!split && a.n_q >= GgmlCpuNumerics::kTileRows && same_plain_type && a.DV % ref.f32_lanes == 0);
     a.round_q = !tiled && a.k->type == GGML_TYPE_F16;
     a.f16_acc = !tiled && a.v->type == GGML_TYPE_F16;
 

@@ -24,11 +24,13 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
     private readonly LLamaWeights _weights;
     private readonly LLamaContext _context;
     private readonly NativeBackend.BackendHandle? _backend;
+    private readonly long _owner;
     private bool _disposed;
 
     private LlamaEngine(MustafarOptions options, ModelShape shape, LLamaWeights weights, LLamaContext context,
-        NativeBackend.BackendHandle? backend, IReadOnlyDictionary<int, string> kvDevices, ILogger logger)
+        NativeBackend.BackendHandle? backend, long owner, IReadOnlyDictionary<int, string> kvDevices, ILogger logger)
     {
+        _owner = owner;
         Options = options;
         Shape = shape;
         _weights = weights;
@@ -76,6 +78,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
         };
 
         var kvDevices = new Dictionary<int, string>();
+        long owner = NativeBackend.BackendHandle.NewOwner();
         await LoadGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         LLamaWeights? weights = null;
         LLamaContext? context = null;
@@ -93,11 +96,31 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
                    }))
             {
                 weights = await Task.Run(() => LLamaWeights.LoadFromFile(parameters), cancellationToken).ConfigureAwait(false);
-                context = await Task.Run(() => weights.CreateContext(parameters), cancellationToken).ConfigureAwait(false);
+                // The cache is allocated when the context is created: the backend stores it as configured now.
+                bool dense = options is { KSparsity: 0, VSparsity: 0, ForceCompressedStore: false };
+                backend?.SetCacheConfig(dense ? NativeCacheConfig.Dense with { Owner = owner } : new NativeCacheConfig
+                {
+                    KSparsity = options.KSparsity,
+                    VSparsity = options.VSparsity,
+                    LocalWindow = options.LocalWindow,
+                    HeadDimK = shape.HeadDim,
+                    HeadDimV = shape.HeadDimV,
+                    SeqMax = 1,
+                    UBatch = options.BatchSize,
+                    Owner = owner,
+                });
+                try
+                {
+                    context = await Task.Run(() => weights.CreateContext(parameters), cancellationToken).ConfigureAwait(false);
+                }
+                finally
+                {
+                    backend?.ClearCacheConfig();
+                }
             }
 
             CheckKvPlacement(shape, kvDevices, backend is null ? "CPU" : NativeBackend.DeviceName);
-            var engine = new LlamaEngine(options, shape, weights, context, backend, kvDevices, logger);
+            var engine = new LlamaEngine(options, shape, weights, context, backend, owner, kvDevices, logger);
             logger.ModelLoaded(options.ModelPath, shape.LayerCount, shape.HeadDim, shape.HeadCount, shape.KvHeadCount,
                 engine.ContextSize, backend is null ? "llama.cpp CPU" : $"Mustafar ({backend.Flavour})", kvDevices.Count,
                 string.Join(",", kvDevices.Values.Distinct()));
@@ -135,8 +158,9 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
             return null;
         }
 
-        var stats = _backend.GetKvStats();
-        return new MustafarKvStatistics((long)stats.KvBytes, (long)stats.KvDenseBytes, (int)stats.KvTensors);
+        var s = _backend.GetKvStats(_owner);
+        return new MustafarKvStatistics((long)s.KvBytes, (long)s.KvDenseBytes, (int)s.KvTensors, (long)s.KvElements,
+            (long)s.RowsDense, (long)s.RowsCompressed);
     }
 
     public IReadOnlyList<LLamaToken> Tokenize(string text, bool addBos, bool special) =>

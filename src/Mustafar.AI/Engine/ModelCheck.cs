@@ -3,7 +3,7 @@ using Mustafar.Gguf;
 namespace Mustafar.AI.Engine;
 
 /// <summary>What we read from a GGUF before llama.cpp loads it, so that bad input fails with a specific message.</summary>
-internal sealed record ModelShape(string Architecture, int LayerCount, int HeadCount, int KvHeadCount, int HeadDim, int TrainContext)
+internal sealed record ModelShape(string Architecture, int LayerCount, int HeadCount, int KvHeadCount, int HeadDim, int HeadDimV, int TrainContext)
 {
     /// <summary>Architectures whose graphs use the ops our backend implements (llama family).</summary>
     public static readonly IReadOnlySet<string> SupportedArchitectures = new HashSet<string>(StringComparer.Ordinal) { "llama" };
@@ -30,14 +30,18 @@ internal sealed record ModelShape(string Architecture, int LayerCount, int HeadC
         int heads = Required(file, path, $"{arch}.attention.head_count");
         int kvHeads = file.TryGetInt64($"{arch}.attention.head_count_kv", out long kv) ? (int)kv : heads;
         int headDim = file.TryGetInt64($"{arch}.attention.key_length", out long kl) ? (int)kl : embd / heads;
+        int headDimV = file.TryGetInt64($"{arch}.attention.value_length", out long vl) ? (int)vl : headDim;
         int trainCtx = file.TryGetInt64($"{arch}.context_length", out long ctx) ? (int)ctx : 0;
-        if (headDim % 8 != 0 || headDim > MaxHeadDim)
+        foreach (int size in new[] { headDim, headDimV })
         {
-            throw new NotSupportedException(
-                $"'{path}' has head size {headDim}; the Mustafar cache supports head sizes that are multiples of 8 up to {MaxHeadDim}.");
+            if (size % 8 != 0 || size > MaxHeadDim)
+            {
+                throw new NotSupportedException(
+                    $"'{path}' has head size {size}; the Mustafar cache supports head sizes that are multiples of 8 up to {MaxHeadDim}.");
+            }
         }
 
-        return new ModelShape(arch, layers, heads, kvHeads, headDim, trainCtx);
+        return new ModelShape(arch, layers, heads, kvHeads, headDim, headDimV, trainCtx);
     }
 
     private static int Required(GgufFile file, string path, string key) =>

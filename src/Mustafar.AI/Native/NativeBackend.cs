@@ -12,7 +12,7 @@ internal static class NativeBackend
 {
     internal const string LibraryFileName = "libggml-mustafar.so";
     internal const string DeviceName = "Mustafar";
-    private const int ExpectedAbiVersion = 1; // MUSTAFAR_ABI_VERSION in native/include/mustafar.h
+    private const int ExpectedAbiVersion = 2; // MUSTAFAR_ABI_VERSION in native/include/mustafar.h
 
     private static readonly Lazy<BackendHandle> Registration = new(Register, LazyThreadSafetyMode.ExecutionAndPublication);
 
@@ -52,7 +52,8 @@ internal static class NativeBackend
         }
 
         string flavour = Marshal.PtrToStringUTF8(GetExport<StringFn>(lib, "mustafar_flavour")()) ?? "unknown";
-        return new BackendHandle(lib, path, flavour, GetExport<KvStatsFn>(lib, "mustafar_get_kv_stats"));
+        return new BackendHandle(path, flavour, GetExport<KvStatsFn>(lib, "mustafar_get_kv_stats"),
+            GetExport<SetCacheConfigFn>(lib, "mustafar_set_cache_config"), GetExport<StringFn>(lib, "mustafar_last_error"));
     }
 
     private static string FindLibrary()
@@ -83,19 +84,44 @@ internal static class NativeBackend
     private delegate int AbiVersionFn();
 
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
-    private delegate IntPtr StringFn();
+    internal delegate IntPtr StringFn();
 
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
-    internal delegate void KvStatsFn(out NativeKvStats stats);
+    internal delegate void KvStatsFn(long owner, out NativeKvStats stats);
 
-    /// <summary>The registered backend.</summary>
-    internal sealed record BackendHandle(IntPtr Library, string Path, string Flavour, KvStatsFn GetKvStatsFn)
+    [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+    internal delegate int SetCacheConfigFn(IntPtr config);
+
+    /// <summary>The registered backend and our C API (native/include/mustafar.h).</summary>
+    internal sealed class BackendHandle(string path, string flavour, KvStatsFn getKvStats, SetCacheConfigFn setCacheConfig, StringFn lastError)
     {
-        public NativeKvStats GetKvStats()
+        private static long _nextOwner;
+
+        public string Path { get; } = path;
+
+        public string Flavour { get; } = flavour;
+
+        /// <summary>A fresh tag for the caches of one context.</summary>
+        public static long NewOwner() => Interlocked.Increment(ref _nextOwner);
+
+        /// <summary>Stats of the caches tagged <paramref name="owner"/> (0: all live caches).</summary>
+        public NativeKvStats GetKvStats(long owner = 0)
         {
-            GetKvStatsFn(out var stats);
+            getKvStats(owner, out var stats);
             return stats;
         }
+
+        /// <summary>Storage for the caches allocated from now on; <c>KSparsity &lt; 0</c> means dense.</summary>
+        public unsafe void SetCacheConfig(NativeCacheConfig config)
+        {
+            if (setCacheConfig((IntPtr)(&config)) != 0)
+            {
+                throw new ArgumentException($"The Mustafar backend refused the cache configuration: {Marshal.PtrToStringUTF8(lastError())}");
+            }
+        }
+
+        /// <summary>Forgets the configuration: later caches are dense and belong to no client.</summary>
+        public void ClearCacheConfig() => setCacheConfig(IntPtr.Zero);
     }
 }
 
@@ -107,6 +133,24 @@ internal struct NativeKvStats
     public ulong KvDenseBytes;
     public ulong KvTensors;
     public ulong KvElements;
+    public ulong RowsDense;
+    public ulong RowsCompressed;
+}
+
+/// <summary>mustafar_cache_config of native/include/mustafar.h.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativeCacheConfig
+{
+    public double KSparsity;
+    public double VSparsity;
+    public int LocalWindow;
+    public int HeadDimK;
+    public int HeadDimV;
+    public int SeqMax;
+    public int UBatch;
+    public long Owner;
+
+    public static NativeCacheConfig Dense => new() { KSparsity = -1 };
 }
 
 /// <summary>The few libggml exports we call ourselves (LLamaSharp binds the rest).</summary>

@@ -11,13 +11,18 @@ internal static class Engines
     public static Task<LlamaEngine> LoadAsync(string modelPath, bool mustafar, int contextSize = 2048, int batchSize = 512) =>
         LlamaEngine.LoadAsync(Options(modelPath, mustafar, contextSize, batchSize), NullLogger.Instance, CancellationToken.None);
 
-    public static MustafarOptions Options(string modelPath, bool mustafar, int contextSize = 2048, int batchSize = 512) => new()
+    /// <summary>Options for the real engine; sparsity 0 (a dense cache) unless a test asks for pruning.</summary>
+    public static MustafarOptions Options(string modelPath, bool mustafar, int contextSize = 2048, int batchSize = 512,
+        double sparsity = 0, int window = 32) => new()
     {
         ModelPath = modelPath,
         ContextSize = contextSize,
         BatchSize = batchSize,
         UseMustafarBackend = mustafar,
         Threads = 2,
+        KSparsity = sparsity,
+        VSparsity = sparsity,
+        LocalWindow = window,
     };
 
     public static readonly SamplingSettings Greedy = new(0f, 0, 1f, 0);

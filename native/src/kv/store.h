@@ -1,0 +1,82 @@
+// The Mustafar KV store behind one llama.cpp cache tensor (cache_k_l<N> or cache_v_l<N>).
+// llama.cpp sees an f16 tensor [n_embd_gqa, cells, streams]; we keep, per row (cell of a stream):
+//  - a fixed-stride record per KV head (record.h), valid once the row is compressed;
+//  - or, while the row is in its sequence's local window, a slot in a dense f16 pool.
+// Memory, all inside the ggml buffer: rows x heads x stride bytes of records, then pool_rows x
+// n_embd_gqa f16 values. The pool holds every sequence's window plus one micro-batch of new rows.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "record.h"
+
+namespace mustafar::kv {
+
+struct StoreConfig {
+    double sparsity = 0.0;  // fraction of each vector pruned
+    int window = 0;         // most recent rows per sequence that stay dense
+    int head_dim = 0;
+    int pool_rows = 0;      // dense rows: n_seq_max * window + n_ubatch
+};
+
+enum class RowState : uint8_t { Empty, Dense, Compressed };
+
+class KvStore {
+public:
+    // Bytes the store needs inside the buffer for a cache tensor of n_rows rows of n_embd f16 values.
+    static size_t bytes_needed(int64_t n_rows, int64_t n_embd, const StoreConfig& cfg);
+
+    KvStore(uint8_t* memory, int64_t n_rows, int64_t n_embd, const StoreConfig& cfg);
+
+    int64_t rows() const { return n_rows_; }
+    int heads() const { return n_heads_; }
+    int head_dim() const { return layout_.head_dim; }
+    size_t dense_row_bytes() const { return size_t(n_embd_) * 2; }
+    const RecordLayout& layout() const { return layout_; }
+    int window() const { return window_; }
+    RowState state(int64_t row) const { return state_[row]; }
+    uint64_t stamp(int64_t row) const { return stamp_[row]; }
+    uint64_t clock() const { return clock_; }
+
+    // A new write: the row becomes dense (the newest), taking a pool slot.
+    void write_row(int64_t row, const uint16_t* values);
+    // Writes heads [head, head + n) of a row (set_tensor of a partial row): keeps the others.
+    void write_heads(int64_t row, int head, int n, const uint16_t* values);
+    // Restores a saved row (set_tensor): stays compressed if every head is already pruned to the
+    // format's kept count (re-pruning it is exact), else dense; stamps follow restore order.
+    void restore_row(int64_t row, const uint16_t* values);
+    // One head of a row as f32 (zeros for an empty row); decompresses compressed rows.
+    void read_head_f32(int64_t row, int head, float* out) const;
+    // The whole row as f16 (get_tensor).
+    void read_row_f16(int64_t row, uint16_t* out) const;
+    // Prunes and packs a dense row, freeing its pool slot.
+    void compress(int64_t row);
+    // Forgets a row (memset of the tensor): it reads as zeros until written again.
+    void erase_row(int64_t row);
+    void clear();
+
+    int64_t dense_rows() const { return dense_count_; }
+    int64_t compressed_rows() const { return compressed_count_; }
+
+private:
+    uint8_t* record(int64_t row, int head) const { return records_ + (size_t(row) * n_heads_ + head) * layout_.stride; }
+    uint16_t* slot(int32_t s) const { return pool_ + size_t(s) * n_embd_; }
+    int32_t take_slot();
+
+    uint8_t* records_;
+    uint16_t* pool_;
+    int64_t n_rows_, n_embd_;
+    int n_heads_;
+    RecordLayout layout_;
+    int window_;
+    int pool_rows_;
+    std::vector<RowState> state_;
+    std::vector<int32_t> slot_of_;
+    std::vector<uint64_t> stamp_;
+    std::vector<int32_t> free_;
+    uint64_t clock_ = 0;
+    int64_t dense_count_ = 0, compressed_count_ = 0;
+};
+
+}  // namespace mustafar::kv
