@@ -44,7 +44,7 @@ int32_t KvStore::take_slot() {
         // without being overwritten. Compress the oldest dense row to make room.
         int64_t oldest = -1;
         for (int64_t r = 0; r < n_rows_; ++r)
-            if (state_[r] == RowState::Dense && (oldest < 0 || stamp_[r] < stamp_[oldest])) oldest = r;
+            if (state_[r] == RowState::Dense && slot_of_[r] >= 0 && (oldest < 0 || stamp_[r] < stamp_[oldest])) oldest = r;
         compress(oldest);
     }
     const int32_t s = free_.back();
@@ -55,8 +55,8 @@ int32_t KvStore::take_slot() {
 void KvStore::write_row(int64_t row, const uint16_t* values) {
     if (state_[row] != RowState::Dense) {
         if (state_[row] == RowState::Compressed) --compressed_count_;
-        state_[row] = RowState::Dense;  // before take_slot, so that an eviction cannot pick this row
         slot_of_[row] = take_slot();
+        state_[row] = RowState::Dense;
         ++dense_count_;
     }
     std::memcpy(slot(slot_of_[row]), values, dense_row_bytes());

@@ -3,11 +3,11 @@
 
 namespace mustafar::kv {
 
-// After an attention node ran: every cache row that some query of this micro-batch sees but that
-// is not among the `window` most recently written rows it sees (its sequence's local window), and
-// is not inside the window of another query of the batch, is pruned and compressed, in K and V.
-// The rows a query sees come from the mask, so windows are per sequence with no knowledge of
-// sequence ids; a row shared by several sequences is kept while any decoding sequence needs it dense.
+// After an attention node ran, every cache row that a query of this micro-batch sees is pruned and
+// compressed (in K and V) unless it is among the `window` most recently written rows seen by the
+// latest token of a sequence in the batch: that sequence's local window. Sequences are known only
+// through the mask (what each query sees), so a row shared by several sequences stays dense while
+// it is inside the window of any sequence decoding in the batch; idle sequences are not touched.
 void retire_out_of_window(const ggml_tensor* attention);
 
 }  // namespace mustafar::kv

@@ -1,0 +1,380 @@
+// Tests of the Mustafar cache in the CPU flavour: the pruning rule and record format, attention on
+// compressed cells against ggml's CPU backend over the same pruned K/V, and the local window.
+// Exit code 0 when all pass. Usage: kv_tests [seed]
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../include/mustafar.h"
+#include "fp16.h"
+#include "ggml_graph_api.h"
+#include "kv/record.h"
+#include "kv/store.h"
+
+namespace {
+
+int g_failed = 0, g_checks = 0;
+
+void check(bool ok, const std::string& what) {
+    ++g_checks;
+    if (!ok) {
+        ++g_failed;
+        std::printf("FAIL %s\n", what.c_str());
+    }
+}
+
+// ---- pruning rule and record format ----------------------------------------------------------
+
+// The reference rule written the slow, obvious way: repeatedly take the largest |x|, lowest index first.
+std::vector<int> reference_kept(const std::vector<uint16_t>& x, int kept) {
+    std::vector<int> taken;
+    std::vector<bool> used(x.size(), false);
+    for (int j = 0; j < kept; ++j) {
+        int best = -1;
+        for (int i = 0; i < int(x.size()); ++i) {
+            if (used[i]) continue;
+            if (best < 0 || std::fabs(mustafar::fp16_to_fp32(x[i])) > std::fabs(mustafar::fp16_to_fp32(x[best]))) best = i;
+        }
+        used[best] = true;
+        taken.push_back(best);
+    }
+    std::sort(taken.begin(), taken.end());
+    return taken;
+}
+
+void test_pruning(std::mt19937_64& rng) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (int D : {8, 16, 64, 128, 256}) {
+        for (double s : {0.0, 0.5, 0.7, 0.9}) {
+            const auto layout = mustafar::kv::make_layout(D, s);
+            const int expected_kept = D - int(std::floor(s * D));
+            check(layout.kept == expected_kept, "kept count D=" + std::to_string(D) + " s=" + std::to_string(s));
+            check(layout.stride % 16 == 0 && layout.stride >= size_t(D / 8 + 2 * expected_kept) &&
+                      layout.stride < size_t(D / 8 + 2 * expected_kept) + 16,
+                  "stride D=" + std::to_string(D));
+            for (int trial = 0; trial < 20; ++trial) {
+                std::vector<uint16_t> x(D);
+                for (auto& v : x) v = mustafar::fp32_to_fp16(normal(rng));
+                if (trial % 4 == 1)  // ties: few distinct magnitudes with both signs
+                    for (int i = 0; i < D; ++i) x[i] = mustafar::fp32_to_fp16(float((rng() % 3) + 1) * ((rng() & 1) ? 1.f : -1.f));
+                if (trial % 4 == 2)  // all equal: the lowest indices win
+                    for (int i = 0; i < D; ++i) x[i] = mustafar::fp32_to_fp16(i % 2 ? 0.5f : -0.5f);
+                std::vector<uint8_t> record(layout.stride, 0xcd);
+                mustafar::kv::compress(x.data(), layout, record.data());
+                std::vector<uint16_t> back(D);
+                mustafar::kv::decompress(record.data(), layout, back.data());
+                const auto kept = reference_kept(x, layout.kept);
+                std::vector<uint16_t> expected(D, 0);
+                for (int i : kept) expected[i] = x[i];
+                int popcount = 0;
+                for (size_t b = 0; b < size_t(D / 8); ++b) popcount += __builtin_popcount(record[b]);
+                const bool padding_zero = [&] {
+                    for (size_t b = D / 8 + 2 * size_t(layout.kept); b < layout.stride; ++b)
+                        if (record[b] != 0) return false;
+                    return true;
+                }();
+                const std::string what = "prune D=" + std::to_string(D) + " s=" + std::to_string(s) + " trial " + std::to_string(trial);
+                check(back == expected, what + ": kept set or values");
+                check(popcount == layout.kept, what + ": bitmap popcount");
+                check(padding_zero, what + ": padding zeroed");
+            }
+        }
+    }
+    check(mustafar::kv::make_layout(128, 0.5).stride == 144 && mustafar::kv::make_layout(128, 0.7).stride == 96,
+          "D=128 records are 144 B at s=0.5 and 96 B at s=0.7 (../shared/docs/mustafar-method.md)");
+}
+
+// ---- a cache in our backend, driven like llama.cpp drives it -----------------------------------
+
+struct Backends {
+    ggml_backend_reg_t reg;
+    ggml_backend_dev_t dev;
+    ggml_backend_t ours, cpu;
+};
+
+struct Cache {
+    ggml_context* ctx = nullptr;
+    ggml_backend_buffer_t buffer = nullptr;
+    ggml_tensor *k = nullptr, *v = nullptr;
+    int64_t D, heads, cells;
+    ~Cache() {
+        if (buffer) ggml_backend_buffer_free(buffer);
+        if (ctx) ggml_free(ctx);
+    }
+};
+
+void make_cache(Cache& c, const Backends& b, int64_t D, int64_t heads, int64_t cells, double sparsity, int window, int n_seq,
+                int n_ubatch) {
+    mustafar_cache_config cfg{sparsity, sparsity, window, int32_t(D), int32_t(D), n_seq, n_ubatch, 7};
+    check(mustafar_set_cache_config(&cfg) == 0, std::string("config accepted: ") + mustafar_last_error());
+    c.D = D;
+    c.heads = heads;
+    c.cells = cells;
+    c.ctx = ggml_init({1 << 20, nullptr, true});
+    c.k = ggml_set_name(ggml_new_tensor_4d(c.ctx, GGML_TYPE_F16, D * heads, cells, 1, 1), "cache_k_l0");
+    c.v = ggml_set_name(ggml_new_tensor_4d(c.ctx, GGML_TYPE_F16, D * heads, cells, 1, 1), "cache_v_l0");
+    c.buffer = ggml_backend_alloc_ctx_tensors_from_buft(c.ctx, ggml_backend_dev_buffer_type(b.dev));
+    mustafar_set_cache_config(nullptr);
+}
+
+const mustafar::kv::KvStore& store(const ggml_tensor* t) { return *static_cast<const mustafar::kv::KvStore*>(t->extra); }
+
+// Writes n new tokens (random K/V) into the given cells, as llama.cpp's SET_ROWS does.
+void write_cells(const Backends& b, Cache& c, const std::vector<int64_t>& cells, std::mt19937_64& rng) {
+    ggml_context* ctx = ggml_init({1 << 20, nullptr, true});
+    const int64_t n = int64_t(cells.size());
+    ggml_tensor* kcur = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, c.D * c.heads, n, 1, 1);
+    ggml_tensor* vcur = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, c.D * c.heads, n, 1, 1);
+    ggml_tensor* idx = ggml_new_tensor_4d(ctx, GGML_TYPE_I64, n, 1, 1, 1);
+    ggml_cgraph* g = ggml_new_graph(ctx);
+    ggml_build_forward_expand(g, ggml_set_rows(ctx, c.k, kcur, idx));
+    ggml_build_forward_expand(g, ggml_set_rows(ctx, c.v, vcur, idx));
+    ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(ctx, ggml_backend_dev_buffer_type(b.dev));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> data(size_t(c.D * c.heads * n));
+    for (auto& x : data) x = normal(rng);
+    ggml_backend_tensor_set(kcur, data.data(), 0, data.size() * 4);
+    for (auto& x : data) x = normal(rng);
+    ggml_backend_tensor_set(vcur, data.data(), 0, data.size() * 4);
+    ggml_backend_tensor_set(idx, cells.data(), 0, cells.size() * 8);
+    check(ggml_backend_graph_compute(b.ours, g) == GGML_STATUS_SUCCESS, "set_rows computes");
+    ggml_backend_buffer_free(buf);
+    ggml_free(ctx);
+}
+
+// Attention of n_q query rows over the first n_kv cells; mask[r][cell] visible or not. Returns the output.
+std::vector<float> attend(const Backends& b, ggml_backend_t backend, ggml_tensor* k_src, ggml_tensor* v_src, int64_t D,
+                          int64_t heads_kv, int64_t n_head, int64_t n_kv, const std::vector<std::vector<bool>>& visible,
+                          const std::vector<float>& qdata) {
+    const int64_t n_q = int64_t(visible.size());
+    ggml_context* ctx = ggml_init({1 << 20, nullptr, true});
+    ggml_tensor* q = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, n_head, n_q, 1);
+    ggml_tensor* qp = ggml_permute(ctx, q, 0, 2, 1, 3);
+    const size_t es = ggml_type_size(k_src->type);
+    ggml_tensor* k = ggml_view_4d(ctx, k_src, D, n_kv, heads_kv, 1, k_src->nb[1], D * es, k_src->nb[3], 0);
+    ggml_tensor* v = ggml_view_4d(ctx, v_src, D, n_kv, heads_kv, 1, v_src->nb[1], D * es, v_src->nb[3], 0);
+    ggml_tensor* mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F16, n_kv, n_q, 1, 1);
+    ggml_tensor* out = ggml_flash_attn_ext(ctx, qp, k, v, mask, 1.0f / std::sqrt(float(D)), 0.0f, 0.0f);
+    ggml_cgraph* g = ggml_new_graph(ctx);
+    ggml_build_forward_expand(g, out);
+    ggml_backend_buffer_type_t buft = backend == b.cpu ? ggml_backend_cpu_buffer_type() : ggml_backend_dev_buffer_type(b.dev);
+    ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(ctx, buft);
+    ggml_backend_tensor_set(q, qdata.data(), 0, qdata.size() * 4);
+    std::vector<uint16_t> m(size_t(n_kv * n_q));
+    for (int64_t r = 0; r < n_q; ++r)
+        for (int64_t c = 0; c < n_kv; ++c) m[r * n_kv + c] = visible[r][c] ? 0 : 0xfc00;
+    ggml_backend_tensor_set(mask, m.data(), 0, m.size() * 2);
+    check(ggml_backend_graph_compute(backend, g) == GGML_STATUS_SUCCESS, "attention computes");
+    std::vector<float> result(size_t(D * n_head * n_q));
+    ggml_backend_tensor_get(out, result.data(), 0, result.size() * 4);
+    ggml_backend_buffer_free(buf);
+    ggml_free(ctx);
+    return result;
+}
+
+// Attention over compressed cells equals ggml's CPU attention over the same pruned K/V in f32.
+void test_attention_on_compressed(const Backends& b, std::mt19937_64& rng) {
+    struct Shape {
+        int64_t D, heads_kv, group, n_seq;
+        double s;
+    };
+    for (Shape sh : {Shape{64, 4, 1, 1, 0.5}, Shape{128, 2, 4, 3, 0.7}, Shape{256, 2, 2, 2, 0.5}, Shape{128, 8, 4, 1, 0.9},
+                     Shape{16, 4, 2, 3, 0.7}}) {
+        const int64_t per_seq = 40, n_kv = per_seq * sh.n_seq, n_head = sh.heads_kv * sh.group;
+        Cache c;
+        make_cache(c, b, sh.D, sh.heads_kv, n_kv + 8, sh.s, /*window*/ 0, int(sh.n_seq), int(n_kv));
+        std::vector<int64_t> cells;
+        for (int64_t i = 0; i < n_kv; ++i) cells.push_back(i);
+        write_cells(b, c, cells, rng);
+        // Sequences own contiguous cells; one query per sequence, plus a causal prompt row.
+        std::vector<std::vector<bool>> visible;
+        for (int64_t s = 0; s < sh.n_seq; ++s) {
+            std::vector<bool> row(n_kv, false), part(n_kv, false);
+            for (int64_t i = 0; i < per_seq; ++i) row[s * per_seq + i] = true;
+            for (int64_t i = 0; i < per_seq / 2; ++i) part[s * per_seq + i] = true;
+            visible.push_back(row);
+            visible.push_back(part);
+        }
+        std::normal_distribution<float> normal(0.0f, 1.0f);
+        std::vector<float> qdata(size_t(sh.D * n_head * visible.size()));
+        for (auto& x : qdata) x = normal(rng);
+        attend(b, b.ours, c.k, c.v, sh.D, sh.heads_kv, n_head, n_kv, visible, qdata);  // window 0: compresses what it saw
+        const auto& ks = store(c.k);
+        check(ks.compressed_rows() == n_kv && ks.dense_rows() == 0, "every visible row compressed with window 0");
+        const auto ours = attend(b, b.ours, c.k, c.v, sh.D, sh.heads_kv, n_head, n_kv, visible, qdata);
+
+        // The same pruned K/V, read back through get_tensor (decompressing), as f32 on ggml's CPU backend.
+        ggml_context* ctx = ggml_init({1 << 20, nullptr, true});
+        ggml_tensor* kf = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, sh.D * sh.heads_kv, n_kv, 1, 1);
+        ggml_tensor* vf = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, sh.D * sh.heads_kv, n_kv, 1, 1);
+        ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(ctx, ggml_backend_cpu_buffer_type());
+        for (auto [src, dst] : {std::pair{c.k, kf}, std::pair{c.v, vf}}) {
+            std::vector<uint16_t> h(size_t(sh.D * sh.heads_kv * n_kv));
+            ggml_backend_tensor_get(src, h.data(), 0, h.size() * 2);
+            std::vector<float> f(h.size());
+            int zeros = 0;
+            for (size_t i = 0; i < h.size(); ++i) {
+                f[i] = mustafar::fp16_to_fp32(h[i]);
+                zeros += f[i] == 0.0f;
+            }
+            const int64_t dropped = sh.D - mustafar::kv::kept_count(int(sh.D), sh.s);
+            check(zeros >= dropped * sh.heads_kv * n_kv, "get_tensor returns the pruned vectors");
+            ggml_backend_tensor_set(dst, f.data(), 0, f.size() * 4);
+        }
+        const auto ref = attend(b, b.cpu, kf, vf, sh.D, sh.heads_kv, n_head, n_kv, visible, qdata);
+        double err = 0, norm = 0;
+        for (size_t i = 0; i < ref.size(); ++i) {
+            err += (ours[i] - ref[i]) * double(ours[i] - ref[i]);
+            norm += ref[i] * double(ref[i]);
+        }
+        const double rel = std::sqrt(err / norm);
+        char what[160];
+        std::snprintf(what, sizeof what, "attention on compressed cells D=%lld heads=%lld/%lld seqs=%lld s=%.1f: relative error %.2e <= 1e-5",
+                      (long long)sh.D, (long long)n_head, (long long)sh.heads_kv, (long long)sh.n_seq, sh.s, rel);
+        check(rel <= 1e-5, what);
+        if (rel <= 1e-5) std::printf("ok   %s\n", what);
+        ggml_backend_buffer_free(buf);
+        ggml_free(ctx);
+    }
+}
+
+// The W most recent rows of each sequence stay dense: three sequences of different lengths
+// decoding interleaved, after a prompt split into micro-batches.
+void test_window(const Backends& b, std::mt19937_64& rng) {
+    const int W = 4;
+    const int64_t D = 64, heads = 2;
+    Cache c;
+    make_cache(c, b, D, heads, 128, 0.5, W, 3, 8);
+    std::vector<std::vector<int64_t>> seq_cells(3);
+    int64_t next_cell = 0;
+    auto step = [&](const std::vector<std::pair<int, int>>& tokens) {  // (sequence, count)
+        std::vector<int64_t> cells;
+        std::vector<int> owner;
+        for (auto [s, n] : tokens)
+            for (int i = 0; i < n; ++i) {
+                cells.push_back(next_cell);
+                owner.push_back(s);
+                seq_cells[s].push_back(next_cell++);
+            }
+        write_cells(b, c, cells, rng);
+        // Causal mask: a token sees its sequence's cells up to itself.
+        std::vector<std::vector<bool>> visible;
+        const int64_t n_kv = next_cell;
+        for (size_t t = 0; t < cells.size(); ++t) {
+            std::vector<bool> row(n_kv, false);
+            for (int64_t cell : seq_cells[owner[t]])
+                if (cell <= cells[t]) row[cell] = true;
+            visible.push_back(row);
+        }
+        std::vector<float> q(size_t(D * heads * visible.size()), 0.1f);
+        attend(b, b.ours, c.k, c.v, D, heads, heads, n_kv, visible, q);
+    };
+    auto expect_windows = [&](const std::string& when) {
+        const auto& ks = store(c.k);
+        const auto& vs = store(c.v);
+        bool ok = true;
+        for (const auto& cells : seq_cells)
+            for (size_t i = 0; i < cells.size(); ++i) {
+                const bool dense = i + W >= cells.size();
+                const auto want = dense ? mustafar::kv::RowState::Dense : mustafar::kv::RowState::Compressed;
+                ok = ok && ks.state(cells[i]) == want && vs.state(cells[i]) == want;
+            }
+        check(ok, "window: the last " + std::to_string(W) + " rows of each sequence are dense, the rest compressed, " + when);
+        if (!ok)
+            for (const auto& cells : seq_cells) {
+                for (int64_t cell : cells) std::printf("%lld:%d ", (long long)cell, int(ks.state(cell)));
+                std::printf("\n");
+            }
+    };
+    step({{0, 6}});  // a prompt of 11 tokens in two micro-batches
+    expect_windows("after micro-batch 1 of a prompt");
+    step({{0, 5}});
+    expect_windows("after micro-batch 2 of a prompt");
+    step({{1, 3}, {2, 7}});  // two more prompts in one batch
+    expect_windows("after two prompts in one batch");
+    for (int i = 0; i < 6; ++i) {
+        step({{0, 1}, {1, 1}, {2, 1}});  // interleaved decoding
+        expect_windows("after interleaved decode step " + std::to_string(i + 1));
+    }
+    check(store(c.k).dense_rows() == 3 * W, "3 sequences x W dense rows");
+}
+
+// More dense rows than the pool holds (rows of removed sequences never overwritten): the oldest
+// dense rows are compressed to make room, never the row being written.
+void test_pool_overflow(const Backends& b, std::mt19937_64& rng) {
+    Cache c;
+    make_cache(c, b, 64, 2, 64, 0.5, 2, 1, 4);  // pool: 1 x 2 + 4 = 6 rows
+    std::vector<int64_t> cells;
+    for (int64_t i = 0; i < 20; ++i) cells.push_back(i);
+    write_cells(b, c, cells, rng);
+    const auto& ks = store(c.k);
+    check(ks.dense_rows() == 6 && ks.compressed_rows() == 14, "pool overflow keeps the 6 newest rows dense");
+    bool newest_dense = true;
+    for (int64_t i = 14; i < 20; ++i) newest_dense = newest_dense && ks.state(i) == mustafar::kv::RowState::Dense;
+    check(newest_dense, "the rows written last are the dense ones");
+    std::vector<uint16_t> row(128);
+    ggml_backend_tensor_get(c.k, row.data(), 0, 256);
+    bool finite = true;
+    for (uint16_t h : row) finite = finite && std::isfinite(mustafar::fp16_to_fp32(h));
+    check(finite, "an evicted row reads back finite values");
+}
+
+void test_state_round_trip(const Backends& b, std::mt19937_64& rng) {
+    Cache c, d;
+    make_cache(c, b, 128, 2, 64, 0.7, 4, 1, 16);
+    make_cache(d, b, 128, 2, 64, 0.7, 4, 1, 16);
+    std::vector<int64_t> cells;
+    for (int64_t i = 0; i < 20; ++i) cells.push_back(i);
+    write_cells(b, c, cells, rng);
+    std::vector<std::vector<bool>> visible(1, std::vector<bool>(20, true));
+    attend(b, b.ours, c.k, c.v, 128, 2, 2, 20, visible, std::vector<float>(256, 0.1f));
+    for (auto [src, dst] : {std::pair{c.k, d.k}, std::pair{c.v, d.v}}) {
+        std::vector<uint8_t> saved(ggml_nbytes(src)), restored(ggml_nbytes(src));
+        ggml_backend_tensor_get(src, saved.data(), 0, saved.size());
+        ggml_backend_tensor_set(dst, saved.data(), 0, saved.size());
+        ggml_backend_tensor_get(dst, restored.data(), 0, restored.size());
+        check(saved == restored, "state save -> restore gives back the same (pruned) cache");
+        for (int64_t r = 0; r < 20; ++r)
+            check(store(src).state(r) == store(dst).state(r), "restored row " + std::to_string(r) + " keeps dense/compressed");
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const uint64_t seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : std::random_device{}();
+    std::printf("kv_tests seed %llu\n", (unsigned long long)seed);
+    std::mt19937_64 rng(seed);
+    Backends b{};
+    b.reg = ggml_backend_init();
+    if (b.reg == nullptr) {
+        std::printf("FAIL: ggml_backend_init returned null\n");
+        return 1;
+    }
+    b.dev = b.reg->iface.get_device(b.reg, 0);
+    b.ours = ggml_backend_dev_init(b.dev, nullptr);
+    b.cpu = ggml_backend_cpu_init();
+
+    test_pruning(rng);
+    test_attention_on_compressed(b, rng);
+    test_window(b, rng);
+    test_pool_overflow(b, rng);
+    test_state_round_trip(b, rng);
+
+    mustafar_cache_config bad{0.95, 0.5, 32, 128, 128, 1, 512, 1};
+    check(mustafar_set_cache_config(&bad) != 0 && std::strstr(mustafar_last_error(), "sparsity") != nullptr,
+          "sparsity 0.95 is refused with a message");
+    mustafar_cache_config bad_head{0.5, 0.5, 32, 12, 12, 1, 512, 1};
+    check(mustafar_set_cache_config(&bad_head) != 0 && std::strstr(mustafar_last_error(), "head size 12") != nullptr,
+          "head size 12 is refused with a message");
+
+    ggml_backend_free(b.ours);
+    ggml_backend_free(b.cpu);
+    std::printf("%d of %d checks failed\n", g_failed, g_checks);
+    return g_failed == 0 ? 0 : 1;
+}
