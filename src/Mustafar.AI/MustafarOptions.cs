@@ -38,6 +38,9 @@ public sealed class MustafarOptions
     /// </summary>
     public bool UseMustafarBackend { get; set; } = true;
 
+    /// <summary>Sequences one context decodes at once (sizes llama.cpp's n_seq_max and the dense window pool).</summary>
+    internal int MaxSequences { get; set; } = 1;
+
     /// <summary>
     /// With both sparsities 0 the cache is stored dense (ggml's layout, no bitmap overhead); tests set
     /// this to run the compressed store anyway, where nothing is pruned.

@@ -54,6 +54,9 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
 
     internal LLamaWeights Weights => _weights;
 
+    /// <summary>The llama.cpp context, for tests that drive sequences and state directly.</summary>
+    internal LLamaContext Context => _context;
+
     public static async Task<LlamaEngine> LoadAsync(MustafarOptions options, ILogger logger, CancellationToken cancellationToken)
     {
         MustafarOptionsValidator.ThrowIfInvalid(options);
@@ -73,6 +76,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
             FlashAttention = true, // the Mustafar cache stores V like K, which needs flash attention
             Threads = options.Threads,
             BatchThreads = options.Threads,
+            SeqMax = (uint)options.MaxSequences,
             TypeK = GGMLType.GGML_TYPE_F16,
             TypeV = GGMLType.GGML_TYPE_F16,
         };
@@ -105,7 +109,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
                     LocalWindow = options.LocalWindow,
                     HeadDimK = shape.HeadDim,
                     HeadDimV = shape.HeadDimV,
-                    SeqMax = 1,
+                    SeqMax = options.MaxSequences,
                     UBatch = options.BatchSize,
                     Owner = owner,
                 });
