@@ -10,24 +10,35 @@ internal sealed class Driver(LlamaEngine engine)
 
     public SafeLLamaContextHandle Handle => engine.Context.NativeHandle;
 
-    /// <summary>Decodes (sequence, tokens, first position) groups in one batch; returns the last logits of each group.</summary>
+    /// <summary>
+    /// Decodes (sequence, tokens, first position) groups in as few llama_decode calls as the batch size
+    /// allows (llama.cpp asserts on larger ones); returns the last logits of each group.
+    /// </summary>
     public List<float[]> Decode(params (int Seq, IReadOnlyList<LLamaToken> Tokens, int Start)[] groups)
     {
-        _batch.Clear();
-        var last = new List<int>();
-        foreach (var (seq, tokens, start) in groups)
+        int batchSize = (int)engine.Context.BatchSize;
+        var pending = groups.SelectMany((g, index) => g.Tokens.Select((t, i) => (Index: index, g.Seq, Token: t, Pos: g.Start + i, Last: i == g.Tokens.Count - 1))).ToList();
+        var logits = new float[groups.Length][];
+        for (int start = 0; start < pending.Count; start += batchSize)
         {
-            for (int i = 0; i < tokens.Count; i++)
+            _batch.Clear();
+            var chunk = pending.Skip(start).Take(batchSize).ToList();
+            foreach (var t in chunk)
             {
-                _batch.Add(tokens[i], start + i, (LLamaSeqId)seq, i == tokens.Count - 1);
+                _batch.Add(t.Token, t.Pos, (LLamaSeqId)t.Seq, t.Last);
             }
 
-            last.Add(_batch.TokenCount - 1);
+            Assert.Equal(DecodeResult.Ok, Handle.Decode(_batch));
+            for (int i = 0; i < chunk.Count; i++)
+            {
+                if (chunk[i].Last)
+                {
+                    logits[chunk[i].Index] = Handle.GetLogitsIth(i).ToArray();
+                }
+            }
         }
 
-        var result = Handle.Decode(_batch);
-        Assert.Equal(DecodeResult.Ok, result);
-        return last.Select(i => Handle.GetLogitsIth(i).ToArray()).ToList();
+        return [.. logits];
     }
 
     public static int ArgMax(float[] logits)

@@ -1,5 +1,3 @@
-using System.Text;
-
 namespace Mustafar.AI.Tests.Infrastructure;
 
 /// <summary>
@@ -13,7 +11,11 @@ internal static class RecallPrompts
     private static readonly string[] Verbs = ["ran to", "walked to", "looked at", "sat near", "went past", "came back to"];
     private static readonly string[] Places = ["the mill", "the river", "the barn", "the hill", "the market", "the school", "the lake", "the gate"];
 
-    public sealed record Prompt(string Text, string Answer);
+    /// <summary>A document and its question (up to "it is " or "NAME? "); Text is both, joined by a space.</summary>
+    public sealed record Prompt(string Document, string Question, string Answer)
+    {
+        public string Text => $"{Document} {Question}";
+    }
 
     /// <summary>Deterministic prompts of <paramref name="minChars"/> to <paramref name="maxChars"/> characters.</summary>
     public static List<Prompt> Create(int count, int seed, int minChars = 300, int maxChars = 1900)
@@ -62,7 +64,6 @@ internal static class RecallPrompts
             sentences.Insert(rng.Next(sentences.Count + 1), fact);
         }
 
-        var text = new StringBuilder(string.Join(" ", sentences)).Append(' ').Append(question);
-        return new Prompt(text.ToString(), askCode);
+        return new Prompt(string.Join(" ", sentences), question, askCode);
     }
 }
