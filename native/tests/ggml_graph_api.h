@@ -28,6 +28,7 @@ void ggml_build_forward_expand(ggml_cgraph* cgraph, ggml_tensor* tensor);
 
 ggml_backend_buffer_t ggml_backend_alloc_ctx_tensors_from_buft(ggml_context* ctx, ggml_backend_buffer_type_t buft);
 void ggml_backend_buffer_free(ggml_backend_buffer_t buffer);
+size_t ggml_backend_buffer_get_size(ggml_backend_buffer_t buffer);
 void ggml_backend_tensor_set(ggml_tensor* tensor, const void* data, size_t offset, size_t size);
 void ggml_backend_tensor_get(const ggml_tensor* tensor, void* data, size_t offset, size_t size);
 ggml_status ggml_backend_graph_compute(ggml_backend_t backend, ggml_cgraph* cgraph);

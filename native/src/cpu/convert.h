@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "../fp16.h"
+#include "../simd.h"
 #include "../ggml_abi.h"
 
 namespace mustafar::cpu {
@@ -25,7 +26,7 @@ inline void store_float(ggml_type type, void* p, float v) {
 
 inline void row_to_f32(ggml_type type, const void* src, float* dst, int64_t n) {
     switch (type) {
-        case GGML_TYPE_F16: fp16_row_to_fp32(static_cast<const uint16_t*>(src), dst, n); break;
+        case GGML_TYPE_F16: simd::f16_to_f32(static_cast<const uint16_t*>(src), dst, n); break;
         case GGML_TYPE_BF16:
             for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_fp32(static_cast<const uint16_t*>(src)[i]);
             break;

@@ -5,24 +5,14 @@
 
 #include "../kv/view.h"
 #include "convert.h"
+#include "../simd.h"
 #include "ggml_cpu_numerics.h"
 #include "kernels.h"
 
 namespace mustafar::cpu {
 namespace {
 
-// Eight partial sums so that the compiler vectorises without reassociating a single chain.
-inline float dot(const float* a, const float* b, int64_t n) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
-    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < n; ++i) s += a[i] * b[i];
-    return s;
-}
-
-inline float round_f16(float x) { return fp16_table().values[fp32_to_fp16(x)]; }
+using simd::dot;
 
 constexpr int64_t kRowBlock = 16;
 
@@ -74,8 +64,7 @@ int64_t load_lanes(const Attention& a, Lanes& l, int64_t iq3, int64_t hk, int64_
             const char* qp = static_cast<const char*>(a.q->data) + iq1 * a.q->nb[1] + h * a.q->nb[2] + iq3 * a.q->nb[3];
             float* qd = &l.q[lane * a.DK];
             row_to_f32(a.q->type, qp, qd, a.DK);
-            if (a.round_q)
-                for (int64_t d = 0; d < a.DK; ++d) qd[d] = round_f16(qd[d]);
+            if (a.round_q) simd::round_to_f16(qd, a.DK);
             l.slope[lane] = a.slope(h);
             l.mask[lane] = a.mask ? reinterpret_cast<const uint16_t*>(static_cast<const char*>(a.mask->data) +
                                                                       iq1 * a.mask->nb[1] + (h % a.mask->ne[2]) * a.mask->nb[2] +
@@ -113,17 +102,13 @@ void attend(const Attention& a, Lanes& l, int64_t n_lanes, int64_t iq3, int64_t 
             if (s > l.mx[lane]) {
                 ms = std::exp(l.mx[lane] - s);
                 l.mx[lane] = s;
-                if (a.f16_acc)
-                    for (int64_t d = 0; d < DV; ++d) acc[d] = round_f16(acc[d] * ms);
-                else
-                    for (int64_t d = 0; d < DV; ++d) acc[d] *= ms;
+                simd::scale(acc, ms, DV);
+                if (a.f16_acc) simd::round_to_f16(acc, DV);
             } else {
                 vs = std::exp(s - l.mx[lane]);
             }
-            if (a.f16_acc)
-                for (int64_t d = 0; d < DV; ++d) acc[d] = round_f16(std::fma(vr[d], vs, acc[d]));
-            else
-                for (int64_t d = 0; d < DV; ++d) acc[d] += vr[d] * vs;
+            simd::axpy(acc, vr, vs, DV);
+            if (a.f16_acc) simd::round_to_f16(acc, DV);
             l.sum[lane] = l.sum[lane] * ms + vs;
         }
     }

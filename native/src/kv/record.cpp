@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "../fp16.h"
+#include "../simd.h"
 
 namespace mustafar::kv {
 namespace {
@@ -48,12 +49,53 @@ void decompress(const uint8_t* record, const RecordLayout& layout, uint16_t* out
     for (int i = 0; i < layout.head_dim; ++i) out[i] = (record[i >> 3] & (1u << (i & 7))) ? load_u16(values + 2 * n++) : 0;
 }
 
+#ifdef MUSTAFAR_AVX2
+namespace {
+// For each bitmap byte, the pshufb control that moves the next popcount(byte) packed f16 values
+// to the lanes of their set bits and zeroes the others.
+struct ExpandTable {
+    alignas(16) uint8_t control[256][16];
+    ExpandTable() {
+        for (int b = 0; b < 256; ++b) {
+            int j = 0;
+            for (int i = 0; i < 8; ++i) {
+                const bool set = (b >> i) & 1;
+                control[b][2 * i] = set ? uint8_t(2 * j) : 0x80;
+                control[b][2 * i + 1] = set ? uint8_t(2 * j + 1) : 0x80;
+                j += set;
+            }
+        }
+    }
+};
+const ExpandTable& expand_table() {
+    static const ExpandTable table;
+    return table;
+}
+}  // namespace
+#endif
+
 void decompress_f32(const uint8_t* record, const RecordLayout& layout, float* out) {
     const uint8_t* values = record + layout.bitmap_bytes();
+#ifdef MUSTAFAR_AVX2
+    // Eight elements per bitmap byte: load 16 bytes of packed values, expand, convert. The copy
+    // gives the last 16-byte load room past the kept values.
+    alignas(32) uint8_t packed[2 * kMaxHeadDim + 16];
+    std::memcpy(packed, values, 2 * size_t(layout.kept));
+    const ExpandTable& t = expand_table();
+    int pos = 0;
+    for (int g = 0; g < layout.head_dim / 8; ++g) {
+        const uint8_t b = record[g];
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed + 2 * pos));
+        const __m128i e = _mm_shuffle_epi8(v, _mm_load_si128(reinterpret_cast<const __m128i*>(t.control[b])));
+        _mm256_storeu_ps(out + 8 * g, _mm256_cvtph_ps(e));
+        pos += __builtin_popcount(b);
+    }
+#else
     const float* table = fp16_table().values;
     int n = 0;
     for (int i = 0; i < layout.head_dim; ++i)
         out[i] = (record[i >> 3] & (1u << (i & 7))) ? table[load_u16(values + 2 * n++)] : 0.0f;
+#endif
 }
 
 }  // namespace mustafar::kv

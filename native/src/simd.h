@@ -1,0 +1,83 @@
+// Vector helpers for the CPU kernels. Built with AVX2, FMA and F16C (x86-64-v3) where the compiler
+// targets them (CMake option MUSTAFAR_X86_64_V3); scalar code with the same results otherwise.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "fp16.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define MUSTAFAR_AVX2 1
+#endif
+
+namespace mustafar::simd {
+
+inline void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+    int64_t i = 0;
+#ifdef MUSTAFAR_AVX2
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+#endif
+    const float* t = fp16_table().values;
+    for (; i < n; ++i) dst[i] = t[src[i]];
+}
+
+// f32 -> nearest f16 -> f32, as a value stored in an f16 array and loaded again.
+inline void round_to_f16(float* x, int64_t n) {
+    int64_t i = 0;
+#ifdef MUSTAFAR_AVX2
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT)));
+#endif
+    const float* t = fp16_table().values;
+    for (; i < n; ++i) x[i] = t[fp32_to_fp16(x[i])];
+}
+
+inline float dot(const float* a, const float* b, int64_t n) {
+    int64_t i = 0;
+    float s = 0.0f;
+#ifdef MUSTAFAR_AVX2
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    }
+    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    const __m256 acc = _mm256_add_ps(acc0, acc1);
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    s = _mm_cvtss_f32(r);
+#else
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+    s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+#endif
+    for (; i < n; ++i) s += a[i] * b[i];
+    return s;
+}
+
+// y = y * a
+inline void scale(float* y, float a, int64_t n) {
+    int64_t i = 0;
+#ifdef MUSTAFAR_AVX2
+    const __m256 va = _mm256_set1_ps(a);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), va));
+#endif
+    for (; i < n; ++i) y[i] *= a;
+}
+
+// y = fma(x, a, y)
+inline void axpy(float* y, const float* x, float a, int64_t n) {
+    int64_t i = 0;
+#ifdef MUSTAFAR_AVX2
+    const __m256 va = _mm256_set1_ps(a);
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(_mm256_loadu_ps(x + i), va, _mm256_loadu_ps(y + i)));
+#endif
+    for (; i < n; ++i) y[i] = std::fma(x[i], a, y[i]);
+}
+
+}  // namespace mustafar::simd
