@@ -97,6 +97,8 @@ try
             ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 3),
             ["kv_bytes"] = kv?.KvBytes,
             ["kv_dense_bytes"] = kv?.KvDenseBytes,
+            ["kv_dense_rows"] = kv?.DenseRows,
+            ["kv_compressed_rows"] = kv?.CompressedRows,
             ["k_sparsity"] = options.KSparsity,
             ["v_sparsity"] = options.VSparsity,
             ["local_window"] = options.LocalWindow,

@@ -25,11 +25,20 @@ internal static class RecallPrompts
         for (int i = 0; i < count; i++)
         {
             int target = minChars + (int)((maxChars - minChars) * (count == 1 ? 0.5 : (double)i / (count - 1)));
-            prompts.Add(CreateOne(rng, target));
+            var prompt = CreateOne(rng, target);
+            while (prompt.Text.Length < minChars)
+            {
+                prompt = prompt with { Document = $"{Filler(rng)} {prompt.Document}" };
+            }
+
+            prompts.Add(prompt);
         }
 
         return prompts;
     }
+
+    private static string Filler(Random rng) =>
+        $"{Subjects[rng.Next(Subjects.Length)]} {Verbs[rng.Next(Verbs.Length)]} {Places[rng.Next(Places.Length)]}.";
 
     private static Prompt CreateOne(Random rng, int targetChars)
     {
@@ -53,7 +62,7 @@ internal static class RecallPrompts
         int budget = targetChars - question.Length - facts.Sum(f => f.Name.Length + 24);
         while (length < budget)
         {
-            string s = $"{Subjects[rng.Next(Subjects.Length)]} {Verbs[rng.Next(Verbs.Length)]} {Places[rng.Next(Places.Length)]}.";
+            string s = Filler(rng);
             sentences.Add(s);
             length += s.Length + 1;
         }
