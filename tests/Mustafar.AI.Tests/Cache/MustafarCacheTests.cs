@@ -126,6 +126,16 @@ public sealed partial class MustafarCacheTests(ITestOutputHelper output)
         engine.Context.LoadState(file);
         var (afterRestore, _) = driver.Greedy(lastLogits, position, 20);
         Assert.Equal(continued, afterRestore);
+
+        // The same through one sequence's state.
+        engine.Context.NativeHandle.MemoryClear(true);
+        engine.Context.LoadState(file);
+        string seqFile = TestPaths.TempFile("seq0.bin");
+        engine.Context.SaveState(seqFile, LLamaSeqId.Zero);
+        engine.Context.NativeHandle.MemoryClear(true);
+        engine.Context.LoadState(seqFile, LLamaSeqId.Zero);
+        var (afterSequenceRestore, _) = driver.Greedy(lastLogits, position, 20);
+        Assert.Equal(continued, afterSequenceRestore);
         output.WriteLine(engine.Detokenize(continued.Select(t => (LLamaToken)t)));
     }
 
