@@ -38,8 +38,14 @@ public sealed class MustafarOptions
     /// </summary>
     public bool UseMustafarBackend { get; set; } = true;
 
-    /// <summary>Sequences one context decodes at once (sizes llama.cpp's n_seq_max and the dense window pool).</summary>
-    internal int MaxSequences { get; set; } = 1;
+    /// <summary>
+    /// Requests decoded together, each as a sequence of the one context (continuous batching); more wait
+    /// in FIFO order. Sizes llama.cpp's n_seq_max and the dense window pool. At most <see cref="BatchSize"/>.
+    /// </summary>
+    public int MaxConcurrentRequests { get; set; } = 4;
+
+    /// <summary>Requests that may wait for a free sequence; further callers wait until one is admitted (back-pressure).</summary>
+    public int MaxQueuedRequests { get; set; } = 64;
 
     /// <summary>
     /// With both sparsities 0 the cache is stored dense (ggml's layout, no bitmap overhead); tests set
@@ -88,6 +94,16 @@ public sealed class MustafarOptionsValidator : IValidateOptions<MustafarOptions>
         if (options.LocalWindow < 0)
         {
             failures.Add($"MustafarOptions.LocalWindow must be 0 or more tokens; got {options.LocalWindow}.");
+        }
+
+        if (options.MaxConcurrentRequests < 1 || options.MaxConcurrentRequests > Math.Max(1, options.BatchSize))
+        {
+            failures.Add($"MustafarOptions.MaxConcurrentRequests must be between 1 and BatchSize ({options.BatchSize}); got {options.MaxConcurrentRequests}.");
+        }
+
+        if (options.MaxQueuedRequests < 1)
+        {
+            failures.Add($"MustafarOptions.MaxQueuedRequests must be at least 1; got {options.MaxQueuedRequests}.");
         }
 
         if (options.DefaultMaxOutputTokens < 1)

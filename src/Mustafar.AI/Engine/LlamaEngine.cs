@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.RegularExpressions;
 using LLama;
@@ -11,15 +10,15 @@ using Mustafar.AI.Native;
 namespace Mustafar.AI.Engine;
 
 /// <summary>
-/// Owns one llama.cpp model and context. Requests run one at a time on the single sequence 0
-/// (continuous batching across sequences comes with the concurrency work).
+/// Owns one llama.cpp model and context; requests run concurrently as sequences of that context,
+/// batched by the <see cref="BatchScheduler"/>.
 /// </summary>
 internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
 {
     // Loading is serialised process-wide so that the llama.cpp log lines we read belong to this load.
     private static readonly SemaphoreSlim LoadGate = new(1, 1);
 
-    private readonly SemaphoreSlim _requestGate = new(1, 1);
+    private readonly BatchScheduler _scheduler;
     private readonly ILogger _logger;
     private readonly LLamaWeights _weights;
     private readonly LLamaContext _context;
@@ -39,6 +38,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
         KvLayerDevices = kvDevices;
         _logger = logger;
         ChatTemplate = weights.Metadata.TryGetValue("tokenizer.chat_template", out string? template) ? template : null;
+        _scheduler = new BatchScheduler(context, weights, options.MaxConcurrentRequests, options.MaxQueuedRequests);
     }
 
     public MustafarOptions Options { get; }
@@ -51,6 +51,9 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
     public string? ChatTemplate { get; }
 
     public int ContextSize => (int)_context.ContextSize;
+
+    /// <summary>Requests running as sequences now.</summary>
+    public int RunningRequests => _scheduler.Running;
 
     internal LLamaWeights Weights => _weights;
 
@@ -76,7 +79,8 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
             FlashAttention = true, // the Mustafar cache stores V like K, which needs flash attention
             Threads = options.Threads,
             BatchThreads = options.Threads,
-            SeqMax = (uint)options.MaxSequences,
+            SeqMax = (uint)options.MaxConcurrentRequests,
+            KVUnified = true, // the sequences share all cells instead of a fixed share each
             TypeK = GGMLType.GGML_TYPE_F16,
             TypeV = GGMLType.GGML_TYPE_F16,
         };
@@ -109,7 +113,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
                     LocalWindow = options.LocalWindow,
                     HeadDimK = shape.HeadDim,
                     HeadDimV = shape.HeadDimV,
-                    SeqMax = options.MaxSequences,
+                    SeqMax = options.MaxConcurrentRequests,
                     UBatch = options.BatchSize,
                     Owner = owner,
                 });
@@ -171,11 +175,11 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
         _context.Tokenize(text, addBos, special);
 
     /// <summary>
-    /// Runs <paramref name="prompt"/> from an empty cache and samples until the consumer calls Stop,
-    /// end of generation, the token budget or the end of the context.
+    /// Runs <paramref name="prompt"/> as a new sequence beside the other running requests and streams its
+    /// tokens until the consumer calls Stop, end of generation, the token budget or the end of the context.
     /// </summary>
-    public async IAsyncEnumerable<GeneratedToken> GenerateAsync(IReadOnlyList<LLamaToken> prompt, SamplingSettings sampling,
-        int maxTokens, [EnumeratorCancellation] CancellationToken cancellationToken)
+    public IAsyncEnumerable<GeneratedToken> GenerateAsync(IReadOnlyList<LLamaToken> prompt, SamplingSettings sampling,
+        int maxTokens, CancellationToken cancellationToken)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (prompt.Count == 0)
@@ -188,109 +192,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
             throw new MustafarContextOverflowException(prompt.Count, ContextSize);
         }
 
-        await _requestGate.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
-        {
-            using SafeLLamaSamplerChainHandle sampler = sampling.CreateChain();
-            var handle = _context.NativeHandle;
-            handle.MemoryClear(true);
-            var batch = new LLamaBatch();
-            int position = 0;
-            int batchSize = (int)_context.BatchSize;
-            for (int start = 0; start < prompt.Count; start += batchSize)
-            {
-                cancellationToken.ThrowIfCancellationRequested();
-                batch.Clear();
-                int end = Math.Min(prompt.Count, start + batchSize);
-                for (int i = start; i < end; i++)
-                {
-                    batch.Add(prompt[i], position++, LLamaSeqId.Zero, i == prompt.Count - 1);
-                }
-
-                await DecodeAsync(batch, cancellationToken).ConfigureAwait(false);
-            }
-
-            var vocab = _weights.NativeHandle.Vocab;
-            for (int generated = 0; ; generated++)
-            {
-                if (generated >= maxTokens)
-                {
-                    yield return new GeneratedToken(default, GenerationEnd.MaxTokens);
-                    yield break;
-                }
-
-                if (position >= ContextSize)
-                {
-                    yield return new GeneratedToken(default, GenerationEnd.ContextFull);
-                    yield break;
-                }
-
-                cancellationToken.ThrowIfCancellationRequested();
-                LLamaToken token = sampler.Sample(handle, batch.TokenCount - 1);
-                if (token.IsEndOfGeneration(vocab))
-                {
-                    yield return new GeneratedToken(token, GenerationEnd.EndOfGeneration);
-                    yield break;
-                }
-
-                bool stop = false;
-                yield return new GeneratedToken(token, GenerationEnd.None, () => stop = true);
-                if (stop)
-                {
-                    yield break;
-                }
-
-                batch.Clear();
-                batch.Add(token, position++, LLamaSeqId.Zero, true);
-                await DecodeAsync(batch, cancellationToken).ConfigureAwait(false);
-            }
-        }
-        finally
-        {
-            _requestGate.Release();
-        }
-    }
-
-    /// <summary>Feeds tokens without sampling and returns the logits of the last one (for tests and benchmarks).</summary>
-    internal async Task<float[]> EvaluateAsync(IReadOnlyList<LLamaToken> tokens, int startPosition, CancellationToken cancellationToken)
-    {
-        await _requestGate.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
-        {
-            if (startPosition == 0)
-            {
-                _context.NativeHandle.MemoryClear(true);
-            }
-
-            var batch = new LLamaBatch();
-            int batchSize = (int)_context.BatchSize;
-            for (int start = 0; start < tokens.Count; start += batchSize)
-            {
-                batch.Clear();
-                int end = Math.Min(tokens.Count, start + batchSize);
-                for (int i = start; i < end; i++)
-                {
-                    batch.Add(tokens[i], startPosition + i, LLamaSeqId.Zero, i == tokens.Count - 1);
-                }
-
-                await DecodeAsync(batch, cancellationToken).ConfigureAwait(false);
-            }
-
-            return _context.NativeHandle.GetLogitsIth(batch.TokenCount - 1).ToArray();
-        }
-        finally
-        {
-            _requestGate.Release();
-        }
-    }
-
-    private async Task DecodeAsync(LLamaBatch batch, CancellationToken cancellationToken)
-    {
-        DecodeResult result = await Task.Run(() => _context.NativeHandle.Decode(batch), cancellationToken).ConfigureAwait(false);
-        if (result != DecodeResult.Ok)
-        {
-            throw new InvalidOperationException($"llama_decode failed with {result} ({(int)result}); see the llama.cpp log.");
-        }
+        return _scheduler.RunAsync(prompt, sampling, maxTokens, cancellationToken);
     }
 
     public string Detokenize(IEnumerable<LLamaToken> tokens)
@@ -306,7 +208,9 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
 
     internal StreamingTokenDecoder CreateDecoder() => new(Encoding.UTF8, _weights);
 
-    public void Dispose()
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+
+    public async ValueTask DisposeAsync()
     {
         if (_disposed)
         {
@@ -314,15 +218,9 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
         }
 
         _disposed = true;
+        await _scheduler.DisposeAsync().ConfigureAwait(false);  // running requests end first
         _context.Dispose();
         _weights.Dispose();
-        _requestGate.Dispose();
-    }
-
-    public ValueTask DisposeAsync()
-    {
-        Dispose();
-        return ValueTask.CompletedTask;
     }
 
     [GeneratedRegex(@"llama_kv_cache:\s+layer\s+(\d+):\s+dev\s*=\s*(\S+)")]

@@ -19,6 +19,7 @@ public sealed partial class MustafarCacheTests(ITestOutputHelper output)
     {
         string path = TestPaths.Recall;  // 6 layers, 2 KV heads, head_dim 128
         var options = Engines.Options(path, mustafar: true, contextSize: 2048, batchSize: 512, sparsity: sparsity, window: 32);
+        options.MaxConcurrentRequests = 1;
         double? loggedMiB = null;
         LlamaEngine engine;
         using (LlamaLog.Subscribe((_, line) =>
@@ -74,7 +75,7 @@ public sealed partial class MustafarCacheTests(ITestOutputHelper output)
     {
         const int window = 8;
         var options = Engines.Options(TestPaths.Stories, mustafar: true, contextSize: 512, batchSize: 128, sparsity: 0.5, window: window);
-        options.MaxSequences = 3;
+        options.MaxConcurrentRequests = 3;
         await using var engine = await LlamaEngine.LoadAsync(options, NullLogger.Instance, CancellationToken.None);
         var driver = new Driver(engine);
         int tensors = engine.Shape.LayerCount * 2;
@@ -143,7 +144,7 @@ public sealed partial class MustafarCacheTests(ITestOutputHelper output)
     public async Task CopiedAndRemovedSequencesKeepWorkingOnCompressedCells()
     {
         var options = Engines.Options(TestPaths.Stories, mustafar: true, contextSize: 256, sparsity: 0.5, window: 4);
-        options.MaxSequences = 2;
+        options.MaxConcurrentRequests = 2;
         await using var engine = await LlamaEngine.LoadAsync(options, NullLogger.Instance, CancellationToken.None);
         var driver = new Driver(engine);
         var prompt = engine.Tokenize("Once upon a time, there was a little girl named", addBos: true, special: false);

@@ -54,10 +54,11 @@ public sealed class RandomModelLogitsTests(ITestOutputHelper output)
     {
         // Batch 128 splits the 320-token prompt into three micro-batches.
         await using var engine = await Engines.LoadAsync(path, mustafar, contextSize: 512, batchSize: 128);
-        var logits = new List<float[]> { await engine.EvaluateAsync(tokens[..PromptTokens], 0, CancellationToken.None) };
+        var driver = new Driver(engine);
+        var logits = new List<float[]> { driver.Decode((0, tokens[..PromptTokens], 0))[0] };
         for (int i = PromptTokens; i < tokens.Count; i++)
         {
-            logits.Add(await engine.EvaluateAsync([tokens[i]], i, CancellationToken.None));
+            logits.Add(driver.Decode((0, [tokens[i]], i))[0]);
         }
 
         return logits;

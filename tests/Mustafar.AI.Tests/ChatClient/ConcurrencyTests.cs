@@ -1,0 +1,112 @@
+using System.Diagnostics;
+using Microsoft.Extensions.AI;
+using Mustafar.AI.Tests.Infrastructure;
+using Xunit.Abstractions;
+
+namespace Mustafar.AI.Tests.ChatClient;
+
+/// <summary>One loaded model serves concurrent requests as sequences of one context, batched together.</summary>
+public sealed class ConcurrencyTests(ITestOutputHelper output)
+{
+    private static readonly string[] Prompts =
+    [
+        "Once upon a time", "One day, a little boy", "The cat was", "Lily and Ben", "The sun was shining",
+        "Tom had a red ball", "There was a big tree", "Mom said",
+    ];
+
+    private static ChatOptions Greedy(int n) => new() { Temperature = 0, MaxOutputTokens = n };
+
+    private static async Task<IChatClient> CreateAsync(int concurrent, int queued = 64, double sparsity = 0.5) =>
+        await MustafarChatClientFactory.CreateAsync(new MustafarOptions
+        {
+            ModelPath = TestPaths.Stories,
+            ContextSize = 2048,
+            Threads = 2,
+            KSparsity = sparsity,
+            VSparsity = sparsity,
+            LocalWindow = 16,
+            MaxConcurrentRequests = concurrent,
+            MaxQueuedRequests = queued,
+        });
+
+    [SkippableFact]
+    public async Task EightConcurrentGreedyRequestsGiveTheSequentialTokensAndFinishSooner()
+    {
+        using var client = await CreateAsync(concurrent: 8);
+        var clock = Stopwatch.StartNew();
+        var sequential = new List<string>();
+        foreach (string prompt in Prompts)
+        {
+            sequential.Add((await client.GetResponseAsync(prompt, Greedy(48))).Text);
+        }
+
+        var sequentialTime = clock.Elapsed;
+        clock.Restart();
+        var concurrent = await Task.WhenAll(Prompts.Select(p => client.GetResponseAsync(p, Greedy(48))));
+        var concurrentTime = clock.Elapsed;
+        output.WriteLine($"8 requests x 48 tokens: sequential {sequentialTime.TotalMilliseconds:F0} ms, concurrent {concurrentTime.TotalMilliseconds:F0} ms");
+        Assert.Equal(sequential, concurrent.Select(r => r.Text));
+        Assert.True(concurrentTime < sequentialTime, $"concurrent {concurrentTime} is not sooner than sequential {sequentialTime}");
+    }
+
+    [SkippableFact]
+    public async Task CancellingOneRequestLeavesTheOthersUntouched()
+    {
+        using var client = await CreateAsync(concurrent: 4);
+        string alone = (await client.GetResponseAsync(Prompts[1], Greedy(40))).Text;
+        using var cts = new CancellationTokenSource();
+        var doomed = Task.Run(async () =>
+        {
+            int n = 0;
+            await foreach (var _ in client.GetStreamingResponseAsync(Prompts[0], Greedy(400), cts.Token))
+            {
+                if (++n == 5)
+                {
+                    await cts.CancelAsync();
+                }
+            }
+        });
+        var others = Enumerable.Range(0, 3).Select(_ => client.GetResponseAsync(Prompts[1], Greedy(40))).ToArray();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => doomed);
+        foreach (var response in await Task.WhenAll(others))
+        {
+            Assert.Equal(alone, response.Text);
+        }
+    }
+
+    [SkippableFact]
+    public async Task RequestsBeyondTheLimitsWaitTheirTurnAndAllComplete()
+    {
+        using var client = await CreateAsync(concurrent: 2, queued: 1);
+        var engine = ((MustafarChatClient)client).Engine;
+        int maxRunning = 0;
+        using var watching = new CancellationTokenSource();
+        var watcher = Task.Run(async () =>
+        {
+            while (!watching.IsCancellationRequested)
+            {
+                maxRunning = Math.Max(maxRunning, engine.RunningRequests);
+                await Task.Delay(1);
+            }
+        });
+        var responses = await Task.WhenAll(Prompts.Select(p => client.GetResponseAsync(p, Greedy(24))));
+        await watching.CancelAsync();
+        await watcher;
+        Assert.All(responses, r => Assert.Equal(24, r.Usage!.OutputTokenCount));
+        Assert.True(maxRunning <= 2, $"{maxRunning} requests ran at once with MaxConcurrentRequests = 2");
+    }
+
+    [SkippableFact]
+    public async Task DisposingTheClientUnderLoadEndsTheRequestsWithoutCrashing()
+    {
+        var client = await CreateAsync(concurrent: 4);
+        var running = Prompts.Select(p => client.GetResponseAsync(p, Greedy(2000))).ToArray();
+        await Task.Delay(100);
+        await ((IAsyncDisposable)client).DisposeAsync();
+        foreach (var task in running)
+        {
+            var error = await Record.ExceptionAsync(() => task);
+            Assert.True(error is null or ObjectDisposedException or OperationCanceledException, $"unexpected {error}");
+        }
+    }
+}
