@@ -52,12 +52,13 @@ internal sealed class MustafarChatClient : IChatClient, IAsyncDisposable
         var stops = new StopSequenceFilter(options?.StopSequences?.ToArray() ?? []);
         var decoder = _engine.CreateDecoder();
         var started = Stopwatch.StartNew();
-        int outputTokens = 0;
+        int outputTokens = 0, cachedTokens = 0;
         ChatFinishReason finish = ChatFinishReason.Stop;
         _logger.RequestStarted(responseId, promptTokens.Count, maxTokens);
 
         await foreach (var step in _engine.GenerateAsync(promptTokens, sampling, maxTokens, cancellationToken).ConfigureAwait(false))
         {
+            cachedTokens = step.CachedPromptTokens;
             if (step.End != GenerationEnd.None)
             {
                 finish = step.End is GenerationEnd.MaxTokens or GenerationEnd.ContextFull ? ChatFinishReason.Length : ChatFinishReason.Stop;
@@ -91,6 +92,7 @@ internal sealed class MustafarChatClient : IChatClient, IAsyncDisposable
             InputTokenCount = promptTokens.Count,
             OutputTokenCount = outputTokens,
             TotalTokenCount = promptTokens.Count + outputTokens,
+            CachedInputTokenCount = cachedTokens,
         };
         if (_engine.GetKvStatistics() is { } kv)
         {

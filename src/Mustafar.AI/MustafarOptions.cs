@@ -44,6 +44,16 @@ public sealed class MustafarOptions
     /// </summary>
     public int MaxConcurrentRequests { get; set; } = 4;
 
+    /// <summary>
+    /// Finished requests whose cache (prompt and answer) is kept, least recently used evicted first, so that
+    /// a new prompt starting with the same tokens (same document, next question; the next turn of a chat)
+    /// reuses it instead of decoding it again, and reports it as <c>CachedInputTokenCount</c>. 0 (the
+    /// default) turns reuse off. At sparsity above 0 a reused prefix is attended in its compressed form,
+    /// as a long prompt's later micro-batches are, so answers can differ from a fresh run's; at sparsity 0
+    /// they are identical.
+    /// </summary>
+    public int CachedPrefixes { get; set; }
+
     /// <summary>Requests that may wait for a free sequence; further callers wait until one is admitted (back-pressure).</summary>
     public int MaxQueuedRequests { get; set; } = 64;
 
@@ -99,6 +109,11 @@ public sealed class MustafarOptionsValidator : IValidateOptions<MustafarOptions>
         if (options.MaxConcurrentRequests < 1 || options.MaxConcurrentRequests > Math.Max(1, options.BatchSize))
         {
             failures.Add($"MustafarOptions.MaxConcurrentRequests must be between 1 and BatchSize ({options.BatchSize}); got {options.MaxConcurrentRequests}.");
+        }
+
+        if (options.CachedPrefixes < 0)
+        {
+            failures.Add($"MustafarOptions.CachedPrefixes must be 0 (off) or more; got {options.CachedPrefixes}.");
         }
 
         if (options.MaxQueuedRequests < 1)

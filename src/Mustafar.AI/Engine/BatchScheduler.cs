@@ -10,8 +10,9 @@ namespace Mustafar.AI.Engine;
 /// Continuous batching over one llama.cpp context: every running request is a sequence, and each
 /// step decodes one token of every generating sequence plus prompt chunks of newly admitted ones,
 /// in one batch. Requests join between steps and leave when done; beyond the sequence limit they
-/// wait in FIFO order, and beyond the queue limit submitters wait (back-pressure). Only the loop's
-/// thread touches the context.
+/// wait in FIFO order, and beyond the queue limit submitters wait (back-pressure). Finished
+/// sequences stay cached (LRU) so that a prompt sharing their prefix copies those cells instead of
+/// decoding them again. Only the loop's thread touches the context.
 /// </summary>
 internal sealed class BatchScheduler : IAsyncDisposable
 {
@@ -21,13 +22,18 @@ internal sealed class BatchScheduler : IAsyncDisposable
     private readonly SemaphoreSlim _wake = new(0);
     private readonly CancellationTokenSource _shutdown = new();
     private readonly Thread _loop;
-    private readonly int _maxSequences;
+    private readonly int _maxRunning;
+    private readonly int _maxCached;
 
-    public BatchScheduler(LLamaContext context, LLamaWeights weights, int maxSequences, int maxQueued)
+    /// <summary>Shortest shared prefix worth copying instead of decoding.</summary>
+    private const int MinReusedTokens = 4;
+
+    public BatchScheduler(LLamaContext context, LLamaWeights weights, int maxRunning, int maxCached, int maxQueued)
     {
         _context = context;
         _vocab = weights.NativeHandle.Vocab;
-        _maxSequences = maxSequences;
+        _maxRunning = maxRunning;
+        _maxCached = maxCached;
         _queue = Channel.CreateBounded<Request>(new BoundedChannelOptions(maxQueued) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         _loop = new Thread(Loop) { IsBackground = true, Name = "Mustafar batch scheduler" };
         _loop.Start();
@@ -60,127 +66,21 @@ internal sealed class BatchScheduler : IAsyncDisposable
 
     private void Loop()
     {
-        var free = new Stack<int>(Enumerable.Range(0, _maxSequences).Reverse());
-        var active = new List<Request>();
-        var batch = new LLamaBatch();
-        var handle = _context.NativeHandle;
-        int batchSize = (int)_context.BatchSize;
-        int contextSize = (int)_context.ContextSize;
+        var state = new LoopState(_maxRunning + _maxCached);
         try
         {
             while (!_shutdown.IsCancellationRequested)
             {
-                foreach (var r in active.Where(r => r.Stopped).ToList())
+                try
                 {
-                    Finish(r, null);
+                    Step(state);
                 }
-
-                while (free.Count > 0 && _queue.Reader.TryRead(out var next))
+                catch (Exception e) when (e is not OperationCanceledException)
                 {
-                    if (next.Stopped)
+                    // A failed step fails its requests, never the process.
+                    foreach (var r in state.Active.ToList())
                     {
-                        next.Output.Writer.TryComplete();
-                        continue;
-                    }
-
-                    next.Seq = free.Pop();
-                    next.Chain = next.Sampling.CreateChain();
-                    active.Add(next);
-                }
-
-                Running = active.Count;
-                if (active.Count == 0)
-                {
-                    _wake.Wait(_shutdown.Token);
-                    continue;
-                }
-
-                // Generating sequences first (one token each), then prompt chunks with what is left.
-                batch.Clear();
-                int budget = batchSize;
-                foreach (var r in active)
-                {
-                    r.LogitIndex = -1;
-                    r.StepTokens = r.StepPromptTokens = 0;
-                }
-
-                foreach (var r in active.Where(r => r.PromptDone == r.Prompt.Count))
-                {
-                    r.LogitIndex = batch.TokenCount;
-                    r.StepTokens = 1;
-                    batch.Add(r.NextToken, r.Position++, (LLamaSeqId)r.Seq, true);
-                    budget--;
-                }
-
-                foreach (var r in active.Where(r => r.PromptDone < r.Prompt.Count))
-                {
-                    int n = Math.Min(budget, r.Prompt.Count - r.PromptDone);
-                    r.StepTokens = r.StepPromptTokens = n;
-                    for (int i = 0; i < n; i++)
-                    {
-                        bool last = r.PromptDone + 1 == r.Prompt.Count;
-                        if (last)
-                        {
-                            r.LogitIndex = batch.TokenCount;
-                        }
-
-                        batch.Add(r.Prompt[r.PromptDone++], r.Position++, (LLamaSeqId)r.Seq, last);
-                    }
-
-                    budget -= n;
-                    if (budget == 0)
-                    {
-                        break;
-                    }
-                }
-
-                var result = handle.Decode(batch);
-                if (result == DecodeResult.NoKvSlot)
-                {
-                    // The shared cache is full: end the request holding the most cells and retry.
-                    var largest = active.MaxBy(r => r.Position)!;
-                    foreach (var r in active)
-                    {
-                        r.Rewind();
-                    }
-
-                    Emit(largest, new GeneratedToken(default, GenerationEnd.ContextFull));
-                    Finish(largest, null);
-                    continue;
-                }
-
-                if (result != DecodeResult.Ok)
-                {
-                    var error = new InvalidOperationException($"llama_decode failed with {result} ({(int)result}); see the llama.cpp log.");
-                    foreach (var r in active.ToList())
-                    {
-                        Finish(r, error);
-                    }
-
-                    continue;
-                }
-
-                foreach (var r in active.Where(r => r.LogitIndex >= 0).ToList())
-                {
-                    if (r.Stopped)
-                    {
-                        continue;
-                    }
-
-                    var token = r.Chain!.Sample(handle, r.LogitIndex);
-                    if (token.IsEndOfGeneration(_vocab))
-                    {
-                        Emit(r, new GeneratedToken(token, GenerationEnd.EndOfGeneration));
-                        Finish(r, null);
-                        continue;
-                    }
-
-                    Emit(r, new GeneratedToken(token, GenerationEnd.None));
-                    r.NextToken = token;
-                    if (++r.Generated >= r.MaxTokens || r.Position >= contextSize)
-                    {
-                        Emit(r, new GeneratedToken(default, r.Generated >= r.MaxTokens ? GenerationEnd.MaxTokens : GenerationEnd.ContextFull));
-                        Finish(r, null);
+                        Finish(state, r, e);
                     }
                 }
             }
@@ -191,9 +91,9 @@ internal sealed class BatchScheduler : IAsyncDisposable
         finally
         {
             var disposed = new ObjectDisposedException(nameof(LlamaEngine), "The chat client was disposed while the request ran.");
-            foreach (var r in active.ToList())
+            foreach (var r in state.Active.ToList())
             {
-                Finish(r, disposed);
+                Finish(state, r, disposed);
             }
 
             while (_queue.Reader.TryRead(out var waiting))
@@ -201,19 +101,185 @@ internal sealed class BatchScheduler : IAsyncDisposable
                 waiting.Output.Writer.TryComplete(disposed);
             }
         }
+    }
 
-        void Finish(Request r, Exception? error)
+    private void Step(LoopState st)
+    {
+        var handle = _context.NativeHandle;
+        foreach (var r in st.Active.Where(r => r.Stopped).ToList())
         {
-            handle.MemorySequenceRemove((LLamaSeqId)r.Seq, -1, -1);  // its cells are free at once
-            r.Chain?.Dispose();
-            r.Output.Writer.TryComplete(error);
-            active.Remove(r);
-            free.Push(r.Seq);
-            Running = active.Count;
+            Finish(st, r, null);
         }
 
-        static void Emit(Request r, GeneratedToken token) => r.Output.Writer.TryWrite(token);
+        Admit(st);
+        Running = st.Active.Count;
+        if (st.Active.Count == 0)
+        {
+            _wake.Wait(_shutdown.Token);
+            return;
+        }
+
+        // Generating sequences first (one token each), then prompt chunks with what is left.
+        var batch = st.Batch;
+        batch.Clear();
+        int budget = (int)_context.BatchSize;
+        foreach (var r in st.Active)
+        {
+            r.LogitIndex = -1;
+            r.StepTokens = r.StepPromptTokens = 0;
+        }
+
+        foreach (var r in st.Active.Where(r => r.PromptDone == r.Prompt.Count))
+        {
+            r.LogitIndex = batch.TokenCount;
+            r.StepTokens = 1;
+            r.Decoded.Add(r.NextToken);
+            batch.Add(r.NextToken, r.Position++, (LLamaSeqId)r.Seq, true);
+            budget--;
+        }
+
+        foreach (var r in st.Active.Where(r => r.PromptDone < r.Prompt.Count))
+        {
+            int n = Math.Min(budget, r.Prompt.Count - r.PromptDone);
+            r.StepTokens = r.StepPromptTokens = n;
+            for (int i = 0; i < n; i++)
+            {
+                bool last = r.PromptDone + 1 == r.Prompt.Count;
+                if (last)
+                {
+                    r.LogitIndex = batch.TokenCount;
+                }
+
+                r.Decoded.Add(r.Prompt[r.PromptDone]);
+                batch.Add(r.Prompt[r.PromptDone++], r.Position++, (LLamaSeqId)r.Seq, last);
+            }
+
+            budget -= n;
+            if (budget == 0)
+            {
+                break;
+            }
+        }
+
+        var result = handle.Decode(batch);
+        if (result == DecodeResult.NoKvSlot)
+        {
+            // The shared cache is full: drop the least recently used cached prefix, or else end the
+            // request holding the most cells, and retry.
+            foreach (var r in st.Active)
+            {
+                r.Rewind();
+            }
+
+            if (st.Cached.Count > 0)
+            {
+                Evict(st, st.Cached[0]);
+                return;
+            }
+
+            var largest = st.Active.MaxBy(r => r.Position)!;
+            Emit(largest, new GeneratedToken(default, GenerationEnd.ContextFull));
+            Finish(st, largest, null);
+            return;
+        }
+
+        if (result != DecodeResult.Ok)
+        {
+            throw new InvalidOperationException($"llama_decode failed with {result} ({(int)result}); see the llama.cpp log.");
+        }
+
+        int contextSize = (int)_context.ContextSize;
+        foreach (var r in st.Active.Where(r => r.LogitIndex >= 0 && !r.Stopped).ToList())
+        {
+            var token = r.Chain!.Sample(handle, r.LogitIndex);
+            if (token.IsEndOfGeneration(_vocab))
+            {
+                Emit(r, new GeneratedToken(token, GenerationEnd.EndOfGeneration));
+                Finish(st, r, null, keep: true);
+                continue;
+            }
+
+            Emit(r, new GeneratedToken(token, GenerationEnd.None));
+            r.NextToken = token;
+            if (++r.Generated >= r.MaxTokens || r.Position >= contextSize)
+            {
+                Emit(r, new GeneratedToken(default, r.Generated >= r.MaxTokens ? GenerationEnd.MaxTokens : GenerationEnd.ContextFull));
+                Finish(st, r, null, keep: true);
+            }
+        }
     }
+
+    // Admits queued requests while fewer than the limit run; a prompt that shares a prefix with a
+    // cached sequence gets a copy of those cells (no data moves: the cells gain a sequence id).
+    private void Admit(LoopState st)
+    {
+        while (st.Active.Count < _maxRunning && _queue.Reader.TryRead(out var next))
+        {
+            if (next.Stopped)
+            {
+                next.Output.Writer.TryComplete();
+                continue;
+            }
+
+            (CachedSequence? Entry, int Shared) source = (null, 0);
+            foreach (var c in st.Cached)
+            {
+                int shared = SharedPrefix(c.Tokens, next.Prompt);
+                if (shared >= MinReusedTokens && shared > source.Shared)
+                {
+                    source = (c, shared);
+                }
+            }
+
+            next.Seq = st.Free.Pop();  // ids: running + cached, so one is free while fewer run than allowed
+            next.Chain = next.Sampling.CreateChain();
+            if (source.Entry is { } entry)
+            {
+                // The last prompt token is decoded again for its logits.
+                int reuse = Math.Min(source.Shared, next.Prompt.Count - 1);
+                _context.NativeHandle.MemorySequenceCopy((LLamaSeqId)entry.Seq, (LLamaSeqId)next.Seq, 0, reuse);
+                next.PromptDone = next.Position = next.CachedPromptTokens = reuse;
+                next.Decoded.AddRange(next.Prompt.Take(reuse));
+                st.Cached.Remove(entry);
+                st.Cached.Add(entry);
+            }
+
+            st.Active.Add(next);
+        }
+    }
+
+    // A request that completed normally leaves its cells cached for prefix reuse; a cancelled or
+    // failed one frees them at once.
+    private void Finish(LoopState st, Request r, Exception? error, bool keep = false)
+    {
+        r.Chain?.Dispose();
+        r.Output.Writer.TryComplete(error);
+        st.Active.Remove(r);
+        Running = st.Active.Count;
+        if (keep && _maxCached > 0 && r.Decoded.Count >= MinReusedTokens)
+        {
+            if (st.Cached.Count == _maxCached)
+            {
+                Evict(st, st.Cached[0]);
+            }
+
+            st.Cached.Add(new CachedSequence(r.Seq, r.Decoded));
+            return;
+        }
+
+        _context.NativeHandle.MemorySequenceRemove((LLamaSeqId)r.Seq, -1, -1);
+        st.Free.Push(r.Seq);
+    }
+
+    private void Evict(LoopState st, CachedSequence entry)
+    {
+        _context.NativeHandle.MemorySequenceRemove((LLamaSeqId)entry.Seq, -1, -1);
+        st.Cached.Remove(entry);
+        st.Free.Push(entry.Seq);
+    }
+
+    private static void Emit(Request r, GeneratedToken token) =>
+        r.Output.Writer.TryWrite(token with { CachedPromptTokens = r.CachedPromptTokens });
 
     public async ValueTask DisposeAsync()
     {
@@ -224,6 +290,33 @@ internal sealed class BatchScheduler : IAsyncDisposable
         _shutdown.Dispose();
         _wake.Dispose();
     }
+
+    private static int SharedPrefix(List<LLamaToken> cached, IReadOnlyList<LLamaToken> prompt)
+    {
+        int n = 0;
+        int limit = Math.Min(cached.Count, prompt.Count);
+        while (n < limit && cached[n] == prompt[n])
+        {
+            n++;
+        }
+
+        return n;
+    }
+
+    /// <summary>What only the loop's thread touches.</summary>
+    private sealed class LoopState(int sequences)
+    {
+        public Stack<int> Free { get; } = new(Enumerable.Range(0, sequences).Reverse());
+
+        public List<Request> Active { get; } = [];
+
+        public List<CachedSequence> Cached { get; } = [];  // least recently used first
+
+        public LLamaBatch Batch { get; } = new();
+    }
+
+    /// <summary>A finished request's sequence, kept with the tokens its cells hold.</summary>
+    private sealed record CachedSequence(int Seq, List<LLamaToken> Tokens);
 
     private sealed class Request(IReadOnlyList<LLamaToken> prompt, SamplingSettings sampling, int maxTokens, CancellationToken cancellation)
     {
@@ -251,6 +344,11 @@ internal sealed class BatchScheduler : IAsyncDisposable
 
         public LLamaToken NextToken { get; set; }
 
+        /// <summary>The tokens in this sequence's cells, in order.</summary>
+        public List<LLamaToken> Decoded { get; } = [];
+
+        public int CachedPromptTokens { get; set; }
+
         public int LogitIndex { get; set; } = -1;
 
         public void RequestStop() => Interlocked.Exchange(ref _stop, 1);
@@ -265,6 +363,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
         {
             Position -= StepTokens;
             PromptDone -= StepPromptTokens;
+            Decoded.RemoveRange(Decoded.Count - StepTokens, StepTokens);
         }
     }
 }

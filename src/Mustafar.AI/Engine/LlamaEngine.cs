@@ -38,7 +38,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
         KvLayerDevices = kvDevices;
         _logger = logger;
         ChatTemplate = weights.Metadata.TryGetValue("tokenizer.chat_template", out string? template) ? template : null;
-        _scheduler = new BatchScheduler(context, weights, options.MaxConcurrentRequests, options.MaxQueuedRequests);
+        _scheduler = new BatchScheduler(context, weights, options.MaxConcurrentRequests, options.CachedPrefixes, options.MaxQueuedRequests);
     }
 
     public MustafarOptions Options { get; }
@@ -79,7 +79,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
             FlashAttention = true, // the Mustafar cache stores V like K, which needs flash attention
             Threads = options.Threads,
             BatchThreads = options.Threads,
-            SeqMax = (uint)options.MaxConcurrentRequests,
+            SeqMax = (uint)(options.MaxConcurrentRequests + options.CachedPrefixes),
             KVUnified = true, // the sequences share all cells instead of a fixed share each
             TypeK = GGMLType.GGML_TYPE_F16,
             TypeV = GGMLType.GGML_TYPE_F16,
@@ -113,7 +113,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
                     LocalWindow = options.LocalWindow,
                     HeadDimK = shape.HeadDim,
                     HeadDimV = shape.HeadDimV,
-                    SeqMax = options.MaxConcurrentRequests,
+                    SeqMax = options.MaxConcurrentRequests + options.CachedPrefixes,
                     UBatch = options.BatchSize,
                     Owner = owner,
                 });
@@ -236,5 +236,8 @@ internal enum GenerationEnd
     ContextFull,
 }
 
-/// <summary>One step of generation; <see cref="Stop"/> ends it after this token (e.g. a stop sequence matched).</summary>
-internal readonly record struct GeneratedToken(LLamaToken Token, GenerationEnd End, Action? Stop = null);
+/// <summary>
+/// One step of generation; <see cref="Stop"/> ends it after this token (e.g. a stop sequence matched).
+/// <see cref="CachedPromptTokens"/> is how many prompt tokens came from a cached prefix instead of being decoded.
+/// </summary>
+internal readonly record struct GeneratedToken(LLamaToken Token, GenerationEnd End, Action? Stop = null, int CachedPromptTokens = 0);
