@@ -17,6 +17,7 @@ namespace Mustafar.AI.Engine;
 internal sealed class BatchScheduler : IAsyncDisposable
 {
     private readonly LLamaContext _context;
+    private readonly SafeLlamaModelHandle _model;
     private readonly SafeLlamaModelHandle.Vocabulary _vocab;
     private readonly Channel<Request> _queue;
     private readonly SemaphoreSlim _wake = new(0);
@@ -31,6 +32,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
     public BatchScheduler(LLamaContext context, LLamaWeights weights, int maxRunning, int maxCached, int maxQueued)
     {
         _context = context;
+        _model = weights.NativeHandle;
         _vocab = weights.NativeHandle.Vocab;
         _maxRunning = maxRunning;
         _maxCached = maxCached;
@@ -232,7 +234,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
             }
 
             next.Seq = st.Free.Pop();  // ids: running + cached, so one is free while fewer run than allowed
-            next.Chain = next.Sampling.CreateChain();
+            next.Chain = next.Sampling.CreateChain(_model);
             if (source.Entry is { } entry)
             {
                 // The last prompt token is decoded again for its logits.

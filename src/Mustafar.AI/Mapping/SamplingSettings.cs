@@ -6,6 +6,16 @@ namespace Mustafar.AI.Mapping;
 /// <summary>ChatOptions' sampling fields, with llama.cpp's defaults where a request leaves one unset.</summary>
 internal sealed record SamplingSettings(float Temperature, int TopK, float TopP, uint Seed)
 {
+    /// <summary>A GBNF grammar the output must follow (JSON response formats), or null.</summary>
+    public string? Grammar { get; init; }
+
+    /// <summary>Penalties over the last <see cref="PenaltyWindow"/> tokens (0: off).</summary>
+    public float FrequencyPenalty { get; init; }
+
+    public float PresencePenalty { get; init; }
+
+    public const int PenaltyWindow = 64;
+
     public const float DefaultTemperature = 0.8f;
     public const int DefaultTopK = 40;
     public const float DefaultTopP = 0.95f;
@@ -34,12 +44,33 @@ internal sealed record SamplingSettings(float Temperature, int TopK, float TopP,
 
         // A request without a seed gets a fresh one; with one, sampling is reproducible.
         uint seed = options?.Seed is long s ? unchecked((uint)s) : (uint)Random.Shared.Next();
-        return new SamplingSettings(temperature, topK, topP, seed);
+        return new SamplingSettings(temperature, topK, topP, seed)
+        {
+            Grammar = options?.ResponseFormat switch
+            {
+                ChatResponseFormatJson { Schema: { } schema } => JsonGrammar.FromSchema(schema),
+                ChatResponseFormatJson => JsonGrammar.AnyObject,
+                _ => null,
+            },
+            FrequencyPenalty = options?.FrequencyPenalty ?? 0,
+            PresencePenalty = options?.PresencePenalty ?? 0,
+        };
     }
 
-    public SafeLLamaSamplerChainHandle CreateChain()
+    public SafeLLamaSamplerChainHandle CreateChain(SafeLlamaModelHandle model)
     {
         var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+        if (Grammar is not null)
+        {
+            // First, so that every later sampler only sees tokens the grammar allows.
+            chain.AddGrammar(model, Grammar, "root");
+        }
+
+        if (FrequencyPenalty != 0 || PresencePenalty != 0)
+        {
+            chain.AddPenalties(PenaltyWindow, 1.0f, FrequencyPenalty, PresencePenalty);
+        }
+
         if (IsGreedy)
         {
             chain.AddGreedySampler();
