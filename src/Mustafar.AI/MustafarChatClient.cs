@@ -36,7 +36,9 @@ internal sealed class MustafarChatClient : IChatClient, IAsyncDisposable
         ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        var sampling = SamplingSettings.From(options);
+        var toolFormat = ToolCalls.Detect(_engine.ChatTemplate);
+        var tools = ToolCalls.Declarations(options);
+        var sampling = SamplingSettings.From(options, toolFormat);
         int maxTokens = options?.MaxOutputTokens ?? _engine.Options.DefaultMaxOutputTokens;
         if (maxTokens < 1)
         {
@@ -51,6 +53,7 @@ internal sealed class MustafarChatClient : IChatClient, IAsyncDisposable
         string modelId = options?.ModelId ?? _metadata.DefaultModelId!;
         var stops = new StopSequenceFilter(options?.StopSequences?.ToArray() ?? []);
         var decoder = _engine.CreateDecoder();
+        var held = new System.Text.StringBuilder();  // with tools, the output is parsed when complete
         var started = Stopwatch.StartNew();
         int outputTokens = 0, cachedTokens = 0;
         ChatFinishReason finish = ChatFinishReason.Stop;
@@ -68,7 +71,11 @@ internal sealed class MustafarChatClient : IChatClient, IAsyncDisposable
             outputTokens++;
             decoder.Add(step.Token);
             string text = stops.Push(decoder.Read());
-            if (text.Length > 0)
+            if (tools.Count > 0)
+            {
+                held.Append(text);
+            }
+            else if (text.Length > 0)
             {
                 yield return Update(text);
             }
@@ -82,7 +89,27 @@ internal sealed class MustafarChatClient : IChatClient, IAsyncDisposable
         }
 
         string rest = stops.Flush();
-        if (rest.Length > 0)
+        if (tools.Count > 0)
+        {
+            var (plain, calls) = ToolCalls.Parse(held.Append(rest).ToString(), toolFormat);
+            if (plain.Length > 0)
+            {
+                yield return Update(plain);
+            }
+
+            if (calls.Count > 0)
+            {
+                finish = ChatFinishReason.ToolCalls;
+                yield return new ChatResponseUpdate(ChatRole.Assistant, [.. calls])
+                {
+                    ResponseId = responseId,
+                    MessageId = messageId,
+                    ModelId = modelId,
+                    CreatedAt = DateTimeOffset.UtcNow,
+                };
+            }
+        }
+        else if (rest.Length > 0)
         {
             yield return Update(rest);
         }

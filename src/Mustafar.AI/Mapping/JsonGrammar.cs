@@ -30,11 +30,14 @@ internal static class JsonGrammar
     public static string AnyObject { get; } = $"root ::= jobject\n{Common}\n";
 
     /// <summary>JSON following <paramref name="schema"/>.</summary>
-    public static string FromSchema(JsonElement schema)
+    public static string FromSchema(JsonElement schema) => FromSchemas([schema]);
+
+    /// <summary>JSON following any one of <paramref name="schemas"/>.</summary>
+    public static string FromSchemas(IEnumerable<JsonElement> schemas)
     {
         var rules = new StringBuilder();
         int counter = 0;
-        string root = Rule(schema);
+        string root = string.Join(" | ", schemas.Select(Rule).ToList());
         return $"root ::= {root}\n{rules}{Common}\n";
 
         string Rule(JsonElement s)

@@ -9,15 +9,35 @@ internal static class PromptBuilder
 {
     public static (string Prompt, bool UsedTemplate) Build(LLamaWeights weights, string? chatTemplate, IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
+        var format = ToolCalls.Detect(chatTemplate);
+        var tools = ToolCalls.Declarations(options);
         List<(string Role, string Text)> turns = [];
-        if (!string.IsNullOrEmpty(options?.Instructions))
+        string system = string.Join("\n\n", new[] { options?.Instructions, tools.Count > 0 ? ToolCalls.Describe(tools, format) : null }
+            .Where(s => !string.IsNullOrEmpty(s)));
+        if (system.Length > 0)
         {
-            turns.Add(("system", options.Instructions));
+            turns.Add(("system", system));
         }
 
         foreach (var message in messages)
         {
-            turns.Add((message.Role.Value, message.Text));
+            // Text and the calls an assistant made, then the results of calls as their own turn.
+            string text = string.Concat(message.Contents.Select(c => c switch
+            {
+                TextContent t => t.Text,
+                FunctionCallContent call => ToolCalls.RenderCall(call, format),
+                _ => string.Empty,
+            }));
+            if (text.Length > 0)
+            {
+                turns.Add((message.Role.Value, text));
+            }
+
+            var results = message.Contents.OfType<FunctionResultContent>().Select(r => ToolCalls.RenderResult(r, format)).ToList();
+            if (results.Count > 0)
+            {
+                turns.Add((format == ToolCallFormat.Llama3 ? "ipython" : "user", string.Join("\n", results)));
+            }
         }
 
         if (turns.Count == 0)

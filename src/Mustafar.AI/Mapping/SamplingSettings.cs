@@ -22,7 +22,7 @@ internal sealed record SamplingSettings(float Temperature, int TopK, float TopP,
 
     public bool IsGreedy => Temperature <= 0f;
 
-    public static SamplingSettings From(ChatOptions? options)
+    public static SamplingSettings From(ChatOptions? options, ToolCallFormat toolFormat = ToolCallFormat.Hermes)
     {
         float temperature = options?.Temperature ?? DefaultTemperature;
         if (temperature < 0 || float.IsNaN(temperature))
@@ -46,7 +46,7 @@ internal sealed record SamplingSettings(float Temperature, int TopK, float TopP,
         uint seed = options?.Seed is long s ? unchecked((uint)s) : (uint)Random.Shared.Next();
         return new SamplingSettings(temperature, topK, topP, seed)
         {
-            Grammar = options?.ResponseFormat switch
+            Grammar = ForcedToolCall(options, toolFormat) ?? options?.ResponseFormat switch
             {
                 ChatResponseFormatJson { Schema: { } schema } => JsonGrammar.FromSchema(schema),
                 ChatResponseFormatJson => JsonGrammar.AnyObject,
@@ -54,6 +54,20 @@ internal sealed record SamplingSettings(float Temperature, int TopK, float TopP,
             },
             FrequencyPenalty = options?.FrequencyPenalty ?? 0,
             PresencePenalty = options?.PresencePenalty ?? 0,
+        };
+    }
+
+    // RequireAny / RequireSpecific: a grammar that only lets the model write a call of the allowed tools.
+    private static string? ForcedToolCall(ChatOptions? options, ToolCallFormat format)
+    {
+        var tools = ToolCalls.Declarations(options);
+        return options?.ToolMode switch
+        {
+            RequiredChatToolMode { RequiredFunctionName: { } name } =>
+                ToolCalls.ForceCall(tools.Where(t => t.Name == name).ToList() is { Count: > 0 } one ? one
+                    : throw new ArgumentException($"ChatOptions.ToolMode requires the tool '{name}', which is not in ChatOptions.Tools.", nameof(options)), format),
+            RequiredChatToolMode when tools.Count > 0 => ToolCalls.ForceCall(tools, format),
+            _ => null,
         };
     }
 
