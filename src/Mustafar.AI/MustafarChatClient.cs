@@ -17,6 +17,8 @@ internal sealed class MustafarChatClient : IChatClient, IAsyncDisposable
     private readonly LlamaEngine _engine;
     private readonly ILogger _logger;
     private readonly ChatClientMetadata _metadata;
+    private readonly MustafarTokenizer _tokenizer;
+    private readonly ConversationStore _conversations = new();
 
     internal MustafarChatClient(LlamaEngine engine, ILogger logger)
     {
@@ -24,6 +26,7 @@ internal sealed class MustafarChatClient : IChatClient, IAsyncDisposable
         _logger = logger;
         string modelId = engine.Options.ModelId ?? Path.GetFileNameWithoutExtension(engine.Options.ModelPath);
         _metadata = new ChatClientMetadata("mustafar", providerUri: null, defaultModelId: modelId);
+        _tokenizer = new MustafarTokenizer(engine);
     }
 
     internal LlamaEngine Engine => _engine;
@@ -45,7 +48,11 @@ internal sealed class MustafarChatClient : IChatClient, IAsyncDisposable
             throw new ArgumentOutOfRangeException(nameof(options), maxTokens, "ChatOptions.MaxOutputTokens must be at least 1.");
         }
 
-        var (prompt, usedTemplate) = PromptBuilder.Build(_engine.Weights, _engine.ChatTemplate, messages, options);
+        // A ConversationId keeps the conversation here: the caller sends only the new messages.
+        string? conversationId = options?.ConversationId;
+        List<ChatMessage> turn = [.. messages];
+        List<ChatMessage> history = conversationId is null ? turn : [.. _conversations.Get(conversationId), .. turn];
+        var (prompt, usedTemplate) = PromptBuilder.Build(_engine.Weights, _engine.ChatTemplate, history, options);
         IReadOnlyList<LLamaToken> promptTokens = _engine.Tokenize(prompt, addBos: true, special: usedTemplate);
 
         string responseId = Guid.NewGuid().ToString("N");
@@ -54,6 +61,7 @@ internal sealed class MustafarChatClient : IChatClient, IAsyncDisposable
         var stops = new StopSequenceFilter(options?.StopSequences?.ToArray() ?? []);
         var decoder = _engine.CreateDecoder();
         var held = new System.Text.StringBuilder();  // with tools, the output is parsed when complete
+        var answer = new List<AIContent>();  // what the conversation store keeps of this response
         var started = Stopwatch.StartNew();
         int outputTokens = 0, cachedTokens = 0;
         ChatFinishReason finish = ChatFinishReason.Stop;
@@ -100,11 +108,13 @@ internal sealed class MustafarChatClient : IChatClient, IAsyncDisposable
             if (calls.Count > 0)
             {
                 finish = ChatFinishReason.ToolCalls;
+                answer.AddRange(calls);
                 yield return new ChatResponseUpdate(ChatRole.Assistant, [.. calls])
                 {
                     ResponseId = responseId,
                     MessageId = messageId,
                     ModelId = modelId,
+                    ConversationId = conversationId,
                     CreatedAt = DateTimeOffset.UtcNow,
                 };
             }
@@ -133,22 +143,33 @@ internal sealed class MustafarChatClient : IChatClient, IAsyncDisposable
         }
 
         _logger.RequestFinished(responseId, finish.Value, outputTokens, started.Elapsed.TotalSeconds);
+        if (conversationId is not null)
+        {
+            _conversations.Append(conversationId, turn, new ChatMessage(ChatRole.Assistant, [.. answer]));
+        }
+
         yield return new ChatResponseUpdate(ChatRole.Assistant, [new UsageContent(usage)])
         {
             ResponseId = responseId,
             MessageId = messageId,
             ModelId = modelId,
             FinishReason = finish,
+            ConversationId = conversationId,
             CreatedAt = DateTimeOffset.UtcNow,
         };
 
-        ChatResponseUpdate Update(string text) => new(ChatRole.Assistant, text)
+        ChatResponseUpdate Update(string text)
         {
-            ResponseId = responseId,
-            MessageId = messageId,
-            ModelId = modelId,
-            CreatedAt = DateTimeOffset.UtcNow,
-        };
+            answer.Add(new TextContent(text));
+            return new ChatResponseUpdate(ChatRole.Assistant, text)
+            {
+                ResponseId = responseId,
+                MessageId = messageId,
+                ModelId = modelId,
+                ConversationId = conversationId,
+                CreatedAt = DateTimeOffset.UtcNow,
+            };
+        }
     }
 
     public object? GetService(Type serviceType, object? serviceKey = null)
@@ -172,6 +193,11 @@ internal sealed class MustafarChatClient : IChatClient, IAsyncDisposable
         if (serviceType == typeof(MustafarKvStatistics))
         {
             return _engine.GetKvStatistics();
+        }
+
+        if (serviceType == typeof(MustafarTokenizer))
+        {
+            return _tokenizer;
         }
 
         return serviceType.IsInstanceOfType(this) ? this : null;
