@@ -110,7 +110,8 @@ internal sealed class BatchScheduler : IAsyncDisposable
         var handle = _context.NativeHandle;
         foreach (var r in st.Active.Where(r => r.Stopped).ToList())
         {
-            Finish(st, r, null);
+            // Stopped by its consumer (a stop sequence): its cells are valid and may be reused.
+            Finish(st, r, null, keep: !r.Cancelled);
         }
 
         Admit(st);
@@ -332,7 +333,9 @@ internal sealed class BatchScheduler : IAsyncDisposable
 
         public Channel<GeneratedToken> Output { get; } = Channel.CreateUnbounded<GeneratedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
 
-        public bool Stopped => Volatile.Read(ref _stop) != 0 || cancellation.IsCancellationRequested;
+        public bool Stopped => Volatile.Read(ref _stop) != 0 || Cancelled;
+
+        public bool Cancelled => cancellation.IsCancellationRequested;
 
         public int Seq { get; set; } = -1;
 
