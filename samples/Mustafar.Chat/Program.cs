@@ -53,13 +53,7 @@ catch (Exception e) when (e is ArgumentException or FormatException or InvalidOp
 
 if (model is null)
 {
-    model = Path.Combine(Path.GetTempPath(), "mustafar-demo", "demo-llama-hd128.gguf");
-    if (!File.Exists(model))
-    {
-        Directory.CreateDirectory(Path.GetDirectoryName(model)!);
-        SyntheticLlama.Write(model, SyntheticLlamaSpec.SmallHd128);
-    }
-
+    model = SyntheticLlama.EnsureDemoModel();
     Console.Error.WriteLine($"No --model given: using a generated random-weight llama (head_dim 128, GQA 4) at {model}; its text is noise.");
 }
 

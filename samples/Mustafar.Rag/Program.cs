@@ -25,13 +25,7 @@ for (int i = 0; i < args.Length; i++)
 
 if (model is null)
 {
-    model = Path.Combine(Path.GetTempPath(), "mustafar-demo", "demo-llama-hd128.gguf");
-    if (!File.Exists(model))
-    {
-        Directory.CreateDirectory(Path.GetDirectoryName(model)!);
-        SyntheticLlama.Write(model, SyntheticLlamaSpec.SmallHd128);
-    }
-
+    model = SyntheticLlama.EnsureDemoModel();
     Console.Error.WriteLine($"No --model given: using a generated random-weight llama at {model}; its answers are noise.");
 }
 

@@ -30,6 +30,22 @@ public static class SyntheticLlama
         writer.WriteTo(path);
     }
 
+    /// <summary>
+    /// The demo model the samples run when no model is given (<see cref="SyntheticLlamaSpec.SmallHd128"/>, random
+    /// weights, so its text is noise), written once to the temp folder; returns its path.
+    /// </summary>
+    public static string EnsureDemoModel()
+    {
+        string path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "mustafar-demo", "demo-llama-hd128.gguf");
+        if (!File.Exists(path))
+        {
+            Directory.CreateDirectory(System.IO.Path.GetDirectoryName(path)!);
+            Write(path, SyntheticLlamaSpec.SmallHd128);
+        }
+
+        return path;
+    }
+
     /// <summary>A writer holding the model's metadata and (lazily generated) tensors, to adjust before <see cref="GgufWriter.WriteTo"/>.</summary>
     public static GgufWriter CreateWriter(SyntheticLlamaSpec spec)
     {
