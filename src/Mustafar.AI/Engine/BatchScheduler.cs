@@ -48,8 +48,18 @@ internal sealed class BatchScheduler : IAsyncDisposable
     public async IAsyncEnumerable<GeneratedToken> RunAsync(IReadOnlyList<LLamaToken> prompt, SamplingSettings sampling, int maxTokens,
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var request = new Request(prompt, sampling, maxTokens, cancellationToken);
-        await _queue.Writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
+        // The sampler chain (and its grammar) is built here, so that a bad one fails this caller only.
+        var request = new Request(prompt, sampling.CreateChain(_model), maxTokens, cancellationToken);
+        try
+        {
+            await _queue.Writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            request.Chain.Dispose();
+            throw;
+        }
+
         _wake.Release();
         try
         {
@@ -100,6 +110,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
 
             while (_queue.Reader.TryRead(out var waiting))
             {
+                waiting.Chain.Dispose();
                 waiting.Output.Writer.TryComplete(disposed);
             }
         }
@@ -194,7 +205,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
         int contextSize = (int)_context.ContextSize;
         foreach (var r in st.Active.Where(r => r.LogitIndex >= 0 && !r.Stopped).ToList())
         {
-            var token = r.Chain!.Sample(handle, r.LogitIndex);
+            var token = r.Chain.Sample(handle, r.LogitIndex);
             if (token.IsEndOfGeneration(_vocab))
             {
                 Emit(r, new GeneratedToken(token, GenerationEnd.EndOfGeneration));
@@ -220,6 +231,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
         {
             if (next.Stopped)
             {
+                next.Chain.Dispose();
                 next.Output.Writer.TryComplete();
                 continue;
             }
@@ -235,7 +247,6 @@ internal sealed class BatchScheduler : IAsyncDisposable
             }
 
             next.Seq = st.Free.Pop();  // ids: running + cached, so one is free while fewer run than allowed
-            next.Chain = next.Sampling.CreateChain(_model);
             if (source.Entry is { } entry)
             {
                 // The last prompt token is decoded again for its logits.
@@ -255,7 +266,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
     // failed one frees them at once.
     private void Finish(LoopState st, Request r, Exception? error, bool keep = false)
     {
-        r.Chain?.Dispose();
+        r.Chain.Dispose();
         r.Output.Writer.TryComplete(error);
         st.Active.Remove(r);
         Running = st.Active.Count;
@@ -321,13 +332,13 @@ internal sealed class BatchScheduler : IAsyncDisposable
     /// <summary>A finished request's sequence, kept with the tokens its cells hold.</summary>
     private sealed record CachedSequence(int Seq, List<LLamaToken> Tokens);
 
-    private sealed class Request(IReadOnlyList<LLamaToken> prompt, SamplingSettings sampling, int maxTokens, CancellationToken cancellation)
+    private sealed class Request(IReadOnlyList<LLamaToken> prompt, SafeLLamaSamplerChainHandle chain, int maxTokens, CancellationToken cancellation)
     {
         private int _stop;
 
         public IReadOnlyList<LLamaToken> Prompt { get; } = prompt;
 
-        public SamplingSettings Sampling { get; } = sampling;
+        public SafeLLamaSamplerChainHandle Chain { get; } = chain;
 
         public int MaxTokens { get; } = maxTokens;
 
@@ -339,7 +350,6 @@ internal sealed class BatchScheduler : IAsyncDisposable
 
         public int Seq { get; set; } = -1;
 
-        public SafeLLamaSamplerChainHandle? Chain { get; set; }
 
         public int Position { get; set; }
 

@@ -73,6 +73,17 @@ public sealed class ToolCallTests
     }
 
     [SkippableFact]
+    public async Task RequiringAToolThatIsNotOfferedFailsThatRequestOnly()
+    {
+        using var client = await MustafarChatClientFactory.CreateAsync(new MustafarOptions { ModelPath = TestPaths.Stories, ContextSize = 256 });
+        var tool = AIFunctionFactory.Create(() => "x", "known");
+        var error = await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync("Once upon a time",
+            new ChatOptions { Tools = [tool], ToolMode = ChatToolMode.RequireSpecific("unknown") }));
+        Assert.Contains("'unknown'", error.Message, StringComparison.Ordinal);
+        Assert.False(string.IsNullOrEmpty((await client.GetResponseAsync("Once upon a time", new ChatOptions { MaxOutputTokens = 4 })).Text));
+    }
+
+    [SkippableFact]
     public async Task RequiredToolModeMakesARealModelCallTheToolUnderFunctionInvocation()
     {
         using var inner = await MustafarChatClientFactory.CreateAsync(new MustafarOptions { ModelPath = TestPaths.Stories, ContextSize = 512, Threads = 2 });
