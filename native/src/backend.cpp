@@ -2,22 +2,18 @@
 
 #include <memory>
 #include <new>
-#include <thread>
 
 #include "buffer.h"
-#include "cpu/kernels.h"
+#include "flavour.h"
 #include "kv/view.h"
-#include "kv/window.h"
 #include "registry.h"
-#include "thread_pool.h"
 
 namespace mustafar {
 namespace {
 
-struct BackendContext {
-    explicit BackendContext(int n_threads) : pool(n_threads) {}
-    ThreadPool pool;
-};
+using BackendContext = flavour::Executor;
+
+bool is_float_type(ggml_type t) { return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
 
 ggml_guid kGuid = {0x6d, 0x75, 0x73, 0x74, 0x61, 0x66, 0x61, 0x72, 0x2d, 0x6b, 0x76, 0x2d, 0x63, 0x70, 0x75, 0x01};
 
@@ -39,7 +35,7 @@ bool supports_flash_attn(const ggml_tensor* op) {
     const ggml_tensor *q = op->src[0], *k = op->src[1], *v = op->src[2], *mask = op->src[3];
     if (op->src[4] != nullptr) return false;  // attention sinks: not used by llama-family models
     if (q->type != GGML_TYPE_F32 || op->type != GGML_TYPE_F32) return false;
-    if (!cpu::is_float_type(k->type) || !cpu::is_float_type(v->type)) return false;
+    if (!flavour::supports_kv_type(k->type) || !flavour::supports_kv_type(v->type)) return false;
     if (mask != nullptr && mask->type != GGML_TYPE_F16) return false;
     if (q->nb[0] != ggml_type_size(q->type) || k->nb[0] != ggml_type_size(k->type) ||
         v->nb[0] != ggml_type_size(v->type) || op->nb[0] != sizeof(float))
@@ -51,32 +47,24 @@ bool supports_flash_attn(const ggml_tensor* op) {
 
 bool supports_set_rows(const ggml_tensor* op) {
     const ggml_tensor *src = op->src[0], *idx = op->src[1];
-    return cpu::is_float_type(src->type) && cpu::is_float_type(op->type) &&
+    return is_float_type(src->type) && is_float_type(op->type) &&
            (idx->type == GGML_TYPE_I32 || idx->type == GGML_TYPE_I64) && src->nb[0] == ggml_type_size(src->type) &&
            op->nb[0] == ggml_type_size(op->type);
 }
 
 ggml_status graph_compute(ggml_backend_t backend, ggml_cgraph* graph) {
-    ThreadPool& pool = context_of(backend)->pool;
+    BackendContext* executor = context_of(backend);
     const int n = ggml_graph_n_nodes(graph);
     for (int i = 0; i < n; ++i) {
         ggml_tensor* node = ggml_graph_node(graph, i);
         if (is_view_op(node->op)) continue;
-        switch (node->op) {
-            case GGML_OP_SET_ROWS: cpu::set_rows(node, pool); break;
-            case GGML_OP_CPY:
-            case GGML_OP_DUP:
-            case GGML_OP_CONT: cpu::copy(node, pool); break;
-            case GGML_OP_FLASH_ATTN_EXT:
-                cpu::flash_attn_ext(node, pool);
-                kv::retire_out_of_window(node);
-                break;
-            default:
-                log_error("%s: op %s (node %s) was scheduled on this backend but is not implemented\n", kDeviceName,
-                          ggml_op_name(node->op), node->name);
-                return GGML_STATUS_FAILED;
+        if (executor->run(node) != GGML_STATUS_SUCCESS) {
+            log_error("%s: op %s (node %s) was scheduled on this backend but is not implemented\n", kDeviceName,
+                      ggml_op_name(node->op), node->name);
+            return GGML_STATUS_FAILED;
         }
     }
+    executor->finish();
     return GGML_STATUS_SUCCESS;
 }
 
@@ -116,7 +104,7 @@ bool supports_op(const ggml_tensor* op) {
         case GGML_OP_CONT:
             // A store's bytes are not in ggml's layout; only attention and cache writes read them.
             if (kv::store_of(op) || kv::store_of(op->src[0])) return false;
-            return cpu::is_float_type(op->src[0]->type) && cpu::is_float_type(op->type) &&
+            return is_float_type(op->src[0]->type) && is_float_type(op->type) &&
                    (touches_our_buffer(op) || touches_our_buffer(op->src[0]));
         case GGML_OP_SET_ROWS: return supports_set_rows(op);
         case GGML_OP_FLASH_ATTN_EXT: return supports_flash_attn(op);
@@ -125,8 +113,7 @@ bool supports_op(const ggml_tensor* op) {
 }
 
 ggml_backend_t create_backend(ggml_backend_dev_t device, int n_threads) {
-    if (n_threads <= 0) n_threads = int(std::max(1u, std::thread::hardware_concurrency()));
-    std::unique_ptr<BackendContext> ctx(new (std::nothrow) BackendContext(n_threads));
+    std::unique_ptr<BackendContext> ctx(flavour::create_executor(n_threads));
     if (!ctx) return nullptr;
     ggml_backend_t backend = new (std::nothrow) ggml_backend{&kGuid, kBackendInterface, device, ctx.get()};
     if (backend == nullptr) return nullptr;
@@ -136,7 +123,7 @@ ggml_backend_t create_backend(ggml_backend_dev_t device, int n_threads) {
 
 void set_n_threads(ggml_backend_t backend, int n_threads) {
     if (backend == nullptr || backend->iface.get_name != get_name) return;
-    context_of(backend)->pool.resize(n_threads);
+    context_of(backend)->set_threads(n_threads);
 }
 
 }  // namespace mustafar

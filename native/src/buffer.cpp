@@ -6,6 +6,7 @@
 #include <new>
 #include <vector>
 
+#include "flavour.h"
 #include "kv/view.h"
 #include "registry.h"
 
@@ -18,7 +19,7 @@ Buffer* buffer_of(ggml_backend_buffer_t buffer) { return static_cast<Buffer*>(bu
 
 void free_buffer(ggml_backend_buffer_t buffer) {
     Buffer* b = buffer_of(buffer);
-    registry().remove_buffer(b);
+    std::free(b->base());
     delete b;
 }
 
@@ -142,10 +143,9 @@ ggml_backend_buffer_t buft_alloc_buffer(ggml_backend_buffer_type_t buft, size_t 
     }
     ggml_backend_buffer_t buffer = ggml_backend_buffer_init(buft, kBufferInterface, b, size);
     if (buffer == nullptr) {
+        std::free(base);
         delete b;
-        return nullptr;
     }
-    registry().add_buffer(b);
     return buffer;
 }
 
@@ -162,7 +162,9 @@ bool buft_is_host(ggml_backend_buffer_type_t) { return false; }
 
 }  // namespace
 
-Buffer::~Buffer() { std::free(base_); }
+Buffer::Buffer(void* base, size_t size) : base_(base), size_(size) { registry().add_buffer(this); }
+
+Buffer::~Buffer() { registry().remove_buffer(this); }
 
 void Buffer::init_tensor(ggml_tensor* t) {
     if (!is_kv_cache_tensor(t)) return;
@@ -216,7 +218,7 @@ bool store_config_for(const ggml_tensor* t, kv::StoreConfig& out, int64_t* owner
     if (!r.cache_config) return false;
     const mustafar_cache_config& c = *r.cache_config;
     if (owner != nullptr) *owner = c.owner;
-    if (c.k_sparsity < 0) return false;
+    if (c.k_sparsity < 0 || !flavour::has_compressed_store()) return false;
     const bool is_k = t->name[6] == 'k';  // cache_k_l / cache_v_l
     out.head_dim = is_k ? c.head_dim_k : c.head_dim_v;
     out.sparsity = is_k ? c.k_sparsity : c.v_sparsity;
@@ -230,7 +232,7 @@ bool is_kv_cache_tensor(const ggml_tensor* t) {
     return std::strncmp(t->name, "cache_k_l", 9) == 0 || std::strncmp(t->name, "cache_v_l", 9) == 0;
 }
 
-void init_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device) {
+void init_host_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device) {
     buft.iface = {
         /* get_name       */ buft_get_name,
         /* alloc_buffer   */ buft_alloc_buffer,

@@ -17,9 +17,11 @@ namespace mustafar {
 // llama.cpp names its cache tensors cache_k_l<N> / cache_v_l<N>.
 bool is_kv_cache_tensor(const ggml_tensor* t);
 
+// One of our buffers: its memory (owned by the flavour's buffer code) and the cache tensors in it,
+// which the statistics API sums. Registered with the registry while alive.
 class Buffer {
 public:
-    Buffer(void* base, size_t size) : base_(base), size_(size) {}
+    Buffer(void* base, size_t size);
     ~Buffer();
     Buffer(const Buffer&) = delete;
     Buffer& operator=(const Buffer&) = delete;
@@ -49,7 +51,8 @@ private:
 // The store configuration for a cache tensor under the current config, if it gets one.
 bool store_config_for(const ggml_tensor* t, kv::StoreConfig& out, int64_t* owner = nullptr);
 
-void init_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device);
+// Host-memory buffers (the CPU flavour), with Mustafar stores for cache tensors.
+void init_host_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device);
 bool is_our_buffer(const ggml_backend_buffer* buffer);
 
 }  // namespace mustafar

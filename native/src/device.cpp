@@ -1,9 +1,8 @@
 #include "device.h"
 
-#include <unistd.h>
-
 #include "backend.h"
 #include "buffer.h"
+#include "flavour.h"
 #include "registry.h"
 
 namespace mustafar {
@@ -11,14 +10,9 @@ namespace {
 
 const char* get_name(ggml_backend_dev_t) { return kDeviceName; }
 
-const char* get_description(ggml_backend_dev_t) { return "Mustafar KV cache backend (CPU flavour)"; }
+const char* get_description(ggml_backend_dev_t) { return flavour::description(); }
 
-void get_memory(ggml_backend_dev_t, size_t* free, size_t* total) {
-    // The CPU flavour allocates from host memory.
-    const long page = sysconf(_SC_PAGESIZE);
-    *total = size_t(sysconf(_SC_PHYS_PAGES)) * size_t(page);
-    *free = size_t(sysconf(_SC_AVPHYS_PAGES)) * size_t(page);
-}
+void get_memory(ggml_backend_dev_t, size_t* free, size_t* total) { flavour::memory(free, total); }
 
 // GPU, so that llama.cpp offloads layers (and their KV cache) to us as to any accelerator.
 ggml_backend_dev_type get_type(ggml_backend_dev_t) { return GGML_BACKEND_DEVICE_TYPE_GPU; }

@@ -7,6 +7,7 @@
 #include "backend.h"
 #include "buffer.h"
 #include "device.h"
+#include "flavour.h"
 #include "kv/record.h"
 
 namespace mustafar {
@@ -33,7 +34,7 @@ Registry& registry() {
         r->reg.iface = {reg_get_name, reg_get_device_count, reg_get_device, reg_get_proc_address};
         r->reg.context = nullptr;
         init_device(r->device, &r->reg);
-        init_buffer_type(r->buffer_type, &r->device);
+        flavour::init_buffer_type(r->buffer_type, &r->device);
         return r;
     }();
     return *instance;
@@ -72,7 +73,7 @@ MUSTAFAR_API ggml_backend_reg_t ggml_backend_init(void) {
 
 MUSTAFAR_API int mustafar_abi_version(void) { return MUSTAFAR_ABI_VERSION; }
 
-MUSTAFAR_API const char* mustafar_flavour(void) { return "cpu"; }
+MUSTAFAR_API const char* mustafar_flavour(void) { return mustafar::flavour::name(); }
 
 MUSTAFAR_API const char* mustafar_abi_error(void) { return mustafar::abi_mismatch().c_str(); }
 

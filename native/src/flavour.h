@@ -1,0 +1,30 @@
+// What differs between the CPU and the CUDA flavour of the backend; exactly one implementation
+// (cpu/flavour_cpu.cpp or cuda/flavour_cuda.cu) is compiled into the library.
+#pragma once
+#include <cstddef>
+
+#include "ggml_abi.h"
+
+namespace mustafar::flavour {
+
+const char* name();         // "cpu" or "cuda"
+const char* description();  // the device description llama.cpp prints
+void memory(size_t* free, size_t* total);
+void init_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device);
+// Types of K/V and shapes the flavour's attention handles beyond the common checks in backend.cpp.
+bool supports_kv_type(ggml_type type);
+// Whether this flavour stores caches in the Mustafar format (the CPU flavour does; CUDA: next step).
+bool has_compressed_store();
+
+// Runs graph nodes; one per backend (stream).
+class Executor {
+public:
+    virtual ~Executor() = default;
+    virtual ggml_status run(ggml_tensor* node) = 0;
+    virtual void finish() {}
+    virtual void set_threads(int) {}
+};
+
+Executor* create_executor(int n_threads);
+
+}  // namespace mustafar::flavour

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The GPU tests, on a machine with a CUDA toolkit and an NVIDIA GPU (CI has neither and skips them).
+# Needs LLamaSharp's libggml-base.so and libggml-cpu.so in artifacts/gpu/ggml (tests/gpu/prepare.sh
+# copies them from the restored NuGet package). Results go to $OUT (default artifacts/gpu/out).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out="${OUT:-artifacts/gpu/out}"
+mkdir -p "$out"
+ggml="$PWD/artifacts/gpu/ggml"
+[ -f "$ggml/libggml-base.so" ] || { echo "missing $ggml/libggml-base.so: run tests/gpu/prepare.sh on the build machine" >&2; exit 1; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/device.txt"
+cmake -S native -B artifacts/gpu/build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_LIB_DIR="$ggml" -DMUSTAFAR_CUDA=ON \
+  > "$out/cmake.txt" 2>&1 || { tail -50 "$out/cmake.txt"; exit 1; }
+cmake --build artifacts/gpu/build > "$out/build.txt" 2>&1 || { tail -80 "$out/build.txt"; exit 1; }
+
+# Every op the CUDA flavour claims, against ggml's CPU backend, on fresh random inputs.
+status=0
+for seed in 1 2 3; do
+  artifacts/gpu/build/op_conformance "$seed" > "$out/op_conformance-$seed.txt" 2>&1 || status=1
+  tail -1 "$out/op_conformance-$seed.txt"
+done
+grep -h FAIL "$out"/op_conformance-*.txt || true
+
+# End to end through the C# stack, when a self-contained publish of samples/Mustafar.Chat was carried
+# (tests/gpu/prepare.sh --e2e): greedy outputs on the CUDA flavour, to compare with the CPU flavour's.
+if [ -f artifacts/gpu/chat.tar.xz ]; then
+  rm -rf artifacts/gpu/publish && tar -xJf artifacts/gpu/chat.tar.xz -C artifacts/gpu
+  cp artifacts/gpu/build/libggml-mustafar.so artifacts/gpu/publish/runtimes/linux-x64/native/
+  tests/gpu/e2e.sh artifacts/gpu/publish artifacts/gpu/models "$out/e2e-cuda.txt" || status=1
+  "artifacts/gpu/publish/Mustafar.Chat" --model artifacts/gpu/models/stories260K-f32.gguf --temperature 0 --max-tokens 16 \
+    --stats-json "Once upon a time" 2>&1 | tail -1 > "$out/flavour-check.txt" || status=1
+fi
+exit $status
