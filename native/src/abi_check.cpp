@@ -27,7 +27,10 @@ std::string check() {
         {GGML_OP_NONE, "NONE"},       {GGML_OP_DUP, "DUP"},         {GGML_OP_CPY, "CPY"},
         {GGML_OP_CONT, "CONT"},       {GGML_OP_RESHAPE, "RESHAPE"}, {GGML_OP_VIEW, "VIEW"},
         {GGML_OP_PERMUTE, "PERMUTE"}, {GGML_OP_TRANSPOSE, "TRANSPOSE"}, {GGML_OP_GET_ROWS, "GET_ROWS"},
-        {GGML_OP_SET_ROWS, "SET_ROWS"}, {GGML_OP_FLASH_ATTN_EXT, "FLASH_ATTN_EXT"},
+        {GGML_OP_SET_ROWS, "SET_ROWS"}, {GGML_OP_FLASH_ATTN_EXT, "FLASH_ATTN_EXT"}, {GGML_OP_ADD, "ADD"},
+        {GGML_OP_SUB, "SUB"},         {GGML_OP_MUL, "MUL"},         {GGML_OP_DIV, "DIV"},
+        {GGML_OP_RMS_NORM, "RMS_NORM"}, {GGML_OP_MUL_MAT, "MUL_MAT"}, {GGML_OP_SCALE, "SCALE"},
+        {GGML_OP_ROPE, "ROPE"},       {GGML_OP_UNARY, "UNARY"},     {GGML_OP_GLU, "GLU"},
     };
     for (const auto& e : ops) {
         const char* name = ggml_op_name(e.op);
@@ -36,6 +39,8 @@ std::string check() {
                    "' in the running libggml-base, expected '" + e.name + "'";
         }
     }
+    if (std::strcmp(ggml_unary_op_name(kGgmlUnaryOpSilu), "SILU") != 0 || std::strcmp(ggml_glu_op_name(kGgmlGluOpSwiglu), "SWIGLU") != 0)
+        return "ggml's unary or glu op ids differ from the declared ones (SILU, SWIGLU)";
     struct ExpectedType {
         ggml_type type;
         const char* name;

@@ -59,8 +59,7 @@ ggml_status graph_compute(ggml_backend_t backend, ggml_cgraph* graph) {
         ggml_tensor* node = ggml_graph_node(graph, i);
         if (is_view_op(node->op)) continue;
         if (executor->run(node) != GGML_STATUS_SUCCESS) {
-            log_error("%s: op %s (node %s) was scheduled on this backend but is not implemented\n", kDeviceName,
-                      ggml_op_name(node->op), node->name);
+            log_error("%s: op %s (node %s) failed on this backend\n", kDeviceName, ggml_op_name(node->op), node->name);
             return GGML_STATUS_FAILED;
         }
     }
@@ -96,19 +95,19 @@ bool supports_op(const ggml_tensor* op) {
         case GGML_OP_VIEW:
         case GGML_OP_PERMUTE:
         case GGML_OP_TRANSPOSE:
-            // Views cost nothing anywhere; claim only those over our memory so that the scheduler
-            // keeps the rest of the graph on the CPU backend.
-            return touches_our_buffer(op);
+            // Views cost nothing anywhere; the CPU flavour claims only those over our memory so that
+            // the scheduler keeps the rest of the graph on the CPU backend.
+            return touches_our_buffer(op) || flavour::supports_compute_op(op);
         case GGML_OP_CPY:
         case GGML_OP_DUP:
         case GGML_OP_CONT:
             // A store's bytes are not in ggml's layout; only attention and cache writes read them.
             if (kv::store_of(op) || kv::store_of(op->src[0])) return false;
             return is_float_type(op->src[0]->type) && is_float_type(op->type) &&
-                   (touches_our_buffer(op) || touches_our_buffer(op->src[0]));
+                   (touches_our_buffer(op) || touches_our_buffer(op->src[0]) || flavour::supports_compute_op(op));
         case GGML_OP_SET_ROWS: return supports_set_rows(op);
         case GGML_OP_FLASH_ATTN_EXT: return supports_flash_attn(op);
-        default: return false;
+        default: return flavour::supports_compute_op(op);
     }
 }
 

@@ -15,6 +15,9 @@ void init_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device)
 bool supports_kv_type(ggml_type type);
 // Whether this flavour stores caches in the Mustafar format (the CPU flavour does; CUDA: next step).
 bool has_compressed_store();
+// Ops beyond the KV path (matrix work, norms, RoPE, activations) the flavour computes; the CPU
+// flavour leaves them to ggml's CPU backend, the CUDA flavour takes them so that weights move to the GPU.
+bool supports_compute_op(const ggml_tensor* op);
 
 // Runs graph nodes; one per backend (stream).
 class Executor {

@@ -32,6 +32,13 @@ enum ggml_type : int {
 enum ggml_op : int {
     GGML_OP_NONE = 0,
     GGML_OP_DUP = 1,
+    GGML_OP_ADD = 2,
+    GGML_OP_SUB = 6,
+    GGML_OP_MUL = 7,
+    GGML_OP_DIV = 8,
+    GGML_OP_RMS_NORM = 25,
+    GGML_OP_MUL_MAT = 29,
+    GGML_OP_SCALE = 32,
     GGML_OP_CPY = 34,
     GGML_OP_CONT = 35,
     GGML_OP_RESHAPE = 36,
@@ -40,8 +47,16 @@ enum ggml_op : int {
     GGML_OP_TRANSPOSE = 39,
     GGML_OP_GET_ROWS = 40,
     GGML_OP_SET_ROWS = 42,
+    GGML_OP_ROPE = 48,
     GGML_OP_FLASH_ATTN_EXT = 74,
+    GGML_OP_UNARY = 91,
+    GGML_OP_GLU = 100,
 };
+
+// op_params[0] of UNARY and GLU nodes; verified by name at load.
+constexpr int32_t kGgmlUnaryOpSilu = 10;
+constexpr int32_t kGgmlGluOpSwiglu = 2;
+constexpr int kGgmlRopeTypeNeox = 2;
 
 enum ggml_status : int {
     GGML_STATUS_ALLOC_FAILED = -2,
@@ -91,6 +106,9 @@ const char* ggml_op_name(ggml_op op);
 const char* ggml_type_name(ggml_type type);
 size_t ggml_nbytes(const ggml_tensor* tensor);
 size_t ggml_tensor_overhead(void);
+const char* ggml_unary_op_name(int32_t op);
+const char* ggml_glu_op_name(int32_t op);
+void ggml_rope_yarn_corr_dims(int n_dims, int n_ctx_orig, float freq_base, float beta_fast, float beta_slow, float dims[2]);
 void ggml_log_internal(ggml_log_level level, const char* format, ...);
 size_t ggml_type_size(ggml_type type);
 bool ggml_is_contiguous(const ggml_tensor* tensor);

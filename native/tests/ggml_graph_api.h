@@ -23,6 +23,16 @@ ggml_tensor* ggml_set_rows(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b, gg
 ggml_tensor* ggml_flash_attn_ext(ggml_context* ctx, ggml_tensor* q, ggml_tensor* k, ggml_tensor* v, ggml_tensor* mask,
                                  float scale, float max_bias, float logit_softcap);
 ggml_tensor* ggml_mul_mat(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b);
+ggml_tensor* ggml_add(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b);
+ggml_tensor* ggml_mul(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b);
+ggml_tensor* ggml_rms_norm(ggml_context* ctx, ggml_tensor* a, float eps);
+ggml_tensor* ggml_scale(ggml_context* ctx, ggml_tensor* a, float s);
+ggml_tensor* ggml_silu(ggml_context* ctx, ggml_tensor* a);
+ggml_tensor* ggml_swiglu(ggml_context* ctx, ggml_tensor* a);
+ggml_tensor* ggml_swiglu_split(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b);
+ggml_tensor* ggml_get_rows(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b);
+ggml_tensor* ggml_rope_ext(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b, ggml_tensor* c, int n_dims, int mode, int n_ctx_orig,
+                           float freq_base, float freq_scale, float ext_factor, float attn_factor, float beta_fast, float beta_slow);
 ggml_cgraph* ggml_new_graph(ggml_context* ctx);
 void ggml_build_forward_expand(ggml_cgraph* cgraph, ggml_tensor* tensor);
 

@@ -5,6 +5,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Logging;
 using Mustafar.AI;
 using Mustafar.Gguf;
 
@@ -61,7 +62,10 @@ options.ModelPath = model;
 prompt ??= "Once upon a time";
 try
 {
-    await using var client = (IAsyncDisposable)await MustafarChatClientFactory.CreateAsync(options);
+    // Warnings and errors of llama.cpp and the backend go to stderr.
+    using var loggers = LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Warning)
+        .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
+    await using var client = (IAsyncDisposable)await MustafarChatClientFactory.CreateAsync(options, loggers);
     var chatClient = (IChatClient)client;
     var clock = Stopwatch.StartNew();
     TimeSpan? firstToken = null;
@@ -101,9 +105,9 @@ try
 
     return 0;
 }
-catch (Exception e) when (e is FileNotFoundException or InvalidDataException or NotSupportedException
-                              or Microsoft.Extensions.Options.OptionsValidationException or MustafarContextOverflowException)
+catch (Exception e)
 {
+    // Bad input and failures alike end with a message, not a stack trace.
     Console.Error.WriteLine($"error: {e.Message}");
     return 1;
 }

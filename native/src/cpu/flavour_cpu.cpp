@@ -57,6 +57,8 @@ bool supports_kv_type(ggml_type type) { return cpu::is_float_type(type); }
 
 bool has_compressed_store() { return true; }
 
+bool supports_compute_op(const ggml_tensor*) { return false; }
+
 Executor* create_executor(int n_threads) {
     if (n_threads <= 0) n_threads = int(std::max(1u, std::thread::hardware_concurrency()));
     return new CpuExecutor(n_threads);

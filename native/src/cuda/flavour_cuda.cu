@@ -2,7 +2,10 @@
 #include <cstdio>
 #include <string>
 
+#include <memory>
+
 #include "../flavour.h"
+#include "compute_cuda.h"
 #include "cuda_check.h"
 #include "flavour_cuda.h"
 
@@ -11,8 +14,14 @@ namespace {
 
 class CudaExecutor final : public Executor {
 public:
-    CudaExecutor() { ok_ = MUSTAFAR_CUDA_OK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)); }
+    CudaExecutor() {
+        // A blocking stream: its kernels wait for the copies that get/set_tensor issue on the legacy
+        // default stream (a pageable host-to-device cudaMemcpy may return before its DMA lands).
+        ok_ = MUSTAFAR_CUDA_OK(cudaStreamCreate(&stream_));
+        if (ok_) ops_ = std::make_unique<cuda::ComputeOps>(stream_);
+    }
     ~CudaExecutor() override {
+        ops_.reset();
         if (ok_) MUSTAFAR_CUDA_OK(cudaStreamDestroy(stream_));
     }
 
@@ -25,6 +34,17 @@ public:
             case GGML_OP_DUP:
             case GGML_OP_CONT: launched = cuda::copy(node, stream_); break;
             case GGML_OP_FLASH_ATTN_EXT: launched = cuda::flash_attn_ext(node, stream_); break;
+            case GGML_OP_ADD:
+            case GGML_OP_SUB:
+            case GGML_OP_MUL:
+            case GGML_OP_DIV: launched = ops_->binary(node); break;
+            case GGML_OP_SCALE: launched = ops_->scale(node); break;
+            case GGML_OP_UNARY: launched = ops_->silu(node); break;
+            case GGML_OP_GLU: launched = ops_->swiglu(node); break;
+            case GGML_OP_RMS_NORM: launched = ops_->rms_norm(node); break;
+            case GGML_OP_GET_ROWS: launched = ops_->get_rows(node); break;
+            case GGML_OP_ROPE: launched = ops_->rope(node); break;
+            case GGML_OP_MUL_MAT: launched = ops_->mul_mat(node); break;
             default: return GGML_STATUS_FAILED;
         }
         return launched ? GGML_STATUS_SUCCESS : GGML_STATUS_FAILED;
@@ -36,6 +56,7 @@ public:
 private:
     cudaStream_t stream_ = nullptr;
     bool ok_ = false;
+    std::unique_ptr<cuda::ComputeOps> ops_;
 };
 
 std::string device_description() {
@@ -62,6 +83,8 @@ void init_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device)
 bool supports_kv_type(ggml_type type) { return type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16; }
 
 bool has_compressed_store() { return false; }
+
+bool supports_compute_op(const ggml_tensor* op) { return cuda::supports_compute(op); }
 
 Executor* create_executor(int) { return new CudaExecutor(); }
 

@@ -178,6 +178,7 @@ bool flash_attn_ext(const ggml_tensor* node, cudaStream_t stream) {
     p.n_head_log2 = 1u << unsigned(floor(log2(double(p.q.ne[2]))));
     p.m0 = powf(2.0f, -p.max_bias / p.n_head_log2);
     p.m1 = powf(2.0f, -(p.max_bias / 2.0f) / p.n_head_log2);
+    if (p.q.ne[1] == 0 || p.q.ne[2] == 0 || p.q.ne[3] == 0) return true;
     const dim3 grid(unsigned(p.q.ne[1]), unsigned(p.q.ne[2]), unsigned(p.q.ne[3]));
     flash_attn_kernel<<<grid, kThreads, 0, stream>>>(
         static_cast<const char*>(node->src[0]->data), static_cast<const char*>(node->src[1]->data),

@@ -19,6 +19,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
     private static readonly SemaphoreSlim LoadGate = new(1, 1);
 
     private readonly BatchScheduler _scheduler;
+    private readonly IDisposable _logSubscription;
     private readonly ILogger _logger;
     private readonly LLamaWeights _weights;
     private readonly LLamaContext _context;
@@ -39,6 +40,8 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
         _logger = logger;
         ChatTemplate = weights.Metadata.TryGetValue("tokenizer.chat_template", out string? template) ? template : null;
         _scheduler = new BatchScheduler(context, weights, options.MaxConcurrentRequests, options.CachedPrefixes, options.MaxQueuedRequests);
+        // llama.cpp's and the backend's log (one process-wide stream) reaches this client's logger while it lives.
+        _logSubscription = LlamaLog.Subscribe((level, line) => logger.Native(LlamaLog.ToLogLevel(level), line));
     }
 
     public MustafarOptions Options { get; }
@@ -219,6 +222,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
 
         _disposed = true;
         await _scheduler.DisposeAsync().ConfigureAwait(false);  // running requests end first
+        _logSubscription.Dispose();
         _context.Dispose();
         _weights.Dispose();
     }

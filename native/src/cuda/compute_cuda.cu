@@ -1,0 +1,358 @@
+// CUDA kernels for the ops beyond the KV path that llama-family graphs use, so that the weights and
+// their work move to the GPU: element-wise arithmetic with broadcasting, RMS_NORM, SCALE, SILU,
+// SWIGLU, GET_ROWS, ROPE (normal and NeoX, with YaRN as ggml defines it) and MUL_MAT through cuBLAS
+// (f16 weights take the activations in f16, as ggml's CPU backend does; f32 weights stay in f32).
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+
+#include <cstring>
+
+#include "compute_cuda.h"
+#include "cuda_check.h"
+
+namespace mustafar::cuda {
+namespace {
+
+struct T4 {
+    int64_t ne[4];
+    size_t nb[4];
+};
+
+T4 t4(const ggml_tensor* t) {
+    T4 r;
+    for (int i = 0; i < 4; ++i) {
+        r.ne[i] = t->ne[i];
+        r.nb[i] = t->nb[i];
+    }
+    return r;
+}
+
+int64_t nelements(const ggml_tensor* t) { return t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]; }
+
+unsigned blocks_for(int64_t n, int threads) { return unsigned(std::min<int64_t>((n + threads - 1) / threads, 1 << 20)); }
+
+__device__ void coords(const T4& s, int64_t linear, int64_t i[4]) {
+    for (int d = 0; d < 4; ++d) {
+        i[d] = linear % s.ne[d];
+        linear /= s.ne[d];
+    }
+}
+
+__device__ size_t at(const T4& s, const int64_t i[4]) { return i[0] * s.nb[0] + i[1] * s.nb[1] + i[2] * s.nb[2] + i[3] * s.nb[3]; }
+
+// dst = a (op) b, b broadcast over a (ggml_can_repeat).
+__global__ void binary_kernel(int op, const char* a, T4 sa, const char* b, T4 sb, char* dst, T4 sd, int64_t n) {
+    for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x) {
+        int64_t i[4], j[4];
+        coords(sd, k, i);
+        for (int d = 0; d < 4; ++d) j[d] = i[d] % sb.ne[d];
+        const float x = *reinterpret_cast<const float*>(a + at(sa, i)), y = *reinterpret_cast<const float*>(b + at(sb, j));
+        float r;
+        switch (op) {
+            case GGML_OP_ADD: r = x + y; break;
+            case GGML_OP_SUB: r = x - y; break;
+            case GGML_OP_MUL: r = x * y; break;
+            default: r = x / y; break;
+        }
+        *reinterpret_cast<float*>(dst + at(sd, i)) = r;
+    }
+}
+
+// Element-wise unary maps (SCALE, SILU) over any strides.
+__global__ void map_kernel(int kind, float p0, float p1, const char* a, T4 sa, char* dst, T4 sd, int64_t n) {
+    for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x) {
+        int64_t i[4];
+        coords(sd, k, i);
+        const float x = *reinterpret_cast<const float*>(a + at(sa, i));
+        *reinterpret_cast<float*>(dst + at(sd, i)) = kind == 0 ? x * p0 + p1 : x / (1.0f + expf(-x));
+    }
+}
+
+__global__ void swiglu_kernel(const char* a, T4 sa, size_t a_off, const char* b, T4 sb, size_t b_off, char* dst, T4 sd, int64_t n) {
+    for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x) {
+        int64_t i[4];
+        coords(sd, k, i);
+        const float x = *reinterpret_cast<const float*>(a + a_off + at(sa, i));
+        const float g = *reinterpret_cast<const float*>(b + b_off + at(sb, i));
+        *reinterpret_cast<float*>(dst + at(sd, i)) = x / (1.0f + expf(-x)) * g;
+    }
+}
+
+// One block per row: x / sqrt(mean(x^2) + eps).
+__global__ void rms_norm_kernel(const char* a, T4 sa, char* dst, T4 sd, float eps) {
+    __shared__ float partial[32];
+    const int64_t r = blockIdx.x;
+    const int64_t i1 = r % sa.ne[1], i2 = (r / sa.ne[1]) % sa.ne[2], i3 = r / (sa.ne[1] * sa.ne[2]);
+    const char* row = a + i1 * sa.nb[1] + i2 * sa.nb[2] + i3 * sa.nb[3];
+    char* out = dst + i1 * sd.nb[1] + i2 * sd.nb[2] + i3 * sd.nb[3];
+    float sum = 0.0f;
+    for (int64_t c = threadIdx.x; c < sa.ne[0]; c += blockDim.x) {
+        const float x = *reinterpret_cast<const float*>(row + c * sa.nb[0]);
+        sum += x * x;
+    }
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = sum;
+    __syncthreads();
+    float total = 0.0f;
+    for (int w = 0; w < int(blockDim.x / 32); ++w) total += partial[w];
+    const float scale = rsqrtf(total / float(sa.ne[0]) + eps);
+    for (int64_t c = threadIdx.x; c < sa.ne[0]; c += blockDim.x)
+        *reinterpret_cast<float*>(out + c * sd.nb[0]) = *reinterpret_cast<const float*>(row + c * sa.nb[0]) * scale;
+}
+
+__global__ void get_rows_kernel(const char* w, T4 sw, int wtype, const char* idx, T4 si, char* dst, T4 sd) {
+    const int64_t r = blockIdx.x;  // over ne10 x ne11 x ne12 of the indices
+    const int64_t i10 = r % si.ne[0], i11 = (r / si.ne[0]) % si.ne[1], i12 = r / (si.ne[0] * si.ne[1]);
+    const int64_t row = *reinterpret_cast<const int32_t*>(idx + i10 * si.nb[0] + i11 * si.nb[1] + i12 * si.nb[2]);
+    const char* src = w + row * sw.nb[1] + i11 * sw.nb[2] + i12 * sw.nb[3];
+    char* out = dst + i10 * sd.nb[1] + i11 * sd.nb[2] + i12 * sd.nb[3];
+    for (int64_t c = threadIdx.x; c < sw.ne[0]; c += blockDim.x)
+        *reinterpret_cast<float*>(out + c * 4) = wtype == GGML_TYPE_F16 ? __half2float(reinterpret_cast<const __half*>(src)[c])
+                                                                       : reinterpret_cast<const float*>(src)[c];
+}
+
+struct RopeParams {
+    int n_dims, neox;
+    float freq_scale, ext_factor, attn_factor, theta_scale, corr0, corr1;
+};
+
+// One thread per rotated pair; theta is built by the same repeated products as ggml's cache.
+__global__ void rope_kernel(const char* a, T4 sa, const int32_t* pos, const float* freq_factors, char* dst, T4 sd, RopeParams p) {
+    const int64_t rows = sa.ne[1] * sa.ne[2] * sa.ne[3];
+    const int64_t half = sa.ne[0] / 2;
+    for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < rows * half; k += int64_t(gridDim.x) * blockDim.x) {
+        const int64_t pair = k % half, r = k / half;
+        const int64_t i1 = r % sa.ne[1], i2 = (r / sa.ne[1]) % sa.ne[2], i3 = r / (sa.ne[1] * sa.ne[2]);
+        const char* src = a + i1 * sa.nb[1] + i2 * sa.nb[2] + i3 * sa.nb[3];
+        char* out = dst + i1 * sd.nb[1] + i2 * sd.nb[2] + i3 * sd.nb[3];
+        const int64_t i0 = 2 * pair;
+        if (i0 >= p.n_dims) {  // channels past n_dims pass through
+            *reinterpret_cast<float*>(out + i0 * sd.nb[0]) = *reinterpret_cast<const float*>(src + i0 * sa.nb[0]);
+            *reinterpret_cast<float*>(out + (i0 + 1) * sd.nb[0]) = *reinterpret_cast<const float*>(src + (i0 + 1) * sa.nb[0]);
+            continue;
+        }
+        float theta_extrap = float(pos[i2]);
+        for (int64_t j = 0; j < pair; ++j) theta_extrap *= p.theta_scale;
+        if (freq_factors != nullptr) theta_extrap /= freq_factors[pair];
+        const float theta_interp = p.freq_scale * theta_extrap;
+        float theta = theta_interp, mscale = p.attn_factor;
+        if (p.ext_factor != 0.0f) {
+            const float y = (i0 / 2 - p.corr0) / fmaxf(0.001f, p.corr1 - p.corr0);
+            const float ramp = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * p.ext_factor;
+            theta = theta_interp * (1 - ramp) + theta_extrap * ramp;
+            mscale *= 1.0f + 0.1f * logf(1.0f / p.freq_scale);
+        }
+        const float c = cosf(theta) * mscale, s = sinf(theta) * mscale;
+        const int64_t a0 = p.neox ? pair : i0, a1 = p.neox ? pair + p.n_dims / 2 : i0 + 1;
+        const float x0 = *reinterpret_cast<const float*>(src + a0 * sa.nb[0]);
+        const float x1 = *reinterpret_cast<const float*>(src + a1 * sa.nb[0]);
+        *reinterpret_cast<float*>(out + a0 * sd.nb[0]) = x0 * c - x1 * s;
+        *reinterpret_cast<float*>(out + a1 * sd.nb[0]) = x0 * s + x1 * c;
+    }
+}
+
+__global__ void to_half_kernel(const float* src, __half* dst, int64_t n) {
+    for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x)
+        dst[k] = __float2half_rn(src[k]);
+}
+
+}  // namespace
+
+bool ComputeOps::binary(const ggml_tensor* node) {
+    const int64_t n = nelements(node);
+    if (n == 0) return true;
+    binary_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(node->op, static_cast<const char*>(node->src[0]->data), t4(node->src[0]),
+                                                           static_cast<const char*>(node->src[1]->data), t4(node->src[1]),
+                                                           static_cast<char*>(node->data), t4(node), n);
+    return MUSTAFAR_CUDA_OK(cudaGetLastError());
+}
+
+bool ComputeOps::scale(const ggml_tensor* node) {
+    float s, b;
+    std::memcpy(&s, &node->op_params[0], 4);
+    std::memcpy(&b, &node->op_params[1], 4);
+    const int64_t n = nelements(node);
+    if (n == 0) return true;
+    map_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(0, s, b, static_cast<const char*>(node->src[0]->data), t4(node->src[0]),
+                                                        static_cast<char*>(node->data), t4(node), n);
+    return MUSTAFAR_CUDA_OK(cudaGetLastError());
+}
+
+bool ComputeOps::silu(const ggml_tensor* node) {
+    const int64_t n = nelements(node);
+    if (n == 0) return true;
+    map_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(1, 0, 0, static_cast<const char*>(node->src[0]->data), t4(node->src[0]),
+                                                        static_cast<char*>(node->data), t4(node), n);
+    return MUSTAFAR_CUDA_OK(cudaGetLastError());
+}
+
+bool ComputeOps::swiglu(const ggml_tensor* node) {
+    const ggml_tensor* a = node->src[0];
+    const ggml_tensor* b = node->src[1];
+    const bool swapped = node->op_params[1] != 0;
+    size_t a_off = 0, b_off = 0;
+    if (b == nullptr) {  // one tensor: the first half of each row gates the second (or the reverse)
+        b = a;
+        (swapped ? a_off : b_off) = size_t(node->ne[0]) * a->nb[0];
+    } else if (swapped) {
+        std::swap(a, b);
+    }
+    const int64_t n = nelements(node);
+    if (n == 0) return true;
+    swiglu_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(static_cast<const char*>(a->data), t4(a), a_off,
+                                                           static_cast<const char*>(b->data), t4(b), b_off,
+                                                           static_cast<char*>(node->data), t4(node), n);
+    return MUSTAFAR_CUDA_OK(cudaGetLastError());
+}
+
+bool ComputeOps::rms_norm(const ggml_tensor* node) {
+    float eps;
+    std::memcpy(&eps, &node->op_params[0], 4);
+    const int64_t rows = node->ne[1] * node->ne[2] * node->ne[3];
+    if (rows == 0) return true;
+    rms_norm_kernel<<<unsigned(rows), 256, 0, stream_>>>(static_cast<const char*>(node->src[0]->data), t4(node->src[0]),
+                                                         static_cast<char*>(node->data), t4(node), eps);
+    return MUSTAFAR_CUDA_OK(cudaGetLastError());
+}
+
+bool ComputeOps::get_rows(const ggml_tensor* node) {
+    const ggml_tensor* idx = node->src[1];
+    const int64_t rows = idx->ne[0] * idx->ne[1] * idx->ne[2];
+    if (rows == 0) return true;  // e.g. a micro-batch with no outputs selects no rows
+    get_rows_kernel<<<unsigned(rows), 256, 0, stream_>>>(static_cast<const char*>(node->src[0]->data), t4(node->src[0]),
+                                                         node->src[0]->type, static_cast<const char*>(idx->data), t4(idx),
+                                                         static_cast<char*>(node->data), t4(node));
+    return MUSTAFAR_CUDA_OK(cudaGetLastError());
+}
+
+bool ComputeOps::rope(const ggml_tensor* node) {
+    const int32_t* op = node->op_params;
+    RopeParams p{};
+    p.n_dims = op[1];
+    p.neox = (op[2] & kGgmlRopeTypeNeox) != 0;
+    float freq_base, beta_fast, beta_slow;
+    std::memcpy(&freq_base, &op[5], 4);
+    std::memcpy(&p.freq_scale, &op[6], 4);
+    std::memcpy(&p.ext_factor, &op[7], 4);
+    std::memcpy(&p.attn_factor, &op[8], 4);
+    std::memcpy(&beta_fast, &op[9], 4);
+    std::memcpy(&beta_slow, &op[10], 4);
+    p.theta_scale = powf(freq_base, -2.0f / p.n_dims);
+    float corr[2];
+    ggml_rope_yarn_corr_dims(p.n_dims, op[4], freq_base, beta_fast, beta_slow, corr);
+    p.corr0 = corr[0];
+    p.corr1 = corr[1];
+    const int64_t n = nelements(node) / 2;
+    if (n == 0) return true;
+    rope_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(
+        static_cast<const char*>(node->src[0]->data), t4(node->src[0]), static_cast<const int32_t*>(node->src[1]->data),
+        node->src[2] ? static_cast<const float*>(node->src[2]->data) : nullptr, static_cast<char*>(node->data), t4(node), p);
+    return MUSTAFAR_CUDA_OK(cudaGetLastError());
+}
+
+ComputeOps::ComputeOps(cudaStream_t stream) : stream_(stream) {
+    ok_ = cublasCreate(&cublas_) == CUBLAS_STATUS_SUCCESS && cublasSetStream(cublas_, stream) == CUBLAS_STATUS_SUCCESS;
+    if (!ok_) log_error("%s: cuBLAS could not be initialised\n", kDeviceName);
+}
+
+ComputeOps::~ComputeOps() {
+    if (cublas_ != nullptr) cublasDestroy(cublas_);
+    if (scratch_ != nullptr) MUSTAFAR_CUDA_OK(cudaFree(scratch_));
+}
+
+void* ComputeOps::scratch(size_t bytes) {
+    if (bytes > scratch_bytes_) {
+        if (scratch_ != nullptr) MUSTAFAR_CUDA_OK(cudaFree(scratch_));
+        scratch_ = nullptr;
+        scratch_bytes_ = 0;
+        if (!MUSTAFAR_CUDA_OK(cudaMalloc(&scratch_, bytes))) return nullptr;
+        scratch_bytes_ = bytes;
+    }
+    return scratch_;
+}
+
+// dst[m, n] = sum_k src0[k, m] * src1[k, n] per (i2, i3), src0 broadcast over the batch dims:
+// in column-major terms C = A^T B with A = src0 (K x M), B = src1 (K x N), C = dst (M x N).
+bool ComputeOps::mul_mat(const ggml_tensor* node) {
+    if (!ok_) return false;
+    const ggml_tensor* a = node->src[0];
+    const ggml_tensor* b = node->src[1];
+    const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1];
+    if (M == 0 || N == 0 || nelements(b) == 0) return true;
+    const bool half = a->type == GGML_TYPE_F16;
+    const char* bdata = static_cast<const char*>(b->data);
+    size_t b_nb1 = b->nb[1], b_nb2 = b->nb[2], b_nb3 = b->nb[3];
+    if (half) {  // the activations in f16, contiguous
+        const int64_t n = nelements(b);
+        auto* h = static_cast<__half*>(scratch(size_t(n) * 2));
+        if (h == nullptr || !ggml_is_contiguous(b)) return false;
+        to_half_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(static_cast<const float*>(b->data), h, n);
+        if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
+        bdata = reinterpret_cast<const char*>(h);
+        b_nb1 = size_t(K) * 2;
+        b_nb2 = b_nb1 * N;
+        b_nb3 = b_nb2 * b->ne[2];
+    }
+    const float alpha = 1.0f, beta = 0.0f;
+    const size_t ea = ggml_type_size(a->type), eb = half ? 2 : 4;
+    for (int64_t i3 = 0; i3 < b->ne[3]; ++i3) {
+        for (int64_t i2 = 0; i2 < b->ne[2]; ++i2) {
+            const char* A = static_cast<const char*>(a->data) + (i2 / (b->ne[2] / a->ne[2])) * a->nb[2] + (i3 / (b->ne[3] / a->ne[3])) * a->nb[3];
+            const char* B = bdata + i2 * b_nb2 + i3 * b_nb3;
+            char* C = static_cast<char*>(node->data) + i2 * node->nb[2] + i3 * node->nb[3];
+            const cublasStatus_t st = cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(M), int(N), int(K), &alpha, A,
+                                                   half ? CUDA_R_16F : CUDA_R_32F, int(a->nb[1] / ea), B, half ? CUDA_R_16F : CUDA_R_32F,
+                                                   int(b_nb1 / eb), &beta, C, CUDA_R_32F, int(node->nb[1] / 4), CUBLAS_COMPUTE_32F,
+                                                   CUBLAS_GEMM_DEFAULT);
+            if (st != CUBLAS_STATUS_SUCCESS) {
+                log_error("%s: cublasGemmEx failed (%d) for %s\n", kDeviceName, int(st), node->name);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+bool supports_compute(const ggml_tensor* op) {
+    auto f32 = [](const ggml_tensor* t) { return t != nullptr && t->type == GGML_TYPE_F32; };
+    switch (op->op) {
+        case GGML_OP_NONE:
+        case GGML_OP_RESHAPE:
+        case GGML_OP_VIEW:
+        case GGML_OP_PERMUTE:
+        case GGML_OP_TRANSPOSE:
+        case GGML_OP_CPY:
+        case GGML_OP_DUP:
+        case GGML_OP_CONT: return true;  // the common checks in backend.cpp still apply to copies
+        case GGML_OP_ADD:
+        case GGML_OP_SUB:
+        case GGML_OP_MUL:
+        case GGML_OP_DIV: {
+            const ggml_tensor *a = op->src[0], *b = op->src[1];
+            if (!f32(a) || !f32(b) || !f32(op)) return false;
+            for (int d = 0; d < 4; ++d)
+                if (b->ne[d] == 0 || a->ne[d] % b->ne[d] != 0 || a->ne[d] != op->ne[d]) return false;
+            return true;
+        }
+        case GGML_OP_SCALE:
+        case GGML_OP_RMS_NORM: return f32(op->src[0]) && f32(op);
+        case GGML_OP_UNARY: return op->op_params[0] == kGgmlUnaryOpSilu && f32(op->src[0]) && f32(op);
+        case GGML_OP_GLU:
+            return op->op_params[0] == kGgmlGluOpSwiglu && f32(op->src[0]) && f32(op) && (op->src[1] == nullptr || f32(op->src[1]));
+        case GGML_OP_GET_ROWS:
+            return (op->src[0]->type == GGML_TYPE_F32 || op->src[0]->type == GGML_TYPE_F16) && op->src[1]->type == GGML_TYPE_I32 && f32(op) &&
+                   op->src[0]->nb[0] == ggml_type_size(op->src[0]->type);
+        case GGML_OP_ROPE:
+            return f32(op->src[0]) && f32(op) && (op->op_params[2] == 0 || op->op_params[2] == kGgmlRopeTypeNeox) &&
+                   op->src[1]->type == GGML_TYPE_I32 && (op->src[2] == nullptr || f32(op->src[2]));
+        case GGML_OP_MUL_MAT: {
+            const ggml_tensor *a = op->src[0], *b = op->src[1];
+            return (a->type == GGML_TYPE_F32 || a->type == GGML_TYPE_F16) && f32(b) && f32(op) && a->nb[0] == ggml_type_size(a->type) &&
+                   b->nb[0] == 4 && op->nb[0] == 4 && b->ne[2] % a->ne[2] == 0 && b->ne[3] % a->ne[3] == 0 &&
+                   (a->type == GGML_TYPE_F32 || ggml_is_contiguous(b));
+        }
+        default: return false;
+    }
+}
+
+}  // namespace mustafar::cuda

@@ -1,0 +1,38 @@
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "../ggml_abi.h"
+
+namespace mustafar::cuda {
+
+// The non-KV ops of one stream (compute_cuda.cu); owns the stream's cuBLAS handle and scratch memory.
+class ComputeOps {
+public:
+    explicit ComputeOps(cudaStream_t stream);
+    ~ComputeOps();
+    ComputeOps(const ComputeOps&) = delete;
+    ComputeOps& operator=(const ComputeOps&) = delete;
+
+    bool binary(const ggml_tensor* node);
+    bool scale(const ggml_tensor* node);
+    bool silu(const ggml_tensor* node);
+    bool swiglu(const ggml_tensor* node);
+    bool rms_norm(const ggml_tensor* node);
+    bool get_rows(const ggml_tensor* node);
+    bool rope(const ggml_tensor* node);
+    bool mul_mat(const ggml_tensor* node);
+
+private:
+    void* scratch(size_t bytes);
+
+    cudaStream_t stream_;
+    cublasHandle_t cublas_ = nullptr;
+    bool ok_ = false;
+    void* scratch_ = nullptr;
+    size_t scratch_bytes_ = 0;
+};
+
+bool supports_compute(const ggml_tensor* op);
+
+}  // namespace mustafar::cuda
