@@ -315,15 +315,9 @@ bool ComputeOps::mul_mat(const ggml_tensor* node) {
 
 bool supports_compute(const ggml_tensor* op) {
     auto f32 = [](const ggml_tensor* t) { return t != nullptr && t->type == GGML_TYPE_F32; };
+    // Views and copies anywhere (the common checks in backend.cpp still apply to copies).
+    if (is_view_op(op->op) || op->op == GGML_OP_CPY || op->op == GGML_OP_DUP || op->op == GGML_OP_CONT) return true;
     switch (op->op) {
-        case GGML_OP_NONE:
-        case GGML_OP_RESHAPE:
-        case GGML_OP_VIEW:
-        case GGML_OP_PERMUTE:
-        case GGML_OP_TRANSPOSE:
-        case GGML_OP_CPY:
-        case GGML_OP_DUP:
-        case GGML_OP_CONT: return true;  // the common checks in backend.cpp still apply to copies
         case GGML_OP_ADD:
         case GGML_OP_SUB:
         case GGML_OP_MUL:
