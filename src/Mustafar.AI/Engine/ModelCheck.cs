@@ -3,7 +3,7 @@ using Mustafar.Gguf;
 namespace Mustafar.AI.Engine;
 
 /// <summary>What we read from a GGUF before llama.cpp loads it, so that bad input fails with a specific message.</summary>
-internal sealed record ModelShape(string Architecture, int LayerCount, int HeadCount, int KvHeadCount, int HeadDim, int HeadDimV, int TrainContext)
+internal sealed record ModelShape(string Architecture, int LayerCount, int HeadCount, int KvHeadCount, int HeadDim, int HeadDimV)
 {
     /// <summary>Architectures whose graphs use the ops our backend implements (llama family).</summary>
     public static readonly IReadOnlySet<string> SupportedArchitectures = new HashSet<string>(StringComparer.Ordinal) { "llama" };
@@ -31,7 +31,6 @@ internal sealed record ModelShape(string Architecture, int LayerCount, int HeadC
         int kvHeads = file.TryGetInt64($"{arch}.attention.head_count_kv", out long kv) ? (int)kv : heads;
         int headDim = file.TryGetInt64($"{arch}.attention.key_length", out long kl) ? (int)kl : embd / heads;
         int headDimV = file.TryGetInt64($"{arch}.attention.value_length", out long vl) ? (int)vl : headDim;
-        int trainCtx = file.TryGetInt64($"{arch}.context_length", out long ctx) ? (int)ctx : 0;
         foreach (int size in new[] { headDim, headDimV })
         {
             if (size % 8 != 0 || size > MaxHeadDim)
@@ -41,7 +40,7 @@ internal sealed record ModelShape(string Architecture, int LayerCount, int HeadC
             }
         }
 
-        return new ModelShape(arch, layers, heads, kvHeads, headDim, headDimV, trainCtx);
+        return new ModelShape(arch, layers, heads, kvHeads, headDim, headDimV);
     }
 
     private static int Required(GgufFile file, string path, string key) =>

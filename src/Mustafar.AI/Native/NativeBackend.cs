@@ -52,7 +52,7 @@ internal static class NativeBackend
         }
 
         string flavour = Marshal.PtrToStringUTF8(GetExport<StringFn>(lib, "mustafar_flavour")()) ?? "unknown";
-        return new BackendHandle(path, flavour, GetExport<KvStatsFn>(lib, "mustafar_get_kv_stats"),
+        return new BackendHandle(flavour, GetExport<KvStatsFn>(lib, "mustafar_get_kv_stats"),
             GetExport<SetCacheConfigFn>(lib, "mustafar_set_cache_config"), GetExport<StringFn>(lib, "mustafar_last_error"));
     }
 
@@ -93,11 +93,9 @@ internal static class NativeBackend
     internal delegate int SetCacheConfigFn(IntPtr config);
 
     /// <summary>The registered backend and our C API (native/include/mustafar.h).</summary>
-    internal sealed class BackendHandle(string path, string flavour, KvStatsFn getKvStats, SetCacheConfigFn setCacheConfig, StringFn lastError)
+    internal sealed class BackendHandle(string flavour, KvStatsFn getKvStats, SetCacheConfigFn setCacheConfig, StringFn lastError)
     {
         private static long _nextOwner;
-
-        public string Path { get; } = path;
 
         public string Flavour { get; } = flavour;
 
@@ -158,13 +156,7 @@ internal static partial class Ggml
 {
     // Resolved by soname to the libggml.so that LLamaSharp has already loaded.
     private const string GgmlLibrary = "libggml.so";
-    private const string GgmlBaseLibrary = "libggml-base.so";
 
     [LibraryImport(GgmlLibrary, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial IntPtr ggml_backend_load(string path);
-
-    [LibraryImport(GgmlBaseLibrary)]
-    internal static partial IntPtr ggml_version();
-
-    internal static string Version => Marshal.PtrToStringUTF8(ggml_version()) ?? string.Empty;
 }
