@@ -48,7 +48,7 @@ std::string check() {
     };
     static const ExpectedType types[] = {
         {GGML_TYPE_F32, "f32", 4}, {GGML_TYPE_F16, "f16", 2}, {GGML_TYPE_I32, "i32", 4},
-        {GGML_TYPE_I64, "i64", 8}, {GGML_TYPE_BF16, "bf16", 2},
+        {GGML_TYPE_I64, "i64", 8}, {GGML_TYPE_BF16, "bf16", 2}, {GGML_TYPE_Q8_0, "q8_0", 34},
     };
     for (const auto& e : types) {
         const char* name = ggml_type_name(e.type);

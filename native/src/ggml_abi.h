@@ -23,6 +23,7 @@ constexpr int kGgmlBackendApiVersion = 2;
 enum ggml_type : int {
     GGML_TYPE_F32 = 0,
     GGML_TYPE_F16 = 1,
+    GGML_TYPE_Q8_0 = 8,
     GGML_TYPE_I32 = 26,
     GGML_TYPE_I64 = 27,
     GGML_TYPE_BF16 = 30,

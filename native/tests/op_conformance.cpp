@@ -54,6 +54,20 @@ void fill(ggml_tensor* t, uint64_t seed, int64_t index_range) {
         // mask rows: 0 or -inf, at least one 0 per row
         auto* p = reinterpret_cast<uint16_t*>(raw.data());
         for (int64_t i = 0; i < count; ++i) p[i] = (rng() % 3 == 0 && i % t->ne[0] != 0) ? 0xfc00 : 0;
+    } else if (t->type == GGML_TYPE_Q8_0) {
+        // Blocks of 32: an f16 scale and 32 int8 values, quantized from uniform floats.
+        for (int64_t b = 0; b < count / 32; ++b) {
+            float x[32], amax = 0.0f;
+            for (float& v : x) {
+                v = uni(rng);
+                amax = std::max(amax, std::fabs(v));
+            }
+            const float d = amax / 127.0f;
+            uint8_t* block = raw.data() + b * 34;
+            const uint16_t dh = mustafar::fp32_to_fp16(d);
+            std::memcpy(block, &dh, 2);
+            for (int i = 0; i < 32; ++i) block[2 + i] = uint8_t(int8_t(std::lround(d > 0 ? x[i] / d : 0.0f)));
+        }
     } else if (t->type == GGML_TYPE_I64 || t->type == GGML_TYPE_I32) {
         // distinct row indices per column: a shuffled range
         std::vector<int64_t> perm(index_range);
@@ -130,7 +144,9 @@ struct Case {
 };
 
 // Ops of the model graph (matrix work, norms, RoPE, activations); inputs named so that fill() makes them random.
-Case compute_case(const char* name, int64_t index_range, Builder build) { return {name, std::move(build), 1e-8, index_range, true}; }
+Case compute_case(const char* name, int64_t index_range, Builder build, double max_nmse = 1e-8) {
+    return {name, std::move(build), max_nmse, index_range, true};
+}
 
 std::vector<Case> compute_cases() {
     auto t = [](ggml_context* ctx, ggml_type type, int64_t a, int64_t b, int64_t c, int64_t d, const char* n) {
@@ -153,6 +169,12 @@ std::vector<Case> compute_cases() {
         cs.push_back(compute_case(wt == GGML_TYPE_F32 ? "MUL_MAT f32 weights" : "MUL_MAT f16 weights", 0, [=](ggml_context* c) {
             return ggml_mul_mat(c, t(c, wt, 128, 40, 1, 1, "w"), t(c, GGML_TYPE_F32, 128, 9, 1, 1, "x")); }));
     }
+    // Q8_0 weights are stored as f16 on the GPU: GET_ROWS rounds d * q to f16; MUL_MAT differs from ggml's
+    // CPU, which quantizes the activations to Q8_0, by that quantization.
+    cs.push_back(compute_case("GET_ROWS q8_0", 50, [=](ggml_context* c) {
+        return ggml_get_rows(c, t(c, GGML_TYPE_Q8_0, 64, 50, 1, 1, "w"), t(c, GGML_TYPE_I32, 7, 1, 1, 1, "idx")); }, 1e-6));
+    cs.push_back(compute_case("MUL_MAT q8_0 weights", 0, [=](ggml_context* c) {
+        return ggml_mul_mat(c, t(c, GGML_TYPE_Q8_0, 128, 40, 1, 1, "w"), t(c, GGML_TYPE_F32, 128, 9, 1, 1, "x")); }, 1e-4));
     cs.push_back(compute_case("MUL_MAT batched, weights broadcast", 0, [=](ggml_context* c) {
         return ggml_mul_mat(c, t(c, GGML_TYPE_F32, 32, 16, 2, 1, "w"), t(c, GGML_TYPE_F32, 32, 5, 4, 1, "x")); }));
     for (int mode : {0, 2}) {

@@ -13,7 +13,7 @@ var args_ = new Queue<string>(args);
 string? model = null, prompt = null;
 var chat = new ChatOptions { MaxOutputTokens = 128 };
 var options = new MustafarOptions { ContextSize = 2048 };
-bool statsJson = false;
+bool statsJson = false, verbose = false;
 try
 {
     while (args_.Count > 0)
@@ -33,6 +33,7 @@ try
             case "--local-window": options.LocalWindow = int.Parse(Next(), CultureInfo.InvariantCulture); break;
             case "--threads": options.Threads = int.Parse(Next(), CultureInfo.InvariantCulture); break;
             case "--stats-json": statsJson = true; break;
+            case "--verbose": verbose = true; break;
             case "--help" or "-h": Usage(); return 0;
             default:
                 if (arg.StartsWith("--", StringComparison.Ordinal))
@@ -62,8 +63,8 @@ options.ModelPath = model;
 prompt ??= "Once upon a time";
 try
 {
-    // Warnings and errors of llama.cpp and the backend go to stderr.
-    using var loggers = LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Warning)
+    // Warnings and errors of llama.cpp and the backend go to stderr; with --verbose, its whole log.
+    using var loggers = LoggerFactory.Create(b => b.SetMinimumLevel(verbose ? LogLevel.Debug : LogLevel.Warning)
         .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
     await using var client = (IAsyncDisposable)await MustafarChatClientFactory.CreateAsync(options, loggers);
     var chatClient = (IChatClient)client;
@@ -116,4 +117,4 @@ string Next() => args_.Count > 0 ? args_.Dequeue() : throw new ArgumentException
 
 static void Usage() => Console.Error.WriteLine(
     "usage: Mustafar.Chat [--model PATH] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--max-tokens N]\n" +
-    "                     [--ctx-size N] [--k-sparsity S] [--v-sparsity S] [--local-window W] [--threads N] [--stats-json] PROMPT");
+    "                     [--ctx-size N] [--k-sparsity S] [--v-sparsity S] [--local-window W] [--threads N] [--stats-json] [--verbose] PROMPT");

@@ -30,5 +30,10 @@ if [ -f artifacts/gpu/chat.tar.xz ]; then
   tests/gpu/e2e.sh artifacts/gpu/publish artifacts/gpu/models "$out/e2e-cuda.txt" || status=1
   "artifacts/gpu/publish/Mustafar.Chat" --model artifacts/gpu/models/stories260K-f32.gguf --temperature 0 --max-tokens 16 \
     --stats-json "Once upon a time" 2>&1 | tail -1 > "$out/flavour-check.txt" || status=1
+  # Where llama.cpp put the layers, weights and cache of each model.
+  for model in stories260K-f32.gguf recall-hd128-q8_0.gguf; do
+    "artifacts/gpu/publish/Mustafar.Chat" --model "artifacts/gpu/models/$model" --temperature 0 --max-tokens 4 --verbose "the" 2>&1 \
+      | grep -E "offloaded|model buffer size|KV buffer size|compute buffer size" > "$out/placement-$model.txt" || status=1
+  done
 fi
 exit $status

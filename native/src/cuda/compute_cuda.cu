@@ -7,8 +7,10 @@
 
 #include <cstring>
 
+#include "../buffer.h"
 #include "compute_cuda.h"
 #include "cuda_check.h"
+#include "flavour_cuda.h"
 
 namespace mustafar::cuda {
 namespace {
@@ -219,9 +221,15 @@ bool ComputeOps::get_rows(const ggml_tensor* node) {
     const ggml_tensor* idx = node->src[1];
     const int64_t rows = idx->ne[0] * idx->ne[1] * idx->ne[2];
     if (rows == 0) return true;  // e.g. a micro-batch with no outputs selects no rows
-    get_rows_kernel<<<unsigned(rows), 256, 0, stream_>>>(static_cast<const char*>(node->src[0]->data), t4(node->src[0]),
-                                                         node->src[0]->type, static_cast<const char*>(idx->data), t4(idx),
-                                                         static_cast<char*>(node->data), t4(node));
+    T4 w = t4(node->src[0]);
+    int wtype = node->src[0]->type;
+    if (converted_to_f16(node->src[0])) {  // stored as f16 rows of ne0
+        wtype = GGML_TYPE_F16;
+        w.nb[0] = 2;
+        for (int d = 1; d < 4; ++d) w.nb[d] = w.nb[d - 1] * size_t(w.ne[d - 1]);
+    }
+    get_rows_kernel<<<unsigned(rows), 256, 0, stream_>>>(static_cast<const char*>(node->src[0]->data), w, wtype,
+                                                         static_cast<const char*>(idx->data), t4(idx), static_cast<char*>(node->data), t4(node));
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
@@ -279,7 +287,11 @@ bool ComputeOps::mul_mat(const ggml_tensor* node) {
     const ggml_tensor* b = node->src[1];
     const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1];
     if (M == 0 || N == 0 || nelements(b) == 0) return true;
-    const bool half = a->type == GGML_TYPE_F16;
+    const bool converted = converted_to_f16(a);  // Q8_0 weights stored as f16 rows of K
+    const bool half = a->type == GGML_TYPE_F16 || converted;
+    const size_t a_nb1 = converted ? size_t(K) * 2 : a->nb[1];
+    const size_t a_nb2 = converted ? a_nb1 * size_t(M) : a->nb[2];
+    const size_t a_nb3 = converted ? a_nb2 * size_t(a->ne[2]) : a->nb[3];
     const char* bdata = static_cast<const char*>(b->data);
     size_t b_nb1 = b->nb[1], b_nb2 = b->nb[2], b_nb3 = b->nb[3];
     if (half) {  // the activations in f16, contiguous
@@ -294,14 +306,14 @@ bool ComputeOps::mul_mat(const ggml_tensor* node) {
         b_nb3 = b_nb2 * b->ne[2];
     }
     const float alpha = 1.0f, beta = 0.0f;
-    const size_t ea = ggml_type_size(a->type), eb = half ? 2 : 4;
+    const size_t ea = half ? 2 : 4, eb = half ? 2 : 4;
     for (int64_t i3 = 0; i3 < b->ne[3]; ++i3) {
         for (int64_t i2 = 0; i2 < b->ne[2]; ++i2) {
-            const char* A = static_cast<const char*>(a->data) + (i2 / (b->ne[2] / a->ne[2])) * a->nb[2] + (i3 / (b->ne[3] / a->ne[3])) * a->nb[3];
+            const char* A = static_cast<const char*>(a->data) + (i2 / (b->ne[2] / a->ne[2])) * a_nb2 + (i3 / (b->ne[3] / a->ne[3])) * a_nb3;
             const char* B = bdata + i2 * b_nb2 + i3 * b_nb3;
             char* C = static_cast<char*>(node->data) + i2 * node->nb[2] + i3 * node->nb[3];
             const cublasStatus_t st = cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(M), int(N), int(K), &alpha, A,
-                                                   half ? CUDA_R_16F : CUDA_R_32F, int(a->nb[1] / ea), B, half ? CUDA_R_16F : CUDA_R_32F,
+                                                   half ? CUDA_R_16F : CUDA_R_32F, int(a_nb1 / ea), B, half ? CUDA_R_16F : CUDA_R_32F,
                                                    int(b_nb1 / eb), &beta, C, CUDA_R_32F, int(node->nb[1] / 4), CUBLAS_COMPUTE_32F,
                                                    CUBLAS_GEMM_DEFAULT);
             if (st != CUBLAS_STATUS_SUCCESS) {
@@ -312,6 +324,17 @@ bool ComputeOps::mul_mat(const ggml_tensor* node) {
     }
     return true;
 }
+
+namespace {
+bool plain_weight(const ggml_tensor* w) {
+    return (w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16) && w->nb[0] == ggml_type_size(w->type);
+}
+
+// A Q8_0 tensor itself (not a view) in our buffers, where it is stored converted to f16.
+bool q8_weight(const ggml_tensor* w) {
+    return w->type == GGML_TYPE_Q8_0 && w->view_src == nullptr && w->buffer != nullptr && is_our_buffer(w->buffer);
+}
+}  // namespace
 
 bool supports_compute(const ggml_tensor* op) {
     auto f32 = [](const ggml_tensor* t) { return t != nullptr && t->type == GGML_TYPE_F32; };
@@ -334,16 +357,14 @@ bool supports_compute(const ggml_tensor* op) {
         case GGML_OP_GLU:
             return op->op_params[0] == kGgmlGluOpSwiglu && f32(op->src[0]) && f32(op) && (op->src[1] == nullptr || f32(op->src[1]));
         case GGML_OP_GET_ROWS:
-            return (op->src[0]->type == GGML_TYPE_F32 || op->src[0]->type == GGML_TYPE_F16) && op->src[1]->type == GGML_TYPE_I32 && f32(op) &&
-                   op->src[0]->nb[0] == ggml_type_size(op->src[0]->type);
+            return (plain_weight(op->src[0]) || q8_weight(op->src[0])) && op->src[1]->type == GGML_TYPE_I32 && f32(op);
         case GGML_OP_ROPE:
             return f32(op->src[0]) && f32(op) && (op->op_params[2] == 0 || op->op_params[2] == kGgmlRopeTypeNeox) &&
                    op->src[1]->type == GGML_TYPE_I32 && (op->src[2] == nullptr || f32(op->src[2]));
         case GGML_OP_MUL_MAT: {
             const ggml_tensor *a = op->src[0], *b = op->src[1];
-            return (a->type == GGML_TYPE_F32 || a->type == GGML_TYPE_F16) && f32(b) && f32(op) && a->nb[0] == ggml_type_size(a->type) &&
-                   b->nb[0] == 4 && op->nb[0] == 4 && b->ne[2] % a->ne[2] == 0 && b->ne[3] % a->ne[3] == 0 &&
-                   (a->type == GGML_TYPE_F32 || ggml_is_contiguous(b));
+            return (plain_weight(a) || q8_weight(a)) && f32(b) && f32(op) && b->nb[0] == 4 && op->nb[0] == 4 && b->ne[2] % a->ne[2] == 0 &&
+                   b->ne[3] % a->ne[3] == 0 && (a->type == GGML_TYPE_F32 || ggml_is_contiguous(b));
         }
         default: return false;
     }
