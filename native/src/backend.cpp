@@ -13,8 +13,6 @@ namespace {
 
 using BackendContext = flavour::Executor;
 
-bool is_float_type(ggml_type t) { return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
-
 ggml_guid kGuid = {0x6d, 0x75, 0x73, 0x74, 0x61, 0x66, 0x61, 0x72, 0x2d, 0x6b, 0x76, 0x2d, 0x63, 0x70, 0x75, 0x01};
 
 BackendContext* context_of(ggml_backend_t backend) { return static_cast<BackendContext*>(backend->context); }

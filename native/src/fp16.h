@@ -53,11 +53,6 @@ struct Fp16Table {
 };
 const Fp16Table& fp16_table();
 
-inline void fp16_row_to_fp32(const uint16_t* src, float* dst, int64_t n) {
-    const float* t = fp16_table().values;
-    for (int64_t i = 0; i < n; ++i) dst[i] = t[src[i]];
-}
-
 inline float bf16_to_fp32(uint16_t h) { return bits_to_float(uint32_t(h) << 16); }
 inline uint16_t fp32_to_bf16(float f) {
     uint32_t u = float_to_bits(f);

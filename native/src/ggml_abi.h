@@ -269,6 +269,8 @@ namespace mustafar {
 inline ggml_tensor* root_of(const ggml_tensor* t) {
     return t->view_src ? t->view_src : const_cast<ggml_tensor*>(t);
 }
+// The float types the KV path reads and writes.
+inline bool is_float_type(ggml_type t) { return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
 inline bool is_view_op(ggml_op op) {
     return op == GGML_OP_NONE || op == GGML_OP_RESHAPE || op == GGML_OP_VIEW || op == GGML_OP_PERMUTE ||
            op == GGML_OP_TRANSPOSE;

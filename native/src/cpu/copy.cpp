@@ -5,8 +5,6 @@
 
 namespace mustafar::cpu {
 
-bool is_float_type(ggml_type t) { return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
-
 namespace {
 
 struct Walker {

@@ -53,7 +53,7 @@ void memory(size_t* free, size_t* total) {
 
 void init_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device) { init_host_buffer_type(buft, device); }
 
-bool supports_kv_type(ggml_type type) { return cpu::is_float_type(type); }
+bool supports_kv_type(ggml_type type) { return is_float_type(type); }
 
 bool has_compressed_store() { return true; }
 

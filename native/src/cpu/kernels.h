@@ -14,6 +14,4 @@ void copy(const ggml_tensor* node, ThreadPool& pool);
 // and head, fp32 accumulation. GQA by head broadcast; ALiBi and logit soft-capping as in ggml.
 void flash_attn_ext(const ggml_tensor* node, ThreadPool& pool);
 
-bool is_float_type(ggml_type t);
-
 }  // namespace mustafar::cpu

@@ -80,7 +80,7 @@ void memory(size_t* free, size_t* total) {
 
 void init_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device) { cuda::init_device_buffer_type(buft, device); }
 
-bool supports_kv_type(ggml_type type) { return type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16; }
+bool supports_kv_type(ggml_type type) { return is_float_type(type); }
 
 bool has_compressed_store() { return false; }
 

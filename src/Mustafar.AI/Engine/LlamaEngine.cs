@@ -200,7 +200,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
 
     public string Detokenize(IEnumerable<LLamaToken> tokens)
     {
-        var decoder = new StreamingTokenDecoder(Encoding.UTF8, _weights);
+        var decoder = CreateDecoder();
         foreach (var token in tokens)
         {
             decoder.Add(token);
