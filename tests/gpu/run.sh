@@ -12,15 +12,28 @@ ggml="$PWD/artifacts/gpu/ggml"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/device.txt"
 cmake -S native -B artifacts/gpu/build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_LIB_DIR="$ggml" -DMUSTAFAR_CUDA=ON \
   > "$out/cmake.txt" 2>&1 || { tail -50 "$out/cmake.txt"; exit 1; }
-cmake --build artifacts/gpu/build > "$out/build.txt" 2>&1 || { tail -80 "$out/build.txt"; exit 1; }
+status=0
+# -k 0: build every target that compiles, so one broken program does not hide the others' results.
+cmake --build artifacts/gpu/build -- -k 0 > "$out/build.txt" 2>&1 || { grep -E "error|Error" "$out/build.txt" | head -40; status=1; }
 
 # Every op the CUDA flavour claims, against ggml's CPU backend, on fresh random inputs.
-status=0
 for seed in 1 2 3; do
   artifacts/gpu/build/op_conformance "$seed" > "$out/op_conformance-$seed.txt" 2>&1 || status=1
   tail -1 "$out/op_conformance-$seed.txt"
 done
 grep -h FAIL "$out"/op_conformance-*.txt || true
+
+# The Mustafar kernels against their CPU twins (prune + compress, decode attention dense and compressed).
+for seed in 1 2; do
+  artifacts/gpu/build/cuda_kernel_tests "$seed" > "$out/cuda_kernel_tests-$seed.txt" 2>&1 || status=1
+  tail -1 "$out/cuda_kernel_tests-$seed.txt"
+done
+grep -h FAIL "$out"/cuda_kernel_tests-*.txt | head -20 || true
+
+# Attention benchmark (BENCH=0 skips it): a Markdown table for bench/results/.
+if [ "${BENCH:-1}" = 1 ]; then
+  artifacts/gpu/build/attention_cuda_bench "$out/attention-cuda.md" "${COMMIT:-unknown}" | tee "$out/attention-cuda.txt" || status=1
+fi
 
 # End to end through the C# stack, when a self-contained publish of samples/Mustafar.Chat was carried
 # (tests/gpu/prepare.sh --e2e): greedy outputs on the CUDA flavour, to compare with the CPU flavour's.

@@ -1,0 +1,404 @@
+// GPU benchmark of decode attention, one layer of Llama-3-8B (32 query heads, 8 KV heads, D = 128),
+// one query token per sequence: our flash-decoding over the dense f16 cache and over the Mustafar
+// store at s = 0.5 and 0.7 (window of 32 dense cells per sequence), against the device-to-device
+// copy bandwidth measured in the same run; prune + compress time per decode step; how many 32K
+// sequences fit next to the model's weights. Caches smaller than 256 MB are rotated over several
+// copies so that the L2 cache does not serve them. Writes a Markdown table.
+// Usage: attention_cuda_bench <results.md> [commit]
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cuda/attention_decode.h"
+#include "kv/record.h"
+
+namespace {
+
+namespace mc = mustafar::cuda;
+namespace kv = mustafar::kv;
+
+constexpr int kHeads = 32, kHeadsKv = 8, kD = 128, kLayers = 32, kWindow = 32;
+constexpr double kWeightBytes = 16.06e9;  // Llama-3-8B in f16
+constexpr size_t kRotateBytes = size_t(256) << 20;
+
+#define CK(call)                                                                                        \
+    do {                                                                                                \
+        const cudaError_t e_ = (call);                                                                  \
+        if (e_ != cudaSuccess) {                                                                        \
+            std::printf("CUDA error: %s at %s:%d (%s)\n", cudaGetErrorString(e_), __FILE__, __LINE__, #call); \
+            std::exit(2);                                                                               \
+        }                                                                                               \
+    } while (0)
+
+struct DevMem {
+    void* p = nullptr;
+    explicit DevMem(size_t bytes) { CK(cudaMalloc(&p, std::max<size_t>(bytes, 16))); }
+    ~DevMem() { cudaFree(p); }
+    DevMem(const DevMem&) = delete;
+    DevMem& operator=(const DevMem&) = delete;
+    template <typename T>
+    T* as() const { return static_cast<T*>(p); }
+};
+
+__global__ void fill_f16(uint16_t* x, size_t n, uint32_t seed) {
+    for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+        uint32_t h = uint32_t(i) * 2654435761u ^ seed;
+        h ^= h >> 15;
+        h *= 2246822519u;
+        h ^= h >> 13;
+        const float f = (float(h & 0xffffu) / 65535.0f - 0.5f) * 4.0f;
+        x[i] = __half_as_ushort(__float2half_rn(f));
+    }
+}
+
+void fill(void* p, size_t n_halves, uint32_t seed) {
+    fill_f16<<<4096, 256>>>(static_cast<uint16_t*>(p), n_halves, seed);
+    CK(cudaGetLastError());
+}
+
+struct Timer {
+    cudaEvent_t a, b;
+    Timer() {
+        CK(cudaEventCreate(&a));
+        CK(cudaEventCreate(&b));
+    }
+    ~Timer() {
+        cudaEventDestroy(a);
+        cudaEventDestroy(b);
+    }
+    template <typename F>
+    double us_per_call(int reps, F&& call) {
+        for (int i = 0; i < 3; ++i) call(i);
+        CK(cudaEventRecord(a));
+        for (int i = 0; i < reps; ++i) call(i);
+        CK(cudaEventRecord(b));
+        CK(cudaEventSynchronize(b));
+        float ms = 0;
+        CK(cudaEventElapsedTime(&ms, a, b));
+        return 1000.0 * ms / reps;
+    }
+};
+
+double copy_bandwidth() {  // bytes read + written per second
+    const size_t bytes = size_t(1) << 30;
+    DevMem src(bytes), dst(bytes);
+    CK(cudaMemset(src.p, 1, bytes));
+    Timer t;
+    const double us = t.us_per_call(10, [&](int) { CK(cudaMemcpyAsync(dst.p, src.p, bytes, cudaMemcpyDeviceToDevice)); });
+    return 2.0 * double(bytes) / (us * 1e-6);
+}
+
+mc::DecodeProblem problem(int batch, int64_t ctx, const float* q, float* out) {
+    mc::DecodeProblem p;
+    p.head_dim = kD;
+    p.n_head = kHeads;
+    p.n_head_kv = kHeadsKv;
+    p.n_rows = 1;
+    p.n_seq = batch;
+    p.n_kv = ctx;
+    p.scale = 1.0f / std::sqrt(float(kD));
+    p.q = reinterpret_cast<const char*>(q);
+    p.q_nb1 = kD * 4;
+    p.q_nb2 = p.q_nb1;
+    p.q_nb3 = p.q_nb2 * kHeads;
+    p.out = reinterpret_cast<char*>(out);
+    p.out_nb1 = kD * 4;
+    p.out_nb2 = p.out_nb1 * kHeads;
+    p.out_nb3 = p.out_nb2;
+    return p;
+}
+
+struct Row {
+    std::string kind;
+    int batch;
+    int64_t ctx;
+    double us, bytes, target_us;
+};
+
+int copies_for(size_t bytes) { return int(std::max<size_t>(1, std::min<size_t>(8, (kRotateBytes + bytes - 1) / bytes))); }
+
+double dense_time(int batch, int64_t ctx, int sms, double* bytes_out) {
+    const size_t cache = size_t(batch) * ctx * kHeadsKv * kD * 2;  // K or V
+    const int copies = copies_for(2 * cache);
+    std::vector<std::unique_ptr<DevMem>> k, v;
+    for (int c = 0; c < copies; ++c) {
+        k.push_back(std::make_unique<DevMem>(cache));
+        v.push_back(std::make_unique<DevMem>(cache));
+        fill(k.back()->p, cache / 2, 17u * c + 1);
+        fill(v.back()->p, cache / 2, 17u * c + 2);
+    }
+    DevMem q(size_t(batch) * kHeads * kD * 4), out(size_t(batch) * kHeads * kD * 4);
+    CK(cudaMemset(q.p, 0, size_t(batch) * kHeads * kD * 4));
+    const mc::DecodeProblem p = problem(batch, ctx, q.as<float>(), out.as<float>());
+    mc::DecodeWorkspace ws;
+    Timer t;
+    const double us = t.us_per_call(50, [&](int i) {
+        mc::DenseCache c;
+        c.k = k[i % copies]->as<char>();
+        c.v = v[i % copies]->as<char>();
+        c.k_nb1 = c.v_nb1 = size_t(kHeadsKv) * kD * 2;
+        c.k_nb2 = c.v_nb2 = size_t(kD) * 2;
+        c.k_nb3 = c.v_nb3 = c.k_nb1 * ctx;
+        if (!mc::decode_attention_dense(p, c, ws, sms, nullptr)) std::exit(3);
+    });
+    *bytes_out = 2.0 * double(cache);
+    return us;
+}
+
+// One layer's Mustafar store for `batch` sequences of ctx cells: records made by our compress kernel
+// from random vectors, each sequence's last kWindow cells dense in the pool.
+struct Store {
+    kv::RecordLayout layout;
+    std::unique_ptr<DevMem> k, v, slot, k_pool, v_pool;
+    double bytes = 0;  // what one attention call reads
+};
+
+Store make_store(int batch, int64_t ctx, double s) {
+    Store st;
+    st.layout = kv::make_layout(kD, s);
+    const int64_t rows = int64_t(batch) * ctx;
+    const size_t rec_bytes = size_t(rows) * kHeadsKv * st.layout.stride, row_bytes = size_t(kHeadsKv) * kD * 2;
+    st.k = std::make_unique<DevMem>(rec_bytes);
+    st.v = std::make_unique<DevMem>(rec_bytes);
+    // Compress in chunks of rows from a random dense chunk.
+    const int64_t chunk = std::min<int64_t>(rows, 65536);
+    DevMem dense(size_t(chunk) * row_bytes), src_rows(size_t(chunk) * 4), dst_rows(size_t(chunk) * 4);
+    std::vector<int32_t> idx(chunk);
+    for (int64_t i = 0; i < chunk; ++i) idx[i] = int32_t(i);
+    CK(cudaMemcpy(src_rows.p, idx.data(), size_t(chunk) * 4, cudaMemcpyHostToDevice));
+    for (int64_t r0 = 0, n = 0; r0 < rows; r0 += chunk, ++n) {
+        const int64_t m = std::min(chunk, rows - r0);
+        for (int64_t i = 0; i < m; ++i) idx[i] = int32_t(r0 + i);
+        CK(cudaMemcpy(dst_rows.p, idx.data(), size_t(m) * 4, cudaMemcpyHostToDevice));
+        for (int kvi = 0; kvi < 2; ++kvi) {
+            fill(dense.p, size_t(m) * row_bytes / 2, uint32_t(2 * n + kvi + 1));
+            if (!mc::compress_rows(dense.as<char>(), row_bytes, src_rows.as<int32_t>(), dst_rows.as<int32_t>(), int(m), kHeadsKv, kD, st.layout.kept,
+                                   st.layout.stride, (kvi == 0 ? st.k : st.v)->as<uint8_t>(), nullptr))
+                std::exit(3);
+        }
+        CK(cudaDeviceSynchronize());
+    }
+    std::vector<int32_t> slot(rows, -1);
+    for (int b = 0; b < batch; ++b)
+        for (int w = 0; w < kWindow; ++w) slot[size_t(b) * ctx + ctx - kWindow + w] = b * kWindow + w;
+    st.slot = std::make_unique<DevMem>(size_t(rows) * 4);
+    CK(cudaMemcpy(st.slot->p, slot.data(), size_t(rows) * 4, cudaMemcpyHostToDevice));
+    st.k_pool = std::make_unique<DevMem>(size_t(batch) * kWindow * row_bytes);
+    st.v_pool = std::make_unique<DevMem>(size_t(batch) * kWindow * row_bytes);
+    fill(st.k_pool->p, size_t(batch) * kWindow * row_bytes / 2, 99);
+    fill(st.v_pool->p, size_t(batch) * kWindow * row_bytes / 2, 98);
+    const double compressed = double(batch) * (ctx - kWindow) * kHeadsKv * 2.0 * double(st.layout.stride);
+    st.bytes = compressed + double(batch) * kWindow * 2.0 * double(row_bytes) + double(rows) * 4;
+    return st;
+}
+
+double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_out) {
+    const size_t one = size_t(batch) * ctx * kHeadsKv * 2 * kv::make_layout(kD, s).stride;
+    const int copies = copies_for(one);
+    std::vector<Store> stores;
+    for (int c = 0; c < copies; ++c) stores.push_back(make_store(batch, ctx, s));
+    DevMem q(size_t(batch) * kHeads * kD * 4), out(size_t(batch) * kHeads * kD * 4);
+    CK(cudaMemset(q.p, 0, size_t(batch) * kHeads * kD * 4));
+    const mc::DecodeProblem p = problem(batch, ctx, q.as<float>(), out.as<float>());
+    mc::DecodeWorkspace ws;
+    Timer t;
+    const double us = t.us_per_call(50, [&](int i) {
+        const Store& st = stores[i % copies];
+        mc::CompressedCache c;
+        c.k_records = st.k->as<uint8_t>();
+        c.v_records = st.v->as<uint8_t>();
+        c.k_kept = c.v_kept = st.layout.kept;
+        c.k_stride = c.v_stride = st.layout.stride;
+        c.slot = st.slot->as<int32_t>();
+        c.k_pool = st.k_pool->as<char>();
+        c.v_pool = st.v_pool->as<char>();
+        c.pool_row_bytes = size_t(kHeadsKv) * kD * 2;
+        c.seq_rows = ctx;
+        if (!mc::decode_attention_compressed(p, c, ws, sms, nullptr)) std::exit(3);
+    });
+    *bytes_out = stores[0].bytes;
+    return us;
+}
+
+// Prune + compress of one decode step: `batch` tokens leave their windows in K and V of every layer.
+double compress_step_us(int batch, double s) {
+    const kv::RecordLayout l = kv::make_layout(kD, s);
+    const size_t row_bytes = size_t(kHeadsKv) * kD * 2;
+    DevMem pool(size_t(batch) * row_bytes), rec(size_t(batch) * kHeadsKv * l.stride), rows(size_t(batch) * 4);
+    fill(pool.p, size_t(batch) * row_bytes / 2, 5);
+    std::vector<int32_t> idx(batch);
+    for (int i = 0; i < batch; ++i) idx[i] = i;
+    CK(cudaMemcpy(rows.p, idx.data(), size_t(batch) * 4, cudaMemcpyHostToDevice));
+    Timer t;
+    const double us = t.us_per_call(20, [&](int) {
+        for (int layer = 0; layer < kLayers; ++layer)
+            for (int kvi = 0; kvi < 2; ++kvi)
+                if (!mc::compress_rows(pool.as<char>(), row_bytes, rows.as<int32_t>(), rows.as<int32_t>(), batch, kHeadsKv, kD, l.kept, l.stride,
+                                       rec.as<uint8_t>(), nullptr))
+                    std::exit(3);
+    });
+    return us;
+}
+
+// Prune + compress of a whole prompt of n tokens in one layer (K and V).
+double compress_prompt_us(int64_t n, double s) {
+    const kv::RecordLayout l = kv::make_layout(kD, s);
+    const size_t row_bytes = size_t(kHeadsKv) * kD * 2;
+    DevMem dense(size_t(n) * row_bytes), rec(size_t(n) * kHeadsKv * l.stride), rows(size_t(n) * 4);
+    fill(dense.p, size_t(n) * row_bytes / 2, 7);
+    std::vector<int32_t> idx(n);
+    for (int64_t i = 0; i < n; ++i) idx[i] = int32_t(i);
+    CK(cudaMemcpy(rows.p, idx.data(), size_t(n) * 4, cudaMemcpyHostToDevice));
+    Timer t;
+    return t.us_per_call(10, [&](int) {
+        for (int kvi = 0; kvi < 2; ++kvi)
+            if (!mc::compress_rows(dense.as<char>(), row_bytes, rows.as<int32_t>(), rows.as<int32_t>(), int(n), kHeadsKv, kD, l.kept, l.stride,
+                                   rec.as<uint8_t>(), nullptr))
+                std::exit(3);
+    });
+}
+
+// How many 32K-token sequences (all 32 layers, K and V) fit in device memory next to the weights
+// and 1 GiB of working memory, by allocating them.
+int sequences_that_fit(double bytes_per_seq) {
+    std::vector<void*> held;
+    void* weights = nullptr;
+    int n = -1;
+    if (cudaMalloc(&weights, size_t(kWeightBytes) + (size_t(1) << 30)) == cudaSuccess) {
+        n = 0;
+        void* p = nullptr;
+        while (cudaMalloc(&p, size_t(bytes_per_seq)) == cudaSuccess) {
+            held.push_back(p);
+            ++n;
+        }
+        cudaGetLastError();
+    }
+    for (void* p : held) cudaFree(p);
+    if (weights != nullptr) cudaFree(weights);
+    return n;
+}
+
+std::string fmt(const char* f, double x) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, f, x);
+    return buf;
+}
+
+std::string ctx_name(int64_t ctx) { return std::to_string(ctx / 1024) + "K"; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2) {
+        std::printf("usage: attention_cuda_bench <results.md> [commit]\n");
+        return 2;
+    }
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+        std::printf("SKIP: no CUDA device\n");
+        return 0;
+    }
+    cudaDeviceProp prop{};
+    CK(cudaGetDeviceProperties(&prop, 0));
+    const int sms = prop.multiProcessorCount;
+    const double bw = copy_bandwidth();
+    std::ostringstream md;
+    char date[32];
+    const std::time_t now = std::time(nullptr);
+    std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+    md << "# Decode attention on the GPU: " << prop.name << ", " << date << "\n\n"
+       << "Commit " << (argc > 2 ? argv[2] : "unknown") << ". Program: `native/bench/attention_cuda_bench.cu` (run by `tests/gpu/run.sh`).\n"
+       << "One layer of Llama-3-8B attention (32 query heads, 8 KV heads, D = 128), one query token per sequence, f32 query and output.\n"
+       << "Device-to-device copy bandwidth in this run: **" << fmt("%.2f", bw / 1e12) << " TB/s** (read + write).\n"
+       << "Bandwidth columns: bytes the kernel must read (K and V; for the Mustafar store the records, the dense window and the slot array) per second.\n\n";
+
+    // llama.cpp's f16 CUDA kernels on this H100 (issue 4) and the Mustafar targets (issue 5).
+    const std::map<std::pair<int, int64_t>, double> llama_f16 = {{{1, 4096}, 25.7}, {{1, 32768}, 80.6}, {{1, 131072}, 264},
+                                                                 {{8, 4096}, 70}, {{8, 32768}, 389}};
+    const std::map<std::pair<int, int64_t>, double> sparse_target = {{{8, 32768}, 160}, {{1, 32768}, 45}, {{1, 131072}, 110}};
+
+    md << "## Dense f16 cache (flash-decoding)\n\n| batch | context | time (µs) | GB/s | % of copy | llama.cpp f16 (µs) | verdict |\n|---|---|---|---|---|---|---|\n";
+    std::printf("copy bandwidth %.2f TB/s\n", bw / 1e12);
+    std::map<std::pair<int, int64_t>, double> dense_us;
+    for (int batch : {1, 4, 8})
+        for (int64_t ctx : {4096, 16384, 32768, 131072}) {
+            double bytes = 0;
+            const double us = dense_time(batch, ctx, sms, &bytes);
+            dense_us[{batch, ctx}] = us;
+            const auto it = llama_f16.find({batch, ctx});
+            const double pct = 100.0 * bytes / (us * 1e-6) / bw;
+            std::string verdict = "-";
+            if (it != llama_f16.end()) verdict = us <= it->second ? "faster" : "SLOWER";
+            if (batch == 1 && ctx >= 32768) verdict += pct >= 80.0 ? ", >= 80 % of copy" : ", below 80 % of copy";
+            md << "| " << batch << " | " << ctx_name(ctx) << " | " << fmt("%.1f", us) << " | " << fmt("%.0f", bytes / (us * 1e-6) / 1e9) << " | "
+               << fmt("%.0f", pct) << " | " << (it != llama_f16.end() ? fmt("%.1f", it->second) : "-") << " | " << verdict << " |\n";
+            std::printf("dense  b=%d ctx=%6lld %8.1f us %6.0f GB/s %3.0f %%\n", batch, (long long)ctx, us, bytes / (us * 1e-6) / 1e9, pct);
+        }
+
+    md << "\n## Mustafar store (K and V at the same sparsity, 32 dense window cells per sequence)\n\n"
+       << "| s | batch | context | time (µs) | GB/s | % of copy | speedup over our dense | target (µs) | verdict |\n|---|---|---|---|---|---|---|---|---|\n";
+    for (double s : {0.5, 0.7})
+        for (int batch : {1, 8})
+            for (int64_t ctx : {4096, 32768, 131072}) {
+                double bytes = 0;
+                const double us = compressed_time(batch, ctx, s, sms, &bytes);
+                const double pct = 100.0 * bytes / (us * 1e-6) / bw;
+                const auto d = dense_us.find({batch, ctx});
+                const auto tg = s == 0.7 ? sparse_target.find({batch, ctx}) : sparse_target.end();
+                std::string verdict = "-";
+                if (tg != sparse_target.end()) verdict = us <= tg->second ? "met" : "MISSED";
+                if (s == 0.7 && batch == 8 && ctx == 32768) verdict += pct >= 85.0 ? ", >= 85 % of copy" : ", below 85 % of copy";
+                md << "| " << s << " | " << batch << " | " << ctx_name(ctx) << " | " << fmt("%.1f", us) << " | " << fmt("%.0f", bytes / (us * 1e-6) / 1e9) << " | "
+                   << fmt("%.0f", pct) << " | " << fmt("%.2fx", d->second / us) << " | " << (tg != sparse_target.end() ? fmt("%.0f", tg->second) : "-")
+                   << " | " << verdict << " |\n";
+                std::printf("s=%.1f  b=%d ctx=%6lld %8.1f us %6.0f GB/s %3.0f %% %.2fx\n", s, batch, (long long)ctx, us, bytes / (us * 1e-6) / 1e9, pct,
+                            d->second / us);
+            }
+
+    md << "\n## Prune + compress\n\n| s | batch | per decode step, 32 layers, K and V (µs) | share of a 32K decode step | 32K-token prompt, one layer (µs) |\n"
+       << "|---|---|---|---|---|\n";
+    for (double s : {0.5, 0.7})
+        for (int batch : {1, 8}) {
+            const double step = compress_step_us(batch, s);
+            double bytes = 0;
+            // A decode step at 32K: 32 layers of sparse attention plus reading the f16 weights once.
+            const double attn = compressed_time(batch, 32768, s, sms, &bytes);
+            const double decode_step = kLayers * attn + kWeightBytes / bw * 2.0 * 1e6;
+            const double prompt = compress_prompt_us(32768, s);
+            md << "| " << s << " | " << batch << " | " << fmt("%.1f", step) << " | " << fmt("%.2f %%", 100.0 * step / decode_step) << " | "
+               << fmt("%.0f", prompt) << " |\n";
+            std::printf("compress s=%.1f b=%d step %.1f us (%.2f %% of %.0f us), prompt 32K %.0f us\n", s, batch, step, 100.0 * step / decode_step,
+                        decode_step, prompt);
+        }
+    md << "\nA decode step here = 32 x the sparse attention time above + reading 16.06 GB of f16 weights at the copy bandwidth's read half.\n";
+
+    const double dense_seq = double(kLayers) * 32768 * kHeadsKv * kD * 2 * 2;
+    const kv::RecordLayout l7 = kv::make_layout(kD, 0.7);
+    const double sparse_seq = double(kLayers) * (32768.0 * kHeadsKv * 2 * l7.stride + kWindow * 2.0 * kHeadsKv * kD * 2);
+    const int n_dense = sequences_that_fit(dense_seq), n_sparse = sequences_that_fit(sparse_seq);
+    md << "\n## 32K sequences that fit (all 32 layers, K and V), next to 16.06 GB of weights and 1 GiB of working memory\n\n"
+       << "| cache | bytes per sequence | sequences allocated |\n|---|---|---|\n"
+       << "| dense f16 | " << fmt("%.2f GB", dense_seq / 1e9) << " | " << n_dense << " |\n"
+       << "| Mustafar s = 0.7 | " << fmt("%.2f GB", sparse_seq / 1e9) << " | " << n_sparse << " (" << fmt("%.2fx", double(n_sparse) / std::max(n_dense, 1))
+       << ") |\n";
+    std::printf("32K sequences that fit: dense %d, s=0.7 %d\n", n_dense, n_sparse);
+
+    FILE* f = std::fopen(argv[1], "w");
+    if (f == nullptr) {
+        std::printf("cannot write %s\n", argv[1]);
+        return 1;
+    }
+    std::fputs(md.str().c_str(), f);
+    std::fclose(f);
+    return 0;
+}

@@ -1,0 +1,528 @@
+// Flash-decoding kernels (attention_decode.h). Block = 4 warps, (context split, KV head, query row);
+// each lane owns 8 consecutive channels, so D/8 lanes share one cell and a warp walks 256/D cells at
+// a time; a warp takes steps of 8 cells. Scores of all G query heads of the group come from one read
+// of K; one online softmax per head in f32 (log2 domain); the warps, then the splits, are merged.
+// The compressed kernel stages each step's records in shared memory with 16-byte asynchronous copies
+// (double-buffered) and expands them there: a lane's 8 channels are one bitmap byte, and its values
+// start at the popcount of the bitmap below that byte.
+#include <cuda_fp16.h>
+#include <cuda_pipeline.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+
+#include "attention_decode.h"
+#include "cuda_check.h"
+
+namespace mustafar::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kStepCells = 8;
+constexpr float kLog2e = 1.4426950408889634f;
+
+__device__ __forceinline__ void to_float8(const uint4& r, float (&x)[8]) {
+    const __half2* h = reinterpret_cast<const __half2*>(&r);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const float2 f = __half22float2(h[i]);
+        x[2 * i] = f.x;
+        x[2 * i + 1] = f.y;
+    }
+}
+
+__device__ __forceinline__ uint4 load16(const char* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+
+__device__ __forceinline__ float merge_factor(float m, float m_new) { return m == -INFINITY ? 0.0f : exp2f(m - m_new); }
+
+// Online softmax of one lane: G heads x its 8 channels.
+template <int G>
+struct State {
+    float m[G], l[G], acc[G][8];
+
+    __device__ void init() {
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            m[g] = -INFINITY;
+            l[g] = 0.0f;
+#pragma unroll
+            for (int d = 0; d < 8; ++d) acc[g][d] = 0.0f;
+        }
+    }
+
+    __device__ void add(const float (&s)[G], const float (&v)[8]) {
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            const float m_new = fmaxf(m[g], s[g]);
+            const float a = exp2f(m[g] - m_new), pr = exp2f(s[g] - m_new);
+            l[g] = l[g] * a + pr;
+#pragma unroll
+            for (int d = 0; d < 8; ++d) acc[g][d] = acc[g][d] * a + pr * v[d];
+            m[g] = m_new;
+        }
+    }
+};
+
+// q . k for each head, summed over the L lanes of the cell (all 32 lanes must call).
+template <int L, int G>
+__device__ __forceinline__ void scores(const float (&q)[G][8], const float (&k)[8], float (&s)[G]) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        float t = 0.0f;
+#pragma unroll
+        for (int d = 0; d < 8; ++d) t += q[g][d] * k[d];
+#pragma unroll
+        for (int o = 1; o < L; o <<= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+        s[g] = t;
+    }
+}
+
+struct Place {
+    int split, hk, row, seq;
+    int64_t c0, c1;  // cells of this block
+};
+
+__device__ Place place(const DecodeProblem& p, const int2* ranges, int splits) {
+    Place pl;
+    pl.split = blockIdx.x;
+    pl.hk = blockIdx.y;
+    pl.row = blockIdx.z % p.n_rows;
+    pl.seq = blockIdx.z / p.n_rows;
+    int64_t lo = 0, hi = p.n_kv;
+    if (ranges != nullptr) {
+        const int2 r = ranges[size_t(pl.seq) * p.n_rows + pl.row];
+        lo = r.x;
+        hi = r.y;
+    }
+    const int64_t len = hi - lo;
+    pl.c0 = lo + len * pl.split / splits;
+    pl.c1 = lo + len * (pl.split + 1) / splits;
+    return pl;
+}
+
+// The group's queries, pre-scaled so that scores are in log2 units.
+template <int G>
+__device__ void load_q(const DecodeProblem& p, const Place& pl, int li, float (&q)[G][8]) {
+    const float f = p.scale * kLog2e;
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        const float* src = reinterpret_cast<const float*>(p.q + size_t(pl.row) * p.q_nb1 + size_t(pl.hk * G + g) * p.q_nb2 +
+                                                          size_t(pl.seq) * p.q_nb3) + li * 8;
+#pragma unroll
+        for (int d = 0; d < 8; ++d) q[g][d] = src[d] * f;
+    }
+}
+
+__device__ __forceinline__ const __half* mask_row(const DecodeProblem& p, const Place& pl) {
+    if (p.mask == nullptr) return nullptr;
+    return reinterpret_cast<const __half*>(p.mask + size_t(pl.row) * p.mask_nb1 + size_t(pl.seq % p.mask_ne3) * p.mask_nb3);
+}
+
+__device__ __forceinline__ float* out_row(const DecodeProblem& p, int h, int row, int seq) {
+    return reinterpret_cast<float*>(p.out + size_t(h) * p.out_nb1 + size_t(row) * p.out_nb2 + size_t(seq) * p.out_nb3);
+}
+
+// Merges the lane groups of each warp, then the warps; writes the output (one split) or the split's
+// unnormalised partial [acc[D], m, l] per head.
+template <int D, int G>
+__device__ void finish(const DecodeProblem& p, const Place& pl, State<G>& st, float* part, int splits) {
+    constexpr int L = D / 8;
+    __shared__ float s_acc[kWarps][G][D];
+    __shared__ float s_m[kWarps][G], s_l[kWarps][G];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+    for (int o = L; o < 32; o <<= 1) {
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            const float mo = __shfl_xor_sync(0xffffffffu, st.m[g], o), lo = __shfl_xor_sync(0xffffffffu, st.l[g], o);
+            const float m_new = fmaxf(st.m[g], mo);
+            const float a = merge_factor(st.m[g], m_new), b = merge_factor(mo, m_new);
+            st.l[g] = st.l[g] * a + lo * b;
+#pragma unroll
+            for (int d = 0; d < 8; ++d) st.acc[g][d] = st.acc[g][d] * a + __shfl_xor_sync(0xffffffffu, st.acc[g][d], o) * b;
+            st.m[g] = m_new;
+        }
+    }
+    if (lane < L) {
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+#pragma unroll
+            for (int d = 0; d < 8; ++d) s_acc[warp][g][lane * 8 + d] = st.acc[g][d];
+            if (lane == 0) {
+                s_m[warp][g] = st.m[g];
+                s_l[warp][g] = st.l[g];
+            }
+        }
+    }
+    __syncthreads();
+    for (int t = threadIdx.x; t < G * D; t += kThreads) {
+        const int g = t / D, d = t % D;
+        float m = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) m = fmaxf(m, s_m[w][g]);
+        float l = 0.0f, a = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) {
+            const float f = merge_factor(s_m[w][g], m);
+            l += s_l[w][g] * f;
+            a += s_acc[w][g][d] * f;
+        }
+        const int h = pl.hk * G + g;
+        if (splits == 1) {
+            out_row(p, h, pl.row, pl.seq)[d] = l == 0.0f ? 0.0f : a / l;
+        } else {
+            float* pp = part + ((size_t(pl.seq) * p.n_rows + pl.row) * p.n_head + h) * size_t(splits) * (D + 2) + size_t(pl.split) * (D + 2);
+            pp[d] = a;
+            if (d == 0) {
+                pp[D] = m;
+                pp[D + 1] = l;
+            }
+        }
+    }
+}
+
+template <int D, int G>
+__global__ void __launch_bounds__(kThreads) dense_kernel(DecodeProblem p, DenseCache c, const int2* ranges, float* part, int splits) {
+    constexpr int L = D / 8, CPW = 32 / L, SUB = kStepCells / CPW;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, grp = lane / L, li = lane % L;
+    const Place pl = place(p, ranges, splits);
+    float q[G][8];
+    load_q<G>(p, pl, li, q);
+    const __half* mrow = mask_row(p, pl);
+    const char* kb = c.k + size_t(pl.hk) * c.k_nb2 + size_t(pl.seq) * c.k_nb3 + li * 16;
+    const char* vb = c.v + size_t(pl.hk) * c.v_nb2 + size_t(pl.seq) * c.v_nb3 + li * 16;
+    State<G> st;
+    st.init();
+    for (int64_t base = pl.c0 + int64_t(warp) * kStepCells; base < pl.c1; base += int64_t(kWarps) * kStepCells) {
+        uint4 kr[SUB], vr[SUB];
+        float mk[SUB];
+        bool live[SUB];
+#pragma unroll
+        for (int u = 0; u < SUB; ++u) {  // all loads of the step first: bytes in flight
+            const int64_t cell = base + u * CPW + grp;
+            live[u] = cell < pl.c1;
+            mk[u] = 0.0f;
+            if (live[u] && mrow != nullptr) {
+                mk[u] = __half2float(mrow[cell]);
+                live[u] = mk[u] != -INFINITY;
+            }
+            kr[u] = live[u] ? load16(kb + size_t(cell) * c.k_nb1) : make_uint4(0, 0, 0, 0);
+            vr[u] = live[u] ? load16(vb + size_t(cell) * c.v_nb1) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < SUB; ++u) {
+            float k[8], v[8], s[G];
+            to_float8(kr[u], k);
+            scores<L, G>(q, k, s);
+            if (live[u]) {
+                to_float8(vr[u], v);
+#pragma unroll
+                for (int g = 0; g < G; ++g) s[g] += mk[u] * kLog2e;
+                st.add(s, v);
+            }
+        }
+    }
+    finish<D, G>(p, pl, st, part, splits);
+}
+
+// A lane's 8 channels of a record in shared memory (16-byte aligned), pruned ones as 0.
+template <int D>
+__device__ __forceinline__ void expand(const uint8_t* rec, int li, float (&x)[8]) {
+    const uint32_t* words = reinterpret_cast<const uint32_t*>(rec);
+    const int wi = li >> 2, sh = (li & 3) * 8;
+    int prefix = 0;
+#pragma unroll
+    for (int w = 0; w < D / 32; ++w)
+        if (w < wi) prefix += __popc(words[w]);
+    const uint32_t word = words[wi];
+    prefix += __popc(word & ((1u << sh) - 1u));
+    const uint32_t bits = (word >> sh) & 0xffu;
+    const __half* vals = reinterpret_cast<const __half*>(rec + D / 8) + prefix;
+    int n = 0;
+#pragma unroll
+    for (int t = 0; t < 8; ++t) {
+        const bool set = (bits >> t) & 1u;
+        x[t] = set ? __half2float(vals[n]) : 0.0f;
+        n += set;
+    }
+}
+
+template <int D, int G>
+__global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, CompressedCache c, const int2* ranges, float* part, int splits) {
+    constexpr int L = D / 8, CPW = 32 / L, SUB = kStepCells / CPW;
+    extern __shared__ __align__(16) uint8_t stage[];  // [warp][buffer][cell][K record | V record]
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, grp = lane / L, li = lane % L;
+    const Place pl = place(p, ranges, splits);
+    float q[G][8];
+    load_q<G>(p, pl, li, q);
+    const __half* mrow = mask_row(p, pl);
+    const size_t rec = c.k_stride + c.v_stride;
+    const int ck = int(c.k_stride / 16), cn = int(rec / 16);
+    uint8_t* mine = stage + size_t(warp) * 2 * kStepCells * rec;
+    const int64_t row0 = int64_t(pl.seq) * c.seq_rows;
+    const size_t head_off = size_t(pl.hk) * D * 2 + li * 16;
+
+    auto issue = [&](int64_t base, int buf) {
+        uint8_t* dst = mine + size_t(buf) * kStepCells * rec;
+        for (int j = lane; j < kStepCells * cn; j += 32) {
+            const int u = j / cn, r = j - u * cn;
+            const int64_t cell = base + u;
+            if (cell < pl.c1) {
+                const size_t rr = size_t(row0 + cell) * p.n_head_kv + pl.hk;
+                const uint8_t* src = r < ck ? c.k_records + rr * c.k_stride + size_t(r) * 16 : c.v_records + rr * c.v_stride + size_t(r - ck) * 16;
+                __pipeline_memcpy_async(dst + size_t(u) * rec + size_t(r) * 16, src, 16);
+            }
+        }
+        __pipeline_commit();
+    };
+
+    State<G> st;
+    st.init();
+    const int64_t advance = int64_t(kWarps) * kStepCells;
+    int64_t base = pl.c0 + int64_t(warp) * kStepCells;
+    int buf = 0;
+    if (base < pl.c1) issue(base, 0);
+    for (; base < pl.c1; base += advance) {
+        if (base + advance < pl.c1)
+            issue(base + advance, buf ^ 1);
+        else
+            __pipeline_commit();
+        __pipeline_wait_prior(1);
+        __syncwarp();
+        const uint8_t* cur = mine + size_t(buf) * kStepCells * rec;
+#pragma unroll
+        for (int u = 0; u < SUB; ++u) {
+            const int cu = u * CPW + grp;
+            const int64_t cell = base + cu;
+            bool live = cell < pl.c1;
+            float mk = 0.0f;
+            if (live && mrow != nullptr) {
+                mk = __half2float(mrow[cell]);
+                live = mk != -INFINITY;
+            }
+            float k[8], v[8], s[G];
+            const int32_t slot = live ? c.slot[row0 + cell] : -1;
+            if (!live) {
+#pragma unroll
+                for (int d = 0; d < 8; ++d) k[d] = v[d] = 0.0f;
+            } else if (slot >= 0) {
+                to_float8(load16(c.k_pool + size_t(slot) * c.pool_row_bytes + head_off), k);
+                to_float8(load16(c.v_pool + size_t(slot) * c.pool_row_bytes + head_off), v);
+            } else {
+                expand<D>(cur + size_t(cu) * rec, li, k);
+                expand<D>(cur + size_t(cu) * rec + c.k_stride, li, v);
+            }
+            scores<L, G>(q, k, s);
+            if (live) {
+#pragma unroll
+                for (int g = 0; g < G; ++g) s[g] += mk * kLog2e;
+                st.add(s, v);
+            }
+        }
+        __syncwarp();
+        buf ^= 1;
+    }
+    finish<D, G>(p, pl, st, part, splits);
+}
+
+__global__ void merge_kernel(DecodeProblem p, const float* part, int splits) {
+    const int D = p.head_dim, h = blockIdx.x, rs = blockIdx.y;
+    const float* pp = part + (size_t(rs) * p.n_head + h) * size_t(splits) * (D + 2);
+    float m = -INFINITY;
+    for (int s = 0; s < splits; ++s) m = fmaxf(m, pp[size_t(s) * (D + 2) + D]);
+    float* out = out_row(p, h, rs % p.n_rows, rs / p.n_rows);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float l = 0.0f, a = 0.0f;
+        for (int s = 0; s < splits; ++s) {
+            const float* q = pp + size_t(s) * (D + 2);
+            const float f = merge_factor(q[D], m);
+            l += q[D + 1] * f;
+            a += q[d] * f;
+        }
+        out[d] = l == 0.0f ? 0.0f : a / l;
+    }
+}
+
+// [first, last + 1) of the cells each row's mask shows (empty: 0, 0), so the splits of a row cover
+// only its own sequence in a cache shared by several.
+__global__ void range_kernel(DecodeProblem p, int2* ranges) {
+    __shared__ int s_lo, s_hi;
+    const int rs = blockIdx.x;
+    Place pl{};
+    pl.row = rs % p.n_rows;
+    pl.seq = rs / p.n_rows;
+    const __half* mrow = mask_row(p, pl);
+    if (threadIdx.x == 0) {
+        s_lo = INT_MAX;
+        s_hi = -1;
+    }
+    __syncthreads();
+    int lo = INT_MAX, hi = -1;
+    for (int64_t c = threadIdx.x; c < p.n_kv; c += blockDim.x)
+        if (__half2float(mrow[c]) != -INFINITY) {
+            lo = min(lo, int(c));
+            hi = max(hi, int(c));
+        }
+    for (int o = 16; o > 0; o >>= 1) {
+        lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, o));
+        hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, o));
+    }
+    if (threadIdx.x % 32 == 0) {
+        atomicMin(&s_lo, lo);
+        atomicMax(&s_hi, hi);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) ranges[rs] = s_hi < 0 ? make_int2(0, 0) : make_int2(s_lo, s_hi + 1);
+}
+
+using DenseFn = void (*)(DecodeProblem, DenseCache, const int2*, float*, int);
+using CompressedFn = void (*)(DecodeProblem, CompressedCache, const int2*, float*, int);
+
+template <int D>
+DenseFn dense_for(int g) {
+    switch (g) {
+        case 1: return dense_kernel<D, 1>;
+        case 2: return dense_kernel<D, 2>;
+        case 4: return dense_kernel<D, 4>;
+        case 8: return dense_kernel<D, 8>;
+        default: return nullptr;
+    }
+}
+
+template <int D>
+CompressedFn compressed_for(int g) {
+    switch (g) {
+        case 1: return compressed_kernel<D, 1>;
+        case 2: return compressed_kernel<D, 2>;
+        case 4: return compressed_kernel<D, 4>;
+        case 8: return compressed_kernel<D, 8>;
+        default: return nullptr;
+    }
+}
+
+DenseFn dense_fn(int d, int g) {
+    switch (d) {
+        case 64: return dense_for<64>(g);
+        case 128: return dense_for<128>(g);
+        case 256: return dense_for<256>(g);
+        default: return nullptr;
+    }
+}
+
+CompressedFn compressed_fn(int d, int g) {
+    switch (d) {
+        case 64: return compressed_for<64>(g);
+        case 128: return compressed_for<128>(g);
+        case 256: return compressed_for<256>(g);
+        default: return nullptr;
+    }
+}
+
+size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+// Lays out the workspace (ranges, then partials), computes the ranges when there is a mask.
+struct Prepared {
+    int2* ranges = nullptr;
+    float* part = nullptr;
+    bool ok = false;
+};
+
+Prepared prepare(const DecodeProblem& p, int splits, DecodeWorkspace& ws, cudaStream_t stream) {
+    Prepared r;
+    const size_t row_seqs = size_t(p.n_rows) * p.n_seq;
+    const size_t range_bytes = p.mask != nullptr ? round_up(row_seqs * sizeof(int2), 256) : 0;
+    const size_t part_bytes = splits > 1 ? row_seqs * p.n_head * size_t(splits) * (p.head_dim + 2) * sizeof(float) : 0;
+    if (range_bytes + part_bytes > 0) {
+        auto* base = static_cast<char*>(ws.get(range_bytes + part_bytes));
+        if (base == nullptr) return r;
+        if (range_bytes > 0) r.ranges = reinterpret_cast<int2*>(base);
+        if (part_bytes > 0) r.part = reinterpret_cast<float*>(base + range_bytes);
+    }
+    if (r.ranges != nullptr) {
+        range_kernel<<<unsigned(row_seqs), 256, 0, stream>>>(p, r.ranges);
+        if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return r;
+    }
+    r.ok = true;
+    return r;
+}
+
+bool merge(const DecodeProblem& p, const Prepared& pr, int splits, cudaStream_t stream) {
+    if (splits == 1) return true;
+    merge_kernel<<<dim3(unsigned(p.n_head), unsigned(p.n_rows * p.n_seq)), unsigned(p.head_dim), 0, stream>>>(p, pr.part, splits);
+    return MUSTAFAR_CUDA_OK(cudaGetLastError());
+}
+
+dim3 grid_of(const DecodeProblem& p, int splits) { return dim3(unsigned(splits), unsigned(p.n_head_kv), unsigned(p.n_rows * p.n_seq)); }
+
+}  // namespace
+
+DecodeWorkspace::~DecodeWorkspace() {
+    if (data_ != nullptr) MUSTAFAR_CUDA_OK(cudaFree(data_));
+}
+
+void* DecodeWorkspace::get(size_t bytes) {
+    if (bytes <= bytes_) return data_;
+    if (data_ != nullptr) {
+        // The old scratch may still be in use by queued kernels.
+        MUSTAFAR_CUDA_OK(cudaDeviceSynchronize());
+        MUSTAFAR_CUDA_OK(cudaFree(data_));
+        data_ = nullptr;
+        bytes_ = 0;
+    }
+    if (!MUSTAFAR_CUDA_OK(cudaMalloc(&data_, bytes))) {
+        data_ = nullptr;
+        return nullptr;
+    }
+    bytes_ = bytes;
+    return data_;
+}
+
+bool decode_supported(int head_dim, int n_head, int n_head_kv) {
+    if (n_head_kv <= 0 || n_head % n_head_kv != 0) return false;
+    const int g = n_head / n_head_kv;
+    return dense_fn(head_dim, g) != nullptr;
+}
+
+bool compressed_supported(const CompressedCache& c, int head_dim) {
+    return c.k_stride % 16 == 0 && c.v_stride % 16 == 0 && c.pool_row_bytes % 16 == 0 && head_dim % 32 == 0 &&
+           c.k_stride >= size_t(head_dim / 8 + 2 * c.k_kept) && c.v_stride >= size_t(head_dim / 8 + 2 * c.v_kept);
+}
+
+int decode_splits(const DecodeProblem& p, int sm_count) {
+    const int64_t pairs = int64_t(p.n_head_kv) * p.n_rows * p.n_seq;
+    // With a mask (a cache shared by the sequences of the batch) a row sees about n_kv / n_rows cells.
+    const int64_t len = p.mask != nullptr ? std::max<int64_t>(1, p.n_kv / p.n_rows) : p.n_kv;
+    const int64_t want = (int64_t(8) * std::max(sm_count, 1) + pairs - 1) / pairs;
+    const int64_t most = std::max<int64_t>(1, len / 128);
+    return int(std::max<int64_t>(1, std::min(want, most)));
+}
+
+bool decode_attention_dense(const DecodeProblem& p, const DenseCache& c, DecodeWorkspace& ws, int sm_count, cudaStream_t stream, int splits) {
+    const DenseFn fn = p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0 ? dense_fn(p.head_dim, p.n_head / p.n_head_kv) : nullptr;
+    if (fn == nullptr || p.n_rows * p.n_seq == 0) return fn != nullptr;
+    if (splits <= 0) splits = decode_splits(p, sm_count);
+    const Prepared pr = prepare(p, splits, ws, stream);
+    if (!pr.ok) return false;
+    fn<<<grid_of(p, splits), kThreads, 0, stream>>>(p, c, pr.ranges, pr.part, splits);
+    if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
+    return merge(p, pr, splits, stream);
+}
+
+bool decode_attention_compressed(const DecodeProblem& p, const CompressedCache& c, DecodeWorkspace& ws, int sm_count, cudaStream_t stream,
+                                 int splits) {
+    const CompressedFn fn = p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0 ? compressed_fn(p.head_dim, p.n_head / p.n_head_kv) : nullptr;
+    if (fn == nullptr || !compressed_supported(c, p.head_dim)) return false;
+    if (p.n_rows * p.n_seq == 0) return true;
+    if (splits <= 0) splits = decode_splits(p, sm_count);
+    const size_t smem = size_t(kWarps) * 2 * kStepCells * (c.k_stride + c.v_stride);
+    if (smem > 48 * 1024 && !MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
+    const Prepared pr = prepare(p, splits, ws, stream);
+    if (!pr.ok) return false;
+    fn<<<grid_of(p, splits), kThreads, smem, stream>>>(p, c, pr.ranges, pr.part, splits);
+    if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
+    return merge(p, pr, splits, stream);
+}
+
+}  // namespace mustafar::cuda

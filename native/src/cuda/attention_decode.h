@@ -1,0 +1,93 @@
+// Flash-decoding on the GPU: attention of a few query rows (decode steps) over a long cache, the
+// context split across thread blocks and the partial softmax states merged afterwards. One block
+// serves all query heads of a GQA group, so each KV vector is read once per step. Two caches:
+//  - dense f16, in ggml's layout (llama.cpp's cache tensor views);
+//  - the Mustafar store: fixed-stride records (kv/record.h) for compressed cells plus a dense pool
+//    of window cells, chosen per cell by a slot array.
+// Plain structs, no ggml types: the flavour maps FLASH_ATTN_EXT nodes onto them, the GPU tests and
+// the benchmark call them directly.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mustafar::cuda {
+
+struct DecodeProblem {
+    int head_dim = 0;  // D of K, V, Q and the output
+    int n_head = 0;    // query heads; a multiple of n_head_kv
+    int n_head_kv = 0;
+    int n_rows = 0;    // query rows (tokens) per sequence index
+    int n_seq = 0;     // independent sequence indices (ggml's dim 3)
+    int64_t n_kv = 0;  // cells each row may see: [0, n_kv)
+    float scale = 1.0f;
+    // q: f32 [D, n_rows, n_head, n_seq]; out: f32 [D, n_head, n_rows, n_seq]; byte strides.
+    const char* q = nullptr;
+    size_t q_nb1 = 0, q_nb2 = 0, q_nb3 = 0;
+    char* out = nullptr;
+    size_t out_nb1 = 0, out_nb2 = 0, out_nb3 = 0;
+    // Optional f16 mask, one row per query row: -inf hides a cell. Broadcast over heads.
+    const char* mask = nullptr;
+    size_t mask_nb1 = 0, mask_nb3 = 0;
+    int mask_ne3 = 1;
+};
+
+// Dense f16 cache: cell c of KV head h for sequence index s at base + c*nb1 + h*nb2 + s*nb3.
+struct DenseCache {
+    const char* k = nullptr;
+    size_t k_nb1 = 0, k_nb2 = 0, k_nb3 = 0;
+    const char* v = nullptr;
+    size_t v_nb1 = 0, v_nb2 = 0, v_nb3 = 0;
+};
+
+// The Mustafar store of one layer. Cell c of sequence index s is row c + s*seq_rows; its record for
+// KV head h is at records + (row*n_head_kv + h)*stride. slot[row] >= 0: the row is dense, at
+// pool + slot*pool_row_bytes + h*D*2 (f16); slot[row] < 0: compressed.
+struct CompressedCache {
+    const uint8_t* k_records = nullptr;
+    const uint8_t* v_records = nullptr;
+    int k_kept = 0, v_kept = 0;
+    size_t k_stride = 0, v_stride = 0;
+    const int32_t* slot = nullptr;
+    const char* k_pool = nullptr;
+    const char* v_pool = nullptr;
+    size_t pool_row_bytes = 0;
+    int64_t seq_rows = 0;
+};
+
+// Device scratch for the partial results and the per-row ranges; grows on demand (RAII).
+class DecodeWorkspace {
+public:
+    DecodeWorkspace() = default;
+    ~DecodeWorkspace();
+    DecodeWorkspace(const DecodeWorkspace&) = delete;
+    DecodeWorkspace& operator=(const DecodeWorkspace&) = delete;
+    // Null on allocation failure (logged).
+    void* get(size_t bytes);
+
+private:
+    void* data_ = nullptr;
+    size_t bytes_ = 0;
+};
+
+// Whether the fast kernels take this shape: D in {64, 128, 256}, GQA ratio in {1, 2, 4, 8}.
+bool decode_supported(int head_dim, int n_head, int n_head_kv);
+// Whether the store's records are readable by the kernel (16-byte aligned strides, D/8-byte bitmaps).
+bool compressed_supported(const CompressedCache& cache, int head_dim);
+
+// Context splits per (row, KV head) for this shape on this device (0 = choose).
+int decode_splits(const DecodeProblem& p, int sm_count);
+
+bool decode_attention_dense(const DecodeProblem& p, const DenseCache& cache, DecodeWorkspace& ws, int sm_count,
+                            cudaStream_t stream, int splits = 0);
+bool decode_attention_compressed(const DecodeProblem& p, const CompressedCache& cache, DecodeWorkspace& ws, int sm_count,
+                                 cudaStream_t stream, int splits = 0);
+
+// Prune + compress: for each i < n, every KV head of dense row src_rows[i] (f16, src_row_bytes per
+// row, heads of D values side by side) becomes record dst_rows[i] of `records` (kv/record.h: the
+// kept largest magnitudes, ties to the lower index). One warp per vector.
+bool compress_rows(const char* src, size_t src_row_bytes, const int32_t* src_rows, const int32_t* dst_rows, int n,
+                   int n_head_kv, int head_dim, int kept, size_t stride, uint8_t* records, cudaStream_t stream);
+
+}  // namespace mustafar::cuda

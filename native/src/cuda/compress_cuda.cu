@@ -1,0 +1,87 @@
+// Prune + compress on the GPU, the twin of kv::compress (kv/record.cpp): one warp per (row, KV head)
+// vector. Element i lives in lane i % 32 and carries the key (|x| bits << 16) | (0xffff - i), unique
+// per element and ordered like magnitude with ties to the lower index; a 31-step bitwise search over
+// warp-wide counts finds the kept-th largest key, and keys at or above it are kept. Bitmap word j is
+// then one ballot, and a kept value's place is the popcount of the kept bits below it.
+#include <cuda_fp16.h>
+
+#include <algorithm>
+
+#include "attention_decode.h"
+#include "cuda_check.h"
+
+namespace mustafar::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kMaxPerLane = 8;        // D <= 256
+constexpr int kMaxRecord = 32 + 512;  // bitmap + values at D = 256, a multiple of 16
+
+__global__ void __launch_bounds__(kWarps * 32) compress_kernel(const char* src, size_t src_row_bytes, const int32_t* src_rows, const int32_t* dst_rows,
+                                                               int n, int n_head_kv, int D, int kept, size_t stride, uint8_t* records) {
+    __shared__ __align__(16) uint8_t staging[kWarps][kMaxRecord];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t vec = int64_t(blockIdx.x) * kWarps + warp;
+    if (vec >= int64_t(n) * n_head_kv) return;  // whole warps only
+    const int i = int(vec / n_head_kv), h = int(vec % n_head_kv);
+    const uint16_t* x = reinterpret_cast<const uint16_t*>(src + size_t(src_rows[i]) * src_row_bytes) + size_t(h) * D;
+    const int per = (D + 31) / 32;
+
+    uint32_t key[kMaxPerLane];
+    uint16_t val[kMaxPerLane];
+#pragma unroll
+    for (int j = 0; j < kMaxPerLane; ++j) {
+        const int e = lane + 32 * j;
+        const bool real = j < per && e < D;
+        val[j] = real ? x[e] : 0;
+        key[j] = real ? (uint32_t(val[j] & 0x7fffu) << 16) | uint32_t(0xffff - e) : 0u;  // 0: below every real key
+    }
+    // The largest threshold with at least `kept` keys at or above it is the kept-th largest key.
+    uint32_t threshold = 0xffffffffu;
+    if (kept > 0) {
+        threshold = 0;
+        for (int bit = 30; bit >= 0; --bit) {
+            const uint32_t candidate = threshold | (1u << bit);
+            int count = 0;
+#pragma unroll
+            for (int j = 0; j < kMaxPerLane; ++j) count += key[j] >= candidate;
+            if (int(__reduce_add_sync(0xffffffffu, unsigned(count))) >= kept) threshold = candidate;
+        }
+    }
+    uint8_t* rec = staging[warp];
+    for (int o = lane * 16; o < int(stride); o += 32 * 16) *reinterpret_cast<uint4*>(rec + o) = make_uint4(0, 0, 0, 0);
+    __syncwarp();
+    const int bitmap_bytes = D / 8;
+    int below = 0;  // kept elements in earlier words
+#pragma unroll
+    for (int j = 0; j < kMaxPerLane; ++j) {
+        if (j >= per) break;
+        const bool keep = key[j] != 0u && key[j] >= threshold;
+        const uint32_t word = __ballot_sync(0xffffffffu, keep);
+        if (lane < 4 && 4 * j + lane < bitmap_bytes) rec[4 * j + lane] = uint8_t(word >> (8 * lane));
+        if (keep) {
+            const int pos = below + __popc(word & ((1u << lane) - 1u));
+            rec[bitmap_bytes + 2 * pos] = uint8_t(val[j] & 0xffu);  // byte stores: values are only 2-byte aligned for D >= 16
+            rec[bitmap_bytes + 2 * pos + 1] = uint8_t(val[j] >> 8);
+        }
+        below += __popc(word);
+    }
+    __syncwarp();
+    uint8_t* dst = records + (size_t(dst_rows[i]) * n_head_kv + h) * stride;
+    for (int o = lane * 16; o < int(stride); o += 32 * 16) *reinterpret_cast<uint4*>(dst + o) = *reinterpret_cast<const uint4*>(rec + o);
+}
+
+}  // namespace
+
+bool compress_rows(const char* src, size_t src_row_bytes, const int32_t* src_rows, const int32_t* dst_rows, int n, int n_head_kv, int head_dim,
+                   int kept, size_t stride, uint8_t* records, cudaStream_t stream) {
+    if (head_dim <= 0 || head_dim > 256 || head_dim % 8 != 0 || stride % 16 != 0 || stride > size_t(kMaxRecord) || kept < 0 || kept > head_dim)
+        return false;
+    if (n == 0) return true;
+    const int64_t vectors = int64_t(n) * n_head_kv;
+    const unsigned blocks = unsigned((vectors + kWarps - 1) / kWarps);
+    compress_kernel<<<blocks, kWarps * 32, 0, stream>>>(src, src_row_bytes, src_rows, dst_rows, n, n_head_kv, head_dim, kept, stride, records);
+    return MUSTAFAR_CUDA_OK(cudaGetLastError());
+}
+
+}  // namespace mustafar::cuda

@@ -1,0 +1,346 @@
+// GPU tests of the Mustafar CUDA kernels against their CPU twins: prune + compress byte for byte
+// against kv::compress (ties included), and flash-decoding over the dense f16 cache and over the
+// compressed store against attention computed in double on the CPU over the same vectors (records
+// decompressed by kv::decompress). Exit code 0 when all pass. Usage: cuda_kernel_tests [seed]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/attention_decode.h"
+#include "fp16.h"
+#include "kv/record.h"
+
+namespace {
+
+using mustafar::fp16_to_fp32;
+using mustafar::fp32_to_fp16;
+namespace kv = mustafar::kv;
+namespace mc = mustafar::cuda;
+
+int g_failed = 0, g_checks = 0;
+
+void check(bool ok, const std::string& what) {
+    ++g_checks;
+    if (!ok) {
+        ++g_failed;
+        std::printf("FAIL %s\n", what.c_str());
+    }
+}
+
+#define CK(call)                                                                                        \
+    do {                                                                                                \
+        const cudaError_t e_ = (call);                                                                  \
+        if (e_ != cudaSuccess) {                                                                        \
+            std::printf("CUDA error: %s at %s:%d (%s)\n", cudaGetErrorString(e_), __FILE__, __LINE__, #call); \
+            std::exit(2);                                                                               \
+        }                                                                                               \
+    } while (0)
+
+// Device copy of a host vector; freed on scope exit.
+template <typename T>
+struct Dev {
+    T* p = nullptr;
+    size_t n = 0;
+    explicit Dev(const std::vector<T>& h) : n(h.size()) {
+        CK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)));
+        CK(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+    }
+    ~Dev() { cudaFree(p); }
+    Dev(const Dev&) = delete;
+    Dev& operator=(const Dev&) = delete;
+    std::vector<T> down() const {
+        std::vector<T> h(n);
+        CK(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+        return h;
+    }
+};
+
+int sm_count() {
+    cudaDeviceProp prop{};
+    CK(cudaGetDeviceProperties(&prop, 0));
+    return prop.multiProcessorCount;
+}
+
+// Values with many equal magnitudes (both signs, zeros): the tie rule matters.
+uint16_t tied_value(std::mt19937_64& rng) {
+    std::uniform_int_distribution<int> level(-6, 6);
+    const int l = level(rng);
+    if (l == 0) return (rng() & 1) ? 0x8000 : 0x0000;
+    return fp32_to_fp16(0.25f * float(l));
+}
+
+void test_compress(std::mt19937_64& rng) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const int n = 50, heads = 3, rows = 64;
+    for (int D : {8, 16, 40, 64, 128, 256}) {
+        for (double s : {0.0, 0.3, 0.5, 0.7, 0.9}) {
+            for (bool ties : {false, true}) {
+                const kv::RecordLayout layout = kv::make_layout(D, s);
+                std::vector<uint16_t> src(size_t(rows) * heads * D);
+                for (auto& x : src) x = ties ? tied_value(rng) : fp32_to_fp16(normal(rng));
+                std::vector<int32_t> src_rows(n), dst_rows(rows);
+                for (auto& r : src_rows) r = int32_t(rng() % rows);
+                std::iota(dst_rows.begin(), dst_rows.end(), 0);
+                std::shuffle(dst_rows.begin(), dst_rows.end(), rng);
+                dst_rows.resize(n);
+                std::vector<uint8_t> expected(size_t(rows) * heads * layout.stride, 0xab);
+                for (int i = 0; i < n; ++i)
+                    for (int h = 0; h < heads; ++h)
+                        kv::compress(&src[(size_t(src_rows[i]) * heads + h) * D], layout, &expected[(size_t(dst_rows[i]) * heads + h) * layout.stride]);
+                Dev<uint16_t> d_src(src);
+                Dev<int32_t> d_src_rows(src_rows), d_dst_rows(dst_rows);
+                Dev<uint8_t> d_records(std::vector<uint8_t>(expected.size(), 0xab));
+                const bool launched = mc::compress_rows(reinterpret_cast<const char*>(d_src.p), size_t(heads) * D * 2, d_src_rows.p, d_dst_rows.p, n,
+                                                        heads, D, layout.kept, layout.stride, d_records.p, nullptr);
+                CK(cudaDeviceSynchronize());
+                const std::string what = "compress D=" + std::to_string(D) + " s=" + std::to_string(s) + (ties ? " ties" : "");
+                check(launched, what + " launched");
+                check(d_records.down() == expected, what + " records equal kv::compress byte for byte");
+            }
+        }
+    }
+}
+
+// One attention problem on the host, with the cache in llama.cpp's layout: cell c of KV head h of
+// sequence index s at ((s * n_kv + c) * n_head_kv + h) * D.
+struct Problem {
+    int D, G, n_head_kv, n_rows, n_seq;
+    int64_t n_kv;
+    bool masked;
+    std::vector<float> q;         // [D, n_rows, n_head, n_seq]
+    std::vector<uint16_t> k, v;   // as above
+    std::vector<uint16_t> mask;   // [n_kv, n_rows] when masked (n_seq 1)
+    int n_head() const { return G * n_head_kv; }
+    size_t at(int s, int64_t c, int h) const { return ((size_t(s) * n_kv + c) * n_head_kv + h) * D; }
+};
+
+Problem make_problem(std::mt19937_64& rng, int D, int G, int n_rows, int n_seq, int64_t n_kv, bool masked) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    Problem p{D, G, 2, n_rows, n_seq, n_kv, masked, {}, {}, {}, {}};
+    p.q.resize(size_t(D) * n_rows * p.n_head() * n_seq);
+    for (auto& x : p.q) x = normal(rng);
+    p.k.resize(size_t(n_seq) * n_kv * p.n_head_kv * D);
+    p.v.resize(p.k.size());
+    for (auto& x : p.k) x = fp32_to_fp16(normal(rng));
+    for (auto& x : p.v) x = fp32_to_fp16(normal(rng));
+    if (masked) {
+        // Rows are sequences sharing one cache: a common prefix of 5 cells, then each row's cells in
+        // blocks, with the other rows' cells interleaved; the last row sees nothing.
+        const uint16_t minus_inf = 0xfc00;
+        p.mask.assign(size_t(n_kv) * n_rows, minus_inf);
+        for (int r = 0; r < n_rows - 1; ++r)
+            for (int64_t c = 0; c < n_kv; ++c)
+                if (c < 5 || (c / 7) % (n_rows - 1) == r) p.mask[size_t(r) * n_kv + c] = fp32_to_fp16(c % 3 == 0 ? -0.5f : 0.0f);
+    }
+    return p;
+}
+
+// Reference output [D, n_head, n_rows, n_seq] in double; key/value vectors come from the callbacks.
+template <typename KFn, typename VFn>
+std::vector<double> reference(const Problem& p, KFn key, VFn value) {
+    std::vector<double> out(size_t(p.D) * p.n_head() * p.n_rows * p.n_seq, 0.0);
+    const double scale = 1.0 / std::sqrt(double(p.D));
+    std::vector<double> kx(p.D), vx(p.D), score(p.n_kv);
+    for (int s = 0; s < p.n_seq; ++s)
+        for (int r = 0; r < p.n_rows; ++r)
+            for (int h = 0; h < p.n_head(); ++h) {
+                const int hk = h / p.G;
+                const float* q = &p.q[((size_t(s) * p.n_head() + h) * p.n_rows + r) * p.D];
+                double m = -INFINITY;
+                for (int64_t c = 0; c < p.n_kv; ++c) {
+                    const float mv = p.masked ? fp16_to_fp32(p.mask[size_t(r) * p.n_kv + c]) : 0.0f;
+                    if (mv == -INFINITY) {
+                        score[c] = -INFINITY;
+                        continue;
+                    }
+                    key(s, c, hk, kx.data());
+                    double dot = 0.0;
+                    for (int d = 0; d < p.D; ++d) dot += double(q[d]) * kx[d];
+                    score[c] = dot * scale + mv;
+                    m = std::max(m, score[c]);
+                }
+                double* o = &out[((size_t(s) * p.n_rows + r) * p.n_head() + h) * p.D];
+                if (m == -INFINITY) continue;
+                double sum = 0.0;
+                for (int64_t c = 0; c < p.n_kv; ++c) {
+                    if (score[c] == -INFINITY) continue;
+                    const double w = std::exp(score[c] - m);
+                    sum += w;
+                    value(s, c, hk, vx.data());
+                    for (int d = 0; d < p.D; ++d) o[d] += w * vx[d];
+                }
+                for (int d = 0; d < p.D; ++d) o[d] /= sum;
+            }
+    return out;
+}
+
+mc::DecodeProblem device_problem(const Problem& p, const float* q, float* out, const uint16_t* mask) {
+    mc::DecodeProblem d;
+    d.head_dim = p.D;
+    d.n_head = p.n_head();
+    d.n_head_kv = p.n_head_kv;
+    d.n_rows = p.n_rows;
+    d.n_seq = p.n_seq;
+    d.n_kv = p.n_kv;
+    d.scale = float(1.0 / std::sqrt(double(p.D)));
+    d.q = reinterpret_cast<const char*>(q);
+    d.q_nb1 = size_t(p.D) * 4;
+    d.q_nb2 = d.q_nb1 * p.n_rows;
+    d.q_nb3 = d.q_nb2 * p.n_head();
+    d.out = reinterpret_cast<char*>(out);
+    d.out_nb1 = size_t(p.D) * 4;
+    d.out_nb2 = d.out_nb1 * p.n_head();
+    d.out_nb3 = d.out_nb2 * p.n_rows;
+    if (mask != nullptr) {
+        d.mask = reinterpret_cast<const char*>(mask);
+        d.mask_nb1 = size_t(p.n_kv) * 2;
+        d.mask_nb3 = d.mask_nb1 * p.n_rows;
+    }
+    return d;
+}
+
+double relative_error(const std::vector<float>& got, const std::vector<double>& ref) {
+    double worst = 0.0, peak = 1e-6;
+    for (size_t i = 0; i < ref.size(); ++i) {
+        if (!std::isfinite(got[i])) return INFINITY;
+        worst = std::max(worst, std::fabs(double(got[i]) - ref[i]));
+        peak = std::max(peak, std::fabs(ref[i]));
+    }
+    return worst / peak;
+}
+
+std::string describe(const Problem& p, int splits) {
+    return "D=" + std::to_string(p.D) + " G=" + std::to_string(p.G) + " rows=" + std::to_string(p.n_rows) + " seqs=" + std::to_string(p.n_seq) +
+           " n_kv=" + std::to_string(p.n_kv) + (p.masked ? " masked" : "") + " splits=" + std::to_string(splits);
+}
+
+struct Shape {
+    int D, G, rows, seqs;
+    int64_t n_kv;
+    bool masked;
+};
+
+const Shape kShapes[] = {
+    {128, 4, 1, 1, 1, false},   {128, 4, 1, 1, 37, false},  {128, 4, 1, 3, 3000, false}, {128, 4, 4, 1, 2000, true},
+    {64, 1, 2, 2, 700, false},  {64, 8, 3, 1, 900, true},   {256, 2, 1, 2, 1500, false}, {256, 8, 1, 1, 600, false},
+    {128, 8, 5, 1, 5000, true}, {128, 1, 1, 1, 9000, false},
+};
+
+void test_dense(std::mt19937_64& rng, int sms) {
+    mc::DecodeWorkspace ws;
+    for (const Shape& sh : kShapes) {
+        const Problem p = make_problem(rng, sh.D, sh.G, sh.rows, sh.seqs, sh.n_kv, sh.masked);
+        const auto ref = reference(
+            p, [&](int s, int64_t c, int h, double* x) { for (int d = 0; d < p.D; ++d) x[d] = fp16_to_fp32(p.k[p.at(s, c, h) + d]); },
+            [&](int s, int64_t c, int h, double* x) { for (int d = 0; d < p.D; ++d) x[d] = fp16_to_fp32(p.v[p.at(s, c, h) + d]); });
+        Dev<float> q(p.q), out(std::vector<float>(ref.size(), NAN));
+        Dev<uint16_t> k(p.k), v(p.v), mask(p.masked ? p.mask : std::vector<uint16_t>{0});
+        const mc::DecodeProblem dp = device_problem(p, q.p, out.p, p.masked ? mask.p : nullptr);
+        mc::DenseCache cache;
+        cache.k = reinterpret_cast<const char*>(k.p);
+        cache.v = reinterpret_cast<const char*>(v.p);
+        cache.k_nb1 = cache.v_nb1 = size_t(p.n_head_kv) * p.D * 2;
+        cache.k_nb2 = cache.v_nb2 = size_t(p.D) * 2;
+        cache.k_nb3 = cache.v_nb3 = cache.k_nb1 * p.n_kv;
+        for (int splits : {0, 1, 5}) {
+            const bool ok = mc::decode_attention_dense(dp, cache, ws, sms, nullptr, splits);
+            CK(cudaDeviceSynchronize());
+            const double err = relative_error(out.down(), ref);
+            check(ok && err <= 1e-3, "dense attention " + describe(p, splits) + ": relative error " + std::to_string(err));
+        }
+    }
+}
+
+void test_compressed(std::mt19937_64& rng, int sms) {
+    mc::DecodeWorkspace ws;
+    const int window = 32;
+    for (const Shape& sh : kShapes) {
+        for (const auto& [sk, sv] : {std::pair<double, double>{0.5, 0.5}, {0.7, 0.7}, {0.7, 0.5}, {0.0, 0.0}}) {
+            const Problem p = make_problem(rng, sh.D, sh.G, sh.rows, sh.seqs, sh.n_kv, sh.masked);
+            const kv::RecordLayout lk = kv::make_layout(p.D, sk), lv = kv::make_layout(p.D, sv);
+            // Rows = (seq, cell); each sequence's last `window` cells stay dense in the pool.
+            const int64_t rows = int64_t(p.n_seq) * p.n_kv;
+            std::vector<uint8_t> krec(size_t(rows) * p.n_head_kv * lk.stride), vrec(size_t(rows) * p.n_head_kv * lv.stride);
+            std::vector<int32_t> slot(rows, -1);
+            std::vector<uint16_t> kpool, vpool;
+            const size_t row_elems = size_t(p.n_head_kv) * p.D;
+            for (int s = 0; s < p.n_seq; ++s)
+                for (int64_t c = 0; c < p.n_kv; ++c) {
+                    const int64_t row = int64_t(s) * p.n_kv + c;
+                    if (c >= p.n_kv - window) {
+                        slot[row] = int32_t(kpool.size() / row_elems);
+                        kpool.insert(kpool.end(), &p.k[p.at(s, c, 0)], &p.k[p.at(s, c, 0)] + row_elems);
+                        vpool.insert(vpool.end(), &p.v[p.at(s, c, 0)], &p.v[p.at(s, c, 0)] + row_elems);
+                        continue;
+                    }
+                    for (int h = 0; h < p.n_head_kv; ++h) {
+                        kv::compress(&p.k[p.at(s, c, h)], lk, &krec[(size_t(row) * p.n_head_kv + h) * lk.stride]);
+                        kv::compress(&p.v[p.at(s, c, h)], lv, &vrec[(size_t(row) * p.n_head_kv + h) * lv.stride]);
+                    }
+                }
+            auto fetch = [&](const std::vector<uint16_t>& dense, const std::vector<uint8_t>& rec, const kv::RecordLayout& l, int s, int64_t c, int h,
+                             double* x) {
+                const int64_t row = int64_t(s) * p.n_kv + c;
+                std::vector<uint16_t> tmp(p.D);
+                if (slot[row] >= 0)
+                    std::copy_n(&dense[p.at(s, c, h)], p.D, tmp.begin());
+                else
+                    kv::decompress(&rec[(size_t(row) * p.n_head_kv + h) * l.stride], l, tmp.data());
+                for (int d = 0; d < p.D; ++d) x[d] = fp16_to_fp32(tmp[d]);
+            };
+            const auto ref = reference(
+                p, [&](int s, int64_t c, int h, double* x) { fetch(p.k, krec, lk, s, c, h, x); },
+                [&](int s, int64_t c, int h, double* x) { fetch(p.v, vrec, lv, s, c, h, x); });
+            Dev<float> q(p.q), out(std::vector<float>(ref.size(), NAN));
+            Dev<uint8_t> dk(krec), dv(vrec);
+            Dev<int32_t> dslot(slot);
+            Dev<uint16_t> dkp(kpool), dvp(vpool), mask(p.masked ? p.mask : std::vector<uint16_t>{0});
+            const mc::DecodeProblem dp = device_problem(p, q.p, out.p, p.masked ? mask.p : nullptr);
+            mc::CompressedCache cache;
+            cache.k_records = dk.p;
+            cache.v_records = dv.p;
+            cache.k_kept = lk.kept;
+            cache.v_kept = lv.kept;
+            cache.k_stride = lk.stride;
+            cache.v_stride = lv.stride;
+            cache.slot = dslot.p;
+            cache.k_pool = reinterpret_cast<const char*>(dkp.p);
+            cache.v_pool = reinterpret_cast<const char*>(dvp.p);
+            cache.pool_row_bytes = row_elems * 2;
+            cache.seq_rows = p.n_kv;
+            for (int splits : {0, 1, 3}) {
+                const bool ok = mc::decode_attention_compressed(dp, cache, ws, sms, nullptr, splits);
+                CK(cudaDeviceSynchronize());
+                const double err = relative_error(out.down(), ref);
+                check(ok && err <= 1e-3, "compressed attention sK=" + std::to_string(sk) + " sV=" + std::to_string(sv) + " " + describe(p, splits) +
+                                             ": relative error " + std::to_string(err));
+            }
+        }
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const unsigned seed = argc > 1 ? unsigned(std::atoi(argv[1])) : 1u;
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+        std::printf("SKIP: no CUDA device\n");
+        return 0;
+    }
+    std::mt19937_64 rng(seed);
+    const int sms = sm_count();
+    test_compress(rng);
+    test_dense(rng, sms);
+    test_compressed(rng, sms);
+    std::printf("%s: %d of %d checks passed (seed %u)\n", g_failed == 0 ? "PASS" : "FAIL", g_checks - g_failed, g_checks, seed);
+    return g_failed == 0 ? 0 : 1;
+}
