@@ -263,7 +263,8 @@ void test_compressed(std::mt19937_64& rng, int sms) {
     mc::DecodeWorkspace ws;
     const int window = 32;
     for (const Shape& sh : kShapes) {
-        for (const auto& [sk, sv] : {std::pair<double, double>{0.5, 0.5}, {0.7, 0.7}, {0.7, 0.5}, {0.0, 0.0}}) {
+        const std::vector<std::pair<double, double>> sparsities = {{0.5, 0.5}, {0.7, 0.7}, {0.7, 0.5}, {0.0, 0.0}};
+        for (const auto& [sk, sv] : sparsities) {
             const Problem p = make_problem(rng, sh.D, sh.G, sh.rows, sh.seqs, sh.n_kv, sh.masked);
             const kv::RecordLayout lk = kv::make_layout(p.D, sk), lv = kv::make_layout(p.D, sv);
             // Rows = (seq, cell); each sequence's last `window` cells stay dense in the pool.
