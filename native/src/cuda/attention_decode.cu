@@ -52,15 +52,33 @@ struct State {
         }
     }
 
-    __device__ void add(const float (&s)[G], const float (&v)[8]) {
+    // One step of U cells (dead ones at -inf): the running max and the rescale of the accumulators
+    // move once per step, not once per cell. value(u, v) yields cell u's 8 channels of V.
+    template <int U, typename Value>
+    __device__ void add_step(const float (&s)[U][G], Value&& value) {
+        float v[U][8];
+#pragma unroll
+        for (int u = 0; u < U; ++u) value(u, v[u]);
 #pragma unroll
         for (int g = 0; g < G; ++g) {
-            const float m_new = fmaxf(m[g], s[g]);
-            const float a = exp2f(m[g] - m_new), pr = exp2f(s[g] - m_new);
-            l[g] = l[g] * a + pr;
+            float m_new = m[g];
 #pragma unroll
-            for (int d = 0; d < 8; ++d) acc[g][d] = acc[g][d] * a + pr * v[d];
-            m[g] = m_new;
+            for (int u = 0; u < U; ++u) m_new = fmaxf(m_new, s[u][g]);
+            if (m_new == -INFINITY) continue;
+            if (m_new > m[g]) {
+                const float a = exp2f(m[g] - m_new);
+                l[g] *= a;
+#pragma unroll
+                for (int d = 0; d < 8; ++d) acc[g][d] *= a;
+                m[g] = m_new;
+            }
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                const float pr = exp2f(s[u][g] - m_new);
+                l[g] += pr;
+#pragma unroll
+                for (int d = 0; d < 8; ++d) acc[g][d] += pr * v[u][d];
+            }
         }
     }
 };
@@ -211,18 +229,16 @@ __global__ void __launch_bounds__(kThreads) dense_kernel(DecodeProblem p, DenseC
             kr[u] = live[u] ? load16(kb + size_t(cell) * c.k_nb1) : make_uint4(0, 0, 0, 0);
             vr[u] = live[u] ? load16(vb + size_t(cell) * c.v_nb1) : make_uint4(0, 0, 0, 0);
         }
+        float s[SUB][G];
 #pragma unroll
         for (int u = 0; u < SUB; ++u) {
-            float k[8], v[8], s[G];
+            float k[8];
             to_float8(kr[u], k);
-            scores<L, G>(q, k, s);
-            if (live[u]) {
-                to_float8(vr[u], v);
+            scores<L, G>(q, k, s[u]);
 #pragma unroll
-                for (int g = 0; g < G; ++g) s[g] += mk[u] * kLog2e;
-                st.add(s, v);
-            }
+            for (int g = 0; g < G; ++g) s[u][g] = live[u] ? s[u][g] + mk[u] * kLog2e : -INFINITY;
         }
+        st.add_step<SUB>(s, [&](int u, float (&v)[8]) { to_float8(vr[u], v); });
     }
     finish<D, G>(p, pl, st, part, splits);
 }
@@ -292,6 +308,8 @@ __global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, C
         __pipeline_wait_prior(1);
         __syncwarp();
         const uint8_t* cur = mine + size_t(buf) * kStepCells * rec;
+        float s[SUB][G];
+        int32_t slot[SUB];
 #pragma unroll
         for (int u = 0; u < SUB; ++u) {
             const int cu = u * CPW + grp;
@@ -302,45 +320,72 @@ __global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, C
                 mk = __half2float(mrow[cell]);
                 live = mk != -INFINITY;
             }
-            float k[8], v[8], s[G];
-            const int32_t slot = live ? c.slot[row0 + cell] : -1;
-            if (!live) {
+            slot[u] = live ? c.slot[row0 + cell] : -2;
+            float k[8];
+            if (slot[u] == -2) {
 #pragma unroll
-                for (int d = 0; d < 8; ++d) k[d] = v[d] = 0.0f;
-            } else if (slot >= 0) {
-                to_float8(load16(c.k_pool + size_t(slot) * c.pool_row_bytes + head_off), k);
-                to_float8(load16(c.v_pool + size_t(slot) * c.pool_row_bytes + head_off), v);
+                for (int d = 0; d < 8; ++d) k[d] = 0.0f;
+            } else if (slot[u] >= 0) {
+                to_float8(load16(c.k_pool + size_t(slot[u]) * c.pool_row_bytes + head_off), k);
             } else {
                 expand<D>(cur + size_t(cu) * rec, li, k);
-                expand<D>(cur + size_t(cu) * rec + c.k_stride, li, v);
             }
-            scores<L, G>(q, k, s);
-            if (live) {
+            scores<L, G>(q, k, s[u]);
 #pragma unroll
-                for (int g = 0; g < G; ++g) s[g] += mk * kLog2e;
-                st.add(s, v);
-            }
+            for (int g = 0; g < G; ++g) s[u][g] = live ? s[u][g] + mk * kLog2e : -INFINITY;
         }
+        st.add_step<SUB>(s, [&](int u, float (&v)[8]) {
+            if (slot[u] == -2) {
+#pragma unroll
+                for (int d = 0; d < 8; ++d) v[d] = 0.0f;
+            } else if (slot[u] >= 0) {
+                to_float8(load16(c.v_pool + size_t(slot[u]) * c.pool_row_bytes + head_off), v);
+            } else {
+                expand<D>(cur + size_t(u * CPW + grp) * rec + c.k_stride, li, v);
+            }
+        });
         __syncwarp();
         buf ^= 1;
     }
     finish<D, G>(p, pl, st, part, splits);
 }
 
+__device__ float block_reduce(float v, bool take_max, float* red) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float w = __shfl_xor_sync(0xffffffffu, v, o);
+        v = take_max ? fmaxf(v, w) : v + w;
+    }
+    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
+    __syncthreads();
+    float r = take_max ? -INFINITY : 0.0f;
+    for (int w = 0; w < int(blockDim.x / 32); ++w) r = take_max ? fmaxf(r, red[w]) : r + red[w];
+    __syncthreads();
+    return r;
+}
+
+// One block per (head, row): the splits' weights exp2(m_s - m) go to shared memory once, then each
+// thread sums one channel over the splits.
 __global__ void merge_kernel(DecodeProblem p, const float* part, int splits) {
+    extern __shared__ float weight[];
+    __shared__ float red[32];
     const int D = p.head_dim, h = blockIdx.x, rs = blockIdx.y;
     const float* pp = part + (size_t(rs) * p.n_head + h) * size_t(splits) * (D + 2);
     float m = -INFINITY;
-    for (int s = 0; s < splits; ++s) m = fmaxf(m, pp[size_t(s) * (D + 2) + D]);
+    for (int s = threadIdx.x; s < splits; s += blockDim.x) m = fmaxf(m, pp[size_t(s) * (D + 2) + D]);
+    m = block_reduce(m, true, red);
+    float l = 0.0f;
+    for (int s = threadIdx.x; s < splits; s += blockDim.x) {
+        const float f = merge_factor(pp[size_t(s) * (D + 2) + D], m);
+        weight[s] = f;
+        l += pp[size_t(s) * (D + 2) + D + 1] * f;
+    }
+    l = block_reduce(l, false, red);
     float* out = out_row(p, h, rs % p.n_rows, rs / p.n_rows);
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float l = 0.0f, a = 0.0f;
-        for (int s = 0; s < splits; ++s) {
-            const float* q = pp + size_t(s) * (D + 2);
-            const float f = merge_factor(q[D], m);
-            l += q[D + 1] * f;
-            a += q[d] * f;
-        }
+        float a = 0.0f;
+#pragma unroll 4
+        for (int s = 0; s < splits; ++s) a += pp[size_t(s) * (D + 2) + d] * weight[s];
         out[d] = l == 0.0f ? 0.0f : a / l;
     }
 }
@@ -450,7 +495,8 @@ Prepared prepare(const DecodeProblem& p, int splits, DecodeWorkspace& ws, cudaSt
 
 bool merge(const DecodeProblem& p, const Prepared& pr, int splits, cudaStream_t stream) {
     if (splits == 1) return true;
-    merge_kernel<<<dim3(unsigned(p.n_head), unsigned(p.n_rows * p.n_seq)), unsigned(p.head_dim), 0, stream>>>(p, pr.part, splits);
+    merge_kernel<<<dim3(unsigned(p.n_head), unsigned(p.n_rows * p.n_seq)), unsigned(p.head_dim), size_t(splits) * sizeof(float), stream>>>(
+        p, pr.part, splits);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
@@ -490,19 +536,29 @@ bool compressed_supported(const CompressedCache& c, int head_dim) {
            c.k_stride >= size_t(head_dim / 8 + 2 * c.k_kept) && c.v_stride >= size_t(head_dim / 8 + 2 * c.v_kept);
 }
 
-int decode_splits(const DecodeProblem& p, int sm_count) {
+int DecodeWorkspace::blocks_per_sm(const void* kernel, size_t smem) {
+    for (const Occupancy& o : occupancy_)
+        if (o.kernel == kernel && o.smem == smem) return o.blocks;
+    int blocks = 0;
+    if (!MUSTAFAR_CUDA_OK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem))) blocks = 1;
+    occupancy_.push_back({kernel, smem, std::max(blocks, 1)});
+    return occupancy_.back().blocks;
+}
+
+int decode_splits(const DecodeProblem& p, int resident_blocks) {
     const int64_t pairs = int64_t(p.n_head_kv) * p.n_rows * p.n_seq;
     // With a mask (a cache shared by the sequences of the batch) a row sees about n_kv / n_rows cells.
     const int64_t len = p.mask != nullptr ? std::max<int64_t>(1, p.n_kv / p.n_rows) : p.n_kv;
-    const int64_t want = (int64_t(8) * std::max(sm_count, 1) + pairs - 1) / pairs;
+    // One wave of blocks: a second, partial wave would cost as much as the first.
+    const int64_t want = std::max<int64_t>(1, resident_blocks / pairs);
     const int64_t most = std::max<int64_t>(1, len / 128);
-    return int(std::max<int64_t>(1, std::min(want, most)));
+    return int(std::min(want, most));
 }
 
 bool decode_attention_dense(const DecodeProblem& p, const DenseCache& c, DecodeWorkspace& ws, int sm_count, cudaStream_t stream, int splits) {
     const DenseFn fn = p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0 ? dense_fn(p.head_dim, p.n_head / p.n_head_kv) : nullptr;
     if (fn == nullptr || p.n_rows * p.n_seq == 0) return fn != nullptr;
-    if (splits <= 0) splits = decode_splits(p, sm_count);
+    if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), 0) * sm_count);
     const Prepared pr = prepare(p, splits, ws, stream);
     if (!pr.ok) return false;
     fn<<<grid_of(p, splits), kThreads, 0, stream>>>(p, c, pr.ranges, pr.part, splits);
@@ -515,9 +571,10 @@ bool decode_attention_compressed(const DecodeProblem& p, const CompressedCache& 
     const CompressedFn fn = p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0 ? compressed_fn(p.head_dim, p.n_head / p.n_head_kv) : nullptr;
     if (fn == nullptr || !compressed_supported(c, p.head_dim)) return false;
     if (p.n_rows * p.n_seq == 0) return true;
-    if (splits <= 0) splits = decode_splits(p, sm_count);
     const size_t smem = size_t(kWarps) * 2 * kStepCells * (c.k_stride + c.v_stride);
-    if (smem > 48 * 1024 && !MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
+    // Above 48 KB in all (finish() adds its static share) the kernel must opt in.
+    if (!MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
+    if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem) * sm_count);
     const Prepared pr = prepare(p, splits, ws, stream);
     if (!pr.ok) return false;
     fn<<<grid_of(p, splits), kThreads, smem, stream>>>(p, c, pr.ranges, pr.part, splits);

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace mustafar::cuda {
 
@@ -65,10 +66,18 @@ public:
     DecodeWorkspace& operator=(const DecodeWorkspace&) = delete;
     // Null on allocation failure (logged).
     void* get(size_t bytes);
+    // Resident blocks per SM of a decode kernel (asked once per kernel and shared-memory size).
+    int blocks_per_sm(const void* kernel, size_t smem);
 
 private:
+    struct Occupancy {
+        const void* kernel;
+        size_t smem;
+        int blocks;
+    };
     void* data_ = nullptr;
     size_t bytes_ = 0;
+    std::vector<Occupancy> occupancy_;
 };
 
 // Whether the fast kernels take this shape: D in {64, 128, 256}, GQA ratio in {1, 2, 4, 8}.
@@ -76,8 +85,8 @@ bool decode_supported(int head_dim, int n_head, int n_head_kv);
 // Whether the store's records are readable by the kernel (16-byte aligned strides, D/8-byte bitmaps).
 bool compressed_supported(const CompressedCache& cache, int head_dim);
 
-// Context splits per (row, KV head) for this shape on this device (0 = choose).
-int decode_splits(const DecodeProblem& p, int sm_count);
+// Context splits per (row, KV head): one wave of `resident_blocks` blocks, at least 128 cells each.
+int decode_splits(const DecodeProblem& p, int resident_blocks);
 
 bool decode_attention_dense(const DecodeProblem& p, const DenseCache& cache, DecodeWorkspace& ws, int sm_count,
                             cudaStream_t stream, int splits = 0);

@@ -17,7 +17,9 @@ public:
     CudaExecutor() {
         // A blocking stream: its kernels wait for the copies that get/set_tensor issue on the legacy
         // default stream (a pageable host-to-device cudaMemcpy may return before its DMA lands).
-        ok_ = MUSTAFAR_CUDA_OK(cudaStreamCreate(&stream_));
+        int device = 0;
+        ok_ = MUSTAFAR_CUDA_OK(cudaStreamCreate(&stream_)) && MUSTAFAR_CUDA_OK(cudaGetDevice(&device)) &&
+              MUSTAFAR_CUDA_OK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device));
         if (ok_) ops_ = std::make_unique<cuda::ComputeOps>(stream_);
     }
     ~CudaExecutor() override {
@@ -33,7 +35,7 @@ public:
             case GGML_OP_CPY:
             case GGML_OP_DUP:
             case GGML_OP_CONT: launched = cuda::copy(node, stream_); break;
-            case GGML_OP_FLASH_ATTN_EXT: launched = cuda::flash_attn_ext(node, stream_); break;
+            case GGML_OP_FLASH_ATTN_EXT: launched = cuda::flash_attn_ext(node, stream_, attn_ws_, sm_count_); break;
             case GGML_OP_ADD:
             case GGML_OP_SUB:
             case GGML_OP_MUL:
@@ -57,6 +59,8 @@ private:
     cudaStream_t stream_ = nullptr;
     bool ok_ = false;
     std::unique_ptr<cuda::ComputeOps> ops_;
+    cuda::DecodeWorkspace attn_ws_;
+    int sm_count_ = 0;
 };
 
 std::string device_description() {

@@ -2,6 +2,7 @@
 #include <cuda_runtime.h>
 
 #include "../ggml_abi.h"
+#include "attention_decode.h"
 
 namespace mustafar::cuda {
 void init_device_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device);
@@ -13,5 +14,5 @@ inline bool converted_to_f16(const ggml_tensor* t) { return t->view_src == nullp
 // Kernels (kernels_cuda.cu); each launches on `stream` and returns false on a launch error.
 bool set_rows(const ggml_tensor* node, cudaStream_t stream);
 bool copy(const ggml_tensor* node, cudaStream_t stream);
-bool flash_attn_ext(const ggml_tensor* node, cudaStream_t stream);
+bool flash_attn_ext(const ggml_tensor* node, cudaStream_t stream, DecodeWorkspace& ws, int sm_count);
 }  // namespace mustafar::cuda

@@ -1,12 +1,14 @@
-// CUDA kernels of the KV path (first step of the CUDA flavour: correctness, not speed): SET_ROWS,
-// element-wise copies, and flash attention with one thread block per query row and head, f32
-// accumulation and one online softmax.
+// CUDA kernels of the KV path: SET_ROWS, element-wise copies, and FLASH_ATTN_EXT. Attention goes to
+// the flash-decoding kernels (attention_decode.cu) for the shapes they take (f16 cache, D 64/128/256,
+// GQA 1/2/4/8, no ALiBi or soft-cap); a plain kernel, one block per query row and head with one
+// online softmax in f32, serves every other shape.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
 #include <cstring>
 
+#include "attention_decode.h"
 #include "cuda_check.h"
 #include "flavour_cuda.h"
 
@@ -163,7 +165,67 @@ bool copy(const ggml_tensor* node, cudaStream_t stream) {
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
-bool flash_attn_ext(const ggml_tensor* node, cudaStream_t stream) {
+namespace {
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// The node as a flash-decoding problem, when the fast kernels take it.
+bool as_decode(const ggml_tensor* node, DecodeProblem& p, DenseCache& c) {
+    const ggml_tensor *q = node->src[0], *k = node->src[1], *v = node->src[2], *mask = node->src[3];
+    float max_bias = 0.0f, softcap = 0.0f;
+    std::memcpy(&p.scale, &node->op_params[0], sizeof(float));
+    std::memcpy(&max_bias, &node->op_params[1], sizeof(float));
+    std::memcpy(&softcap, &node->op_params[2], sizeof(float));
+    if (max_bias != 0.0f || softcap != 0.0f) return false;
+    if (q->type != GGML_TYPE_F32 || k->type != GGML_TYPE_F16 || v->type != GGML_TYPE_F16 || node->type != GGML_TYPE_F32) return false;
+    const int64_t D = q->ne[0];
+    if (k->ne[0] != D || v->ne[0] != D || k->nb[0] != 2 || v->nb[0] != 2 || q->nb[0] != 4 || node->nb[0] != 4) return false;
+    if (!decode_supported(int(D), int(q->ne[2]), int(k->ne[2])) || v->ne[2] != k->ne[2] || v->ne[1] != k->ne[1]) return false;
+    if ((k->ne[3] != 1 && k->ne[3] != q->ne[3]) || v->ne[3] != k->ne[3]) return false;
+    for (const ggml_tensor* t : {k, v}) {
+        if (!aligned16(t->data) || t->nb[1] % 16 != 0 || t->nb[2] % 16 != 0 || t->nb[3] % 16 != 0) return false;
+    }
+    if (mask != nullptr && (mask->type != GGML_TYPE_F16 || mask->ne[2] != 1 || mask->nb[0] != 2 || mask->ne[0] < k->ne[1] || mask->ne[1] < q->ne[1] ||
+                            (mask->ne[3] != 1 && mask->ne[3] != q->ne[3])))
+        return false;
+    p.head_dim = int(D);
+    p.n_head = int(q->ne[2]);
+    p.n_head_kv = int(k->ne[2]);
+    p.n_rows = int(q->ne[1]);
+    p.n_seq = int(q->ne[3]);
+    p.n_kv = k->ne[1];
+    p.q = static_cast<const char*>(q->data);
+    p.q_nb1 = q->nb[1];
+    p.q_nb2 = q->nb[2];
+    p.q_nb3 = q->nb[3];
+    p.out = static_cast<char*>(node->data);
+    p.out_nb1 = node->nb[1];
+    p.out_nb2 = node->nb[2];
+    p.out_nb3 = node->nb[3];
+    if (mask != nullptr) {
+        p.mask = static_cast<const char*>(mask->data);
+        p.mask_nb1 = mask->nb[1];
+        p.mask_nb3 = mask->nb[3];
+        p.mask_ne3 = int(mask->ne[3]);
+    }
+    c.k = static_cast<const char*>(k->data);
+    c.k_nb1 = k->nb[1];
+    c.k_nb2 = k->nb[2];
+    c.k_nb3 = k->ne[3] == 1 ? 0 : k->nb[3];
+    c.v = static_cast<const char*>(v->data);
+    c.v_nb1 = v->nb[1];
+    c.v_nb2 = v->nb[2];
+    c.v_nb3 = v->ne[3] == 1 ? 0 : v->nb[3];
+    return true;
+}
+
+}  // namespace
+
+bool flash_attn_ext(const ggml_tensor* node, cudaStream_t stream, DecodeWorkspace& ws, int sm_count) {
+    DecodeProblem dp;
+    DenseCache dc;
+    if (as_decode(node, dp, dc)) return decode_attention_dense(dp, dc, ws, sm_count, stream);
+
     AttnParams p{};
     p.q = shape_of(node->src[0]);
     p.k = shape_of(node->src[1]);
