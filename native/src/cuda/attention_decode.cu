@@ -56,15 +56,11 @@ struct State {
     // move once per step, not once per cell. value(u, v) yields cell u's 8 channels of V.
     template <int U, typename Value>
     __device__ void add_step(const float (&s)[U][G], Value&& value) {
-        float v[U][8];
-#pragma unroll
-        for (int u = 0; u < U; ++u) value(u, v[u]);
 #pragma unroll
         for (int g = 0; g < G; ++g) {
             float m_new = m[g];
 #pragma unroll
             for (int u = 0; u < U; ++u) m_new = fmaxf(m_new, s[u][g]);
-            if (m_new == -INFINITY) continue;
             if (m_new > m[g]) {
                 const float a = exp2f(m[g] - m_new);
                 l[g] *= a;
@@ -72,12 +68,18 @@ struct State {
                 for (int d = 0; d < 8; ++d) acc[g][d] *= a;
                 m[g] = m_new;
             }
+        }
+        // Cell by cell, so that only one cell's V is expanded at a time (registers).
 #pragma unroll
-            for (int u = 0; u < U; ++u) {
-                const float pr = exp2f(s[u][g] - m_new);
+        for (int u = 0; u < U; ++u) {
+            float v[8];
+            value(u, v);
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                const float pr = s[u][g] == -INFINITY ? 0.0f : exp2f(s[u][g] - m[g]);
                 l[g] += pr;
 #pragma unroll
-                for (int d = 0; d < 8; ++d) acc[g][d] += pr * v[u][d];
+                for (int d = 0; d < 8; ++d) acc[g][d] += pr * v[d];
             }
         }
     }
