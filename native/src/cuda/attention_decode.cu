@@ -144,8 +144,38 @@ __device__ __forceinline__ float* out_row(const DecodeProblem& p, int h, int row
     return reinterpret_cast<float*>(p.out + size_t(h) * p.out_nb1 + size_t(row) * p.out_nb2 + size_t(seq) * p.out_nb3);
 }
 
-// Merges the lane groups of each warp, then the warps; writes the output (one split) or the split's
-// unnormalised partial [acc[D], m, l] per head.
+// Merges the warps' states (acc [warp][G][D], m and l [warp][G] in shared memory); writes the
+// output (one split) or the split's unnormalised partial [acc[D], m, l] per head.
+template <int D>
+__device__ void merge_warps(const DecodeProblem& p, const Place& pl, int G, const float* s_acc, const float* s_m, const float* s_l, float* part,
+                            int splits) {
+    for (int t = threadIdx.x; t < G * D; t += kThreads) {
+        const int g = t / D, d = t % D;
+        float m = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) m = fmaxf(m, s_m[w * G + g]);
+        float l = 0.0f, a = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) {
+            const float f = merge_factor(s_m[w * G + g], m);
+            l += s_l[w * G + g] * f;
+            a += s_acc[(w * G + g) * D + d] * f;
+        }
+        const int h = pl.hk * G + g;
+        if (splits == 1) {
+            out_row(p, h, pl.row, pl.seq)[d] = l == 0.0f ? 0.0f : a / l;
+        } else {
+            float* pp = part + ((size_t(pl.seq) * p.n_rows + pl.row) * p.n_head + h) * size_t(splits) * (D + 2) + size_t(pl.split) * (D + 2);
+            pp[d] = a;
+            if (d == 0) {
+                pp[D] = m;
+                pp[D + 1] = l;
+            }
+        }
+    }
+}
+
+// Merges the lane groups of each warp into shared memory, then the warps (merge_warps).
 template <int D, int G>
 __device__ void finish(const DecodeProblem& p, const Place& pl, State<G>& st, float* part, int splits) {
     constexpr int L = D / 8;
@@ -177,30 +207,7 @@ __device__ void finish(const DecodeProblem& p, const Place& pl, State<G>& st, fl
         }
     }
     __syncthreads();
-    for (int t = threadIdx.x; t < G * D; t += kThreads) {
-        const int g = t / D, d = t % D;
-        float m = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < kWarps; ++w) m = fmaxf(m, s_m[w][g]);
-        float l = 0.0f, a = 0.0f;
-#pragma unroll
-        for (int w = 0; w < kWarps; ++w) {
-            const float f = merge_factor(s_m[w][g], m);
-            l += s_l[w][g] * f;
-            a += s_acc[w][g][d] * f;
-        }
-        const int h = pl.hk * G + g;
-        if (splits == 1) {
-            out_row(p, h, pl.row, pl.seq)[d] = l == 0.0f ? 0.0f : a / l;
-        } else {
-            float* pp = part + ((size_t(pl.seq) * p.n_rows + pl.row) * p.n_head + h) * size_t(splits) * (D + 2) + size_t(pl.split) * (D + 2);
-            pp[d] = a;
-            if (d == 0) {
-                pp[D] = m;
-                pp[D + 1] = l;
-            }
-        }
-    }
+    merge_warps<D>(p, pl, G, &s_acc[0][0][0], &s_m[0][0], &s_l[0][0], part, splits);
 }
 
 template <int D, int G>
@@ -350,6 +357,270 @@ __global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, C
         buf ^= 1;
     }
     finish<D, G>(p, pl, st, part, splits);
+}
+
+// ---- Tensor-core flash-decoding, D = 64 and 128 ------------------------------------------------
+// mma.sync m16n8k16 (f16 inputs, f32 accumulation). The rows of A are the group's query heads (up to
+// 8; the other 8 rows are zero): S = Q K^T over 16 cells per warp step, then O += P V. Q and P are
+// split into f16 high and low parts (two MMAs each), so products keep about f32 precision. Fragment
+// layouts (PTX ISA, m16n8k16), g = lane / 4, t = lane % 4: A (g, 2t..2t+1), (g+8, ..), (g, 2t+8..),
+// (g+8, 2t+8..); B (k 2t..2t+1, n g), (k 2t+8.., n g); C (g, 2t..2t+1), (g+8, 2t..2t+1).
+// Each warp streams its steps into shared memory with asynchronous 16-byte copies, two steps deep;
+// the compressed kernel expands the step's records into a dense tile first (lane = cell and half row).
+constexpr int kTile = 16;
+
+__device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t lds32(const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
+__device__ __forceinline__ uint32_t lds16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
+
+__device__ __forceinline__ uint32_t as_u32(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
+
+// (x, y) as f16 pairs: hi + lo == (x, y) to about 2^-22.
+__device__ __forceinline__ void split2(float x, float y, uint32_t& hi, uint32_t& lo) {
+    const __half2 h = __floats2half2_rn(x, y);
+    hi = as_u32(h);
+    lo = as_u32(__floats2half2_rn(x - __low2float(h), y - __high2float(h)));
+}
+
+// Half a record's D channels (half 0: the first D/2) into a dense f16 row half, pruned ones as 0.
+template <int D>
+__device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_t* dst) {
+    constexpr int kWords = D / 64;  // bitmap words per half
+    const uint32_t* words = reinterpret_cast<const uint32_t*>(rec);
+    const uint16_t* vals = reinterpret_cast<const uint16_t*>(rec + D / 8);
+    int n = 0;
+#pragma unroll
+    for (int w = 0; w < kWords; ++w)
+        if (half) n += __popc(words[w]);
+#pragma unroll
+    for (int w = 0; w < kWords; ++w) {
+        const uint32_t word = words[half * kWords + w];
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            uint32_t packed[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int bit = b * 8 + 2 * e;
+                uint32_t lo = 0, hi = 0;
+                if ((word >> bit) & 1u) lo = vals[n++];
+                if ((word >> (bit + 1)) & 1u) hi = vals[n++];
+                packed[e] = lo | (hi << 16);
+            }
+            *reinterpret_cast<uint4*>(dst + (w * 4 + b) * 16) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+        }
+    }
+}
+
+size_t mma_smem(int D, bool sparse, size_t record_bytes) {
+    const size_t row = size_t(2 * D + 16);
+    const size_t warp = sparse ? 2 * kTile * row + 2 * kTile * (record_bytes + 16) : 4 * kTile * row;
+    const size_t fin = (size_t(kWarps) * 8 * D + 2 * kWarps * 8) * sizeof(float);
+    return std::max(16 * row + kWarps * warp, fin);
+}
+
+template <int D, bool kSparse>
+__global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int2* ranges, float* part, int splits) {
+    extern __shared__ __align__(16) uint8_t smem[];
+    constexpr int kRow = 2 * D + 16;  // a padded tile row: the fragment loads are free of bank conflicts
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+    const int G = p.n_head / p.n_head_kv;
+    const Place pl = place(p, ranges, splits);
+    uint8_t* qh = smem;
+    uint8_t* ql = smem + 8 * kRow;
+    {  // the group's queries in log2 units, as f16 high and low parts; rows >= G stay zero
+        const float f = p.scale * kLog2e;
+        for (int i = threadIdx.x; i < 8 * D; i += kThreads) {
+            const int r = i / D, d = i % D;
+            float x = 0.0f;
+            if (r < G)
+                x = reinterpret_cast<const float*>(p.q + size_t(pl.row) * p.q_nb1 + size_t(pl.hk * G + r) * p.q_nb2 + size_t(pl.seq) * p.q_nb3)[d] * f;
+            const __half hi = __float2half_rn(x);
+            reinterpret_cast<__half*>(qh + r * kRow)[d] = hi;
+            reinterpret_cast<__half*>(ql + r * kRow)[d] = __float2half_rn(x - __half2float(hi));
+        }
+    }
+    __syncthreads();
+    const size_t rec = kSparse ? cc.k_stride + cc.v_stride : 0, raw_row = rec + 16;
+    const size_t warp_bytes = kSparse ? 2 * kTile * kRow + 2 * kTile * raw_row : 4 * kTile * kRow;
+    uint8_t* mine = smem + 16 * kRow + warp * warp_bytes;
+    const __half* mrow = mask_row(p, pl);
+    const int64_t row0 = kSparse ? int64_t(pl.seq) * cc.seq_rows : 0;
+
+    auto issue = [&](int64_t base, int buf) {
+        if constexpr (kSparse) {
+            uint8_t* dst = mine + 2 * kTile * kRow + size_t(buf) * kTile * raw_row;
+            const int cn = int(rec / 16), ck = int(cc.k_stride / 16);
+            for (int j = lane; j < kTile * cn; j += 32) {
+                const int u = j / cn, r = j - u * cn;
+                const int64_t cell = base + u;
+                if (cell < pl.c1) {
+                    const size_t rr = size_t(row0 + cell) * p.n_head_kv + pl.hk;
+                    const uint8_t* src = r < ck ? cc.k_records + rr * cc.k_stride + size_t(r) * 16 : cc.v_records + rr * cc.v_stride + size_t(r - ck) * 16;
+                    __pipeline_memcpy_async(dst + size_t(u) * raw_row + size_t(r) * 16, src, 16);
+                }
+            }
+        } else {
+            uint8_t* dst = mine + size_t(buf) * 2 * kTile * kRow;
+            constexpr int kChunks = D / 8;  // 16-byte chunks per row
+            for (int j = lane; j < 2 * kTile * kChunks; j += 32) {
+                const int kv = j / (kTile * kChunks), u = (j / kChunks) % kTile, ch = j % kChunks;
+                const int64_t cell = base + u;
+                uint8_t* d = dst + (kv * kTile + u) * kRow + ch * 16;
+                if (cell < pl.c1) {
+                    const char* src = kv == 0 ? dc.k + size_t(pl.hk) * dc.k_nb2 + size_t(pl.seq) * dc.k_nb3 + size_t(cell) * dc.k_nb1
+                                              : dc.v + size_t(pl.hk) * dc.v_nb2 + size_t(pl.seq) * dc.v_nb3 + size_t(cell) * dc.v_nb1;
+                    __pipeline_memcpy_async(d, src + ch * 16, 16);
+                } else {
+                    *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);  // P = 0 must meet a finite V
+                }
+            }
+        }
+        __pipeline_commit();
+    };
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+
+    auto compute = [&](int64_t base, const uint8_t* kt, const uint8_t* vt) {
+        float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc) {
+            const int col = (kc * 16 + 2 * t) * 2;
+            const uint32_t ah0 = lds32(qh + g * kRow + col), ah2 = lds32(qh + g * kRow + col + 16);
+            const uint32_t al0 = lds32(ql + g * kRow + col), al2 = lds32(ql + g * kRow + col + 16);
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt) {
+                const uint8_t* kr = kt + (nt * 8 + g) * kRow + col;
+                const uint32_t b0 = lds32(kr), b1 = lds32(kr + 16);
+                mma16816(sc[nt], ah0, ah2, b0, b1);
+                mma16816(sc[nt], al0, al2, b0, b1);
+            }
+        }
+        float s4[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int64_t cell = base + (i / 2) * 8 + 2 * t + (i % 2);
+            bool live = cell < pl.c1;
+            float mk = 0.0f;
+            if (live && mrow != nullptr) {
+                mk = __half2float(mrow[cell]);
+                live = mk != -INFINITY;
+            }
+            s4[i] = live ? sc[i / 2][i % 2] + mk * kLog2e : -INFINITY;
+        }
+        float tmax = fmaxf(fmaxf(s4[0], s4[1]), fmaxf(s4[2], s4[3]));
+        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+        if (tmax > m) {
+            const float a = exp2f(m - tmax);
+            l *= a;
+#pragma unroll
+            for (int n = 0; n < D / 8; ++n) {
+                o[n][0] *= a;
+                o[n][1] *= a;
+            }
+            m = tmax;
+        }
+        float pr[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            pr[i] = s4[i] == -INFINITY ? 0.0f : exp2f(s4[i] - m);
+            l += pr[i];
+        }
+        uint32_t ph0, pl0, ph2, pl2;
+        split2(pr[0], pr[1], ph0, pl0);
+        split2(pr[2], pr[3], ph2, pl2);
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            const uint8_t* vc = vt + (n * 8 + g) * 2;
+            const uint32_t b0 = lds16(vc + (2 * t) * kRow) | (lds16(vc + (2 * t + 1) * kRow) << 16);
+            const uint32_t b1 = lds16(vc + (2 * t + 8) * kRow) | (lds16(vc + (2 * t + 9) * kRow) << 16);
+            mma16816(o[n], ph0, ph2, b0, b1);
+            mma16816(o[n], pl0, pl2, b0, b1);
+        }
+    };
+
+    auto expand_step = [&](int64_t base, const uint8_t* raw) {
+        const int u = lane / 2, half = lane % 2;
+        const int64_t cell = base + u;
+        bool live = cell < pl.c1;
+        if (live && mrow != nullptr) live = __half2float(mrow[cell]) != -INFINITY;
+        const int32_t slot = live ? cc.slot[row0 + cell] : -1;
+#pragma unroll
+        for (int kv = 0; kv < 2; ++kv) {
+            uint8_t* dst = mine + (kv * kTile + u) * kRow + half * D;  // D bytes: half a row
+            if (!live) {
+#pragma unroll
+                for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = make_uint4(0, 0, 0, 0);
+            } else if (slot >= 0) {
+                const char* src = (kv == 0 ? cc.k_pool : cc.v_pool) + size_t(slot) * cc.pool_row_bytes + size_t(pl.hk) * D * 2 + half * D;
+#pragma unroll
+                for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = load16(src + o16);
+            } else {
+                expand_half<D>(raw + size_t(u) * raw_row + (kv == 0 ? 0 : cc.k_stride), half, dst);
+            }
+        }
+    };
+
+    const int64_t advance = int64_t(kWarps) * kTile;
+    int64_t base = pl.c0 + int64_t(warp) * kTile;
+    int buf = 0;
+    if (base < pl.c1) issue(base, 0);
+    for (; base < pl.c1; base += advance) {
+        if (base + advance < pl.c1)
+            issue(base + advance, buf ^ 1);
+        else
+            __pipeline_commit();
+        __pipeline_wait_prior(1);
+        __syncwarp();
+        if constexpr (kSparse) {
+            expand_step(base, mine + 2 * kTile * kRow + size_t(buf) * kTile * raw_row);
+            __syncwarp();
+            compute(base, mine, mine + kTile * kRow);
+        } else {
+            const uint8_t* tile = mine + size_t(buf) * 2 * kTile * kRow;
+            compute(base, tile, tile + kTile * kRow);
+        }
+        __syncwarp();
+        buf ^= 1;
+    }
+
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    __syncthreads();  // the merge arrays overlay the queries and the warps' tiles
+    float* s_acc = reinterpret_cast<float*>(smem);
+    float* s_m = s_acc + kWarps * G * D;
+    float* s_l = s_m + kWarps * G;
+    if (g < G) {
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            s_acc[(warp * G + g) * D + n * 8 + 2 * t] = o[n][0];
+            s_acc[(warp * G + g) * D + n * 8 + 2 * t + 1] = o[n][1];
+        }
+        if (t == 0) {
+            s_m[warp * G + g] = m;
+            s_l[warp * G + g] = l;
+        }
+    }
+    __syncthreads();
+    merge_warps<D>(p, pl, G, s_acc, s_m, s_l, part, splits);
+}
+
+using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, const int2*, float*, int);
+
+MmaFn mma_fn(int d, bool sparse) {
+    switch (d) {
+        case 64: return sparse ? mma_kernel<64, true> : mma_kernel<64, false>;
+        case 128: return sparse ? mma_kernel<128, true> : mma_kernel<128, false>;
+        default: return nullptr;
+    }
 }
 
 __device__ float block_reduce(float v, bool take_max, float* red) {
@@ -557,9 +828,30 @@ int decode_splits(const DecodeProblem& p, int resident_blocks) {
     return int(std::min(want, most));
 }
 
+namespace {
+
+// The tensor-core kernels for D = 64 and 128 (up to 8 query heads per KV head).
+bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCache& cc, bool sparse, DecodeWorkspace& ws, int sm_count,
+                cudaStream_t stream, int splits) {
+    const MmaFn fn = mma_fn(p.head_dim, sparse);
+    const size_t smem = mma_smem(p.head_dim, sparse, cc.k_stride + cc.v_stride);
+    if (!MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
+    if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem) * sm_count);
+    const Prepared pr = prepare(p, splits, ws, stream);
+    if (!pr.ok) return false;
+    fn<<<grid_of(p, splits), kThreads, smem, stream>>>(p, dc, cc, pr.ranges, pr.part, splits);
+    if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
+    return merge(p, pr, splits, stream);
+}
+
+bool use_mma(const DecodeProblem& p) { return (p.head_dim == 64 || p.head_dim == 128) && p.n_head / p.n_head_kv <= 8; }
+
+}  // namespace
+
 bool decode_attention_dense(const DecodeProblem& p, const DenseCache& c, DecodeWorkspace& ws, int sm_count, cudaStream_t stream, int splits) {
     const DenseFn fn = p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0 ? dense_fn(p.head_dim, p.n_head / p.n_head_kv) : nullptr;
     if (fn == nullptr || p.n_rows * p.n_seq == 0) return fn != nullptr;
+    if (use_mma(p)) return launch_mma(p, c, CompressedCache{}, false, ws, sm_count, stream, splits);
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), 0) * sm_count);
     const Prepared pr = prepare(p, splits, ws, stream);
     if (!pr.ok) return false;
@@ -573,6 +865,7 @@ bool decode_attention_compressed(const DecodeProblem& p, const CompressedCache& 
     const CompressedFn fn = p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0 ? compressed_fn(p.head_dim, p.n_head / p.n_head_kv) : nullptr;
     if (fn == nullptr || !compressed_supported(c, p.head_dim)) return false;
     if (p.n_rows * p.n_seq == 0) return true;
+    if (use_mma(p)) return launch_mma(p, DenseCache{}, c, true, ws, sm_count, stream, splits);
     const size_t smem = size_t(kWarps) * 2 * kStepCells * (c.k_stride + c.v_stride);
     // Above 48 KB in all (finish() adds its static share) the kernel must opt in.
     if (!MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
