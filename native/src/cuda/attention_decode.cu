@@ -359,20 +359,6 @@ __global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, C
     finish<D, G>(p, pl, st, part, splits);
 }
 
-__device__ float block_reduce(float v, bool take_max, float* red) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        const float w = __shfl_xor_sync(0xffffffffu, v, o);
-        v = take_max ? fmaxf(v, w) : v + w;
-    }
-    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
-    __syncthreads();
-    float r = take_max ? -INFINITY : 0.0f;
-    for (int w = 0; w < int(blockDim.x / 32); ++w) r = take_max ? fmaxf(r, red[w]) : r + red[w];
-    __syncthreads();
-    return r;
-}
-
 // ---- Tensor-core flash-decoding, D = 64 and 128 ------------------------------------------------
 // mma.sync m16n8k16 (f16 inputs, f32 accumulation). The rows of A are the group's query heads (up to
 // 8; the other 8 rows are zero): S = Q K^T over 16 cells per warp step, then O += P V. Q and P are
@@ -418,12 +404,11 @@ __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_
         for (int b = 0; b < 4; ++b) {
             uint32_t packed[4];
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {  // branch-free: always load, keep by mask (vals[kept] is still staged memory)
-                const uint32_t bit0 = (word >> (b * 8 + 2 * e)) & 1u, bit1 = (word >> (b * 8 + 2 * e + 1)) & 1u;
-                const uint32_t lo = vals[n] & (0u - bit0);
-                n += int(bit0);
-                const uint32_t hi = vals[n] & (0u - bit1);
-                n += int(bit1);
+            for (int e = 0; e < 4; ++e) {
+                const int bit = b * 8 + 2 * e;
+                uint32_t lo = 0, hi = 0;
+                if ((word >> bit) & 1u) lo = vals[n++];
+                if ((word >> (bit + 1)) & 1u) hi = vals[n++];
                 packed[e] = lo | (hi << 16);
             }
             *reinterpret_cast<uint4*>(dst + (w * 4 + b) * 16) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
@@ -438,51 +423,8 @@ size_t mma_smem(int D, bool sparse, size_t record_bytes) {
     return std::max(16 * row + kWarps * warp, fin);
 }
 
-// The last block of a (row, KV head) to finish merges all splits of its query heads: no second
-// kernel. Blocks publish their partials before they count themselves in (fence, then atomic).
-template <int D>
-__device__ void merge_splits_if_last(const DecodeProblem& p, const Place& pl, int G, const float* part, int splits, unsigned* counters,
-                                     float* weight) {
-    __shared__ int s_last;
-    __shared__ float red[kWarps], s_l[8];
-    const size_t pair = (size_t(pl.seq) * p.n_rows + pl.row) * p.n_head_kv + pl.hk;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) s_last = atomicAdd(&counters[pair], 1u) == unsigned(splits - 1);
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
-    const size_t stride = size_t(D + 2);
-    auto head_part = [&](int g) { return part + ((size_t(pl.seq) * p.n_rows + pl.row) * p.n_head + pl.hk * G + g) * size_t(splits) * stride; };
-    for (int g = 0; g < G; ++g) {
-        const float* hp = head_part(g);
-        float m = -INFINITY;
-        for (int s = threadIdx.x; s < splits; s += kThreads) m = fmaxf(m, __ldcg(hp + s * stride + D));
-        m = block_reduce(m, true, red);
-        float l = 0.0f;
-        for (int s = threadIdx.x; s < splits; s += kThreads) {
-            const float f = merge_factor(__ldcg(hp + s * stride + D), m);
-            weight[g * splits + s] = f;
-            l += __ldcg(hp + s * stride + D + 1) * f;
-        }
-        l = block_reduce(l, false, red);
-        if (threadIdx.x == 0) s_l[g] = l;
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < G * D; i += kThreads) {
-        const int g = i / D, d = i % D;
-        const float* hp = head_part(g);
-        float a = 0.0f;
-#pragma unroll 4
-        for (int s = 0; s < splits; ++s) a += __ldcg(hp + s * stride + d) * weight[g * splits + s];
-        out_row(p, pl.hk * G + g, pl.row, pl.seq)[d] = s_l[g] == 0.0f ? 0.0f : a / s_l[g];
-    }
-    if (threadIdx.x == 0) counters[pair] = 0;  // ready for the next call
-}
-
 template <int D, bool kSparse>
-__global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int2* ranges, float* part, int splits,
-                                                       unsigned* counters) {
+__global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int2* ranges, float* part, int splits) {
     extern __shared__ __align__(16) uint8_t smem[];
     constexpr int kRow = 2 * D + 16;  // a padded tile row: the fragment loads are free of bank conflicts
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
@@ -671,13 +613,9 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     }
     __syncthreads();
     merge_warps<D>(p, pl, G, s_acc, s_m, s_l, part, splits);
-    if (splits > 1) {
-        __syncthreads();  // the split weights overlay s_acc
-        merge_splits_if_last<D>(p, pl, G, part, splits, counters, reinterpret_cast<float*>(smem));
-    }
 }
 
-using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, const int2*, float*, int, unsigned*);
+using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, const int2*, float*, int);
 
 MmaFn mma_fn(int d, bool sparse) {
     switch (d) {
@@ -685,6 +623,20 @@ MmaFn mma_fn(int d, bool sparse) {
         case 128: return sparse ? mma_kernel<128, true> : mma_kernel<128, false>;
         default: return nullptr;
     }
+}
+
+__device__ float block_reduce(float v, bool take_max, float* red) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float w = __shfl_xor_sync(0xffffffffu, v, o);
+        v = take_max ? fmaxf(v, w) : v + w;
+    }
+    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
+    __syncthreads();
+    float r = take_max ? -INFINITY : 0.0f;
+    for (int w = 0; w < int(blockDim.x / 32); ++w) r = take_max ? fmaxf(r, red[w]) : r + red[w];
+    __syncthreads();
+    return r;
 }
 
 // One block per (head, row): the splits' weights exp2(m_s - m) go to shared memory once, then each
@@ -829,7 +781,6 @@ dim3 grid_of(const DecodeProblem& p, int splits) { return dim3(unsigned(splits),
 
 DecodeWorkspace::~DecodeWorkspace() {
     if (data_ != nullptr) MUSTAFAR_CUDA_OK(cudaFree(data_));
-    if (counters_ != nullptr) MUSTAFAR_CUDA_OK(cudaFree(counters_));
 }
 
 void* DecodeWorkspace::get(size_t bytes) {
@@ -860,23 +811,6 @@ bool compressed_supported(const CompressedCache& c, int head_dim) {
            c.k_stride >= size_t(head_dim / 8 + 2 * c.k_kept) && c.v_stride >= size_t(head_dim / 8 + 2 * c.v_kept);
 }
 
-unsigned* DecodeWorkspace::counters(size_t n) {
-    if (n <= counter_count_) return counters_;
-    if (counters_ != nullptr) {
-        MUSTAFAR_CUDA_OK(cudaDeviceSynchronize());
-        MUSTAFAR_CUDA_OK(cudaFree(counters_));
-        counters_ = nullptr;
-        counter_count_ = 0;
-    }
-    if (!MUSTAFAR_CUDA_OK(cudaMalloc(&counters_, n * sizeof(unsigned)))) {
-        counters_ = nullptr;
-        return nullptr;
-    }
-    if (!MUSTAFAR_CUDA_OK(cudaMemset(counters_, 0, n * sizeof(unsigned)))) return nullptr;
-    counter_count_ = n;
-    return counters_;
-}
-
 int DecodeWorkspace::blocks_per_sm(const void* kernel, size_t smem) {
     for (const Occupancy& o : occupancy_)
         if (o.kernel == kernel && o.smem == smem) return o.blocks;
@@ -905,12 +839,11 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
     const size_t smem = mma_smem(p.head_dim, sparse, cc.k_stride + cc.v_stride);
     if (!MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem) * sm_count);
-    splits = std::min<int>(splits, int(smem / (8 * sizeof(float))));  // the merge's weights fit in shared memory
     const Prepared pr = prepare(p, splits, ws, stream);
-    unsigned* counters = splits > 1 ? ws.counters(size_t(p.n_rows) * p.n_seq * p.n_head_kv) : nullptr;
-    if (!pr.ok || (splits > 1 && counters == nullptr)) return false;
-    fn<<<grid_of(p, splits), kThreads, smem, stream>>>(p, dc, cc, pr.ranges, pr.part, splits, counters);
-    return MUSTAFAR_CUDA_OK(cudaGetLastError());
+    if (!pr.ok) return false;
+    fn<<<grid_of(p, splits), kThreads, smem, stream>>>(p, dc, cc, pr.ranges, pr.part, splits);
+    if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
+    return merge(p, pr, splits, stream);
 }
 
 bool use_mma(const DecodeProblem& p) { return (p.head_dim == 64 || p.head_dim == 128) && p.n_head / p.n_head_kv <= 8; }

@@ -66,8 +66,6 @@ public:
     DecodeWorkspace& operator=(const DecodeWorkspace&) = delete;
     // Null on allocation failure (logged).
     void* get(size_t bytes);
-    // n zeroed split counters (each kernel that uses them leaves them zero); null on failure.
-    unsigned* counters(size_t n);
     // Resident blocks per SM of a decode kernel (asked once per kernel and shared-memory size).
     int blocks_per_sm(const void* kernel, size_t smem);
 
@@ -79,8 +77,6 @@ private:
     };
     void* data_ = nullptr;
     size_t bytes_ = 0;
-    unsigned* counters_ = nullptr;
-    size_t counter_count_ = 0;
     std::vector<Occupancy> occupancy_;
 };
 
