@@ -5,6 +5,7 @@
 // sequences fit next to the model's weights. Caches smaller than 256 MB are rotated over several
 // copies so that the L2 cache does not serve them. Writes a Markdown table.
 // Usage: attention_cuda_bench <results.md> [commit]
+//        attention_cuda_bench --one <s> <batch> <context>   (one configuration, for a profiler; s = 0: dense)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -311,6 +312,15 @@ int main(int argc, char** argv) {
     cudaDeviceProp prop{};
     CK(cudaGetDeviceProperties(&prop, 0));
     const int sms = prop.multiProcessorCount;
+    if (std::string(argv[1]) == "--one" && argc >= 5) {
+        const double s = std::atof(argv[2]);
+        const int batch = std::atoi(argv[3]);
+        const int64_t ctx = std::atoll(argv[4]);
+        double bytes = 0;
+        const double us = s == 0.0 ? dense_time(batch, ctx, sms, &bytes) : compressed_time(batch, ctx, s, sms, &bytes);
+        std::printf("s=%.2f b=%d ctx=%lld: %.1f us, %.0f GB/s\n", s, batch, (long long)ctx, us, bytes / (us * 1e-6) / 1e9);
+        return 0;
+    }
     const double bw = copy_bandwidth();
     std::ostringstream md;
     char date[32];
