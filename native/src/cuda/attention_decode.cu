@@ -376,7 +376,16 @@ __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a2
 }
 
 __device__ __forceinline__ uint32_t lds32(const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
-__device__ __forceinline__ uint32_t lds16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
+
+// Four 8x8 f16 matrices from shared memory; lane l gives the address of row l % 8 of matrix l / 8.
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint8_t* p) {
+    const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const uint8_t* p) {
+    const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
+}
 
 __device__ __forceinline__ uint32_t as_u32(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
 
@@ -489,21 +498,33 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m = -INFINITY, l = 0.0f;
 
+    // The query fragments (A of S = Q K^T) stay in registers: high a0, a2, low a0, a2 per 16 channels.
+    uint32_t qa[D / 16][4];
+#pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc) {
+        const int col = (kc * 16 + 2 * t) * 2;
+        qa[kc][0] = lds32(qh + g * kRow + col);
+        qa[kc][1] = lds32(qh + g * kRow + col + 16);
+        qa[kc][2] = lds32(ql + g * kRow + col);
+        qa[kc][3] = lds32(ql + g * kRow + col + 16);
+    }
+    // ldmatrix row addresses of this lane: S uses K as (cell = 8 * ((lane >> 4) & 1) + lane % 8,
+    // channels + 8 * ((lane >> 3) & 1)); P V uses V transposed as (cell = 8 * ((lane >> 3) & 1) + lane % 8,
+    // channels + 8 * ((lane >> 4) & 1)).
+    const int k_row = ((lane >> 4) & 1) * 8 + (lane & 7), k_col = ((lane >> 3) & 1) * 16;
+    const int v_row = ((lane >> 3) & 1) * 8 + (lane & 7), v_col = ((lane >> 4) & 1) * 16;
+
     auto compute = [&](int64_t base, const uint8_t* kt, const uint8_t* vt) {
         float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
         float sl[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};  // four independent MMA chains
 #pragma unroll
         for (int kc = 0; kc < D / 16; ++kc) {
-            const int col = (kc * 16 + 2 * t) * 2;
-            const uint32_t ah0 = lds32(qh + g * kRow + col), ah2 = lds32(qh + g * kRow + col + 16);
-            const uint32_t al0 = lds32(ql + g * kRow + col), al2 = lds32(ql + g * kRow + col + 16);
-#pragma unroll
-            for (int nt = 0; nt < 2; ++nt) {
-                const uint8_t* kr = kt + (nt * 8 + g) * kRow + col;
-                const uint32_t b0 = lds32(kr), b1 = lds32(kr + 16);
-                mma16816(sc[nt], ah0, ah2, b0, b1);
-                mma16816(sl[nt], al0, al2, b0, b1);
-            }
+            uint32_t b[4];  // B of cells 0-7 (channels kc*16 + 0..7, + 8..15), then of cells 8-15
+            ldsm_x4(b, kt + k_row * kRow + kc * 32 + k_col);
+            mma16816(sc[0], qa[kc][0], qa[kc][1], b[0], b[1]);
+            mma16816(sl[0], qa[kc][2], qa[kc][3], b[0], b[1]);
+            mma16816(sc[1], qa[kc][0], qa[kc][1], b[2], b[3]);
+            mma16816(sl[1], qa[kc][2], qa[kc][3], b[2], b[3]);
         }
         float s4[4];
 #pragma unroll
@@ -540,12 +561,13 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
         split2(pr[0], pr[1], ph0, pl0);
         split2(pr[2], pr[3], ph2, pl2);
 #pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-            const uint8_t* vc = vt + (n * 8 + g) * 2;
-            const uint32_t b0 = lds16(vc + (2 * t) * kRow) | (lds16(vc + (2 * t + 1) * kRow) << 16);
-            const uint32_t b1 = lds16(vc + (2 * t + 8) * kRow) | (lds16(vc + (2 * t + 9) * kRow) << 16);
-            mma16816(o[n], ph0, ph2, b0, b1);
-            mma16816(o[n], pl0, pl2, b0, b1);
+        for (int n = 0; n < D / 8; n += 2) {
+            uint32_t b[4];  // B of channel tiles n (cells 0-7, 8-15) and n + 1
+            ldsm_x4_trans(b, vt + v_row * kRow + n * 16 + v_col);
+            mma16816(o[n], ph0, ph2, b[0], b[1]);
+            mma16816(o[n], pl0, pl2, b[0], b[1]);
+            mma16816(o[n + 1], ph0, ph2, b[2], b[3]);
+            mma16816(o[n + 1], pl0, pl2, b[2], b[3]);
         }
     };
 
