@@ -396,7 +396,8 @@ __device__ __forceinline__ void split2(float x, float y, uint32_t& hi, uint32_t&
     lo = as_u32(__floats2half2_rn(x - __low2float(h), y - __high2float(h)));
 }
 
-// Half a record's D channels (half 0: the first D/2) into a dense f16 row half, pruned ones as 0.
+// Half a record's D channels (half 0: the first D/2) into a dense f16 row half, pruned ones as 0: zero
+// the half row, then walk its set bits (the kept values are contiguous from the popcount before it).
 template <int D>
 __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_t* dst) {
     constexpr int kWords = D / 64;  // bitmap words per half
@@ -407,20 +408,15 @@ __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_
     for (int w = 0; w < kWords; ++w)
         if (half) n += __popc(words[w]);
 #pragma unroll
+    for (int o = 0; o < D; o += 16) *reinterpret_cast<uint4*>(dst + o) = make_uint4(0, 0, 0, 0);
+    uint16_t* out = reinterpret_cast<uint16_t*>(dst);
+#pragma unroll
     for (int w = 0; w < kWords; ++w) {
-        const uint32_t word = words[half * kWords + w];
-#pragma unroll
-        for (int b = 0; b < 4; ++b) {
-            uint32_t packed[4];
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int bit = b * 8 + 2 * e;
-                uint32_t lo = 0, hi = 0;
-                if ((word >> bit) & 1u) lo = vals[n++];
-                if ((word >> (bit + 1)) & 1u) hi = vals[n++];
-                packed[e] = lo | (hi << 16);
-            }
-            *reinterpret_cast<uint4*>(dst + (w * 4 + b) * 16) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+        uint32_t word = words[half * kWords + w];
+        while (word != 0) {
+            const int b = __ffs(word) - 1;
+            word &= word - 1;
+            out[w * 32 + b] = vals[n++];
         }
     }
 }
@@ -432,8 +428,9 @@ size_t mma_smem(int D, bool sparse, size_t record_bytes) {
     return std::max(16 * row + kWarps * warp, fin);
 }
 
+// Three blocks per SM (shared memory allows three; registers are capped to match).
 template <int D, bool kSparse>
-__global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int2* ranges, float* part, int splits) {
+__global__ void __launch_bounds__(kThreads, 3) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int2* ranges, float* part, int splits) {
     extern __shared__ __align__(16) uint8_t smem[];
     constexpr int kRow = 2 * D + 16;  // a padded tile row: the fragment loads are free of bank conflicts
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
