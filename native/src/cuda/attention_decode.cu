@@ -360,19 +360,21 @@ __global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, C
 }
 
 // ---- Tensor-core flash-decoding, D = 64 and 128 ------------------------------------------------
-// mma.sync m16n8k16 (f16 inputs, f32 accumulation). The rows of A are the group's query heads (up to
-// 8; the other 8 rows are zero): S = Q K^T over 16 cells per warp step, then O += P V. Q and P are
-// split into f16 high and low parts (two MMAs each), so products keep about f32 precision. Fragment
-// layouts (PTX ISA, m16n8k16), g = lane / 4, t = lane % 4: A (g, 2t..2t+1), (g+8, ..), (g, 2t+8..),
-// (g+8, 2t+8..); B (k 2t..2t+1, n g), (k 2t+8.., n g); C (g, 2t..2t+1), (g+8, 2t..2t+1).
+// mma.sync m16n8k16 (f16 inputs, f32 accumulation) over 16 cells per warp step: S = Q K^T, then
+// O += P V. Q and P are split into f16 high and low parts so that products keep about f32 precision:
+// rows 0-7 of A hold the high parts of the group's query heads (up to 8), rows 8-15 the low parts, and
+// the two halves of C are added. Fragment layouts (PTX ISA, m16n8k16), g = lane / 4, t = lane % 4:
+// A (g, 2t..2t+1), (g+8, ..), (g, 2t+8..), (g+8, 2t+8..); B (k 2t..2t+1, n g), (k 2t+8.., n g);
+// C (g, 2t..2t+1), (g+8, 2t..2t+1). K and V fragments come from ldmatrix (V transposed).
 // Each warp streams its steps into shared memory with asynchronous 16-byte copies, two steps deep;
 // the compressed kernel expands the step's records into a dense tile first (lane = cell and half row).
 constexpr int kTile = 16;
 
-__device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
+// All 16 rows of A used: rows 0-7 carry the f16 high parts, rows 8-15 the low parts of the same heads.
+__device__ __forceinline__ void mma16816_split(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 __device__ __forceinline__ uint32_t lds32(const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
@@ -396,8 +398,7 @@ __device__ __forceinline__ void split2(float x, float y, uint32_t& hi, uint32_t&
     lo = as_u32(__floats2half2_rn(x - __low2float(h), y - __high2float(h)));
 }
 
-// Half a record's D channels (half 0: the first D/2) into a dense f16 row half, pruned ones as 0: zero
-// the half row, then walk its set bits (the kept values are contiguous from the popcount before it).
+// Half a record's D channels (half 0: the first D/2) into a dense f16 row half, pruned ones as 0.
 template <int D>
 __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_t* dst) {
     constexpr int kWords = D / 64;  // bitmap words per half
@@ -408,15 +409,20 @@ __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_
     for (int w = 0; w < kWords; ++w)
         if (half) n += __popc(words[w]);
 #pragma unroll
-    for (int o = 0; o < D; o += 16) *reinterpret_cast<uint4*>(dst + o) = make_uint4(0, 0, 0, 0);
-    uint16_t* out = reinterpret_cast<uint16_t*>(dst);
-#pragma unroll
     for (int w = 0; w < kWords; ++w) {
-        uint32_t word = words[half * kWords + w];
-        while (word != 0) {
-            const int b = __ffs(word) - 1;
-            word &= word - 1;
-            out[w * 32 + b] = vals[n++];
+        const uint32_t word = words[half * kWords + w];
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            uint32_t packed[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int bit = b * 8 + 2 * e;
+                uint32_t lo = 0, hi = 0;
+                if ((word >> bit) & 1u) lo = vals[n++];
+                if ((word >> (bit + 1)) & 1u) hi = vals[n++];
+                packed[e] = lo | (hi << 16);
+            }
+            *reinterpret_cast<uint4*>(dst + (w * 4 + b) * 16) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
         }
     }
 }
@@ -428,9 +434,8 @@ size_t mma_smem(int D, bool sparse, size_t record_bytes) {
     return std::max(16 * row + kWarps * warp, fin);
 }
 
-// Three blocks per SM (shared memory allows three; registers are capped to match).
 template <int D, bool kSparse>
-__global__ void __launch_bounds__(kThreads, 3) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int2* ranges, float* part, int splits) {
+__global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int2* ranges, float* part, int splits) {
     extern __shared__ __align__(16) uint8_t smem[];
     constexpr int kRow = 2 * D + 16;  // a padded tile row: the fragment loads are free of bank conflicts
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
@@ -495,16 +500,6 @@ __global__ void __launch_bounds__(kThreads, 3) mma_kernel(DecodeProblem p, Dense
     for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m = -INFINITY, l = 0.0f;
 
-    // The query fragments (A of S = Q K^T) stay in registers: high a0, a2, low a0, a2 per 16 channels.
-    uint32_t qa[D / 16][4];
-#pragma unroll
-    for (int kc = 0; kc < D / 16; ++kc) {
-        const int col = (kc * 16 + 2 * t) * 2;
-        qa[kc][0] = lds32(qh + g * kRow + col);
-        qa[kc][1] = lds32(qh + g * kRow + col + 16);
-        qa[kc][2] = lds32(ql + g * kRow + col);
-        qa[kc][3] = lds32(ql + g * kRow + col + 16);
-    }
     // ldmatrix row addresses of this lane: S uses K as (cell = 8 * ((lane >> 4) & 1) + lane % 8,
     // channels + 8 * ((lane >> 3) & 1)); P V uses V transposed as (cell = 8 * ((lane >> 3) & 1) + lane % 8,
     // channels + 8 * ((lane >> 4) & 1)).
@@ -512,16 +507,17 @@ __global__ void __launch_bounds__(kThreads, 3) mma_kernel(DecodeProblem p, Dense
     const int v_row = ((lane >> 3) & 1) * 8 + (lane & 7), v_col = ((lane >> 4) & 1) * 16;
 
     auto compute = [&](int64_t base, const uint8_t* kt, const uint8_t* vt) {
+        // C rows g: Q_high K^T, rows g + 8: Q_low K^T, for cells 0-7 and 8-15.
         float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
-        float sl[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};  // four independent MMA chains
 #pragma unroll
         for (int kc = 0; kc < D / 16; ++kc) {
+            const int col = (kc * 16 + 2 * t) * 2;
+            const uint32_t a0 = lds32(qh + g * kRow + col), a1 = lds32(ql + g * kRow + col);
+            const uint32_t a2 = lds32(qh + g * kRow + col + 16), a3 = lds32(ql + g * kRow + col + 16);
             uint32_t b[4];  // B of cells 0-7 (channels kc*16 + 0..7, + 8..15), then of cells 8-15
             ldsm_x4(b, kt + k_row * kRow + kc * 32 + k_col);
-            mma16816(sc[0], qa[kc][0], qa[kc][1], b[0], b[1]);
-            mma16816(sl[0], qa[kc][2], qa[kc][3], b[0], b[1]);
-            mma16816(sc[1], qa[kc][0], qa[kc][1], b[2], b[3]);
-            mma16816(sl[1], qa[kc][2], qa[kc][3], b[2], b[3]);
+            mma16816_split(sc[0], a0, a1, a2, a3, b[0], b[1]);
+            mma16816_split(sc[1], a0, a1, a2, a3, b[2], b[3]);
         }
         float s4[4];
 #pragma unroll
@@ -533,7 +529,7 @@ __global__ void __launch_bounds__(kThreads, 3) mma_kernel(DecodeProblem p, Dense
                 mk = __half2float(mrow[cell]);
                 live = mk != -INFINITY;
             }
-            s4[i] = live ? sc[i / 2][i % 2] + sl[i / 2][i % 2] + mk * kLog2e : -INFINITY;
+            s4[i] = live ? sc[i / 2][i % 2] + sc[i / 2][i % 2 + 2] + mk * kLog2e : -INFINITY;
         }
         float tmax = fmaxf(fmaxf(s4[0], s4[1]), fmaxf(s4[2], s4[3]));
         tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
@@ -545,6 +541,8 @@ __global__ void __launch_bounds__(kThreads, 3) mma_kernel(DecodeProblem p, Dense
             for (int n = 0; n < D / 8; ++n) {
                 o[n][0] *= a;
                 o[n][1] *= a;
+                o[n][2] *= a;
+                o[n][3] *= a;
             }
             m = tmax;
         }
@@ -561,10 +559,8 @@ __global__ void __launch_bounds__(kThreads, 3) mma_kernel(DecodeProblem p, Dense
         for (int n = 0; n < D / 8; n += 2) {
             uint32_t b[4];  // B of channel tiles n (cells 0-7, 8-15) and n + 1
             ldsm_x4_trans(b, vt + v_row * kRow + n * 16 + v_col);
-            mma16816(o[n], ph0, ph2, b[0], b[1]);
-            mma16816(o[n], pl0, pl2, b[0], b[1]);
-            mma16816(o[n + 1], ph0, ph2, b[2], b[3]);
-            mma16816(o[n + 1], pl0, pl2, b[2], b[3]);
+            mma16816_split(o[n], ph0, pl0, ph2, pl2, b[0], b[1]);  // rows g: P_high V, rows g + 8: P_low V
+            mma16816_split(o[n + 1], ph0, pl0, ph2, pl2, b[2], b[3]);
         }
     };
 
@@ -622,8 +618,8 @@ __global__ void __launch_bounds__(kThreads, 3) mma_kernel(DecodeProblem p, Dense
     if (g < G) {
 #pragma unroll
         for (int n = 0; n < D / 8; ++n) {
-            s_acc[(warp * G + g) * D + n * 8 + 2 * t] = o[n][0];
-            s_acc[(warp * G + g) * D + n * 8 + 2 * t + 1] = o[n][1];
+            s_acc[(warp * G + g) * D + n * 8 + 2 * t] = o[n][0] + o[n][2];
+            s_acc[(warp * G + g) * D + n * 8 + 2 * t + 1] = o[n][1] + o[n][3];
         }
         if (t == 0) {
             s_m[warp * G + g] = m;
