@@ -9,14 +9,18 @@ mkdir -p artifacts/gpu/ggml
 cp "$pkg/libggml-base.so" "$pkg/libggml-cpu.so" artifacts/gpu/ggml/
 echo "copied to artifacts/gpu/ggml"
 
-# --e2e: also a self-contained publish of the chat sample (only the avx2 natives: LLamaSharp falls
-# back to them), the models and prompts, and the CPU flavour's outputs to compare against.
+# --e2e: also a self-contained publish of the chat and benchmark samples into one folder (they share
+# the runtime; only the avx2 natives: LLamaSharp falls back to them), the models and prompts, and the
+# CPU flavour's outputs to compare against.
 if [ "${1:-}" = "--e2e" ]; then
-  dotnet publish samples/Mustafar.Chat -c Release -r linux-x64 --self-contained true -o artifacts/gpu/publish -v q
+  rm -rf artifacts/gpu/publish
+  for app in Mustafar.Chat Mustafar.Bench; do
+    dotnet publish "samples/$app" -c Release -r linux-x64 --self-contained true -o artifacts/gpu/publish -v q
+  done
   rm -rf artifacts/gpu/publish/runtimes/linux-x64/native/{avx,avx512,noavx}
-  tar -cJf artifacts/gpu/chat.tar.xz -C artifacts/gpu publish
+  tar -cJf artifacts/gpu/apps.tar.xz -C artifacts/gpu publish
   mkdir -p artifacts/gpu/models
   cp ../shared/models/stories260K-f32.gguf ../shared/models/recall-hd128-q8_0.gguf artifacts/gpu/models/
   tests/gpu/e2e.sh artifacts/gpu/publish artifacts/gpu/models artifacts/gpu/e2e-cpu.txt
-  echo "carry: artifacts/gpu/ggml artifacts/gpu/chat.tar.xz artifacts/gpu/models"
+  echo "carry: artifacts/gpu/ggml artifacts/gpu/apps.tar.xz artifacts/gpu/models"
 fi

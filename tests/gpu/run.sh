@@ -35,10 +35,10 @@ if [ "${BENCH:-1}" = 1 ]; then
   artifacts/gpu/build/attention_cuda_bench "$out/attention-cuda.md" "${COMMIT:-unknown}" | tee "$out/attention-cuda.txt" || status=1
 fi
 
-# End to end through the C# stack, when a self-contained publish of samples/Mustafar.Chat was carried
+# End to end through the C# stack, when a self-contained publish of the samples was carried
 # (tests/gpu/prepare.sh --e2e): greedy outputs on the CUDA flavour, to compare with the CPU flavour's.
-if [ -f artifacts/gpu/chat.tar.xz ]; then
-  rm -rf artifacts/gpu/publish && tar -xJf artifacts/gpu/chat.tar.xz -C artifacts/gpu
+if [ -f artifacts/gpu/apps.tar.xz ]; then
+  rm -rf artifacts/gpu/publish && tar -xJf artifacts/gpu/apps.tar.xz -C artifacts/gpu
   cp artifacts/gpu/build/libggml-mustafar.so artifacts/gpu/publish/runtimes/linux-x64/native/
   tests/gpu/e2e.sh artifacts/gpu/publish artifacts/gpu/models "$out/e2e-cuda.txt" || status=1
   "artifacts/gpu/publish/Mustafar.Chat" --model artifacts/gpu/models/stories260K-f32.gguf --temperature 0 --max-tokens 16 \
@@ -48,5 +48,13 @@ if [ -f artifacts/gpu/chat.tar.xz ]; then
     "artifacts/gpu/publish/Mustafar.Chat" --model "artifacts/gpu/models/$model" --temperature 0 --max-tokens 4 --verbose "the" 2>&1 \
       | grep -E "offloaded|model buffer size|KV buffer size|compute buffer size" > "$out/placement-$model.txt" || status=1
   done
+fi
+# End-to-end benchmark (E2E_BENCH=1): a Llama-3-8B-shaped F16 model with random weights, generated
+# here (16 GB), prompt and generation tokens/s at batch 1, 4, 8 and context 4K, 16K, 32K.
+if [ "${E2E_BENCH:-0}" = 1 ] && [ -x artifacts/gpu/publish/Mustafar.Bench ]; then
+  artifacts/gpu/publish/Mustafar.Bench --generate-llama3-8b --model "${BENCH_MODEL:-artifacts/gpu/llama3-8b-f16.gguf}" \
+    --contexts "${BENCH_CONTEXTS:-4096,16384,32768}" --batches "${BENCH_BATCHES:-1,4,8}" --decode-tokens 64 \
+    --title "End-to-end throughput, dense f16 cache: $(nvidia-smi --query-gpu=name --format=csv,noheader), commit ${COMMIT:-unknown}" \
+    --out "$out/e2e-bench.md" 2>&1 | tee "$out/e2e-bench.txt" || status=1
 fi
 exit $status

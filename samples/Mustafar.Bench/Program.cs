@@ -1,0 +1,156 @@
+// End-to-end benchmark through llama.cpp on the Mustafar backend: prompt and generation tokens/s of a
+// model at several batch sizes (concurrent requests) and contexts. Per batch size one client, whose
+// shared cache holds batch x the largest context; per context two phases:
+//   1. prompts: `batch` distinct random prompts of about `context` tokens, one output token each, all
+//      at once (their cells stay cached as prefixes);
+//   2. generation: the same prompts again (prefix hits: no prompt work) with --decode-tokens tokens each.
+//   Mustafar.Bench --model PATH [--generate-llama3-8b] [--contexts 4096,16384,32768] [--batches 1,4,8]
+//                  [--decode-tokens 64] [--k-sparsity S] [--v-sparsity S] [--out FILE.md] [--title TEXT]
+// --generate-llama3-8b writes a Llama-3-8B-shaped F16 GGUF with random weights to PATH first (16 GB) unless
+// it exists. Prompts use the synthetic models' character vocabulary (one token per character).
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Logging;
+using Mustafar.AI;
+using Mustafar.Gguf;
+
+var queue = new Queue<string>(args);
+string? model = null, outFile = null, title = null;
+bool generate = false;
+int[] contexts = [4096, 16384, 32768], batches = [1, 4, 8];
+int decodeTokens = 64;
+double kSparsity = 0, vSparsity = 0;
+try
+{
+    while (queue.Count > 0)
+    {
+        string arg = queue.Dequeue();
+        switch (arg)
+        {
+            case "--model": model = Next(); break;
+            case "--generate-llama3-8b": generate = true; break;
+            case "--contexts": contexts = Ints(Next()); break;
+            case "--batches": batches = Ints(Next()); break;
+            case "--decode-tokens": decodeTokens = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+            case "--k-sparsity": kSparsity = double.Parse(Next(), CultureInfo.InvariantCulture); break;
+            case "--v-sparsity": vSparsity = double.Parse(Next(), CultureInfo.InvariantCulture); break;
+            case "--out": outFile = Next(); break;
+            case "--title": title = Next(); break;
+            default: throw new ArgumentException($"unknown argument {arg}");
+        }
+    }
+
+    if (model is null)
+    {
+        throw new ArgumentException("--model is required");
+    }
+
+    if (decodeTokens < 2 || contexts.Any(c => c <= decodeTokens + 64) || batches.Any(b => b < 1))
+    {
+        throw new ArgumentException("contexts must exceed --decode-tokens + 64, --decode-tokens must be at least 2, batches at least 1");
+    }
+}
+catch (Exception e) when (e is ArgumentException or FormatException)
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    Console.Error.WriteLine("usage: Mustafar.Bench --model PATH [--generate-llama3-8b] [--contexts 4096,16384,32768] [--batches 1,4,8] " +
+                            "[--decode-tokens 64] [--k-sparsity S] [--v-sparsity S] [--out FILE.md] [--title TEXT]");
+    return 2;
+}
+
+try
+{
+    if (generate && !File.Exists(model))
+    {
+        var clock = Stopwatch.StartNew();
+        SyntheticLlama.Write(model, SyntheticLlamaSpec.Llama3_8B_F16);
+        Console.WriteLine($"generated {model} ({new FileInfo(model).Length / 1e9:F2} GB) in {clock.Elapsed.TotalSeconds:F0} s");
+    }
+
+    using var loggers = LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Warning)
+        .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
+    var rows = new List<string>();
+    var random = new Random(7);
+    foreach (int batch in batches)
+    {
+        var options = new MustafarOptions
+        {
+            ModelPath = model,
+            ContextSize = batch * contexts.Max(),
+            MaxConcurrentRequests = batch,
+            CachedPrefixes = batch,
+            KSparsity = kSparsity,
+            VSparsity = vSparsity,
+        };
+        var load = Stopwatch.StartNew();
+        await using var owner = (IAsyncDisposable)await MustafarChatClientFactory.CreateAsync(options, loggers);
+        var client = (IChatClient)owner;
+        Console.WriteLine($"batch {batch}: loaded in {load.Elapsed.TotalSeconds:F1} s, context {options.ContextSize} cells");
+        foreach (int context in contexts)
+        {
+            string[] prompts = Enumerable.Range(0, batch).Select(_ => RandomText(random, context - decodeTokens - 64)).ToArray();
+            var prompt = await RunAsync(client, prompts, 1);
+            var gen = await RunAsync(client, prompts, decodeTokens);
+            double promptRate = prompt.InputTokens / prompt.Seconds;
+            double genRate = gen.OutputTokens / gen.Seconds;
+            double stepMs = 1000.0 * gen.Seconds / Math.Max(1, gen.OutputTokens / (double)batch);
+            string row = string.Create(CultureInfo.InvariantCulture,
+                $"| {batch} | {Label(context)} | {prompt.InputTokens} | {prompt.Seconds:F2} | {promptRate:F0} | {gen.OutputTokens} | {gen.Seconds:F2} | {genRate:F1} | {stepMs:F2} |");
+            rows.Add(row);
+            Console.WriteLine(row);
+        }
+    }
+
+    if (outFile is not null)
+    {
+        var md = new StringBuilder();
+        md.AppendLine(CultureInfo.InvariantCulture, $"# {title ?? "End-to-end throughput"}").AppendLine();
+        md.AppendLine(CultureInfo.InvariantCulture, $"Model `{Path.GetFileName(model)}`, K sparsity {kSparsity}, V sparsity {vSparsity}, {decodeTokens} generated tokens per request. Program: `samples/Mustafar.Bench`.").AppendLine();
+        md.AppendLine("Prompt phase: all prompts at once, one output token each. Generation phase: the same prompts again (cached prefixes), all requests decoding together; a step is one token for every request.").AppendLine();
+        md.AppendLine("| batch | context | prompt tokens | prompt s | prompt tok/s | generated tokens | generation s | generation tok/s | ms per step |");
+        md.AppendLine("|---|---|---|---|---|---|---|---|---|");
+        rows.ForEach(r => md.AppendLine(r));
+        await File.WriteAllTextAsync(outFile, md.ToString());
+    }
+
+    return 0;
+}
+catch (Exception e)
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    return 1;
+}
+
+string Next() => queue.Count > 0 ? queue.Dequeue() : throw new ArgumentException("an option is missing its value");
+
+static string Label(int context) => context % 1024 == 0 ? $"{context / 1024}K" : context.ToString(CultureInfo.InvariantCulture);
+
+static int[] Ints(string list) => list.Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+
+// Letters and digits only: one token each in the synthetic vocabulary, and no shared prefixes.
+static string RandomText(Random random, int length)
+{
+    const string alphabet = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    return string.Create(length, random, (span, r) =>
+    {
+        for (int i = 0; i < span.Length; i++)
+        {
+            span[i] = alphabet[r.Next(alphabet.Length)];
+        }
+    });
+}
+
+static async Task<Phase> RunAsync(IChatClient client, string[] prompts, int maxTokens)
+{
+    var clock = Stopwatch.StartNew();
+    var results = await Task.WhenAll(prompts.Select(async p =>
+    {
+        var response = await client.GetResponseAsync(p, new ChatOptions { MaxOutputTokens = maxTokens, Temperature = 0 });
+        return (Input: response.Usage?.InputTokenCount ?? 0, Output: response.Usage?.OutputTokenCount ?? 0);
+    }));
+    return new Phase(results.Sum(r => r.Input), results.Sum(r => r.Output), clock.Elapsed.TotalSeconds);
+}
+
+internal readonly record struct Phase(long InputTokens, long OutputTokens, double Seconds);
