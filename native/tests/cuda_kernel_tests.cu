@@ -1,7 +1,8 @@
 // GPU tests of the Mustafar CUDA kernels against their CPU twins: prune + compress byte for byte
-// against kv::compress (ties included), and flash-decoding over the dense f16 cache and over the
-// compressed store against attention computed in double on the CPU over the same vectors (records
-// decompressed by kv::decompress). Exit code 0 when all pass. Usage: cuda_kernel_tests [seed]
+// against kv::compress (ties included), and attention (flash-decoding and, for 32 rows or more with
+// the split count left open, the prompt kernel) over the dense f16 cache and over the compressed store
+// against attention computed in double on the CPU over the same vectors (records decompressed by
+// kv::decompress). Exit code 0 when all pass. Usage: cuda_kernel_tests [seed]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -232,6 +233,8 @@ const Shape kShapes[] = {
     {128, 4, 1, 1, 1, false},   {128, 4, 1, 1, 37, false},  {128, 4, 1, 3, 3000, false}, {128, 4, 4, 1, 2000, true},
     {64, 1, 2, 2, 700, false},  {64, 8, 3, 1, 900, true},   {256, 2, 1, 2, 1500, false}, {256, 8, 1, 1, 600, false},
     {128, 8, 5, 1, 5000, true}, {128, 1, 1, 1, 9000, false},
+    // Prompt shapes (32 rows or more: the prompt kernel when the split count is left to the library).
+    {128, 4, 100, 1, 700, true}, {64, 2, 64, 2, 300, false}, {128, 8, 40, 1, 2000, true}, {128, 1, 33, 1, 100, true},
 };
 
 void test_dense(std::mt19937_64& rng, int sms) {

@@ -630,6 +630,197 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     merge_warps<D>(p, pl, G, s_acc, s_m, s_l, part, splits);
 }
 
+// ---- Tensor-core attention for many query rows (prompts), D = 64 and 128 -------------------------
+// A block takes 64 consecutive query rows of one head (16 per warp, the A rows of the MMAs) and walks
+// the cells its rows see in tiles of 32, which the four warps load together (asynchronous copies,
+// two tiles deep) and all use: K and V are read once per 64 rows. Q and P are split into f16 high
+// and low parts (two MMAs each); one online softmax per row in f32.
+constexpr int kPromptRows = 64, kPromptTile = 32;
+
+size_t prompt_smem(int D) { return size_t(2) * 2 * kPromptTile * (2 * D + 16); }
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, DenseCache dc, const int2* ranges) {
+    extern __shared__ __align__(16) uint8_t smem[];
+    constexpr int kRow = 2 * D + 16, kChunks = D / 8;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+    const int h = blockIdx.y, seq = blockIdx.z, G = p.n_head / p.n_head_kv, hk = h / G;
+    const int row0 = blockIdx.x * kPromptRows + warp * 16;  // this warp's rows: row0 + g, row0 + g + 8
+
+    // The cells any row of the block sees.
+    __shared__ int s_lo, s_hi;
+    if (threadIdx.x == 0) {
+        s_lo = 0;
+        s_hi = int(p.n_kv);
+        if (ranges != nullptr) {
+            int lo = INT_MAX, hi = 0;
+            for (int r = blockIdx.x * kPromptRows; r < min(p.n_rows, int(blockIdx.x + 1) * kPromptRows); ++r) {
+                const int2 rr = ranges[size_t(seq) * p.n_rows + r];
+                if (rr.y > rr.x) {
+                    lo = min(lo, rr.x);
+                    hi = max(hi, rr.y);
+                }
+            }
+            s_lo = lo == INT_MAX ? 0 : lo;
+            s_hi = lo == INT_MAX ? 0 : hi;
+        }
+    }
+    __syncthreads();
+    const int c_lo = s_lo, c_hi = s_hi;
+
+    // A fragments of the warp's 16 query rows (log2 units), high and low parts, per 16 channels.
+    uint32_t qa[D / 16][4], ql[D / 16][4];
+    {
+        const float f = p.scale * kLog2e;
+        auto q_at = [&](int r, int d) {
+            const int row = row0 + r;
+            if (row >= p.n_rows) return 0.0f;
+            return reinterpret_cast<const float*>(p.q + size_t(row) * p.q_nb1 + size_t(h) * p.q_nb2 + size_t(seq) * p.q_nb3)[d] * f;
+        };
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {  // a0 (g, 2t), a1 (g+8, 2t), a2 (g, 2t+8), a3 (g+8, 2t+8)
+                const int r = g + (i % 2) * 8, d = kc * 16 + 2 * t + (i / 2) * 8;
+                split2(q_at(r, d), q_at(r, d + 1), qa[kc][i], ql[kc][i]);
+            }
+        }
+    }
+    const __half* mrow[2] = {nullptr, nullptr};
+    bool row_ok[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const int row = row0 + g + i * 8;
+        row_ok[i] = row < p.n_rows;
+        if (p.mask != nullptr && row_ok[i])
+            mrow[i] = reinterpret_cast<const __half*>(p.mask + size_t(row) * p.mask_nb1 + size_t(seq % p.mask_ne3) * p.mask_nb3);
+    }
+
+    auto issue = [&](int base, int buf) {
+        uint8_t* dst = smem + size_t(buf) * 2 * kPromptTile * kRow;
+        for (int j = threadIdx.x; j < 2 * kPromptTile * kChunks; j += kThreads) {
+            const int kv = j / (kPromptTile * kChunks), u = (j / kChunks) % kPromptTile, ch = j % kChunks;
+            const int cell = base + u;
+            uint8_t* d = dst + (kv * kPromptTile + u) * kRow + ch * 16;
+            if (cell < c_hi) {
+                const char* src = kv == 0 ? dc.k + size_t(hk) * dc.k_nb2 + size_t(seq) * dc.k_nb3 + size_t(cell) * dc.k_nb1
+                                          : dc.v + size_t(hk) * dc.v_nb2 + size_t(seq) * dc.v_nb3 + size_t(cell) * dc.v_nb1;
+                __pipeline_memcpy_async(d, src + ch * 16, 16);
+            } else {
+                *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+            }
+        }
+        __pipeline_commit();
+    };
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    const int k_row = ((lane >> 4) & 1) * 8 + (lane & 7), k_col = ((lane >> 3) & 1) * 16;
+    const int v_row = ((lane >> 3) & 1) * 8 + (lane & 7), v_col = ((lane >> 4) & 1) * 16;
+
+    int buf = 0;
+    if (c_lo < c_hi) issue(c_lo, 0);
+    for (int base = c_lo; base < c_hi; base += kPromptTile) {
+        if (base + kPromptTile < c_hi)
+            issue(base + kPromptTile, buf ^ 1);
+        else
+            __pipeline_commit();
+        __pipeline_wait_prior(1);
+        __syncthreads();
+        const uint8_t* kt = smem + size_t(buf) * 2 * kPromptTile * kRow;
+        const uint8_t* vt = kt + kPromptTile * kRow;
+        float sc[4][4];  // n-tiles of 8 cells; C rows g (c0, c1) and g + 8 (c2, c3)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc) {
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {  // cells 0-15, 16-31
+                uint32_t b[4];
+                ldsm_x4(b, kt + (half * 16 + k_row) * kRow + kc * 32 + k_col);
+                mma16816_split(sc[half * 2], qa[kc][0], qa[kc][1], qa[kc][2], qa[kc][3], b[0], b[1]);
+                mma16816_split(sc[half * 2], ql[kc][0], ql[kc][1], ql[kc][2], ql[kc][3], b[0], b[1]);
+                mma16816_split(sc[half * 2 + 1], qa[kc][0], qa[kc][1], qa[kc][2], qa[kc][3], b[2], b[3]);
+                mma16816_split(sc[half * 2 + 1], ql[kc][0], ql[kc][1], ql[kc][2], ql[kc][3], b[2], b[3]);
+            }
+        }
+        // Masks and the online softmax of the lane's two rows (i = 0: row g, 1: row g + 8).
+        float pr[4][4];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            float tmax = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int cell = base + nt * 8 + 2 * t + e;
+                    float v = -INFINITY;
+                    if (row_ok[i] && cell < c_hi) {
+                        const float mk = mrow[i] != nullptr ? __half2float(mrow[i][cell]) : 0.0f;
+                        if (mk != -INFINITY) v = sc[nt][i * 2 + e] + mk * kLog2e;
+                    }
+                    pr[nt][i * 2 + e] = v;
+                    tmax = fmaxf(tmax, v);
+                }
+            tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+            tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+            if (tmax > m[i]) {
+                const float a = exp2f(m[i] - tmax);
+                l[i] *= a;
+#pragma unroll
+                for (int n = 0; n < D / 8; ++n) {
+                    o[n][i * 2] *= a;
+                    o[n][i * 2 + 1] *= a;
+                }
+                m[i] = tmax;
+            }
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    float& v = pr[nt][i * 2 + e];
+                    v = v == -INFINITY ? 0.0f : exp2f(v - m[i]);
+                    l[i] += v;
+                }
+        }
+        // O += P V over the two 16-cell chunks; P's A fragment comes straight from S's C layout.
+#pragma unroll
+        for (int kh = 0; kh < 2; ++kh) {
+            uint32_t ph[4], pl[4];
+            split2(pr[2 * kh][0], pr[2 * kh][1], ph[0], pl[0]);          // (g, 2t)
+            split2(pr[2 * kh][2], pr[2 * kh][3], ph[1], pl[1]);          // (g+8, 2t)
+            split2(pr[2 * kh + 1][0], pr[2 * kh + 1][1], ph[2], pl[2]);  // (g, 2t+8)
+            split2(pr[2 * kh + 1][2], pr[2 * kh + 1][3], ph[3], pl[3]);  // (g+8, 2t+8)
+#pragma unroll
+            for (int n = 0; n < D / 8; n += 2) {
+                uint32_t b[4];
+                ldsm_x4_trans(b, vt + (kh * 16 + v_row) * kRow + n * 16 + v_col);
+                mma16816_split(o[n], ph[0], ph[1], ph[2], ph[3], b[0], b[1]);
+                mma16816_split(o[n], pl[0], pl[1], pl[2], pl[3], b[0], b[1]);
+                mma16816_split(o[n + 1], ph[0], ph[1], ph[2], ph[3], b[2], b[3]);
+                mma16816_split(o[n + 1], pl[0], pl[1], pl[2], pl[3], b[2], b[3]);
+            }
+        }
+        __syncthreads();  // the next issue overwrites this buffer
+        buf ^= 1;
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+        if (!row_ok[i]) continue;
+        float* out = out_row(p, h, row0 + g + i * 8, seq);
+        const float inv = l[i] == 0.0f ? 0.0f : 1.0f / l[i];
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            out[n * 8 + 2 * t] = o[n][i * 2] * inv;
+            out[n * 8 + 2 * t + 1] = o[n][i * 2 + 1] * inv;
+        }
+    }
+}
+
 using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, const int2*, float*, int);
 
 MmaFn mma_fn(int d, bool sparse) {
@@ -861,6 +1052,20 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
     return merge(p, pr, splits, stream);
 }
 
+// From this many query rows on (a prompt's micro-batch), rows share K and V in the prompt kernel.
+constexpr int kPromptMinRows = 32;
+
+bool launch_prompt(const DecodeProblem& p, const DenseCache& dc, DecodeWorkspace& ws, cudaStream_t stream) {
+    const auto fn = p.head_dim == 64 ? prompt_kernel<64> : prompt_kernel<128>;
+    const size_t smem = prompt_smem(p.head_dim);
+    if (!MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
+    const Prepared pr = prepare(p, 1, ws, stream);
+    if (!pr.ok) return false;
+    const dim3 grid(unsigned((p.n_rows + kPromptRows - 1) / kPromptRows), unsigned(p.n_head), unsigned(p.n_seq));
+    fn<<<grid, kThreads, smem, stream>>>(p, dc, pr.ranges);
+    return MUSTAFAR_CUDA_OK(cudaGetLastError());
+}
+
 bool use_mma(const DecodeProblem& p) { return (p.head_dim == 64 || p.head_dim == 128) && p.n_head / p.n_head_kv <= 8; }
 
 }  // namespace
@@ -868,6 +1073,7 @@ bool use_mma(const DecodeProblem& p) { return (p.head_dim == 64 || p.head_dim ==
 bool decode_attention_dense(const DecodeProblem& p, const DenseCache& c, DecodeWorkspace& ws, int sm_count, cudaStream_t stream, int splits) {
     const DenseFn fn = p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0 ? dense_fn(p.head_dim, p.n_head / p.n_head_kv) : nullptr;
     if (fn == nullptr || p.n_rows * p.n_seq == 0) return fn != nullptr;
+    if (use_mma(p) && splits <= 0 && p.n_rows >= kPromptMinRows) return launch_prompt(p, c, ws, stream);
     if (use_mma(p)) return launch_mma(p, c, CompressedCache{}, false, ws, sm_count, stream, splits);
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), 0) * sm_count);
     const Prepared pr = prepare(p, splits, ws, stream);
