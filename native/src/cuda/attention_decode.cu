@@ -462,16 +462,24 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     const __half* mrow = mask_row(p, pl);
     const int64_t row0 = kSparse ? int64_t(pl.seq) * cc.seq_rows : 0;
 
-    auto issue = [&](int64_t base, int buf) {
+    // Which of the step's 16 cells the row sees (a cache shared by several sequences has long runs of
+    // other sequences' cells): their K and V are neither read nor computed on.
+    auto live_bits = [&](int64_t base) {
+        const int64_t cell = base + (lane & 15);
+        bool live = lane < 16 && cell < pl.c1;
+        if (live && mrow != nullptr) live = __half2float(mrow[cell]) != -INFINITY;
+        return __ballot_sync(0xffffffffu, live);
+    };
+
+    auto issue = [&](int64_t base, int buf, uint32_t live) {
         if constexpr (kSparse) {
             uint8_t* dst = mine + 2 * kTile * kRow + size_t(buf) * kTile * raw_row;
             const int cn = int(rec / 16), ck = int(cc.k_stride / 16);
             const float inv_cn = 1.0f / float(cn);
             for (int j = lane; j < kTile * cn; j += 32) {
                 const int u = int((float(j) + 0.5f) * inv_cn), r = j - u * cn;  // j / cn, exact at these sizes
-                const int64_t cell = base + u;
-                if (cell < pl.c1) {
-                    const size_t rr = size_t(row0 + cell) * p.n_head_kv + pl.hk;
+                if ((live >> u) & 1u) {
+                    const size_t rr = size_t(row0 + base + u) * p.n_head_kv + pl.hk;
                     const uint8_t* src = r < ck ? cc.k_records + rr * cc.k_stride + size_t(r) * 16 : cc.v_records + rr * cc.v_stride + size_t(r - ck) * 16;
                     __pipeline_memcpy_async(dst + size_t(u) * raw_row + size_t(r) * 16, src, 16);
                 }
@@ -483,11 +491,11 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
                 const int kv = j / (kTile * kChunks), u = (j / kChunks) % kTile, ch = j % kChunks;
                 const int64_t cell = base + u;
                 uint8_t* d = dst + (kv * kTile + u) * kRow + ch * 16;
-                if (cell < pl.c1) {
+                if ((live >> u) & 1u) {
                     const char* src = kv == 0 ? dc.k + size_t(pl.hk) * dc.k_nb2 + size_t(pl.seq) * dc.k_nb3 + size_t(cell) * dc.k_nb1
                                               : dc.v + size_t(pl.hk) * dc.v_nb2 + size_t(pl.seq) * dc.v_nb3 + size_t(cell) * dc.v_nb1;
                     __pipeline_memcpy_async(d, src + ch * 16, 16);
-                } else {
+                } else if (live != 0u) {
                     *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);  // P = 0 must meet a finite V
                 }
             }
@@ -589,24 +597,30 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     const int64_t advance = int64_t(kWarps) * kTile;
     int64_t base = pl.c0 + int64_t(warp) * kTile;
     int buf = 0;
-    if (base < pl.c1) issue(base, 0);
+    uint32_t live = base < pl.c1 ? live_bits(base) : 0u, next_live = 0u;
+    if (base < pl.c1) issue(base, 0, live);
     for (; base < pl.c1; base += advance) {
-        if (base + advance < pl.c1)
-            issue(base + advance, buf ^ 1);
-        else
+        if (base + advance < pl.c1) {
+            next_live = live_bits(base + advance);
+            issue(base + advance, buf ^ 1, next_live);
+        } else {
             __pipeline_commit();
+        }
         __pipeline_wait_prior(1);
         __syncwarp();
-        if constexpr (kSparse) {
-            expand_step(base, mine + 2 * kTile * kRow + size_t(buf) * kTile * raw_row);
-            __syncwarp();
-            compute(base, mine, mine + kTile * kRow);
-        } else {
-            const uint8_t* tile = mine + size_t(buf) * 2 * kTile * kRow;
-            compute(base, tile, tile + kTile * kRow);
+        if (live != 0u) {
+            if constexpr (kSparse) {
+                expand_step(base, mine + 2 * kTile * kRow + size_t(buf) * kTile * raw_row);
+                __syncwarp();
+                compute(base, mine, mine + kTile * kRow);
+            } else {
+                const uint8_t* tile = mine + size_t(buf) * 2 * kTile * kRow;
+                compute(base, tile, tile + kTile * kRow);
+            }
         }
         __syncwarp();
         buf ^= 1;
+        live = next_live;
     }
 
     l += __shfl_xor_sync(0xffffffffu, l, 1);
@@ -696,7 +710,26 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
             mrow[i] = reinterpret_cast<const __half*>(p.mask + size_t(row) * p.mask_nb1 + size_t(seq % p.mask_ne3) * p.mask_nb3);
     }
 
-    auto issue = [&](int base, int buf) {
+    // Whether any row of the block sees any cell of the tile (block-wide, so all threads agree).
+    auto tile_live = [&](int base) {
+        bool any = false;
+        if (p.mask == nullptr) {
+            any = base < c_hi;
+        } else {
+            const int r = blockIdx.x * kPromptRows + threadIdx.x / 2;
+            if (r < p.n_rows) {
+                const __half* mr = reinterpret_cast<const __half*>(p.mask + size_t(r) * p.mask_nb1 + size_t(seq % p.mask_ne3) * p.mask_nb3);
+                for (int c = base + (threadIdx.x % 2) * 16, e = min(c + 16, c_hi); c < e; ++c) any |= __half2float(mr[c]) != -INFINITY;
+            }
+        }
+        return __syncthreads_or(any) != 0;
+    };
+
+    auto issue = [&](int base, int buf, bool live) {
+        if (!live) {
+            __pipeline_commit();
+            return;
+        }
         uint8_t* dst = smem + size_t(buf) * 2 * kPromptTile * kRow;
         for (int j = threadIdx.x; j < 2 * kPromptTile * kChunks; j += kThreads) {
             const int kv = j / (kPromptTile * kChunks), u = (j / kChunks) % kPromptTile, ch = j % kChunks;
@@ -721,14 +754,23 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
     const int v_row = ((lane >> 3) & 1) * 8 + (lane & 7), v_col = ((lane >> 4) & 1) * 16;
 
     int buf = 0;
-    if (c_lo < c_hi) issue(c_lo, 0);
+    bool live = c_lo < c_hi && tile_live(c_lo);
+    if (c_lo < c_hi) issue(c_lo, 0, live);
     for (int base = c_lo; base < c_hi; base += kPromptTile) {
-        if (base + kPromptTile < c_hi)
-            issue(base + kPromptTile, buf ^ 1);
-        else
+        bool next_live = false;
+        if (base + kPromptTile < c_hi) {
+            next_live = tile_live(base + kPromptTile);
+            issue(base + kPromptTile, buf ^ 1, next_live);
+        } else {
             __pipeline_commit();
+        }
         __pipeline_wait_prior(1);
         __syncthreads();
+        if (!live) {  // no row of the block sees these cells
+            buf ^= 1;
+            live = next_live;
+            continue;
+        }
         const uint8_t* kt = smem + size_t(buf) * 2 * kPromptTile * kRow;
         const uint8_t* vt = kt + kPromptTile * kRow;
         float sc[4][4];  // n-tiles of 8 cells; C rows g (c0, c1) and g + 8 (c2, c3)
@@ -805,6 +847,7 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
         }
         __syncthreads();  // the next issue overwrites this buffer
         buf ^= 1;
+        live = next_live;
     }
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
