@@ -33,6 +33,10 @@ ggml_tensor* ggml_swiglu_split(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b
 ggml_tensor* ggml_get_rows(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b);
 ggml_tensor* ggml_rope_ext(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b, ggml_tensor* c, int n_dims, int mode, int n_ctx_orig,
                            float freq_base, float freq_scale, float ext_factor, float attn_factor, float beta_fast, float beta_slow);
+// Quantizes nrows rows of n_per_row floats from src (starting at element `start`) into dst in `type`'s
+// blocks; imatrix may be null for the types the tests use. Returns the bytes written.
+size_t ggml_quantize_chunk(ggml_type type, const float* src, void* dst, int64_t start, int64_t nrows, int64_t n_per_row,
+                           const float* imatrix);
 ggml_cgraph* ggml_new_graph(ggml_context* ctx);
 void ggml_build_forward_expand(ggml_cgraph* cgraph, ggml_tensor* tensor);
 

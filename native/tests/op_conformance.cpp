@@ -68,6 +68,11 @@ void fill(ggml_tensor* t, uint64_t seed, int64_t index_range) {
             std::memcpy(block, &dh, 2);
             for (int i = 0; i < 32; ++i) block[2 + i] = uint8_t(int8_t(std::lround(d > 0 ? x[i] / d : 0.0f)));
         }
+    } else if (t->type == GGML_TYPE_Q4_0 || t->type == GGML_TYPE_Q4_K || t->type == GGML_TYPE_Q6_K) {
+        // Uniform floats through ggml's own quantizer, row by row, as a GGUF converter writes them.
+        std::vector<float> x(static_cast<size_t>(count));
+        for (float& v : x) v = uni(rng);
+        ggml_quantize_chunk(t->type, x.data(), raw.data(), 0, count / t->ne[0], t->ne[0], nullptr);
     } else if (t->type == GGML_TYPE_I64 || t->type == GGML_TYPE_I32) {
         // distinct row indices per column: a shuffled range
         std::vector<int64_t> perm(index_range);
@@ -175,6 +180,22 @@ std::vector<Case> compute_cases() {
         return ggml_get_rows(c, t(c, GGML_TYPE_Q8_0, 64, 50, 1, 1, "w"), t(c, GGML_TYPE_I32, 7, 1, 1, 1, "idx")); }, 1e-6));
     cs.push_back(compute_case("MUL_MAT q8_0 weights", 0, [=](ggml_context* c) {
         return ggml_mul_mat(c, t(c, GGML_TYPE_Q8_0, 128, 40, 1, 1, "w"), t(c, GGML_TYPE_F32, 128, 9, 1, 1, "x")); }, 1e-4));
+    // The other weight types that are stored as f16 on the GPU, likewise (ggml's CPU takes the activations
+    // in BF16 for BF16 weights, in Q8_0 for Q4_0 and in Q8_K for Q4_K and Q6_K). Rows of 256 and 512: whole
+    // super-blocks of the K-quants; one column (generation) and seven (a prompt batch).
+    for (ggml_type wt : {GGML_TYPE_BF16, GGML_TYPE_Q4_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K}) {
+        const std::string type = ggml_type_name(wt);
+        cs.push_back(compute_case(("GET_ROWS " + type).c_str(), 50, [=](ggml_context* c) {
+            return ggml_get_rows(c, t(c, wt, 256, 50, 1, 1, "w"), t(c, GGML_TYPE_I32, 7, 1, 1, 1, "idx")); }, 1e-6));
+        for (int64_t k : {256, 512})
+            for (int64_t cols : {1, 7}) {
+                const int64_t rows = k == 256 ? 64 : 32;
+                const std::string name = "MUL_MAT " + type + " weights " + std::to_string(k) + "x" + std::to_string(rows) + ", " +
+                                         std::to_string(cols) + (cols == 1 ? " column" : " columns");
+                cs.push_back(compute_case(name.c_str(), 0, [=](ggml_context* c) {
+                    return ggml_mul_mat(c, t(c, wt, k, rows, 1, 1, "w"), t(c, GGML_TYPE_F32, k, cols, 1, 1, "x")); }, 1e-4));
+            }
+    }
     cs.push_back(compute_case("MUL_MAT batched, weights broadcast", 0, [=](ggml_context* c) {
         return ggml_mul_mat(c, t(c, GGML_TYPE_F32, 32, 16, 2, 1, "w"), t(c, GGML_TYPE_F32, 32, 5, 4, 1, "x")); }));
     for (int mode : {0, 2}) {

@@ -2,7 +2,6 @@
 // backends reach them only through get/set_tensor (is_host is false).
 #include <cuda_fp16.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -36,43 +35,36 @@ void* get_base(ggml_backend_buffer_t b) { return of(b)->base; }
 ggml_status init_tensor(ggml_backend_buffer_t b, ggml_tensor* t) {
     if (t->view_src == nullptr) {
         of(b)->tensors->init_tensor(t);
-        if (t->type == GGML_TYPE_Q8_0) t->extra = const_cast<char*>(&kConvertedToF16);
+        if (stored_as_f16(t)) t->extra = const_cast<char*>(&kConvertedToF16);
     }
     return GGML_STATUS_SUCCESS;
 }
 
-constexpr size_t kQ8Block = 34;  // f16 scale + 32 int8 values
-constexpr int kQ8Values = 32;
+// A converted weight or a view of one: its bytes in our memory are f16, not those of its type.
+bool in_converted(const ggml_tensor* t) { return converted_to_f16(root_of(t)); }
 
-__global__ void q8_0_to_f16(const uint8_t* blocks, __half* out, int64_t n_blocks) {
-    for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n_blocks * kQ8Values; k += int64_t(gridDim.x) * blockDim.x) {
-        const uint8_t* block = blocks + (k / kQ8Values) * kQ8Block;
-        const float d = __half2float(*reinterpret_cast<const __half*>(block));
-        out[k] = __float2half_rn(d * float(reinterpret_cast<const int8_t*>(block + 2)[k % kQ8Values]));
-    }
-}
-
-// Converts whole Q8_0 blocks on upload; llama.cpp writes weights whole (or in block-aligned pieces).
+// Converts whole blocks on upload; llama.cpp writes weights whole (or in block-aligned pieces).
 void set_converted(ggml_tensor* t, const void* data, size_t offset, size_t size) {
-    if (offset % kQ8Block != 0 || size % kQ8Block != 0) {
-        log_error("%s: a write into the Q8_0 weight %s is not block-aligned (offset %zu, size %zu)\n", kDeviceName, t->name, offset, size);
+    const size_t bytes = block_bytes(t->type);
+    const int values = block_values(t->type);
+    if (bytes == 0 || offset % bytes != 0 || size % bytes != 0) {
+        log_error("%s: a write into the %s weight %s is not block-aligned (offset %zu, size %zu)\n", kDeviceName,
+                  ggml_type_name(t->type), t->name, offset, size);
         return;
     }
+    if (size == 0) return;
     void* staging = nullptr;
     if (!MUSTAFAR_CUDA_OK(cudaMalloc(&staging, size))) return;
-    const int64_t n_blocks = int64_t(size / kQ8Block);
     if (MUSTAFAR_CUDA_OK(cudaMemcpy(staging, data, size, cudaMemcpyHostToDevice))) {
-        auto* out = static_cast<__half*>(t->data) + (offset / kQ8Block) * kQ8Values;
-        q8_0_to_f16<<<unsigned(std::min<int64_t>((n_blocks * kQ8Values + 255) / 256, 1 << 20)), 256>>>(static_cast<const uint8_t*>(staging), out, n_blocks);
-        MUSTAFAR_CUDA_OK(cudaGetLastError());
-        MUSTAFAR_CUDA_OK(cudaDeviceSynchronize());
+        auto* out = static_cast<__half*>(t->data) + int64_t(offset / bytes) * values;
+        if (dequantize_to_f16(t->type, staging, out, int64_t(size / bytes), nullptr)) MUSTAFAR_CUDA_OK(cudaDeviceSynchronize());
     }
     MUSTAFAR_CUDA_OK(cudaFree(staging));
 }
 
 void memset_tensor(ggml_backend_buffer_t, ggml_tensor* t, uint8_t value, size_t offset, size_t size) {
-    if (converted_to_f16(t)) {
-        log_error("%s: memset of the converted Q8_0 weight %s is not supported\n", kDeviceName, t->name);
+    if (in_converted(t)) {
+        log_error("%s: memset of the converted %s weight %s is not supported\n", kDeviceName, ggml_type_name(t->type), t->name);
         return;
     }
     MUSTAFAR_CUDA_OK(cudaMemset(static_cast<uint8_t*>(t->data) + offset, value, size));
@@ -83,12 +75,17 @@ void set_tensor(ggml_backend_buffer_t, ggml_tensor* t, const void* data, size_t 
         set_converted(t, data, offset, size);
         return;
     }
+    if (in_converted(t)) {  // a view's offsets are in its type's bytes, not in the f16 storage
+        log_error("%s: a write through the view %s of the converted weight %s is not supported\n", kDeviceName, t->name,
+                  root_of(t)->name);
+        return;
+    }
     MUSTAFAR_CUDA_OK(cudaMemcpy(static_cast<uint8_t*>(t->data) + offset, data, size, cudaMemcpyHostToDevice));
 }
 
 void get_tensor(ggml_backend_buffer_t, const ggml_tensor* t, void* data, size_t offset, size_t size) {
-    if (converted_to_f16(t)) {  // the Q8_0 bytes are gone; nothing in llama.cpp reads weights back
-        log_error("%s: reading back the converted Q8_0 weight %s is not supported\n", kDeviceName, t->name);
+    if (in_converted(t)) {  // the original bytes are gone; nothing in llama.cpp reads weights back
+        log_error("%s: reading back the converted %s weight %s is not supported\n", kDeviceName, ggml_type_name(t->type), t->name);
         std::memset(data, 0, size);
         return;
     }
@@ -97,6 +94,7 @@ void get_tensor(ggml_backend_buffer_t, const ggml_tensor* t, void* data, size_t 
 
 bool cpy_tensor(ggml_backend_buffer_t, const ggml_tensor* src, ggml_tensor* dst) {
     if (src->buffer == nullptr || !is_our_buffer(src->buffer)) return false;
+    if (in_converted(src) || in_converted(dst)) return false;  // byte copies do not apply to converted weights
     return MUSTAFAR_CUDA_OK(cudaMemcpy(dst->data, src->data, ggml_nbytes(src), cudaMemcpyDeviceToDevice));
 }
 
@@ -127,9 +125,9 @@ ggml_backend_buffer_t alloc_buffer(ggml_backend_buffer_type_t buft, size_t size)
 
 size_t alignment(ggml_backend_buffer_type_t) { return kAlignment; }
 
-// Q8_0 weights take their f16 size.
+// Converted weights take their f16 size.
 size_t alloc_size(ggml_backend_buffer_type_t, const ggml_tensor* t) {
-    if (t->type == GGML_TYPE_Q8_0 && t->view_src == nullptr) return size_t(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]) * 2;
+    if (stored_as_f16(t)) return size_t(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]) * 2;
     return ggml_nbytes(t);
 }
 
@@ -138,6 +136,12 @@ bool is_host(ggml_backend_buffer_type_t) { return false; }
 }  // namespace
 
 const char kConvertedToF16 = 0;
+
+// Weights only: views and op results keep their type, and so do KV cache tensors (a BF16 cache is
+// written and read as BF16 by the KV path).
+bool stored_as_f16(const ggml_tensor* t) {
+    return t->view_src == nullptr && t->op == GGML_OP_NONE && converts_to_f16(t->type) && !is_kv_cache_tensor(t);
+}
 
 void init_device_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device) {
     buft.iface = {buft_name, alloc_buffer, alignment, nullptr, alloc_size, is_host};

@@ -2,6 +2,7 @@
 // their work move to the GPU: element-wise arithmetic with broadcasting, RMS_NORM, SCALE, SILU,
 // SWIGLU, GET_ROWS, ROPE (normal and NeoX, with YaRN as ggml defines it) and MUL_MAT through cuBLAS
 // (f16 weights take the activations in f16, as ggml's CPU backend does; f32 weights stay in f32).
+// Weights stored converted to f16 (BF16, Q8_0, Q4_0, Q4_K, Q6_K; see buffer_cuda.cu) are read as f16.
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 
@@ -227,6 +228,10 @@ bool ComputeOps::get_rows(const ggml_tensor* node) {
         wtype = GGML_TYPE_F16;
         w.nb[0] = 2;
         for (int d = 1; d < 4; ++d) w.nb[d] = w.nb[d - 1] * size_t(w.ne[d - 1]);
+    } else if (wtype != GGML_TYPE_F32 && wtype != GGML_TYPE_F16) {
+        log_error("%s: GET_ROWS reads %s weights only once converted to f16 (%s)\n", kDeviceName, ggml_type_name(ggml_type(wtype)),
+                  node->src[0]->name);
+        return false;
     }
     get_rows_kernel<<<unsigned(rows), 256, 0, stream_>>>(static_cast<const char*>(node->src[0]->data), w, wtype,
                                                          static_cast<const char*>(idx->data), t4(idx), static_cast<char*>(node->data), t4(node));
@@ -287,7 +292,11 @@ bool ComputeOps::mul_mat(const ggml_tensor* node) {
     const ggml_tensor* b = node->src[1];
     const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1];
     if (M == 0 || N == 0 || nelements(b) == 0) return true;
-    const bool converted = converted_to_f16(a);  // Q8_0 weights stored as f16 rows of K
+    const bool converted = converted_to_f16(a);  // stored as f16 rows of K, whatever its type
+    if (!converted && a->type != GGML_TYPE_F32 && a->type != GGML_TYPE_F16) {
+        log_error("%s: MUL_MAT reads %s weights only once converted to f16 (%s)\n", kDeviceName, ggml_type_name(a->type), a->name);
+        return false;
+    }
     const bool half = a->type == GGML_TYPE_F16 || converted;
     const size_t a_nb1 = converted ? size_t(K) * 2 : a->nb[1];
     const size_t a_nb2 = converted ? a_nb1 * size_t(M) : a->nb[2];
@@ -330,10 +339,10 @@ bool plain_weight(const ggml_tensor* w) {
     return (w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16) && w->nb[0] == ggml_type_size(w->type);
 }
 
-// A Q8_0 tensor itself (not a view) in our buffers, where it is stored converted to f16.
-bool q8_weight(const ggml_tensor* w) {
-    return w->type == GGML_TYPE_Q8_0 && w->view_src == nullptr && w->buffer != nullptr && is_our_buffer(w->buffer);
-}
+// A weight of a type with an f16 conversion (not a view) in our buffers, where it is stored converted.
+// Decided by the tensor, not by the tag: llama.cpp asks before it allocates the weights, with a dummy
+// buffer of our type in w->buffer.
+bool converted_weight(const ggml_tensor* w) { return stored_as_f16(w) && w->buffer != nullptr && is_our_buffer(w->buffer); }
 }  // namespace
 
 bool supports_compute(const ggml_tensor* op) {
@@ -357,13 +366,13 @@ bool supports_compute(const ggml_tensor* op) {
         case GGML_OP_GLU:
             return op->op_params[0] == kGgmlGluOpSwiglu && f32(op->src[0]) && f32(op) && (op->src[1] == nullptr || f32(op->src[1]));
         case GGML_OP_GET_ROWS:
-            return (plain_weight(op->src[0]) || q8_weight(op->src[0])) && op->src[1]->type == GGML_TYPE_I32 && f32(op);
+            return (plain_weight(op->src[0]) || converted_weight(op->src[0])) && op->src[1]->type == GGML_TYPE_I32 && f32(op);
         case GGML_OP_ROPE:
             return f32(op->src[0]) && f32(op) && (op->op_params[2] == 0 || op->op_params[2] == kGgmlRopeTypeNeox) &&
                    op->src[1]->type == GGML_TYPE_I32 && (op->src[2] == nullptr || f32(op->src[2]));
         case GGML_OP_MUL_MAT: {
             const ggml_tensor *a = op->src[0], *b = op->src[1];
-            return (plain_weight(a) || q8_weight(a)) && f32(b) && f32(op) && b->nb[0] == 4 && op->nb[0] == 4 && b->ne[2] % a->ne[2] == 0 &&
+            return (plain_weight(a) || converted_weight(a)) && f32(b) && f32(op) && b->nb[0] == 4 && op->nb[0] == 4 && b->ne[2] % a->ne[2] == 0 &&
                    b->ne[3] % a->ne[3] == 0 && (a->type == GGML_TYPE_F32 || ggml_is_contiguous(b));
         }
         default: return false;

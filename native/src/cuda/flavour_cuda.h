@@ -1,4 +1,5 @@
 #pragma once
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "../ggml_abi.h"
@@ -7,10 +8,22 @@
 namespace mustafar::cuda {
 void init_device_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device);
 
-// Q8_0 weights in our buffers are stored converted to f16 (one element per value, rows of ne0), marked
-// by this tag in tensor->extra; MUL_MAT and GET_ROWS read them as f16.
+// Weights of the types that have an f16 conversion (BF16, Q8_0, Q4_0, Q4_K, Q6_K) are stored in our
+// buffers converted to f16 (one element per value, rows of ne0), marked by this tag in tensor->extra;
+// MUL_MAT and GET_ROWS read them as f16. stored_as_f16 says whether a tensor is (or, once allocated in
+// our buffers, will be) stored so: a weight, i.e. not a view, no op, not a KV cache tensor.
 extern const char kConvertedToF16;
 inline bool converted_to_f16(const ggml_tensor* t) { return t->view_src == nullptr && t->extra == &kConvertedToF16; }
+bool stored_as_f16(const ggml_tensor* t);
+
+// The conversions (dequant_cuda.cu). A type without one has 0 bytes and 0 values per block.
+bool converts_to_f16(int type);
+size_t block_bytes(int type);
+int block_values(int type);
+// Converts n_blocks whole blocks of `type` at device_src into n_blocks * block_values(type) f16 values
+// at device_dst, on `stream`; false for a type without a conversion or on a launch error.
+bool dequantize_to_f16(int type, const void* device_src, __half* device_dst, int64_t n_blocks, cudaStream_t stream);
+
 // Kernels (kernels_cuda.cu); each launches on `stream` and returns false on a launch error.
 bool set_rows(const ggml_tensor* node, cudaStream_t stream);
 bool copy(const ggml_tensor* node, cudaStream_t stream);
