@@ -1,10 +1,13 @@
-// Flash-decoding kernels (attention_decode.h). Block = 4 warps, (context split, KV head, query row);
-// each lane owns 8 consecutive channels, so D/8 lanes share one cell and a warp walks 256/D cells at
-// a time; a warp takes steps of 8 cells. Scores of all G query heads of the group come from one read
-// of K; one online softmax per head in f32 (log2 domain); the warps, then the splits, are merged.
-// The compressed kernel stages each step's records in shared memory with 16-byte asynchronous copies
-// (double-buffered) and expands them there: a lane's 8 channels are one bitmap byte, and its values
-// start at the popcount of the bitmap below that byte.
+// Attention kernels (attention_decode.h), three families:
+//  - tensor-core kernels (D = 64, 128; up to 8 query heads per KV head), the fast path: flash-decoding
+//    over the dense cache and over the Mustafar store (mma_kernel), and prompts (prompt_kernel);
+//  - f32 SIMT flash-decoding for the other shapes (D = 256): block = 4 warps, (context split, KV head,
+//    query row); each lane owns 8 consecutive channels, so D/8 lanes share one cell; scores of all G
+//    query heads of the group come from one read of K; the compressed variant stages each step's
+//    records in shared memory with 16-byte asynchronous copies and expands them there (a lane's 8
+//    channels are one bitmap byte, its values start at the popcount of the bitmap below that byte);
+//  - the merge of the context splits and the per-row cell ranges a mask leaves visible.
+// Softmax in f32 and log2 units throughout.
 #include <cuda_fp16.h>
 #include <cuda_pipeline.h>
 
