@@ -105,9 +105,10 @@ public abstract class ChatClientConformanceTests : IAsyncLifetime
     [SkippableFact]
     public async Task CancellationIsHonoured()
     {
+        var client = Client;  // outside the assertion, so that a missing model skips instead of failing it
         using var cts = new CancellationTokenSource();
         await cts.CancelAsync();
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Client.GetResponseAsync("Once upon a time", Options(), cts.Token));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => client.GetResponseAsync("Once upon a time", Options(), cts.Token));
     }
 
     [SkippableFact]
