@@ -23,7 +23,7 @@ for seed in 1 2 3; do
 done
 grep -h FAIL "$out"/op_conformance-*.txt || true
 
-# The Mustafar kernels against their CPU twins (prune + compress, decode attention dense and compressed).
+# The kernels against their CPU twins (prune + compress; decode and prompt attention, dense and compressed).
 for seed in 1 2; do
   artifacts/gpu/build/cuda_kernel_tests "$seed" > "$out/cuda_kernel_tests-$seed.txt" 2>&1 || status=1
   tail -1 "$out/cuda_kernel_tests-$seed.txt"
@@ -49,8 +49,9 @@ if [ -f artifacts/gpu/apps.tar.xz ]; then
       | grep -E "offloaded|model buffer size|KV buffer size|compute buffer size" > "$out/placement-$model.txt" || status=1
   done
 fi
+
 # End-to-end benchmark (E2E_BENCH=1): a Llama-3-8B-shaped F16 model with random weights, generated
-# here (16 GB), prompt and generation tokens/s at batch 1, 4, 8 and context 4K, 16K, 32K.
+# here (14 GB: a small vocabulary), prompt and generation tokens/s at batch 1, 4, 8 and context 4K, 16K, 32K.
 if [ "${E2E_BENCH:-0}" = 1 ] && [ -x artifacts/gpu/publish/Mustafar.Bench ]; then
   artifacts/gpu/publish/Mustafar.Bench --generate-llama3-8b --model "${BENCH_MODEL:-artifacts/gpu/llama3-8b-f16.gguf}" \
     --contexts "${BENCH_CONTEXTS:-4096,16384,32768}" --batches "${BENCH_BATCHES:-1,4,8}" --decode-tokens 64 \
