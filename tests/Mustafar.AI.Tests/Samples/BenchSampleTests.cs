@@ -1,0 +1,59 @@
+using System.Diagnostics;
+using System.Globalization;
+using Mustafar.AI.Tests.Infrastructure;
+using Mustafar.Gguf;
+
+namespace Mustafar.AI.Tests.Samples;
+
+/// <summary>samples/Mustafar.Bench end to end on the CPU flavour with a tiny generated model (the GPU run uses the same program).</summary>
+public sealed class BenchSampleTests
+{
+    [Fact]
+    public async Task WritesOneRowPerBatchAndContextWithMeasuredThroughput()
+    {
+        string model = TestPaths.TempFile("tiny.gguf");
+        SyntheticLlama.Write(model, SyntheticLlamaSpec.Tiny with { ContextLength = 1024 });
+        string output = TestPaths.TempFile("bench.md");
+
+        var (exitCode, log) = await RunBenchAsync(
+            "--model", model, "--contexts", "256,512", "--batches", "1,2", "--decode-tokens", "4", "--out", output);
+
+        Assert.True(exitCode == 0, log);
+        var rows = File.ReadAllLines(output).Where(l => l.StartsWith("| ", StringComparison.Ordinal) && char.IsDigit(l[2])).ToList();
+        Assert.Equal(["1 256", "1 512", "2 256", "2 512"], rows.Select(r => string.Join(' ', Cells(r).Take(2))));
+        foreach (var cells in rows.Select(Cells))
+        {
+            int batch = int.Parse(cells[0], CultureInfo.InvariantCulture), context = int.Parse(cells[1], CultureInfo.InvariantCulture);
+            long promptTokens = long.Parse(cells[2], CultureInfo.InvariantCulture), generated = long.Parse(cells[5], CultureInfo.InvariantCulture);
+            Assert.InRange(promptTokens, batch * (context - 4 - 64), batch * context);  // one token per character, plus the template
+            Assert.InRange(generated, 1, batch * 4);
+            Assert.True(double.Parse(cells[4], CultureInfo.InvariantCulture) > 0 && double.Parse(cells[7], CultureInfo.InvariantCulture) > 0);
+        }
+    }
+
+    [Fact]
+    public async Task RejectsAContextTooSmallForTheGeneratedTokens()
+    {
+        var (exitCode, log) = await RunBenchAsync("--model", "unused.gguf", "--contexts", "64", "--decode-tokens", "8");
+        Assert.Equal(2, exitCode);
+        Assert.Contains("contexts must exceed", log, StringComparison.Ordinal);
+    }
+
+    private static string[] Cells(string row) => row.Trim('|').Split('|').Select(c => c.Trim()).ToArray();
+
+    private static async Task<(int ExitCode, string Log)> RunBenchAsync(params string[] args)
+    {
+        // The benchmark is built next to the tests (same configuration), as part of the solution.
+        string configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name;
+        string dll = Path.Combine(TestPaths.RepoRoot, "samples", "Mustafar.Bench", "bin", configuration, "net10.0", "Mustafar.Bench.dll");
+        Assert.True(File.Exists(dll), $"{dll} is missing: build the solution (dotnet test Mustafar.AI.sln builds it)");
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(dll);
+        args.ToList().ForEach(start.ArgumentList.Add);
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(2));
+        return (process.ExitCode, await stdout + await stderr);
+    }
+}
