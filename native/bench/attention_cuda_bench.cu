@@ -22,6 +22,7 @@
 
 #include "cuda/attention_decode.h"
 #include "kv/record.h"
+#include "../tests/cuda_exit_on_error.h"
 
 namespace {
 
@@ -31,15 +32,6 @@ namespace kv = mustafar::kv;
 constexpr int kHeads = 32, kHeadsKv = 8, kD = 128, kLayers = 32, kWindow = 32;
 constexpr double kWeightBytes = 16.06e9;  // Llama-3-8B in f16
 constexpr size_t kRotateBytes = size_t(256) << 20;
-
-#define CK(call)                                                                                        \
-    do {                                                                                                \
-        const cudaError_t e_ = (call);                                                                  \
-        if (e_ != cudaSuccess) {                                                                        \
-            std::printf("CUDA error: %s at %s:%d (%s)\n", cudaGetErrorString(e_), __FILE__, __LINE__, #call); \
-            std::exit(2);                                                                               \
-        }                                                                                               \
-    } while (0)
 
 struct DevMem {
     void* p = nullptr;

@@ -18,6 +18,7 @@
 #include "cuda/attention_decode.h"
 #include "fp16.h"
 #include "kv/record.h"
+#include "cuda_exit_on_error.h"
 
 namespace {
 
@@ -35,15 +36,6 @@ void check(bool ok, const std::string& what) {
         std::printf("FAIL %s\n", what.c_str());
     }
 }
-
-#define CK(call)                                                                                        \
-    do {                                                                                                \
-        const cudaError_t e_ = (call);                                                                  \
-        if (e_ != cudaSuccess) {                                                                        \
-            std::printf("CUDA error: %s at %s:%d (%s)\n", cudaGetErrorString(e_), __FILE__, __LINE__, #call); \
-            std::exit(2);                                                                               \
-        }                                                                                               \
-    } while (0)
 
 // Device copy of a host vector; freed on scope exit.
 template <typename T>
