@@ -223,41 +223,23 @@ double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_
     return us;
 }
 
-// Prune + compress of one decode step: `batch` tokens leave their windows in K and V of every layer.
-double compress_step_us(int batch, double s) {
-    const kv::RecordLayout l = kv::make_layout(kD, s);
-    const size_t row_bytes = size_t(kHeadsKv) * kD * 2;
-    DevMem pool(size_t(batch) * row_bytes), rec(size_t(batch) * kHeadsKv * l.stride), rows(size_t(batch) * 4);
-    fill(pool.p, size_t(batch) * row_bytes / 2, 5);
-    std::vector<int32_t> idx(batch);
-    for (int i = 0; i < batch; ++i) idx[i] = i;
-    CK(cudaMemcpy(rows.p, idx.data(), size_t(batch) * 4, cudaMemcpyHostToDevice));
-    Timer t;
-    const double us = t.us_per_call(20, [&](int) {
-        for (int layer = 0; layer < kLayers; ++layer)
-            for (int kvi = 0; kvi < 2; ++kvi)
-                if (!mc::compress_rows(pool.as<char>(), row_bytes, rows.as<int32_t>(), rows.as<int32_t>(), batch, kHeadsKv, kD, l.kept, l.stride,
-                                       rec.as<uint8_t>(), nullptr))
-                    std::exit(3);
-    });
-    return us;
-}
-
-// Prune + compress of a whole prompt of n tokens in one layer (K and V).
-double compress_prompt_us(int64_t n, double s) {
+// Prune + compress of `n` rows in K and V of `layers` layers: a decode step (n = batch, all 32 layers)
+// or a whole prompt in one layer.
+double compress_us(int64_t n, int layers, int reps, double s) {
     const kv::RecordLayout l = kv::make_layout(kD, s);
     const size_t row_bytes = size_t(kHeadsKv) * kD * 2;
     DevMem dense(size_t(n) * row_bytes), rec(size_t(n) * kHeadsKv * l.stride), rows(size_t(n) * 4);
-    fill(dense.p, size_t(n) * row_bytes / 2, 7);
+    fill(dense.p, size_t(n) * row_bytes / 2, 5);
     std::vector<int32_t> idx(n);
     for (int64_t i = 0; i < n; ++i) idx[i] = int32_t(i);
     CK(cudaMemcpy(rows.p, idx.data(), size_t(n) * 4, cudaMemcpyHostToDevice));
     Timer t;
-    return t.us_per_call(10, [&](int) {
-        for (int kvi = 0; kvi < 2; ++kvi)
-            if (!mc::compress_rows(dense.as<char>(), row_bytes, rows.as<int32_t>(), rows.as<int32_t>(), int(n), kHeadsKv, kD, l.kept, l.stride,
-                                   rec.as<uint8_t>(), nullptr))
-                std::exit(3);
+    return t.us_per_call(reps, [&](int) {
+        for (int layer = 0; layer < layers; ++layer)
+            for (int kvi = 0; kvi < 2; ++kvi)
+                if (!mc::compress_rows(dense.as<char>(), row_bytes, rows.as<int32_t>(), rows.as<int32_t>(), int(n), kHeadsKv, kD, l.kept, l.stride,
+                                       rec.as<uint8_t>(), nullptr))
+                    std::exit(3);
     });
 }
 
@@ -371,12 +353,12 @@ int main(int argc, char** argv) {
        << "|---|---|---|---|---|\n";
     for (double s : {0.5, 0.7})
         for (int batch : {1, 8}) {
-            const double step = compress_step_us(batch, s);
+            const double step = compress_us(batch, kLayers, 20, s);
             double bytes = 0;
             // A decode step at 32K: 32 layers of sparse attention plus reading the f16 weights once.
             const double attn = compressed_time(batch, 32768, s, sms, &bytes);
             const double decode_step = kLayers * attn + kWeightBytes / bw * 2.0 * 1e6;
-            const double prompt = compress_prompt_us(32768, s);
+            const double prompt = compress_us(32768, 1, 10, s);
             md << "| " << s << " | " << batch << " | " << fmt("%.1f", step) << " | " << fmt("%.2f %%", 100.0 * step / decode_step) << " | "
                << fmt("%.0f", prompt) << " |\n";
             std::printf("compress s=%.1f b=%d step %.1f us (%.2f %% of %.0f us), prompt 32K %.0f us\n", s, batch, step, 100.0 * step / decode_step,

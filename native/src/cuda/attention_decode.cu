@@ -974,23 +974,10 @@ CompressedFn compressed_for(int g) {
     }
 }
 
-DenseFn dense_fn(int d, int g) {
-    switch (d) {
-        case 64: return dense_for<64>(g);
-        case 128: return dense_for<128>(g);
-        case 256: return dense_for<256>(g);
-        default: return nullptr;
-    }
-}
+// The SIMT kernels serve D = 256 only: D = 64 and 128 take the tensor-core kernels.
+DenseFn dense_fn(int d, int g) { return d == 256 ? dense_for<256>(g) : nullptr; }
 
-CompressedFn compressed_fn(int d, int g) {
-    switch (d) {
-        case 64: return compressed_for<64>(g);
-        case 128: return compressed_for<128>(g);
-        case 256: return compressed_for<256>(g);
-        default: return nullptr;
-    }
-}
+CompressedFn compressed_fn(int d, int g) { return d == 256 ? compressed_for<256>(g) : nullptr; }
 
 size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
@@ -1055,7 +1042,7 @@ void* DecodeWorkspace::get(size_t bytes) {
 bool decode_supported(int head_dim, int n_head, int n_head_kv) {
     if (n_head_kv <= 0 || n_head % n_head_kv != 0) return false;
     const int g = n_head / n_head_kv;
-    return dense_fn(head_dim, g) != nullptr;
+    return (head_dim == 64 || head_dim == 128 || head_dim == 256) && (g == 1 || g == 2 || g == 4 || g == 8);
 }
 
 bool compressed_supported(const CompressedCache& c, int head_dim) {
@@ -1112,15 +1099,16 @@ bool launch_prompt(const DecodeProblem& p, const DenseCache& dc, DecodeWorkspace
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
-bool use_mma(const DecodeProblem& p) { return (p.head_dim == 64 || p.head_dim == 128) && p.n_head / p.n_head_kv <= 8; }
+bool use_mma(const DecodeProblem& p) { return p.head_dim == 64 || p.head_dim == 128; }
 
 }  // namespace
 
 bool decode_attention_dense(const DecodeProblem& p, const DenseCache& c, DecodeWorkspace& ws, int sm_count, cudaStream_t stream, int splits) {
-    const DenseFn fn = p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0 ? dense_fn(p.head_dim, p.n_head / p.n_head_kv) : nullptr;
-    if (fn == nullptr || p.n_rows * p.n_seq == 0) return fn != nullptr;
+    if (!decode_supported(p.head_dim, p.n_head, p.n_head_kv)) return false;
+    if (p.n_rows * p.n_seq == 0) return true;
     if (use_mma(p) && splits <= 0 && p.n_rows >= kPromptMinRows) return launch_prompt(p, c, ws, stream);
     if (use_mma(p)) return launch_mma(p, c, CompressedCache{}, false, ws, sm_count, stream, splits);
+    const DenseFn fn = dense_fn(p.head_dim, p.n_head / p.n_head_kv);
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), 0) * sm_count);
     const Prepared pr = prepare(p, splits, ws, stream);
     if (!pr.ok) return false;
@@ -1131,10 +1119,10 @@ bool decode_attention_dense(const DecodeProblem& p, const DenseCache& c, DecodeW
 
 bool decode_attention_compressed(const DecodeProblem& p, const CompressedCache& c, DecodeWorkspace& ws, int sm_count, cudaStream_t stream,
                                  int splits) {
-    const CompressedFn fn = p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0 ? compressed_fn(p.head_dim, p.n_head / p.n_head_kv) : nullptr;
-    if (fn == nullptr || !compressed_supported(c, p.head_dim)) return false;
+    if (!decode_supported(p.head_dim, p.n_head, p.n_head_kv) || !compressed_supported(c, p.head_dim)) return false;
     if (p.n_rows * p.n_seq == 0) return true;
     if (use_mma(p)) return launch_mma(p, DenseCache{}, c, true, ws, sm_count, stream, splits);
+    const CompressedFn fn = compressed_fn(p.head_dim, p.n_head / p.n_head_kv);
     const size_t smem = size_t(kWarps) * 2 * kStepCells * (c.k_stride + c.v_stride);
     // Above 48 KB in all (finish() adds its static share) the kernel must opt in.
     if (!MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
