@@ -212,7 +212,7 @@ double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_
         c.v_records = st.v->as<uint8_t>();
         c.k_kept = c.v_kept = st.layout.kept;
         c.k_stride = c.v_stride = st.layout.stride;
-        c.slot = st.slot->as<int32_t>();
+        c.k_slot = c.v_slot = st.slot->as<int32_t>();
         c.k_pool = st.k_pool->as<char>();
         c.v_pool = st.v_pool->as<char>();
         c.pool_row_bytes = size_t(kHeadsKv) * kD * 2;

@@ -105,7 +105,12 @@ bool supports_op(const ggml_tensor* op) {
                    (touches_our_buffer(op) || touches_our_buffer(op->src[0]) || flavour::supports_compute_op(op));
         case GGML_OP_SET_ROWS: return supports_set_rows(op);
         case GGML_OP_FLASH_ATTN_EXT: return supports_flash_attn(op);
-        default: return flavour::supports_compute_op(op);
+        default:
+            // Only cache writes and attention read or write a store's bytes.
+            if (kv::store_of(op)) return false;
+            for (const ggml_tensor* src : op->src)
+                if (src != nullptr && kv::store_of(src)) return false;
+            return flavour::supports_compute_op(op);
     }
 }
 

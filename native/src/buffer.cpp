@@ -26,76 +26,23 @@ void free_buffer(ggml_backend_buffer_t buffer) {
 void* get_base(ggml_backend_buffer_t buffer) { return buffer_of(buffer)->base(); }
 
 ggml_status init_tensor(ggml_backend_buffer_t buffer, ggml_tensor* tensor) {
-    if (tensor->view_src == nullptr) buffer_of(buffer)->init_tensor(tensor);
+    if (tensor->view_src == nullptr && !buffer_of(buffer)->init_tensor(tensor)) return GGML_STATUS_FAILED;
     return GGML_STATUS_SUCCESS;
 }
 
-// Store-backed tensors are read and written through their dense layout, row by row: whole rows
-// go straight to the store, partial rows through a decompressed copy.
-template <typename RowFn>
-void for_each_row(const ggml_tensor* tensor, const kv::KvStore& store, size_t offset, size_t size, RowFn fn) {
-    const size_t row_bytes = store.dense_row_bytes();
-    size_t pos = (tensor->view_src ? tensor->view_offs : 0) + offset;
-    const size_t end = pos + size;
-    size_t done = 0;
-    while (pos < end) {
-        const int64_t row = int64_t(pos / row_bytes);
-        const size_t in_row = pos % row_bytes;
-        const size_t n = std::min(row_bytes - in_row, end - pos);
-        fn(row, in_row, n, done);
-        pos += n;
-        done += n;
-    }
-}
-
 void memset_tensor(ggml_backend_buffer_t, ggml_tensor* tensor, uint8_t value, size_t offset, size_t size) {
-    kv::KvStore* store = kv::store_of(tensor);
-    if (store == nullptr) {
-        std::memset(static_cast<uint8_t*>(tensor->data) + offset, value, size);
-        return;
-    }
-    std::vector<uint16_t> row(store->dense_row_bytes() / 2);
-    for_each_row(tensor, *store, offset, size, [&](int64_t r, size_t in_row, size_t n, size_t) {
-        if (value == 0 && n == store->dense_row_bytes()) {
-            store->erase_row(r);
-            return;
-        }
-        store->read_row_f16(r, row.data());
-        std::memset(reinterpret_cast<uint8_t*>(row.data()) + in_row, value, n);
-        store->write_row(r, row.data());
-    });
+    if (kv::KvStore* store = kv::store_of(tensor)) store_memset(*store, tensor, value, offset, size);
+    else std::memset(static_cast<uint8_t*>(tensor->data) + offset, value, size);
 }
 
 void set_tensor(ggml_backend_buffer_t, ggml_tensor* tensor, const void* data, size_t offset, size_t size) {
-    kv::KvStore* store = kv::store_of(tensor);
-    if (store == nullptr) {
-        std::memcpy(static_cast<uint8_t*>(tensor->data) + offset, data, size);
-        return;
-    }
-    std::vector<uint16_t> row(store->dense_row_bytes() / 2);
-    for_each_row(tensor, *store, offset, size, [&](int64_t r, size_t in_row, size_t n, size_t done) {
-        const uint8_t* src = static_cast<const uint8_t*>(data) + done;
-        if (n == store->dense_row_bytes()) {
-            store->restore_row(r, reinterpret_cast<const uint16_t*>(src));
-            return;
-        }
-        store->read_row_f16(r, row.data());
-        std::memcpy(reinterpret_cast<uint8_t*>(row.data()) + in_row, src, n);
-        store->restore_row(r, row.data());
-    });
+    if (kv::KvStore* store = kv::store_of(tensor)) store_set(*store, tensor, data, offset, size);
+    else std::memcpy(static_cast<uint8_t*>(tensor->data) + offset, data, size);
 }
 
 void get_tensor(ggml_backend_buffer_t, const ggml_tensor* tensor, void* data, size_t offset, size_t size) {
-    const kv::KvStore* store = kv::store_of(tensor);
-    if (store == nullptr) {
-        std::memcpy(data, static_cast<const uint8_t*>(tensor->data) + offset, size);
-        return;
-    }
-    std::vector<uint16_t> row(store->dense_row_bytes() / 2);
-    for_each_row(tensor, *store, offset, size, [&](int64_t r, size_t in_row, size_t n, size_t done) {
-        store->read_row_f16(r, row.data());
-        std::memcpy(static_cast<uint8_t*>(data) + done, reinterpret_cast<const uint8_t*>(row.data()) + in_row, n);
-    });
+    if (const kv::KvStore* store = kv::store_of(tensor)) store_get(*store, tensor, data, offset, size);
+    else std::memcpy(data, static_cast<const uint8_t*>(tensor->data) + offset, size);
 }
 
 bool cpy_tensor(ggml_backend_buffer_t, const ggml_tensor* src, ggml_tensor* dst) {
@@ -151,33 +98,94 @@ ggml_backend_buffer_t buft_alloc_buffer(ggml_backend_buffer_type_t buft, size_t 
 
 size_t buft_get_alignment(ggml_backend_buffer_type_t) { return kAlignment; }
 
-size_t buft_get_alloc_size(ggml_backend_buffer_type_t, const ggml_tensor* tensor) {
+size_t buft_get_alloc_size(ggml_backend_buffer_type_t, const ggml_tensor* tensor) { return tensor_alloc_size(tensor); }
+
+bool buft_is_host(ggml_backend_buffer_type_t) { return false; }
+
+}  // namespace
+
+// Store-backed tensors are read and written through their dense layout, row by row: whole rows
+// go straight to the store, partial rows through a decompressed copy.
+namespace {
+template <typename RowFn>
+void for_each_row(const ggml_tensor* tensor, const kv::KvStore& store, size_t offset, size_t size, RowFn fn) {
+    const size_t row_bytes = store.dense_row_bytes();
+    size_t pos = (tensor->view_src ? tensor->view_offs : 0) + offset;
+    const size_t end = pos + size;
+    size_t done = 0;
+    while (pos < end) {
+        const int64_t row = int64_t(pos / row_bytes);
+        const size_t in_row = pos % row_bytes;
+        const size_t n = std::min(row_bytes - in_row, end - pos);
+        fn(row, in_row, n, done);
+        pos += n;
+        done += n;
+    }
+}
+}  // namespace
+
+void store_memset(kv::KvStore& store, const ggml_tensor* tensor, uint8_t value, size_t offset, size_t size) {
+    std::vector<uint16_t> row(store.dense_row_bytes() / 2);
+    for_each_row(tensor, store, offset, size, [&](int64_t r, size_t in_row, size_t n, size_t) {
+        if (value == 0 && n == store.dense_row_bytes()) {
+            store.erase_row(r);
+            return;
+        }
+        store.read_row_f16(r, row.data());
+        std::memset(reinterpret_cast<uint8_t*>(row.data()) + in_row, value, n);
+        store.write_row(r, row.data());
+    });
+}
+
+void store_set(kv::KvStore& store, const ggml_tensor* tensor, const void* data, size_t offset, size_t size) {
+    std::vector<uint16_t> row(store.dense_row_bytes() / 2);
+    for_each_row(tensor, store, offset, size, [&](int64_t r, size_t in_row, size_t n, size_t done) {
+        const uint8_t* src = static_cast<const uint8_t*>(data) + done;
+        if (n == store.dense_row_bytes()) {
+            store.restore_row(r, reinterpret_cast<const uint16_t*>(src));
+            return;
+        }
+        store.read_row_f16(r, row.data());
+        std::memcpy(reinterpret_cast<uint8_t*>(row.data()) + in_row, src, n);
+        store.restore_row(r, row.data());
+    });
+}
+
+void store_get(const kv::KvStore& store, const ggml_tensor* tensor, void* data, size_t offset, size_t size) {
+    std::vector<uint16_t> row(store.dense_row_bytes() / 2);
+    for_each_row(tensor, store, offset, size, [&](int64_t r, size_t in_row, size_t n, size_t done) {
+        store.read_row_f16(r, row.data());
+        std::memcpy(static_cast<uint8_t*>(data) + done, reinterpret_cast<const uint8_t*>(row.data()) + in_row, n);
+    });
+}
+
+size_t tensor_alloc_size(const ggml_tensor* tensor) {
     kv::StoreConfig cfg;
     if (tensor->view_src == nullptr && store_config_for(tensor, cfg))
         return kv::KvStore::bytes_needed(tensor->ne[1] * tensor->ne[2] * tensor->ne[3], tensor->ne[0], cfg);
     return ggml_nbytes(tensor);
 }
 
-bool buft_is_host(ggml_backend_buffer_type_t) { return false; }
-
-}  // namespace
-
 Buffer::Buffer(void* base, size_t size) : base_(base), size_(size) { registry().add_buffer(this); }
 
 Buffer::~Buffer() { registry().remove_buffer(this); }
 
-void Buffer::init_tensor(ggml_tensor* t) {
-    if (!is_kv_cache_tensor(t)) return;
+bool Buffer::init_tensor(ggml_tensor* t) {
+    if (!is_kv_cache_tensor(t)) return true;
     CacheTensor entry{ggml_nbytes(t), nullptr, 0};
     kv::StoreConfig cfg;
     if (store_config_for(t, cfg, &entry.owner)) {
         const int64_t rows = t->ne[1] * t->ne[2] * t->ne[3];
+        auto* memory = static_cast<uint8_t*>(t->data);
+        std::unique_ptr<kv::StoreMemory> device;
+        if (!flavour::make_store_memory(memory, rows, t->ne[0], cfg, device)) return false;
         entry.bytes = kv::KvStore::bytes_needed(rows, t->ne[0], cfg);
-        entry.store = std::make_unique<kv::KvStore>(static_cast<uint8_t*>(t->data), rows, t->ne[0], cfg);
+        entry.store = std::make_unique<kv::KvStore>(memory, rows, t->ne[0], cfg, std::move(device));
         t->extra = entry.store.get();
     }
     std::lock_guard<std::mutex> lock(mutex_);
     kv_tensors_[t] = std::move(entry);
+    return true;
 }
 
 void Buffer::forget_tensors() {

@@ -30,7 +30,8 @@ public:
     size_t size() const { return size_; }
 
     // Called for each tensor allocated here: cache tensors get a Mustafar store when one is configured.
-    void init_tensor(ggml_tensor* t);
+    // False when the store's device side cannot be created (logged).
+    bool init_tensor(ggml_tensor* t);
     void forget_tensors();
     void clear_stores();
     // Adds this buffer's cache tensors into the totals.
@@ -47,6 +48,13 @@ private:
     mutable std::mutex mutex_;
     std::unordered_map<const ggml_tensor*, CacheTensor> kv_tensors_;
 };
+
+// Reading and writing a store-backed tensor (or view) through its dense f16 layout: get/set/memset_tensor.
+void store_memset(kv::KvStore& store, const ggml_tensor* tensor, uint8_t value, size_t offset, size_t size);
+void store_set(kv::KvStore& store, const ggml_tensor* tensor, const void* data, size_t offset, size_t size);
+void store_get(const kv::KvStore& store, const ggml_tensor* tensor, void* data, size_t offset, size_t size);
+// Bytes a tensor takes in our buffers: a store's records and pool for cache tensors that get one.
+size_t tensor_alloc_size(const ggml_tensor* tensor);
 
 // The store configuration for a cache tensor under the current config, if it gets one.
 bool store_config_for(const ggml_tensor* t, kv::StoreConfig& out, int64_t* owner = nullptr);

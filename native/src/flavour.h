@@ -2,8 +2,10 @@
 // (cpu/flavour_cpu.cpp or cuda/flavour_cuda.cu) is compiled into the library.
 #pragma once
 #include <cstddef>
+#include <memory>
 
 #include "ggml_abi.h"
+#include "kv/store.h"
 
 namespace mustafar::flavour {
 
@@ -15,6 +17,10 @@ void init_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device)
 bool supports_kv_type(ggml_type type);
 // Whether this flavour stores caches in the Mustafar format (the CPU flavour does; CUDA: next step).
 bool has_compressed_store();
+// The device side of a store whose bytes are at `memory` (out stays null for host memory, the CPU
+// flavour); false when it cannot be created (logged).
+bool make_store_memory(uint8_t* memory, int64_t n_rows, int64_t n_embd, const kv::StoreConfig& cfg,
+                       std::unique_ptr<kv::StoreMemory>& out);
 // Ops beyond the KV path (matrix work, norms, RoPE, activations) the flavour computes; the CPU
 // flavour leaves them to ggml's CPU backend, the CUDA flavour takes them so that weights move to the GPU.
 bool supports_compute_op(const ggml_tensor* op);

@@ -8,6 +8,7 @@
 
 #include "../include/mustafar.h"
 #include "ggml_abi.h"
+#include "shadows.h"
 
 namespace mustafar {
 
@@ -25,6 +26,9 @@ struct Registry {
     std::mutex config_mutex;
     std::optional<mustafar_cache_config> cache_config;
     std::string last_error;
+
+    // Host copies of small uploads into device buffers (the CUDA flavour; see shadows.h).
+    HostShadows shadows;
 
     void add_buffer(const Buffer* b);
     void remove_buffer(const Buffer* b);

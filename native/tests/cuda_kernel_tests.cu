@@ -307,7 +307,7 @@ void test_compressed(std::mt19937_64& rng, int sms) {
             cache.v_kept = lv.kept;
             cache.k_stride = lk.stride;
             cache.v_stride = lv.stride;
-            cache.slot = dslot.p;
+            cache.k_slot = cache.v_slot = dslot.p;
             cache.k_pool = reinterpret_cast<const char*>(dkp.p);
             cache.v_pool = reinterpret_cast<const char*>(dvp.p);
             cache.pool_row_bytes = row_elems * 2;

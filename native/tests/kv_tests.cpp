@@ -1,5 +1,7 @@
-// Tests of the Mustafar cache in the CPU flavour: the pruning rule and record format, attention on
-// compressed cells against ggml's CPU backend over the same pruned K/V, and the local window.
+// Tests of the Mustafar cache in either flavour: the pruning rule and record format, attention on
+// compressed cells against ggml's CPU backend over the same pruned K/V, and the local window. In the
+// CUDA flavour the same checks drive the device store (cache writes, attention kernels, window
+// retirement, read-back and restore) on the GPU.
 // Exit code 0 when all pass. Usage: kv_tests [seed]
 #include <algorithm>
 #include <cmath>
@@ -233,11 +235,14 @@ void test_attention_on_compressed(const Backends& b, std::mt19937_64& rng) {
             norm += ref[i] * double(ref[i]);
         }
         const double rel = std::sqrt(err / norm);
-        char what[160];
-        std::snprintf(what, sizeof what, "attention on compressed cells D=%lld heads=%lld/%lld seqs=%lld s=%.1f: relative error %.2e <= 1e-5",
-                      (long long)sh.D, (long long)n_head, (long long)sh.heads_kv, (long long)sh.n_seq, sh.s, rel);
-        check(rel <= 1e-5, what);
-        if (rel <= 1e-5) std::printf("ok   %s\n", what);
+        // The CPU flavour accumulates like ggml; the GPU kernels keep about f32 precision with f16
+        // tensor-core products (issue 5 asks for 1e-3 with f16 storage).
+        const double tolerance = std::strcmp(mustafar_flavour(), "cuda") == 0 ? 1e-3 : 1e-5;
+        char what[192];
+        std::snprintf(what, sizeof what, "attention on compressed cells D=%lld heads=%lld/%lld seqs=%lld s=%.1f: relative error %.2e <= %.0e",
+                      (long long)sh.D, (long long)n_head, (long long)sh.heads_kv, (long long)sh.n_seq, sh.s, rel, tolerance);
+        check(rel <= tolerance, what);
+        if (rel <= tolerance) std::printf("ok   %s\n", what);
         ggml_backend_buffer_free(buf);
         ggml_free(ctx);
     }
@@ -348,7 +353,7 @@ void test_state_round_trip(const Backends& b, std::mt19937_64& rng) {
 
 int main(int argc, char** argv) {
     const uint64_t seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : std::random_device{}();
-    std::printf("kv_tests seed %llu\n", (unsigned long long)seed);
+    std::printf("kv_tests seed %llu, %s flavour\n", (unsigned long long)seed, mustafar_flavour());
     std::mt19937_64 rng(seed);
     Backends b{};
     b.reg = ggml_backend_init();

@@ -19,8 +19,12 @@ if [ "${1:-}" = "--e2e" ]; then
   done
   rm -rf artifacts/gpu/publish/runtimes/linux-x64/native/{avx,avx512,noavx}
   tar -cJf artifacts/gpu/apps.tar.xz -C artifacts/gpu publish
-  mkdir -p artifacts/gpu/models
-  cp ../shared/models/stories260K-f32.gguf ../shared/models/recall-hd128-q8_0.gguf artifacts/gpu/models/
-  tests/gpu/e2e.sh artifacts/gpu/publish artifacts/gpu/models artifacts/gpu/e2e-cpu.txt
-  echo "carry: artifacts/gpu/ggml artifacts/gpu/apps.tar.xz artifacts/gpu/models"
+  mkdir -p artifacts/gpu/models artifacts/gpu/expected
+  cp ../shared/models/stories260K-f32.gguf ../shared/models/babyllama-tok105-f32.gguf ../shared/models/recall-hd128-q8_0.gguf \
+    artifacts/gpu/models/
+  # The CPU flavour's outputs, dense and with the Mustafar store, for run.sh to compare with.
+  for s in 0 0.5 0.7; do
+    tests/gpu/e2e.sh artifacts/gpu/publish artifacts/gpu/models "artifacts/gpu/expected/e2e-s$s.txt" "$s"
+  done
+  echo "carry: artifacts/gpu/ggml artifacts/gpu/apps.tar.xz artifacts/gpu/models artifacts/gpu/expected"
 fi

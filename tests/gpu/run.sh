@@ -23,6 +23,14 @@ for seed in 1 2 3; do
 done
 grep -h FAIL "$out"/op_conformance-*.txt || true
 
+# The Mustafar store in the CUDA flavour, driven through ggml like llama.cpp drives it: pruning,
+# attention over compressed cells against ggml's CPU backend, windows, read-back and restore.
+for seed in 1 2; do
+  artifacts/gpu/build/kv_tests "$seed" > "$out/kv_tests-$seed.txt" 2>&1 || status=1
+  tail -1 "$out/kv_tests-$seed.txt"
+done
+grep -h FAIL "$out"/kv_tests-*.txt | head -20 || true
+
 # The kernels against their CPU twins (prune + compress; decode and prompt attention, dense and compressed).
 for seed in 1 2; do
   artifacts/gpu/build/cuda_kernel_tests "$seed" > "$out/cuda_kernel_tests-$seed.txt" 2>&1 || status=1
@@ -40,22 +48,37 @@ fi
 if [ -f artifacts/gpu/apps.tar.xz ]; then
   rm -rf artifacts/gpu/publish && tar -xJf artifacts/gpu/apps.tar.xz -C artifacts/gpu
   cp artifacts/gpu/build/libggml-mustafar.so artifacts/gpu/publish/runtimes/linux-x64/native/
-  tests/gpu/e2e.sh artifacts/gpu/publish artifacts/gpu/models "$out/e2e-cuda.txt" || status=1
+  # Dense and Mustafar-store greedy outputs must equal the CPU flavour's (prepare.sh --e2e).
+  for s in 0 0.5 0.7; do
+    tests/gpu/e2e.sh artifacts/gpu/publish artifacts/gpu/models "$out/e2e-cuda-s$s.txt" "$s" || status=1
+    if cmp -s "$out/e2e-cuda-s$s.txt" "artifacts/gpu/expected/e2e-s$s.txt"; then
+      echo "e2e s=$s: identical to the CPU flavour ($(wc -l < "$out/e2e-cuda-s$s.txt") prompts)" | tee -a "$out/e2e-compare.txt"
+    else
+      echo "e2e s=$s: DIFFERS from the CPU flavour" | tee -a "$out/e2e-compare.txt"
+      diff "artifacts/gpu/expected/e2e-s$s.txt" "$out/e2e-cuda-s$s.txt" >> "$out/e2e-compare.txt" || true
+      status=1
+    fi
+  done
   "artifacts/gpu/publish/Mustafar.Chat" --model artifacts/gpu/models/stories260K-f32.gguf --temperature 0 --max-tokens 16 \
     --stats-json "Once upon a time" 2>&1 | tail -1 > "$out/flavour-check.txt" || status=1
   # Where llama.cpp put the layers, weights and cache of each model.
-  for model in stories260K-f32.gguf recall-hd128-q8_0.gguf; do
+  for model in stories260K-f32.gguf babyllama-tok105-f32.gguf recall-hd128-q8_0.gguf; do
     "artifacts/gpu/publish/Mustafar.Chat" --model "artifacts/gpu/models/$model" --temperature 0 --max-tokens 4 --verbose "the" 2>&1 \
       | grep -E "offloaded|model buffer size|KV buffer size|compute buffer size" > "$out/placement-$model.txt" || status=1
   done
 fi
 
 # End-to-end benchmark (E2E_BENCH=1): a Llama-3-8B-shaped F16 model with random weights, generated
-# here (14 GB: a small vocabulary), prompt and generation tokens/s at batch 1, 4, 8 and context 4K, 16K, 32K.
+# here (14 GB: a small vocabulary), prompt and generation tokens/s at batch 1, 4, 8 and context 4K, 16K, 32K;
+# E2E_SPARSITY="0 0.7" runs it with a dense cache, then with the Mustafar store at K and V sparsity 0.7.
 if [ "${E2E_BENCH:-0}" = 1 ] && [ -x artifacts/gpu/publish/Mustafar.Bench ]; then
-  artifacts/gpu/publish/Mustafar.Bench --generate-llama3-8b --model "${BENCH_MODEL:-artifacts/gpu/llama3-8b-f16.gguf}" \
-    --contexts "${BENCH_CONTEXTS:-4096,16384,32768}" --batches "${BENCH_BATCHES:-1,4,8}" --decode-tokens 64 \
-    --title "End-to-end throughput, dense f16 cache: $(nvidia-smi --query-gpu=name --format=csv,noheader), commit ${COMMIT:-unknown}" \
-    --out "$out/e2e-bench.md" 2>&1 | tee "$out/e2e-bench.txt" || status=1
+  for s in ${E2E_SPARSITY:-0}; do
+    if [ "$s" = 0 ]; then cache="dense f16 cache"; else cache="Mustafar cache, K and V sparsity $s"; fi
+    artifacts/gpu/publish/Mustafar.Bench --generate-llama3-8b --model "${BENCH_MODEL:-artifacts/gpu/llama3-8b-f16.gguf}" \
+      --contexts "${BENCH_CONTEXTS:-4096,16384,32768}" --batches "${BENCH_BATCHES:-1,4,8}" --decode-tokens 64 \
+      --k-sparsity "$s" --v-sparsity "$s" \
+      --title "End-to-end throughput, $cache: $(nvidia-smi --query-gpu=name --format=csv,noheader), commit ${COMMIT:-unknown}" \
+      --out "$out/e2e-bench-s$s.md" 2>&1 | tee "$out/e2e-bench-s$s.txt" || status=1
+  done
 fi
 exit $status

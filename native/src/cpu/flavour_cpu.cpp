@@ -25,7 +25,7 @@ public:
             case GGML_OP_CONT: cpu::copy(node, pool_); break;
             case GGML_OP_FLASH_ATTN_EXT:
                 cpu::flash_attn_ext(node, pool_);
-                kv::retire_out_of_window(node);
+                kv::retire_out_of_window(node, node->src[3] ? static_cast<const char*>(node->src[3]->data) : nullptr);
                 break;
             default: return GGML_STATUS_FAILED;
         }
@@ -56,6 +56,11 @@ void init_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device)
 bool supports_kv_type(ggml_type type) { return is_float_type(type); }
 
 bool has_compressed_store() { return true; }
+
+bool make_store_memory(uint8_t*, int64_t, int64_t, const kv::StoreConfig&, std::unique_ptr<kv::StoreMemory>& out) {
+    out.reset();
+    return true;
+}
 
 bool supports_compute_op(const ggml_tensor*) { return false; }
 

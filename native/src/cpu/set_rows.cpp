@@ -10,34 +10,18 @@ namespace mustafar::cpu {
 
 namespace {
 
-int64_t index_at(const ggml_tensor* idx, int64_t i, int64_t i02, int64_t i03) {
-    const char* ip = static_cast<const char*>(idx->data) + i * idx->nb[0] + (i02 % idx->ne[1]) * idx->nb[1] +
-                     (i03 % idx->ne[2]) * idx->nb[2];
-    return idx->type == GGML_TYPE_I64 ? *reinterpret_cast<const int64_t*>(ip) : *reinterpret_cast<const int32_t*>(ip);
-}
-
-// Writes into a Mustafar store: each written row becomes dense and the newest of the store, in
-// the order of the micro-batch's tokens (the window is defined by that order), so serially.
+// Writes into a Mustafar store: each written row becomes dense and the newest of the store, so serially.
 void set_rows_into_store(const ggml_tensor* node, kv::KvStore& store) {
     const ggml_tensor* src = node->src[0];
-    const ggml_tensor* idx = node->src[1];
     const int64_t n_cols = src->ne[0];
     const int D = store.head_dim();
     std::vector<uint16_t> values(n_cols);
-    for (int64_t i03 = 0; i03 < src->ne[3]; ++i03) {
-        for (int64_t i02 = 0; i02 < src->ne[2]; ++i02) {
-            for (int64_t i = 0; i < src->ne[1]; ++i) {
-                const int64_t dst_row = index_at(idx, i, i02, i03);
-                if (dst_row < 0 || dst_row >= node->ne[1]) continue;
-                const char* s = static_cast<const char*>(src->data) + i * src->nb[1] + i02 * src->nb[2] + i03 * src->nb[3];
-                for (int64_t c = 0; c < n_cols; ++c)
-                    values[c] = fp32_to_fp16(load_float(src->type, s + c * ggml_type_size(src->type)));
-                const kv::RowHead at = kv::locate(node, store, dst_row, i02, i03);
-                if (at.head == 0 && n_cols == int64_t(store.dense_row_bytes() / 2)) store.write_row(at.row, values.data());
-                else store.write_heads(at.row, at.head, int(n_cols / D), values.data());
-            }
-        }
-    }
+    kv::for_each_store_write(node, store, static_cast<const char*>(node->src[1]->data), [&](size_t offset, kv::RowHead at) {
+        const char* s = static_cast<const char*>(src->data) + offset;
+        for (int64_t c = 0; c < n_cols; ++c) values[c] = fp32_to_fp16(load_float(src->type, s + c * ggml_type_size(src->type)));
+        if (at.head == 0 && n_cols == int64_t(store.dense_row_bytes() / 2)) store.write_row(at.row, values.data());
+        else store.write_heads(at.row, at.head, int(n_cols / D), values.data());
+    });
 }
 
 }  // namespace
@@ -58,7 +42,7 @@ void set_rows(const ggml_tensor* node, ThreadPool& pool) {
             const int64_t i = r % n_rows;
             const int64_t i02 = (r / n_rows) % src->ne[2];
             const int64_t i03 = r / (n_rows * src->ne[2]);
-            const int64_t row = index_at(idx, i, i02, i03);
+            const int64_t row = kv::write_index(idx, static_cast<const char*>(idx->data), i, i02, i03);
             if (row < 0 || row >= node->ne[1]) continue;  // supports_op cannot see indices; never write outside
             const char* s = static_cast<const char*>(src->data) + i * src->nb[1] + i02 * src->nb[2] + i03 * src->nb[3];
             char* d = static_cast<char*>(node->data) + row * node->nb[1] + i02 * node->nb[2] + i03 * node->nb[3];

@@ -321,7 +321,7 @@ __global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, C
         __syncwarp();
         const uint8_t* cur = mine + size_t(buf) * kStepCells * rec;
         float s[SUB][G];
-        int32_t slot[SUB];
+        int32_t slot[SUB], vslot[SUB];
 #pragma unroll
         for (int u = 0; u < SUB; ++u) {
             const int cu = u * CPW + grp;
@@ -332,7 +332,8 @@ __global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, C
                 mk = __half2float(mrow[cell]);
                 live = mk != -INFINITY;
             }
-            slot[u] = live ? c.slot[row0 + cell] : -2;
+            slot[u] = live ? c.k_slot[row0 + cell] : -2;
+            vslot[u] = live ? c.v_slot[row0 + cell] : -2;
             float k[8];
             if (slot[u] == -2) {
 #pragma unroll
@@ -347,11 +348,11 @@ __global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, C
             for (int g = 0; g < G; ++g) s[u][g] = live ? s[u][g] + mk * kLog2e : -INFINITY;
         }
         st.add_step<SUB>(s, [&](int u, float (&v)[8]) {
-            if (slot[u] == -2) {
+            if (vslot[u] == -2) {
 #pragma unroll
                 for (int d = 0; d < 8; ++d) v[d] = 0.0f;
-            } else if (slot[u] >= 0) {
-                to_float8(load16(c.v_pool + size_t(slot[u]) * c.pool_row_bytes + head_off), v);
+            } else if (vslot[u] >= 0) {
+                to_float8(load16(c.v_pool + size_t(vslot[u]) * c.pool_row_bytes + head_off), v);
             } else {
                 expand<D>(cur + size_t(u * CPW + grp) * rec + c.k_stride, li, v);
             }
@@ -580,10 +581,10 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
         const int64_t cell = base + u;
         bool live = cell < pl.c1;
         if (live && mrow != nullptr) live = __half2float(mrow[cell]) != -INFINITY;
-        const int32_t slot = live ? cc.slot[row0 + cell] : -1;
 #pragma unroll
         for (int kv = 0; kv < 2; ++kv) {
             uint8_t* dst = mine + (kv * kTile + u) * kRow + half * D;  // D bytes: half a row
+            const int32_t slot = live ? (kv == 0 ? cc.k_slot : cc.v_slot)[row0 + cell] : -1;
             if (!live) {
 #pragma unroll
                 for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = make_uint4(0, 0, 0, 0);

@@ -43,15 +43,17 @@ struct DenseCache {
     size_t v_nb1 = 0, v_nb2 = 0, v_nb3 = 0;
 };
 
-// The Mustafar store of one layer. Cell c of sequence index s is row c + s*seq_rows; its record for
-// KV head h is at records + (row*n_head_kv + h)*stride. slot[row] >= 0: the row is dense, at
-// pool + slot*pool_row_bytes + h*D*2 (f16); slot[row] < 0: compressed.
+// The Mustafar store of one layer. Cell c of sequence index s is row c + s*seq_rows; its K record for
+// KV head h is at k_records + (row*n_head_kv + h)*k_stride. k_slot[row] >= 0: the row's K is dense,
+// at k_pool + slot*pool_row_bytes + h*D*2 (f16); k_slot[row] < 0: compressed. Likewise for V (the
+// K and V stores keep their own row tables).
 struct CompressedCache {
     const uint8_t* k_records = nullptr;
     const uint8_t* v_records = nullptr;
     int k_kept = 0, v_kept = 0;
     size_t k_stride = 0, v_stride = 0;
-    const int32_t* slot = nullptr;
+    const int32_t* k_slot = nullptr;
+    const int32_t* v_slot = nullptr;
     const char* k_pool = nullptr;
     const char* v_pool = nullptr;
     size_t pool_row_bytes = 0;

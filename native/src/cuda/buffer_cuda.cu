@@ -1,5 +1,6 @@
-// Device-memory buffers of the CUDA flavour: tensors in ggml's layout in GPU memory; other
-// backends reach them only through get/set_tensor (is_host is false).
+// Device-memory buffers of the CUDA flavour: tensors in ggml's layout in GPU memory, and KV cache
+// tensors as Mustafar stores (store_cuda.h) when one is configured; other backends reach them only
+// through get/set_tensor (is_host is false). Small uploads keep a host copy (shadows.h).
 #include <cuda_fp16.h>
 
 #include <cstdint>
@@ -8,8 +9,11 @@
 #include <new>
 
 #include "../buffer.h"
+#include "../kv/view.h"
+#include "../registry.h"
 #include "cuda_check.h"
 #include "flavour_cuda.h"
+#include "store_cuda.h"
 
 namespace mustafar::cuda {
 namespace {
@@ -22,6 +26,7 @@ struct DeviceBuffer {
     size_t size = 0;
     std::unique_ptr<Buffer> tensors;
     ~DeviceBuffer() {
+        registry().shadows.invalidate(base, size);
         if (base != nullptr) MUSTAFAR_CUDA_OK(cudaFree(base));
     }
 };
@@ -34,7 +39,7 @@ void* get_base(ggml_backend_buffer_t b) { return of(b)->base; }
 
 ggml_status init_tensor(ggml_backend_buffer_t b, ggml_tensor* t) {
     if (t->view_src == nullptr) {
-        of(b)->tensors->init_tensor(t);
+        if (!of(b)->tensors->init_tensor(t)) return GGML_STATUS_FAILED;
         if (stored_as_f16(t)) t->extra = const_cast<char*>(&kConvertedToF16);
     }
     return GGML_STATUS_SUCCESS;
@@ -62,7 +67,16 @@ void set_converted(ggml_tensor* t, const void* data, size_t offset, size_t size)
     MUSTAFAR_CUDA_OK(cudaFree(staging));
 }
 
+// Store operations from the host run their deferred GPU work before returning.
+DeviceStore& device_of(kv::KvStore& store) { return *static_cast<DeviceStore*>(store.device()); }
+
 void memset_tensor(ggml_backend_buffer_t, ggml_tensor* t, uint8_t value, size_t offset, size_t size) {
+    if (kv::KvStore* store = kv::store_of(t)) {
+        store_memset(*store, t, value, offset, size);
+        device_of(*store).flush_now();
+        return;
+    }
+    registry().shadows.invalidate(static_cast<uint8_t*>(t->data) + offset, size);
     if (in_converted(t)) {
         log_error("%s: memset of the converted %s weight %s is not supported\n", kDeviceName, ggml_type_name(t->type), t->name);
         return;
@@ -70,7 +84,17 @@ void memset_tensor(ggml_backend_buffer_t, ggml_tensor* t, uint8_t value, size_t 
     MUSTAFAR_CUDA_OK(cudaMemset(static_cast<uint8_t*>(t->data) + offset, value, size));
 }
 
-void set_tensor(ggml_backend_buffer_t, ggml_tensor* t, const void* data, size_t offset, size_t size) {
+void set_tensor(ggml_backend_buffer_t b, ggml_tensor* t, const void* data, size_t offset, size_t size) {
+    if (kv::KvStore* store = kv::store_of(t)) {
+        store_set(*store, t, data, offset, size);
+        device_of(*store).flush_now();
+        return;
+    }
+    uint8_t* dst = static_cast<uint8_t*>(t->data) + offset;
+    // Graph inputs (masks, cache indices) get a host copy; weights do not.
+    if (b->usage != GGML_BACKEND_BUFFER_USAGE_WEIGHTS && !converted_to_f16(t) && !is_kv_cache_tensor(root_of(t)))
+        registry().shadows.record(dst, data, size);
+    else registry().shadows.invalidate(dst, size);
     if (converted_to_f16(t)) {
         set_converted(t, data, offset, size);
         return;
@@ -80,10 +104,14 @@ void set_tensor(ggml_backend_buffer_t, ggml_tensor* t, const void* data, size_t 
                   root_of(t)->name);
         return;
     }
-    MUSTAFAR_CUDA_OK(cudaMemcpy(static_cast<uint8_t*>(t->data) + offset, data, size, cudaMemcpyHostToDevice));
+    MUSTAFAR_CUDA_OK(cudaMemcpy(dst, data, size, cudaMemcpyHostToDevice));
 }
 
 void get_tensor(ggml_backend_buffer_t, const ggml_tensor* t, void* data, size_t offset, size_t size) {
+    if (kv::KvStore* store = kv::store_of(t)) {
+        store_get(*store, t, data, offset, size);
+        return;
+    }
     if (in_converted(t)) {  // the original bytes are gone; nothing in llama.cpp reads weights back
         log_error("%s: reading back the converted %s weight %s is not supported\n", kDeviceName, ggml_type_name(t->type), t->name);
         std::memset(data, 0, size);
@@ -95,10 +123,16 @@ void get_tensor(ggml_backend_buffer_t, const ggml_tensor* t, void* data, size_t 
 bool cpy_tensor(ggml_backend_buffer_t, const ggml_tensor* src, ggml_tensor* dst) {
     if (src->buffer == nullptr || !is_our_buffer(src->buffer)) return false;
     if (in_converted(src) || in_converted(dst)) return false;  // byte copies do not apply to converted weights
+    if (kv::store_of(src) || kv::store_of(dst)) return false;  // a store's bytes are not in ggml's layout
+    registry().shadows.invalidate(dst->data, ggml_nbytes(dst));
     return MUSTAFAR_CUDA_OK(cudaMemcpy(dst->data, src->data, ggml_nbytes(src), cudaMemcpyDeviceToDevice));
 }
 
-void clear(ggml_backend_buffer_t b, uint8_t value) { MUSTAFAR_CUDA_OK(cudaMemset(of(b)->base, value, of(b)->size)); }
+void clear(ggml_backend_buffer_t b, uint8_t value) {
+    registry().shadows.invalidate(of(b)->base, of(b)->size);
+    MUSTAFAR_CUDA_OK(cudaMemset(of(b)->base, value, of(b)->size));
+    of(b)->tensors->clear_stores();
+}
 
 void reset(ggml_backend_buffer_t b) { of(b)->tensors->forget_tensors(); }
 
@@ -125,10 +159,10 @@ ggml_backend_buffer_t alloc_buffer(ggml_backend_buffer_type_t buft, size_t size)
 
 size_t alignment(ggml_backend_buffer_type_t) { return kAlignment; }
 
-// Converted weights take their f16 size.
+// Converted weights take their f16 size, stores their records and pool.
 size_t alloc_size(ggml_backend_buffer_type_t, const ggml_tensor* t) {
     if (stored_as_f16(t)) return size_t(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]) * 2;
-    return ggml_nbytes(t);
+    return tensor_alloc_size(t);
 }
 
 bool is_host(ggml_backend_buffer_type_t) { return false; }

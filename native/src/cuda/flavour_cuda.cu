@@ -1,10 +1,13 @@
 // The CUDA flavour: device memory, one CUDA stream per backend, the KV-path kernels on the GPU.
 #include <cstdio>
-#include <string>
-
+#include <cstring>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "../flavour.h"
+#include "../fp16.h"
+#include "../registry.h"
 #include "compute_cuda.h"
 #include "cuda_check.h"
 #include "flavour_cuda.h"
@@ -19,7 +22,8 @@ public:
         // default stream (a pageable host-to-device cudaMemcpy may return before its DMA lands).
         int device = 0;
         ok_ = MUSTAFAR_CUDA_OK(cudaStreamCreate(&stream_)) && MUSTAFAR_CUDA_OK(cudaGetDevice(&device)) &&
-              MUSTAFAR_CUDA_OK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device));
+              MUSTAFAR_CUDA_OK(cudaDeviceGetAttribute(&kv_.sm_count, cudaDevAttrMultiProcessorCount, device));
+        kv_.stream = stream_;
         if (ok_) ops_ = std::make_unique<cuda::ComputeOps>(stream_);
     }
     ~CudaExecutor() override {
@@ -29,13 +33,19 @@ public:
 
     ggml_status run(ggml_tensor* node) override {
         if (!ok_) return GGML_STATUS_FAILED;
+        // The node overwrites its memory: host copies of what was there are stale (a store's
+        // bookkeeping never reads a cache tensor's shadow, so SET_ROWS may drop it too).
+        registry().shadows.invalidate(node->data, ggml_nbytes(node));
         bool launched = false;
         switch (node->op) {
-            case GGML_OP_SET_ROWS: launched = cuda::set_rows(node, stream_); break;
+            case GGML_OP_SET_ROWS: launched = cuda::set_rows(node, kv_); break;
             case GGML_OP_CPY:
             case GGML_OP_DUP:
-            case GGML_OP_CONT: launched = cuda::copy(node, stream_); break;
-            case GGML_OP_FLASH_ATTN_EXT: launched = cuda::flash_attn_ext(node, stream_, attn_ws_, sm_count_); break;
+            case GGML_OP_CONT:
+                launched = cuda::copy(node, stream_);
+                if (launched) shadow_copy(node);
+                break;
+            case GGML_OP_FLASH_ATTN_EXT: launched = cuda::flash_attn_ext(node, kv_); break;
             case GGML_OP_ADD:
             case GGML_OP_SUB:
             case GGML_OP_MUL:
@@ -53,14 +63,38 @@ public:
     }
 
     // graph_compute returns with the results in device memory, as ggml's synchronous backends do.
-    void finish() override { MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_)); }
+    void finish() override {
+        MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_));
+        kv_.arena.reset();
+    }
 
 private:
+    // A copy of a tensor with a host copy has one too: llama.cpp casts its f32 mask to f16 on the
+    // device, and the store's window logic reads the f16 mask.
+    static void shadow_copy(const ggml_tensor* node) {
+        const ggml_tensor* src = node->src[0];
+        const bool f32 = src->type == GGML_TYPE_F32, f16 = src->type == GGML_TYPE_F16;
+        if (!(f32 || f16) || (node->type != GGML_TYPE_F32 && node->type != GGML_TYPE_F16) || !ggml_is_contiguous(src) ||
+            !ggml_is_contiguous(node))
+            return;
+        const int64_t n = src->ne[0] * src->ne[1] * src->ne[2] * src->ne[3];
+        std::vector<uint8_t> out(ggml_nbytes(node));
+        const bool found = registry().shadows.with(src->data, ggml_nbytes(src), [&](const uint8_t* h) {
+            for (int64_t i = 0; i < n; ++i) {
+                float x;
+                if (f32) std::memcpy(&x, h + 4 * i, 4);
+                else x = fp16_to_fp32(reinterpret_cast<const uint16_t*>(h)[i]);
+                if (node->type == GGML_TYPE_F32) std::memcpy(out.data() + 4 * i, &x, 4);
+                else reinterpret_cast<uint16_t*>(out.data())[i] = fp32_to_fp16(x);
+            }
+        });
+        if (found) registry().shadows.record(node->data, out.data(), out.size());
+    }
+
     cudaStream_t stream_ = nullptr;
     bool ok_ = false;
     std::unique_ptr<cuda::ComputeOps> ops_;
-    cuda::DecodeWorkspace attn_ws_;
-    int sm_count_ = 0;
+    cuda::KvPathContext kv_;
 };
 
 std::string device_description() {
@@ -86,7 +120,12 @@ void init_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device)
 
 bool supports_kv_type(ggml_type type) { return is_float_type(type); }
 
-bool has_compressed_store() { return false; }
+bool has_compressed_store() { return true; }
+
+bool make_store_memory(uint8_t* memory, int64_t n_rows, int64_t n_embd, const kv::StoreConfig& cfg, std::unique_ptr<kv::StoreMemory>& out) {
+    out = cuda::DeviceStore::create(memory, n_rows, n_embd, cfg);
+    return out != nullptr;
+}
 
 bool supports_compute_op(const ggml_tensor* op) { return cuda::supports_compute(op); }
 

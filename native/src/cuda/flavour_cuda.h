@@ -4,6 +4,7 @@
 
 #include "../ggml_abi.h"
 #include "attention_decode.h"
+#include "store_cuda.h"
 
 namespace mustafar::cuda {
 void init_device_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device);
@@ -24,8 +25,18 @@ int block_values(int type);
 // at device_dst, on `stream`; false for a type without a conversion or on a launch error.
 bool dequantize_to_f16(int type, const void* device_src, __half* device_dst, int64_t n_blocks, cudaStream_t stream);
 
-// Kernels (kernels_cuda.cu); each launches on `stream` and returns false on a launch error.
-bool set_rows(const ggml_tensor* node, cudaStream_t stream);
+// What the KV-path kernels of one executor share: its stream, attention scratch, and the staging of
+// the small arrays the Mustafar store uploads.
+struct KvPathContext {
+    cudaStream_t stream = nullptr;
+    int sm_count = 0;
+    DecodeWorkspace ws;
+    UploadArena arena;
+    bool warned_readback = false;  // a tensor without a host copy was read back (warned once)
+};
+
+// Kernels (kernels_cuda.cu); each launches on the stream and returns false on a launch error.
+bool set_rows(const ggml_tensor* node, KvPathContext& ctx);
 bool copy(const ggml_tensor* node, cudaStream_t stream);
-bool flash_attn_ext(const ggml_tensor* node, cudaStream_t stream, DecodeWorkspace& ws, int sm_count);
+bool flash_attn_ext(const ggml_tensor* node, KvPathContext& ctx);
 }  // namespace mustafar::cuda

@@ -1,16 +1,24 @@
 // CUDA kernels of the KV path: SET_ROWS, element-wise copies, and FLASH_ATTN_EXT. Attention goes to
 // the flash-decoding kernels (attention_decode.cu) for the shapes they take (f16 cache, D 64/128/256,
 // GQA 1/2/4/8, no ALiBi or soft-cap); a plain kernel, one block per query row and head with one
-// online softmax in f32, serves every other shape.
+// online softmax in f32, serves every other shape. Over a Mustafar store (store_cuda.h) the cache
+// writes go into pool slots the host row table picks, and after attention the host retires the
+// rows that left their window (kv/window.h), reading the mask and indices from their host copies.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
 #include <cstring>
+#include <unordered_set>
+#include <vector>
 
+#include "../kv/view.h"
+#include "../kv/window.h"
+#include "../registry.h"
 #include "attention_decode.h"
 #include "cuda_check.h"
 #include "flavour_cuda.h"
+#include "store_cuda.h"
 
 namespace mustafar::cuda {
 namespace {
@@ -61,6 +69,14 @@ __global__ void set_rows_kernel(const char* src, Shape s, const char* idx, Shape
         store(sd.type, dp + c * elem_size(sd.type), load(s.type, sp + c * s.nb[0]));
 }
 
+// Row i of the micro-batch (at src + offset[i]) into pool slot slot[i], as f16.
+__global__ void store_rows_kernel(const char* src, int src_type, size_t src_nb0, const int64_t* offset, const int32_t* slot, __half* pool,
+                                  int64_t row_elems) {
+    const char* sp = src + offset[blockIdx.x];
+    __half* dp = pool + size_t(slot[blockIdx.x]) * row_elems;
+    for (int64_t c = threadIdx.x; c < row_elems; c += blockDim.x) dp[c] = __float2half_rn(load(src_type, sp + c * src_nb0));
+}
+
 __device__ size_t offset_of(const Shape& s, int64_t linear) {
     size_t off = 0;
     for (int d = 0; d < 4; ++d) {
@@ -96,7 +112,40 @@ struct AttnParams {
     int has_mask;
 };
 
-__global__ void flash_attn_kernel(const char* q, const char* k, const char* v, const char* mask, char* dst, AttnParams p) {
+// K or V in ggml's layout.
+struct DenseOperand {
+    const char* base;
+    Shape s;
+    __device__ float at(int64_t ic, int64_t h, int64_t seq, int64_t d) const {
+        return load(s.type, base + d * s.nb[0] + ic * s.nb[1] + h * s.nb[2] + seq * s.nb[3]);
+    }
+};
+
+// K or V in a Mustafar store (records and slots start at the view's first row): element d of a
+// compressed vector is its bitmap bit and, when set, the packed value after the set bits below it.
+struct StoreOperand {
+    const uint8_t* records;
+    const int32_t* slot;
+    const __half* pool;
+    size_t stride;
+    int64_t seq_rows, pool_row_elems;
+    int heads, D;
+    __device__ float at(int64_t ic, int64_t h, int64_t seq, int64_t d) const {
+        const int64_t row = ic + seq * seq_rows;
+        const int32_t s = slot[row];
+        if (s >= 0) return __half2float(pool[size_t(s) * pool_row_elems + h * D + d]);
+        const uint8_t* rec = records + (size_t(row) * heads + h) * stride;
+        const int byte = int(d >> 3), bit = int(d & 7);
+        if (((rec[byte] >> bit) & 1) == 0) return 0.0f;
+        int below = __popc(rec[byte] & ((1u << bit) - 1u));
+        for (int b = 0; b < byte; ++b) below += __popc(rec[b]);
+        const uint8_t* v = rec + D / 8 + 2 * below;  // 2-byte values after a D/8-byte bitmap: byte loads
+        return __half2float(__ushort_as_half(uint16_t(v[0] | (v[1] << 8))));
+    }
+};
+
+template <typename Operand>
+__global__ void flash_attn_kernel(const char* q, Operand k, Operand v, const char* mask, char* dst, AttnParams p) {
     __shared__ float scratch[kThreads / 32];
     const int64_t iq1 = blockIdx.x, h = blockIdx.y, iq3 = blockIdx.z;
     const int64_t DK = p.k.ne[0], DV = p.v.ne[0];
@@ -116,11 +165,10 @@ __global__ void flash_attn_kernel(const char* q, const char* k, const char* v, c
     for (int64_t ic = 0; ic < p.k.ne[1]; ++ic) {
         const float mv = mrow ? slope * __half2float(reinterpret_cast<const __half*>(mrow)[ic]) : 0.0f;
         if (mv == -INFINITY) continue;
-        const char* kr = k + ic * p.k.nb[1] + hk * p.k.nb[2] + ik3 * p.k.nb[3];
         float part = 0.0f;
         for (int j = 0; j < kMaxPerThread; ++j) {
             const int64_t d = threadIdx.x + j * kThreads;
-            if (d < DK) part += qv[j] * load(p.k.type, kr + d * p.k.nb[0]);
+            if (d < DK) part += qv[j] * k.at(ic, hk, ik3, d);
         }
         float s = block_sum(part, scratch) * p.scale;
         if (p.softcap != 0.0f) s = p.softcap * tanhf(s);
@@ -129,10 +177,9 @@ __global__ void flash_attn_kernel(const char* q, const char* k, const char* v, c
         const float ms = expf(m - m_new), vs = expf(s - m_new);
         m = m_new;
         sum = sum * ms + vs;
-        const char* vr = v + ic * p.v.nb[1] + hk * p.v.nb[2] + ik3 * p.v.nb[3];
         for (int j = 0; j < kMaxPerThread; ++j) {
             const int64_t d = threadIdx.x + j * kThreads;
-            if (d < DV) acc[j] = acc[j] * ms + vs * load(p.v.type, vr + d * p.v.nb[0]);
+            if (d < DV) acc[j] = acc[j] * ms + vs * v.at(ic, hk, ik3, d);
         }
     }
     const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
@@ -145,13 +192,112 @@ __global__ void flash_attn_kernel(const char* q, const char* k, const char* v, c
 
 }  // namespace
 
-bool set_rows(const ggml_tensor* node, cudaStream_t stream) {
+namespace {
+
+// Runs fn(bytes) with the bytes of view t on the host: its host copy (shadows.h) or, when there is
+// none, a copy read back from the device, which waits for the GPU (warned once per executor).
+template <typename Fn>
+bool with_host_bytes(const ggml_tensor* t, bool& warned, Fn fn) {
+    const size_t bytes = ggml_nbytes(t);
+    if (registry().shadows.with(t->data, bytes, [&](const uint8_t* h) { fn(reinterpret_cast<const char*>(h)); })) return true;
+    if (!warned) {
+        ggml_log_internal(GGML_LOG_LEVEL_WARN, "%s: no host copy of %s: reading it back from the GPU (a synchronisation per step)\n",
+                          kDeviceName, t->name);
+        warned = true;
+    }
+    std::vector<char> copy(bytes);
+    if (!MUSTAFAR_CUDA_OK(cudaMemcpy(copy.data(), t->data, bytes, cudaMemcpyDeviceToHost))) return false;
+    fn(copy.data());
+    return true;
+}
+
+DeviceStore& device_of(const kv::KvStore& store) { return *static_cast<DeviceStore*>(store.device()); }
+
+// SET_ROWS into a store: the host row table places each row (the window order is the micro-batch's
+// token order), then one kernel writes the rows into their pool slots.
+class StoreWriter {
+public:
+    StoreWriter(const ggml_tensor* node, kv::KvStore& store, KvPathContext& ctx) : node_(node), store_(store), ctx_(ctx) {}
+
+    void add(size_t offset, int64_t row) {
+        // A full pool compresses its oldest dense row to make room, which may be a row of this
+        // micro-batch: write the rows placed so far before that compression is queued.
+        if (!store_.has_free_slot() && !offsets_.empty()) ok_ = launch() && ok_;
+        offsets_.push_back(int64_t(offset));
+        slots_.push_back(store_.place_row(row));
+    }
+
+    bool finish() { return launch() && ok_; }
+
+private:
+    bool launch() {
+        // A cell written twice in one micro-batch keeps its last value, as on the CPU.
+        std::unordered_set<int32_t> seen;
+        size_t n = 0;
+        for (size_t i = offsets_.size(); i-- > 0;) {
+            if (!seen.insert(slots_[i]).second) continue;
+            offsets_[n] = offsets_[i];
+            slots_[n] = slots_[i];
+            ++n;
+        }
+        offsets_.resize(n);
+        slots_.resize(n);
+        // Compressions that freed the slots (and the slot changes) run before the writes.
+        bool ok = device_of(store_).flush(ctx_.stream, ctx_.arena);
+        if (ok && n > 0) {
+            const auto* d_off = static_cast<const int64_t*>(ctx_.arena.upload(offsets_.data(), n * sizeof(int64_t), ctx_.stream));
+            const auto* d_slot = static_cast<const int32_t*>(ctx_.arena.upload(slots_.data(), n * sizeof(int32_t), ctx_.stream));
+            const ggml_tensor* src = node_->src[0];
+            ok = d_off != nullptr && d_slot != nullptr;
+            if (ok) {
+                store_rows_kernel<<<unsigned(n), 128, 0, ctx_.stream>>>(static_cast<const char*>(src->data), src->type, src->nb[0], d_off, d_slot,
+                                                                      reinterpret_cast<__half*>(store_.pool()),
+                                                                      int64_t(store_.dense_row_bytes() / 2));
+                ok = MUSTAFAR_CUDA_OK(cudaGetLastError());
+            }
+        }
+        offsets_.clear();
+        slots_.clear();
+        return ok;
+    }
+
+    const ggml_tensor* node_;
+    kv::KvStore& store_;
+    KvPathContext& ctx_;
+    std::vector<int64_t> offsets_;
+    std::vector<int32_t> slots_;
+    bool ok_ = true;
+};
+
+bool set_rows_into_store(const ggml_tensor* node, kv::KvStore& store, KvPathContext& ctx) {
+    const int64_t row_elems = int64_t(store.dense_row_bytes() / 2);
+    if (node->src[0]->ne[0] != row_elems) {
+        log_error("%s: %s writes %lld values per cache row; the CUDA store takes whole rows of %lld\n", kDeviceName, node->name,
+                  (long long)node->src[0]->ne[0], (long long)row_elems);
+        return false;
+    }
+    StoreWriter writer(node, store, ctx);
+    bool whole_rows = true;
+    const bool read = with_host_bytes(node->src[1], ctx.warned_readback, [&](const char* idx) {
+        kv::for_each_store_write(node, store, idx, [&](size_t offset, kv::RowHead at) {
+            if (at.head == 0) writer.add(offset, at.row);
+            else whole_rows = false;
+        });
+    });
+    if (!whole_rows) log_error("%s: %s writes cache rows at an offset the CUDA store does not take\n", kDeviceName, node->name);
+    return writer.finish() && read && whole_rows;
+}
+
+}  // namespace
+
+bool set_rows(const ggml_tensor* node, KvPathContext& ctx) {
+    if (kv::KvStore* store = kv::store_of(node)) return set_rows_into_store(node, *store, ctx);
     const ggml_tensor* src = node->src[0];
     const int64_t rows = src->ne[1] * src->ne[2] * src->ne[3];
     if (rows == 0) return true;
-    set_rows_kernel<<<unsigned(rows), 128, 0, stream>>>(static_cast<const char*>(src->data), shape_of(src),
-                                                        static_cast<const char*>(node->src[1]->data), shape_of(node->src[1]),
-                                                        static_cast<char*>(node->data), shape_of(node));
+    set_rows_kernel<<<unsigned(rows), 128, 0, ctx.stream>>>(static_cast<const char*>(src->data), shape_of(src),
+                                                            static_cast<const char*>(node->src[1]->data), shape_of(node->src[1]),
+                                                            static_cast<char*>(node->data), shape_of(node));
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
@@ -169,8 +315,8 @@ namespace {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// The node as a flash-decoding problem, when the fast kernels take it.
-bool as_decode(const ggml_tensor* node, DecodeProblem& p, DenseCache& c) {
+// The query, output and mask of a node as a flash-decoding problem, when the fast kernels take it.
+bool as_problem(const ggml_tensor* node, DecodeProblem& p) {
     const ggml_tensor *q = node->src[0], *k = node->src[1], *v = node->src[2], *mask = node->src[3];
     float max_bias = 0.0f, softcap = 0.0f;
     std::memcpy(&p.scale, &node->op_params[0], sizeof(float));
@@ -182,9 +328,6 @@ bool as_decode(const ggml_tensor* node, DecodeProblem& p, DenseCache& c) {
     if (k->ne[0] != D || v->ne[0] != D || k->nb[0] != 2 || v->nb[0] != 2 || q->nb[0] != 4 || node->nb[0] != 4) return false;
     if (!decode_supported(int(D), int(q->ne[2]), int(k->ne[2])) || v->ne[2] != k->ne[2] || v->ne[1] != k->ne[1]) return false;
     if ((k->ne[3] != 1 && k->ne[3] != q->ne[3]) || v->ne[3] != k->ne[3]) return false;
-    for (const ggml_tensor* t : {k, v}) {
-        if (!aligned16(t->data) || t->nb[1] % 16 != 0 || t->nb[2] % 16 != 0 || t->nb[3] % 16 != 0) return false;
-    }
     if (mask != nullptr && (mask->type != GGML_TYPE_F16 || mask->ne[2] != 1 || mask->nb[0] != 2 || mask->ne[0] < k->ne[1] || mask->ne[1] < q->ne[1] ||
                             (mask->ne[3] != 1 && mask->ne[3] != q->ne[3])))
         return false;
@@ -208,6 +351,15 @@ bool as_decode(const ggml_tensor* node, DecodeProblem& p, DenseCache& c) {
         p.mask_nb3 = mask->nb[3];
         p.mask_ne3 = int(mask->ne[3]);
     }
+    return true;
+}
+
+// K and V in ggml's layout, when the fast kernels can read them.
+bool as_dense(const ggml_tensor* node, DenseCache& c) {
+    const ggml_tensor *k = node->src[1], *v = node->src[2];
+    for (const ggml_tensor* t : {k, v}) {
+        if (!aligned16(t->data) || t->nb[1] % 16 != 0 || t->nb[2] % 16 != 0 || t->nb[3] % 16 != 0) return false;
+    }
     c.k = static_cast<const char*>(k->data);
     c.k_nb1 = k->nb[1];
     c.k_nb2 = k->nb[2];
@@ -219,13 +371,37 @@ bool as_decode(const ggml_tensor* node, DecodeProblem& p, DenseCache& c) {
     return true;
 }
 
-}  // namespace
+// Where view t of a store starts and how it steps: cell c of KV head h and stream s is row
+// first + c + s*seq_rows, head h. llama.cpp's views of its cache are of this form.
+struct StoreView {
+    int64_t first = 0, seq_rows = 0;
+};
 
-bool flash_attn_ext(const ggml_tensor* node, cudaStream_t stream, DecodeWorkspace& ws, int sm_count) {
-    DecodeProblem dp;
-    DenseCache dc;
-    if (as_decode(node, dp, dc)) return decode_attention_dense(dp, dc, ws, sm_count, stream);
+bool store_view(const ggml_tensor* t, const kv::KvStore& store, StoreView& out) {
+    const size_t row = store.dense_row_bytes(), head = size_t(store.head_dim()) * 2;
+    const size_t offs = t->view_src ? t->view_offs : 0;
+    if (t->type != GGML_TYPE_F16 || t->ne[0] != store.head_dim() || t->nb[0] != 2 || t->nb[1] != row || t->nb[2] != head ||
+        t->ne[2] != store.heads() || offs % row != 0 || (t->ne[3] > 1 && t->nb[3] % row != 0))
+        return false;
+    out.first = int64_t(offs / row);
+    out.seq_rows = t->ne[3] > 1 ? int64_t(t->nb[3] / row) : 0;
+    return out.first + (t->ne[3] - 1) * out.seq_rows + t->ne[1] <= store.rows();
+}
 
+StoreOperand store_operand(const kv::KvStore& store, const StoreView& view) {
+    StoreOperand o;
+    o.records = store.records() + size_t(view.first) * store.heads() * store.layout().stride;
+    o.slot = device_of(store).slot_table() + view.first;
+    o.pool = reinterpret_cast<const __half*>(store.pool());
+    o.stride = store.layout().stride;
+    o.seq_rows = view.seq_rows;
+    o.pool_row_elems = int64_t(store.dense_row_bytes() / 2);
+    o.heads = store.heads();
+    o.D = store.head_dim();
+    return o;
+}
+
+AttnParams plain_params(const ggml_tensor* node) {
     AttnParams p{};
     p.q = shape_of(node->src[0]);
     p.k = shape_of(node->src[1]);
@@ -240,13 +416,72 @@ bool flash_attn_ext(const ggml_tensor* node, cudaStream_t stream, DecodeWorkspac
     p.n_head_log2 = 1u << unsigned(floor(log2(double(p.q.ne[2]))));
     p.m0 = powf(2.0f, -p.max_bias / p.n_head_log2);
     p.m1 = powf(2.0f, -(p.max_bias / 2.0f) / p.n_head_log2);
+    return p;
+}
+
+template <typename Operand>
+bool launch_plain(const ggml_tensor* node, const Operand& k, const Operand& v, cudaStream_t stream) {
+    const AttnParams p = plain_params(node);
     if (p.q.ne[1] == 0 || p.q.ne[2] == 0 || p.q.ne[3] == 0) return true;
     const dim3 grid(unsigned(p.q.ne[1]), unsigned(p.q.ne[2]), unsigned(p.q.ne[3]));
-    flash_attn_kernel<<<grid, kThreads, 0, stream>>>(
-        static_cast<const char*>(node->src[0]->data), static_cast<const char*>(node->src[1]->data),
-        static_cast<const char*>(node->src[2]->data), p.has_mask ? static_cast<const char*>(node->src[3]->data) : nullptr,
-        static_cast<char*>(node->data), p);
+    flash_attn_kernel<Operand><<<grid, kThreads, 0, stream>>>(static_cast<const char*>(node->src[0]->data), k, v,
+                                                             p.has_mask ? static_cast<const char*>(node->src[3]->data) : nullptr,
+                                                             static_cast<char*>(node->data), p);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
+}
+
+// Attention over a Mustafar store, then the window: rows that left it are queued for compression
+// and launched right after, behind the attention that read them.
+bool attention_over_store(const ggml_tensor* node, kv::KvStore& ks, kv::KvStore& vs, KvPathContext& ctx) {
+    const ggml_tensor *k = node->src[1], *v = node->src[2], *mask = node->src[3];
+    StoreView kview, vview;
+    if (vs.device() == nullptr || ks.device() == nullptr || !store_view(k, ks, kview) || !store_view(v, vs, vview) ||
+        ks.dense_row_bytes() != vs.dense_row_bytes()) {
+        log_error("%s: %s reads the cache through a view the CUDA store does not take\n", kDeviceName, node->name);
+        return false;
+    }
+    const StoreOperand ko = store_operand(ks, kview), vo = store_operand(vs, vview);
+    DecodeProblem dp;
+    CompressedCache cc;
+    cc.k_records = ko.records;
+    cc.v_records = vo.records;
+    cc.k_kept = ks.layout().kept;
+    cc.v_kept = vs.layout().kept;
+    cc.k_stride = ko.stride;
+    cc.v_stride = vo.stride;
+    cc.k_slot = ko.slot;
+    cc.v_slot = vo.slot;
+    cc.k_pool = reinterpret_cast<const char*>(ko.pool);
+    cc.v_pool = reinterpret_cast<const char*>(vo.pool);
+    cc.pool_row_bytes = ks.dense_row_bytes();
+    cc.seq_rows = kview.seq_rows;
+    const bool fast = kview.seq_rows == vview.seq_rows && as_problem(node, dp) && compressed_supported(cc, dp.head_dim);
+    const bool ran = fast ? decode_attention_compressed(dp, cc, ctx.ws, ctx.sm_count, ctx.stream) : launch_plain(node, ko, vo, ctx.stream);
+    if (!ran) return false;
+    bool retired = true;
+    if (mask == nullptr) kv::retire_out_of_window(node, nullptr);
+    else retired = with_host_bytes(mask, ctx.warned_readback, [&](const char* m) { kv::retire_out_of_window(node, m); });
+    return retired && device_of(ks).flush(ctx.stream, ctx.arena) && (&vs == &ks || device_of(vs).flush(ctx.stream, ctx.arena));
+}
+
+}  // namespace
+
+bool flash_attn_ext(const ggml_tensor* node, KvPathContext& ctx) {
+    kv::KvStore* ks = kv::store_of(node->src[1]);
+    kv::KvStore* vs = kv::store_of(node->src[2]);
+    if (ks != nullptr || vs != nullptr) {
+        if (ks == nullptr || vs == nullptr) {
+            log_error("%s: %s reads a Mustafar store for only one of K and V\n", kDeviceName, node->name);
+            return false;
+        }
+        return attention_over_store(node, *ks, *vs, ctx);
+    }
+    DecodeProblem dp;
+    DenseCache dc;
+    if (as_problem(node, dp) && as_dense(node, dc)) return decode_attention_dense(dp, dc, ctx.ws, ctx.sm_count, ctx.stream);
+    const DenseOperand k{static_cast<const char*>(node->src[1]->data), shape_of(node->src[1])};
+    const DenseOperand v{static_cast<const char*>(node->src[2]->data), shape_of(node->src[2])};
+    return launch_plain(node, k, v, ctx.stream);
 }
 
 }  // namespace mustafar::cuda

@@ -13,7 +13,7 @@ size_t KvStore::bytes_needed(int64_t n_rows, int64_t n_embd, const StoreConfig& 
     return size_t(n_rows) * heads * l.stride + size_t(cfg.pool_rows) * n_embd * 2;
 }
 
-KvStore::KvStore(uint8_t* memory, int64_t n_rows, int64_t n_embd, const StoreConfig& cfg)
+KvStore::KvStore(uint8_t* memory, int64_t n_rows, int64_t n_embd, const StoreConfig& cfg, std::unique_ptr<StoreMemory> device)
     : records_(memory),
       n_rows_(n_rows),
       n_embd_(n_embd),
@@ -23,7 +23,9 @@ KvStore::KvStore(uint8_t* memory, int64_t n_rows, int64_t n_embd, const StoreCon
       pool_rows_(cfg.pool_rows),
       state_(n_rows, RowState::Empty),
       slot_of_(n_rows, -1),
-      stamp_(n_rows, 0) {
+      stamp_(n_rows, 0),
+      row_of_slot_(size_t(std::max(cfg.pool_rows, 0)), -1),
+      device_(std::move(device)) {
     pool_ = reinterpret_cast<uint16_t*>(records_ + size_t(n_rows) * n_heads_ * layout_.stride);
     clear();
 }
@@ -32,10 +34,48 @@ void KvStore::clear() {
     std::fill(state_.begin(), state_.end(), RowState::Empty);
     std::fill(slot_of_.begin(), slot_of_.end(), -1);
     std::fill(stamp_.begin(), stamp_.end(), 0);
+    std::fill(row_of_slot_.begin(), row_of_slot_.end(), -1);
+    log_.clear();
     free_.clear();
     for (int32_t s = pool_rows_ - 1; s >= 0; --s) free_.push_back(s);
     clock_ = 0;
     dense_count_ = compressed_count_ = 0;
+    if (device_) device_->cleared();
+}
+
+void KvStore::set_slot(int64_t row, int32_t slot) {
+    if (slot_of_[row] >= 0) row_of_slot_[slot_of_[row]] = -1;
+    if (slot >= 0) row_of_slot_[slot] = row;
+    slot_of_[row] = slot;
+    if (device_) device_->slot_changed(row, slot);
+}
+
+const uint16_t* KvStore::host_slot(int32_t s, std::vector<uint16_t>& scratch) const {
+    if (!device_) return slot(s);
+    scratch.resize(size_t(n_embd_));
+    device_->read_slot(s, scratch.data());
+    return scratch.data();
+}
+
+const uint8_t* KvStore::host_records(int64_t row, std::vector<uint8_t>& scratch) const {
+    if (!device_) return record(row, 0);
+    scratch.resize(size_t(n_heads_) * layout_.stride);
+    device_->read_records(row, scratch.data());
+    return scratch.data();
+}
+
+void KvStore::dense_row_list(std::vector<int64_t>& out) const {
+    out.clear();
+    for (int64_t row : row_of_slot_)
+        if (row >= 0) out.push_back(row);
+    std::sort(out.begin(), out.end());
+}
+
+uint64_t KvStore::oldest_dense_stamp() const {
+    uint64_t oldest = UINT64_MAX;
+    for (int64_t row : row_of_slot_)
+        if (row >= 0) oldest = std::min(oldest, stamp_[row]);
+    return oldest;
 }
 
 int32_t KvStore::take_slot() {
@@ -43,8 +83,8 @@ int32_t KvStore::take_slot() {
         // More dense rows than windows plus a micro-batch: rows of sequences that were removed
         // without being overwritten. Compress the oldest dense row to make room.
         int64_t oldest = -1;
-        for (int64_t r = 0; r < n_rows_; ++r)
-            if (state_[r] == RowState::Dense && slot_of_[r] >= 0 && (oldest < 0 || stamp_[r] < stamp_[oldest])) oldest = r;
+        for (int64_t r : row_of_slot_)
+            if (r >= 0 && (oldest < 0 || stamp_[r] < stamp_[oldest])) oldest = r;
         compress(oldest);
     }
     const int32_t s = free_.back();
@@ -52,15 +92,30 @@ int32_t KvStore::take_slot() {
     return s;
 }
 
-void KvStore::write_row(int64_t row, const uint16_t* values) {
+int32_t KvStore::place_row(int64_t row) {
+    // Drop log entries of rows written again or erased since (before this write changes a stamp:
+    // write_heads gives a row its old stamp back, whose entry must survive).
+    if (log_.size() > 2 * size_t(n_rows_) + 1024) {
+        size_t n = 0;
+        for (const auto& e : log_)
+            if (stamp_[e.second] == e.first && state_[e.second] != RowState::Empty) log_[n++] = e;
+        log_.resize(n);
+    }
     if (state_[row] != RowState::Dense) {
         if (state_[row] == RowState::Compressed) --compressed_count_;
-        slot_of_[row] = take_slot();
+        set_slot(row, take_slot());
         state_[row] = RowState::Dense;
         ++dense_count_;
     }
-    std::memcpy(slot(slot_of_[row]), values, dense_row_bytes());
     stamp_[row] = ++clock_;
+    log_.emplace_back(stamp_[row], row);
+    return slot_of_[row];
+}
+
+void KvStore::write_row(int64_t row, const uint16_t* values) {
+    const int32_t s = place_row(row);
+    if (device_) device_->write_slot(s, values);
+    else std::memcpy(slot(s), values, dense_row_bytes());
 }
 
 void KvStore::write_heads(int64_t row, int head, int n, const uint16_t* values) {
@@ -89,10 +144,14 @@ void KvStore::restore_row(int64_t row, const uint16_t* values) {
 
 void KvStore::compress(int64_t row) {
     if (state_[row] != RowState::Dense) return;
-    const uint16_t* values = slot(slot_of_[row]);
-    for (int h = 0; h < n_heads_; ++h) kv::compress(values + size_t(h) * layout_.head_dim, layout_, record(row, h));
+    if (device_) {
+        device_->compress(row, slot_of_[row]);
+    } else {
+        const uint16_t* values = slot(slot_of_[row]);
+        for (int h = 0; h < n_heads_; ++h) kv::compress(values + size_t(h) * layout_.head_dim, layout_, record(row, h));
+    }
     free_.push_back(slot_of_[row]);
-    slot_of_[row] = -1;
+    set_slot(row, -1);
     state_[row] = RowState::Compressed;
     --dense_count_;
     ++compressed_count_;
@@ -101,7 +160,7 @@ void KvStore::compress(int64_t row) {
 void KvStore::erase_row(int64_t row) {
     if (state_[row] == RowState::Dense) {
         free_.push_back(slot_of_[row]);
-        slot_of_[row] = -1;
+        set_slot(row, -1);
         --dense_count_;
     } else if (state_[row] == RowState::Compressed) {
         --compressed_count_;
@@ -111,24 +170,30 @@ void KvStore::erase_row(int64_t row) {
 
 void KvStore::read_head_f32(int64_t row, int head, float* out) const {
     const int D = layout_.head_dim;
+    std::vector<uint16_t> values;
+    std::vector<uint8_t> records;
     switch (state_[row]) {
         case RowState::Dense: {
-            const uint16_t* v = slot(slot_of_[row]) + size_t(head) * D;
+            const uint16_t* v = host_slot(slot_of_[row], values) + size_t(head) * D;
             const float* t = fp16_table().values;
             for (int d = 0; d < D; ++d) out[d] = t[v[d]];
             break;
         }
-        case RowState::Compressed: decompress_f32(record(row, head), layout_, out); break;
+        case RowState::Compressed: decompress_f32(host_records(row, records) + size_t(head) * layout_.stride, layout_, out); break;
         case RowState::Empty: std::fill(out, out + D, 0.0f); break;
     }
 }
 
 void KvStore::read_row_f16(int64_t row, uint16_t* out) const {
+    std::vector<uint16_t> values;
+    std::vector<uint8_t> records;
     switch (state_[row]) {
-        case RowState::Dense: std::memcpy(out, slot(slot_of_[row]), dense_row_bytes()); break;
-        case RowState::Compressed:
-            for (int h = 0; h < n_heads_; ++h) decompress(record(row, h), layout_, out + size_t(h) * layout_.head_dim);
+        case RowState::Dense: std::memcpy(out, host_slot(slot_of_[row], values), dense_row_bytes()); break;
+        case RowState::Compressed: {
+            const uint8_t* r = host_records(row, records);
+            for (int h = 0; h < n_heads_; ++h) decompress(r + size_t(h) * layout_.stride, layout_, out + size_t(h) * layout_.head_dim);
             break;
+        }
         case RowState::Empty: std::memset(out, 0, dense_row_bytes()); break;
     }
 }

@@ -7,6 +7,8 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "record.h"
@@ -22,12 +24,28 @@ struct StoreConfig {
 
 enum class RowState : uint8_t { Empty, Dense, Compressed };
 
+// Where a store's bytes live when the host cannot touch them (the CUDA flavour's device memory):
+// KvStore keeps the row table on the host and hands every movement of bytes to this interface.
+// Compressions may be deferred (batched on the GPU); the implementation must run them before any
+// later write into the pool slot they read.
+class StoreMemory {
+public:
+    virtual ~StoreMemory() = default;
+    virtual void write_slot(int32_t slot, const uint16_t* values) = 0;  // a dense row from the host
+    virtual void read_slot(int32_t slot, uint16_t* out) = 0;
+    virtual void read_records(int64_t row, uint8_t* out) = 0;  // every head's record of a row
+    virtual void compress(int64_t row, int32_t slot) = 0;      // prune pool slot `slot` into row's records
+    virtual void slot_changed(int64_t row, int32_t slot) = 0;  // -1: the row is no longer dense
+    virtual void cleared() = 0;                                // every row is empty
+};
+
 class KvStore {
 public:
     // Bytes the store needs inside the buffer for a cache tensor of n_rows rows of n_embd f16 values.
     static size_t bytes_needed(int64_t n_rows, int64_t n_embd, const StoreConfig& cfg);
 
-    KvStore(uint8_t* memory, int64_t n_rows, int64_t n_embd, const StoreConfig& cfg);
+    // `memory` is host memory, or device memory with `device` doing the moves (owned by the store).
+    KvStore(uint8_t* memory, int64_t n_rows, int64_t n_embd, const StoreConfig& cfg, std::unique_ptr<StoreMemory> device = nullptr);
 
     int64_t rows() const { return n_rows_; }
     int heads() const { return n_heads_; }
@@ -41,6 +59,9 @@ public:
 
     // A new write: the row becomes dense (the newest), taking a pool slot.
     void write_row(int64_t row, const uint16_t* values);
+    // The bookkeeping of write_row without the bytes, which the caller writes into the returned
+    // pool slot (a GPU kernel); deferred compressions that free slots run first (StoreMemory).
+    int32_t place_row(int64_t row);
     // Writes heads [head, head + n) of a row (set_tensor of a partial row): keeps the others.
     void write_heads(int64_t row, int head, int n, const uint16_t* values);
     // Restores a saved row (set_tensor): stays compressed if every head is already pruned to the
@@ -59,10 +80,38 @@ public:
     int64_t dense_rows() const { return dense_count_; }
     int64_t compressed_rows() const { return compressed_count_; }
 
+    // Where the bytes are: records of row r, head h at records() + (r * heads() + h) * stride;
+    // dense rows at pool() + slot * dense_row_bytes().
+    uint8_t* records() const { return records_; }
+    uint8_t* pool() const { return reinterpret_cast<uint8_t*>(pool_); }
+    int32_t slot_of(int64_t row) const { return slot_of_[row]; }
+    // Whether placing a new dense row needs no compression to free a pool slot.
+    bool has_free_slot() const { return !free_.empty(); }
+    StoreMemory* device() const { return device_.get(); }
+
+    // The dense rows, ascending, and the stamp of the oldest (UINT64_MAX when there is none).
+    void dense_row_list(std::vector<int64_t>& out) const;
+    uint64_t oldest_dense_stamp() const;
+    // Calls fn(row) for the written rows, newest first, down to those stamped `down_to`, while fn
+    // returns true (the window logic: a sequence's newest rows without a scan of the whole cache).
+    template <typename Fn>
+    void walk_newest(uint64_t down_to, Fn fn) const {
+        for (size_t i = log_.size(); i-- > 0;) {
+            const auto [stamp, row] = log_[i];
+            if (stamp < down_to) return;
+            if (stamp_[row] != stamp || state_[row] == RowState::Empty) continue;  // rewritten or erased since
+            if (!fn(row)) return;
+        }
+    }
+
 private:
     uint8_t* record(int64_t row, int head) const { return records_ + (size_t(row) * n_heads_ + head) * layout_.stride; }
     uint16_t* slot(int32_t s) const { return pool_ + size_t(s) * n_embd_; }
     int32_t take_slot();
+    void set_slot(int64_t row, int32_t slot);
+    // A row's bytes on the host: a dense slot's values or every head's record (device stores copy them).
+    const uint16_t* host_slot(int32_t slot, std::vector<uint16_t>& scratch) const;
+    const uint8_t* host_records(int64_t row, std::vector<uint8_t>& scratch) const;
 
     uint8_t* records_;
     uint16_t* pool_;
@@ -74,9 +123,12 @@ private:
     std::vector<RowState> state_;
     std::vector<int32_t> slot_of_;
     std::vector<uint64_t> stamp_;
+    std::vector<int64_t> row_of_slot_;               // -1: free
+    std::vector<std::pair<uint64_t, int64_t>> log_;  // (stamp, row) of each write, oldest first
     std::vector<int32_t> free_;
     uint64_t clock_ = 0;
     int64_t dense_count_ = 0, compressed_count_ = 0;
+    std::unique_ptr<StoreMemory> device_;
 };
 
 }  // namespace mustafar::kv

@@ -1,14 +1,24 @@
 #include "window.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <unordered_map>
 #include <vector>
 
-#include "../fp16.h"
+#include "../registry.h"
 #include "view.h"
 
 namespace mustafar::kv {
 
-void retire_out_of_window(const ggml_tensor* attention) {
+// Only dense rows can be retired, and every dense row is at least as new as the oldest one, so each
+// query walks the store's rows newest first down to that stamp and never scans the whole cache:
+//  - its W newest visible rows are its window, the first of them its newest row;
+//  - a query whose newest row a query with a newer newest row sees is an earlier token of the same
+//    sequence in this micro-batch (a prompt), superseded: only the latest token keeps a window;
+//  - dense rows some query sees, outside every latest query's window, are compressed.
+// A query whose newest row is older than every dense row has no dense row in its window and cannot
+// supersede a query that has one, so the cut-off changes no decision.
+void retire_out_of_window(const ggml_tensor* attention, const char* mask_data) {
     const ggml_tensor* k = attention->src[1];
     const ggml_tensor* v = attention->src[2];
     const ggml_tensor* q = attention->src[0];
@@ -16,54 +26,67 @@ void retire_out_of_window(const ggml_tensor* attention) {
     KvStore* ks = store_of(k);
     KvStore* vs = store_of(v);
     if (ks == nullptr) return;
-    const size_t W = size_t(ks->window());
-    const int64_t n_kv = k->ne[1], n_q = q->ne[1], n_streams = k->ne[3];
-    const float* f16 = fp16_table().values;
+    const uint64_t cutoff = ks->oldest_dense_stamp();
+    if (cutoff == UINT64_MAX) return;
 
-    // Pass 1: what each query row sees, and its newest row (the cell its own token was written to).
-    std::vector<std::vector<int64_t>> seen(size_t(n_streams * n_q));
-    std::vector<int64_t> newest(seen.size(), -1);
-    for (int64_t s = 0; s < n_streams; ++s) {
-        for (int64_t r = 0; r < n_q; ++r) {
-            const uint16_t* m = mask ? reinterpret_cast<const uint16_t*>(static_cast<const char*>(mask->data) +
-                                                                      r * mask->nb[1] + (s % mask->ne[3]) * mask->nb[3])
-                                     : nullptr;
-            auto& rows = seen[s * n_q + r];
-            for (int64_t ic = 0; ic < n_kv; ++ic) {
-                if (m != nullptr && f16[m[ic]] == -INFINITY) continue;
-                const int64_t row = locate(k, *ks, ic, 0, s).row;
-                if (ks->state(row) == RowState::Empty) continue;
-                rows.push_back(row);
-                int64_t& n = newest[s * n_q + r];
-                if (n < 0 || ks->stamp(row) > ks->stamp(n)) n = row;
-            }
-        }
+    // Cell ic of stream s is row first + ic + s * seq_rows in llama.cpp's views of its cache.
+    const size_t row_bytes = ks->dense_row_bytes();
+    const size_t base = k->view_src ? k->view_offs : 0;
+    if (k->nb[1] != row_bytes || base % row_bytes != 0 || (k->ne[3] > 1 && k->nb[3] % row_bytes != 0)) {
+        log_error("%s: %s reads the cache through a view without whole rows per cell; its rows stay dense\n", kDeviceName, attention->name);
+        return;
     }
-    // Pass 2: a query is superseded when another query sees its newest row: a later token of the
-    // same sequence in this micro-batch (a prompt). Only the latest token's window stays dense.
-    std::vector<int64_t> query_of_newest(ks->rows(), -1);
-    for (size_t i = 0; i < seen.size(); ++i)
-        if (newest[i] >= 0) query_of_newest[newest[i]] = int64_t(i);
-    std::vector<uint8_t> superseded(seen.size(), 0);
-    for (size_t i = 0; i < seen.size(); ++i)
-        for (int64_t row : seen[i]) {
-            const int64_t other = query_of_newest[row];
-            if (other >= 0 && size_t(other) != i && ks->stamp(newest[i]) > ks->stamp(row)) superseded[other] = 1;
-        }
-    // Pass 3: dense = the W newest rows seen by each latest query; everything else seen is retired.
-    std::vector<uint8_t> keep(ks->rows(), 0), old(ks->rows(), 0);
-    std::vector<std::pair<uint64_t, int64_t>> by_age;
-    for (size_t i = 0; i < seen.size(); ++i) {
-        for (int64_t row : seen[i]) old[row] = 1;
-        if (superseded[i]) continue;
-        by_age.clear();
-        for (int64_t row : seen[i]) by_age.emplace_back(ks->stamp(row), row);
-        const size_t n_keep = std::min(W, by_age.size());
-        std::nth_element(by_age.begin(), by_age.begin() + n_keep, by_age.end(), std::greater<>());
-        for (size_t j = 0; j < n_keep; ++j) keep[by_age[j].second] = 1;
+    const int64_t first = int64_t(base / row_bytes), seq_rows = k->ne[3] > 1 ? int64_t(k->nb[3] / row_bytes) : 0;
+    const int64_t n_kv = k->ne[1], n_q = q->ne[1], n_streams = k->ne[3];
+    const size_t n_queries = size_t(n_streams * n_q);
+    const size_t W = size_t(ks->window());
+
+    std::vector<const uint16_t*> rows_mask(n_queries, nullptr);
+    if (mask != nullptr && mask_data != nullptr)
+        for (int64_t s = 0; s < n_streams; ++s)
+            for (int64_t r = 0; r < n_q; ++r)
+                rows_mask[s * n_q + r] = reinterpret_cast<const uint16_t*>(mask_data + r * mask->nb[1] + (s % mask->ne[3]) * mask->nb[3]);
+    auto visible = [&](size_t i, int64_t row) {
+        const int64_t ic = row - first - int64_t(i / n_q) * seq_rows;
+        if (ic < 0 || ic >= n_kv) return false;
+        return rows_mask[i] == nullptr || rows_mask[i][ic] != 0xfc00;  // f16 -inf hides the cell
+    };
+
+    // Each query's window (its W newest visible rows down to the cut-off) and newest row.
+    const size_t depth = std::max<size_t>(W, 1);
+    std::vector<std::vector<int64_t>> window(n_queries);
+    std::vector<int64_t> newest(n_queries, -1);
+    for (size_t i = 0; i < n_queries; ++i) {
+        ks->walk_newest(cutoff, [&](int64_t row) {
+            if (visible(i, row)) window[i].push_back(row);
+            return window[i].size() < depth;
+        });
+        if (!window[i].empty()) newest[i] = window[i][0];
+        if (window[i].size() > W) window[i].resize(W);
     }
-    for (int64_t row = 0; row < ks->rows(); ++row) {
-        if (!old[row] || keep[row]) continue;
+    // Superseded queries: a row is the newest of the last query that has it as its newest.
+    std::unordered_map<int64_t, size_t> query_of_newest;
+    for (size_t i = 0; i < n_queries; ++i)
+        if (newest[i] >= 0) query_of_newest[newest[i]] = i;
+    std::vector<int64_t> keep;
+    for (size_t o = 0; o < n_queries; ++o) {
+        if (newest[o] < 0) continue;
+        bool superseded = false;
+        if (query_of_newest[newest[o]] == o) {
+            const uint64_t mine = ks->stamp(newest[o]);
+            for (size_t i = 0; i < n_queries && !superseded; ++i)
+                superseded = i != o && newest[i] >= 0 && ks->stamp(newest[i]) > mine && visible(i, newest[o]);
+        }
+        if (!superseded) keep.insert(keep.end(), window[o].begin(), window[o].end());
+    }
+    std::sort(keep.begin(), keep.end());
+    std::vector<int64_t> dense;
+    ks->dense_row_list(dense);
+    for (int64_t row : dense) {
+        if (std::binary_search(keep.begin(), keep.end(), row)) continue;
+        bool seen = false;
+        for (size_t i = 0; i < n_queries && !seen; ++i) seen = visible(i, row);
+        if (!seen) continue;
         ks->compress(row);
         if (vs != nullptr && vs != ks) vs->compress(row);
     }

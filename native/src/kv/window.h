@@ -8,6 +8,9 @@ namespace mustafar::kv {
 // latest token of a sequence in the batch: that sequence's local window. Sequences are known only
 // through the mask (what each query sees), so a row shared by several sequences stays dense while
 // it is inside the window of any sequence decoding in the batch; idle sequences are not touched.
-void retire_out_of_window(const ggml_tensor* attention);
+// `mask` is the host copy of the attention's mask bytes (its data in the CPU flavour), laid out with
+// the mask's strides; null when the node has no mask. Device stores defer the compressions
+// (StoreMemory), which the caller then launches.
+void retire_out_of_window(const ggml_tensor* attention, const char* mask);
 
 }  // namespace mustafar::kv

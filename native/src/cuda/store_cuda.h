@@ -1,0 +1,74 @@
+// The device side of a Mustafar store in the CUDA flavour: records and pool stay in the ggml
+// buffer's device memory, the row table on the host (kv::KvStore), and a device copy of the slot
+// of every row for the attention kernels. Compressions and slot changes that the host decides are
+// queued and launched together (flush), so a step needs no synchronisation with the GPU.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "../kv/store.h"
+
+namespace mustafar::cuda {
+
+// Staging for the small arrays a step uploads (rows to write, to compress, slot changes): pinned
+// host memory mirrored in device memory, handed out in order and reused once the stream has caught
+// up (reset after the step's synchronisation, or a synchronisation when full).
+class UploadArena {
+public:
+    UploadArena() = default;
+    ~UploadArena();
+    UploadArena(const UploadArena&) = delete;
+    UploadArena& operator=(const UploadArena&) = delete;
+    // Copies `bytes` to the device on `stream`; the device address, or null on failure (logged).
+    void* upload(const void* host, size_t bytes, cudaStream_t stream);
+    void reset() { used_ = 0; }
+
+private:
+    void release();
+    uint8_t* host_ = nullptr;
+    uint8_t* device_ = nullptr;
+    size_t capacity_ = 0, used_ = 0;
+};
+
+class DeviceStore final : public kv::StoreMemory {
+public:
+    // Null when the slot table cannot be allocated (logged).
+    static std::unique_ptr<DeviceStore> create(uint8_t* memory, int64_t n_rows, int64_t n_embd, const kv::StoreConfig& cfg);
+    ~DeviceStore() override;
+    DeviceStore(const DeviceStore&) = delete;
+    DeviceStore& operator=(const DeviceStore&) = delete;
+
+    void write_slot(int32_t slot, const uint16_t* values) override;
+    void read_slot(int32_t slot, uint16_t* out) override;
+    void read_records(int64_t row, uint8_t* out) override;
+    void compress(int64_t row, int32_t slot) override;
+    void slot_changed(int64_t row, int32_t slot) override;
+    void cleared() override;
+
+    // Launches the queued compressions, then the slot changes, on `stream` (a graph's step).
+    bool flush(cudaStream_t stream, UploadArena& arena);
+    // The same outside a graph (get/set_tensor), synchronously.
+    bool flush_now();
+
+    const int32_t* slot_table() const { return slots_; }
+
+private:
+    DeviceStore(uint8_t* memory, int64_t n_rows, int64_t n_embd, const kv::StoreConfig& cfg);
+    bool launch(cudaStream_t stream, UploadArena& arena);
+
+    uint8_t* records_;
+    uint8_t* pool_;
+    int64_t n_rows_, n_embd_;
+    int n_heads_;
+    kv::RecordLayout layout_;
+    int32_t* slots_ = nullptr;  // device, one per row; -1: not dense
+    std::vector<int32_t> compress_slots_, compress_rows_;
+    std::unordered_map<int64_t, int32_t> slot_changes_;
+    std::unique_ptr<UploadArena> own_arena_;  // for flush_now
+};
+
+}  // namespace mustafar::cuda

@@ -1,0 +1,44 @@
+// Host copies of the small tensors llama.cpp uploads into device memory each step (the attention
+// mask, the cache rows to write), so that the KV store's host bookkeeping reads them without
+// waiting for the GPU. A copy stays exact because every write into device memory either records
+// it (set_tensor, a copy op whose source has one) or drops the copies it overlaps.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+
+namespace mustafar {
+
+class HostShadows {
+public:
+    HostShadows();
+    ~HostShadows();
+
+    // Uploads larger than this are not copied (a prompt's mask at long context stays well below).
+    static constexpr size_t kMaxBytes = size_t(64) << 20;
+
+    // [device, device + size) now holds `host`'s bytes.
+    void record(const void* device, const void* host, size_t size);
+    // [device, device + size) was written by something else.
+    void invalidate(const void* device, size_t size);
+    // Runs fn(host) with the host copy of [device, device + size) when one covers it wholly, and
+    // returns whether it did; the copy stays valid (under the lock) while fn runs.
+    template <typename Fn>
+    bool with(const void* device, size_t size, Fn fn) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const uint8_t* host = find(device, size);
+        if (host == nullptr) return false;
+        fn(host);
+        return true;
+    }
+
+private:
+    const uint8_t* find(const void* device, size_t size) const;
+
+    struct Copies;  // by device address (shadows.cpp)
+    std::mutex mutex_;
+    std::unique_ptr<Copies> copies_;
+};
+
+}  // namespace mustafar
