@@ -233,9 +233,11 @@ private:
     bool launch() {
         // A cell written twice in one micro-batch keeps its last value, as on the CPU.
         std::unordered_set<int32_t> seen;
+        std::vector<uint8_t> last(slots_.size());
+        for (size_t i = slots_.size(); i-- > 0;) last[i] = seen.insert(slots_[i]).second;
         size_t n = 0;
-        for (size_t i = offsets_.size(); i-- > 0;) {
-            if (!seen.insert(slots_[i]).second) continue;
+        for (size_t i = 0; i < slots_.size(); ++i) {
+            if (!last[i]) continue;
             offsets_[n] = offsets_[i];
             slots_[n] = slots_[i];
             ++n;

@@ -3,15 +3,17 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "../buffer.h"
 #include "../ggml_abi.h"
 #include "store.h"
 
 namespace mustafar::kv {
 
-// The store behind a tensor or a view of it, or null for ordinary tensors.
+// The store behind a tensor or a view of it, or null for ordinary tensors (whose extra may hold
+// something else: the CUDA flavour tags converted weights there).
 inline KvStore* store_of(const ggml_tensor* t) {
     const ggml_tensor* root = root_of(t);
-    return static_cast<KvStore*>(root->extra);
+    return root->extra != nullptr && is_kv_cache_tensor(root) ? static_cast<KvStore*>(root->extra) : nullptr;
 }
 
 struct RowHead {
