@@ -7,6 +7,7 @@
 
 #include "../flavour.h"
 #include "../fp16.h"
+#include "../kv/view.h"
 #include "../registry.h"
 #include "compute_cuda.h"
 #include "cuda_check.h"
@@ -33,9 +34,12 @@ public:
 
     ggml_status run(ggml_tensor* node) override {
         if (!ok_) return GGML_STATUS_FAILED;
-        // The node overwrites its memory: host copies of what was there are stale (a store's
-        // bookkeeping never reads a cache tensor's shadow, so SET_ROWS may drop it too).
-        registry().shadows.invalidate(node->data, ggml_nbytes(node));
+        // The node overwrites its memory: host copies of what was there are stale. Not for writes
+        // into a store, whose memory is smaller than the dense tensor llama.cpp sees (and never shadowed).
+        if (kv::store_of(node) == nullptr) {
+            registry().shadows.invalidate(node->data, ggml_nbytes(node));
+            kv_.drop_readback(node->data, ggml_nbytes(node));
+        }
         bool launched = false;
         switch (node->op) {
             case GGML_OP_SET_ROWS: launched = cuda::set_rows(node, kv_); break;
@@ -66,6 +70,7 @@ public:
     void finish() override {
         MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_));
         kv_.arena.reset();
+        kv_.readback_at = nullptr;  // the next graph's inputs are uploaded anew
     }
 
 private:

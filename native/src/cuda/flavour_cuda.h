@@ -2,6 +2,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <vector>
+
 #include "../ggml_abi.h"
 #include "attention_decode.h"
 #include "store_cuda.h"
@@ -32,7 +34,16 @@ struct KvPathContext {
     int sm_count = 0;
     DecodeWorkspace ws;
     UploadArena arena;
-    bool warned_readback = false;  // a tensor without a host copy was read back (warned once)
+    // The last tensor read back for want of a host copy (a long prompt's mask is too large to copy
+    // on upload): every layer reads the same mask, so it is read once per graph.
+    const void* readback_at = nullptr;
+    std::vector<char> readback;
+    bool warned_readback = false;  // warned once per executor
+    void drop_readback(const void* data, size_t bytes) {
+        const auto* b = static_cast<const char*>(data);
+        const auto* r = static_cast<const char*>(readback_at);
+        if (r != nullptr && b < r + readback.size() && r < b + bytes) readback_at = nullptr;
+    }
 };
 
 // Kernels (kernels_cuda.cu); each launches on the stream and returns false on a launch error.

@@ -197,17 +197,21 @@ namespace {
 // Runs fn(bytes) with the bytes of view t on the host: its host copy (shadows.h) or, when there is
 // none, a copy read back from the device, which waits for the GPU (warned once per executor).
 template <typename Fn>
-bool with_host_bytes(const ggml_tensor* t, bool& warned, Fn fn) {
+bool with_host_bytes(const ggml_tensor* t, KvPathContext& ctx, Fn fn) {
     const size_t bytes = ggml_nbytes(t);
     if (registry().shadows.with(t->data, bytes, [&](const uint8_t* h) { fn(reinterpret_cast<const char*>(h)); })) return true;
-    if (!warned) {
-        ggml_log_internal(GGML_LOG_LEVEL_WARN, "%s: no host copy of %s: reading it back from the GPU (a synchronisation per step)\n",
-                          kDeviceName, t->name);
-        warned = true;
+    if (ctx.readback_at != t->data || ctx.readback.size() != bytes) {
+        if (!ctx.warned_readback) {
+            ggml_log_internal(GGML_LOG_LEVEL_WARN, "%s: no host copy of %s (%zu bytes): reading it back from the GPU (a synchronisation)\n",
+                              kDeviceName, t->name, bytes);
+            ctx.warned_readback = true;
+        }
+        ctx.readback_at = nullptr;
+        ctx.readback.resize(bytes);
+        if (!MUSTAFAR_CUDA_OK(cudaMemcpy(ctx.readback.data(), t->data, bytes, cudaMemcpyDeviceToHost))) return false;
+        ctx.readback_at = t->data;
     }
-    std::vector<char> copy(bytes);
-    if (!MUSTAFAR_CUDA_OK(cudaMemcpy(copy.data(), t->data, bytes, cudaMemcpyDeviceToHost))) return false;
-    fn(copy.data());
+    fn(ctx.readback.data());
     return true;
 }
 
@@ -280,7 +284,7 @@ bool set_rows_into_store(const ggml_tensor* node, kv::KvStore& store, KvPathCont
     }
     StoreWriter writer(node, store, ctx);
     bool whole_rows = true;
-    const bool read = with_host_bytes(node->src[1], ctx.warned_readback, [&](const char* idx) {
+    const bool read = with_host_bytes(node->src[1], ctx, [&](const char* idx) {
         kv::for_each_store_write(node, store, idx, [&](size_t offset, kv::RowHead at) {
             if (at.head == 0) writer.add(offset, at.row);
             else whole_rows = false;
@@ -462,7 +466,7 @@ bool attention_over_store(const ggml_tensor* node, kv::KvStore& ks, kv::KvStore&
     if (!ran) return false;
     bool retired = true;
     if (mask == nullptr) kv::retire_out_of_window(node, nullptr);
-    else retired = with_host_bytes(mask, ctx.warned_readback, [&](const char* m) { kv::retire_out_of_window(node, m); });
+    else retired = with_host_bytes(mask, ctx, [&](const char* m) { kv::retire_out_of_window(node, m); });
     return retired && device_of(ks).flush(ctx.stream, ctx.arena) && (&vs == &ks || device_of(vs).flush(ctx.stream, ctx.arena));
 }
 
