@@ -16,6 +16,8 @@ status=0
 # -k 0: build every target that compiles, so one broken program does not hide the others' results.
 cmake --build artifacts/gpu/build -- -k 0 > "$out/build.txt" 2>&1 || { grep -E "error|Error" "$out/build.txt" | head -40; status=1; }
 
+# TESTS=0 skips the tests below (a benchmark-only run).
+if [ "${TESTS:-1}" = 1 ]; then
 # Every op the CUDA flavour claims, against ggml's CPU backend, on fresh random inputs.
 for seed in 1 2 3; do
   artifacts/gpu/build/op_conformance "$seed" > "$out/op_conformance-$seed.txt" 2>&1 || status=1
@@ -38,6 +40,8 @@ for seed in 1 2; do
 done
 grep -h FAIL "$out"/cuda_kernel_tests-*.txt | head -20 || true
 
+fi
+
 # Attention benchmark (BENCH=0 skips it): a Markdown table for bench/results/.
 if [ "${BENCH:-1}" = 1 ]; then
   artifacts/gpu/build/attention_cuda_bench "$out/attention-cuda.md" "${COMMIT:-unknown}" | tee "$out/attention-cuda.txt" || status=1
@@ -48,6 +52,8 @@ fi
 if [ -f artifacts/gpu/apps.tar.xz ]; then
   rm -rf artifacts/gpu/publish && tar -xJf artifacts/gpu/apps.tar.xz -C artifacts/gpu
   cp artifacts/gpu/build/libggml-mustafar.so artifacts/gpu/publish/runtimes/linux-x64/native/
+fi
+if [ -f artifacts/gpu/apps.tar.xz ] && [ "${TESTS:-1}" = 1 ]; then
   # Dense and Mustafar-store greedy outputs must equal the CPU flavour's (prepare.sh --e2e).
   for s in 0 0.5 0.7; do
     tests/gpu/e2e.sh artifacts/gpu/publish artifacts/gpu/models "$out/e2e-cuda-s$s.txt" "$s" || status=1

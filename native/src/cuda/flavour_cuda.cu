@@ -1,5 +1,6 @@
 // The CUDA flavour: device memory, one CUDA stream per backend, the KV-path kernels on the GPU.
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -10,6 +11,7 @@
 #include "../kv/view.h"
 #include "../registry.h"
 #include "compute_cuda.h"
+#include "profile_cuda.h"
 #include "cuda_check.h"
 #include "flavour_cuda.h"
 
@@ -28,12 +30,31 @@ public:
         if (ok_) ops_ = std::make_unique<cuda::ComputeOps>(stream_);
     }
     ~CudaExecutor() override {
+        profile_.reset();
         ops_.reset();
         if (ok_) MUSTAFAR_CUDA_OK(cudaStreamDestroy(stream_));
     }
 
     ggml_status run(ggml_tensor* node) override {
         if (!ok_) return GGML_STATUS_FAILED;
+        if (!profile_->enabled()) return execute(node);
+        profile_->begin(node, stream_);
+        const ggml_status status = execute(node);
+        profile_->end(stream_);
+        return status;
+    }
+
+    // graph_compute returns with the results in device memory, as ggml's synchronous backends do.
+    void finish() override {
+        if (profile_->enabled()) profile_->before_finish();
+        MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_));
+        kv_.arena.reset();
+        kv_.readback_at = nullptr;  // the next graph's inputs are uploaded anew
+        if (profile_->enabled()) profile_->after_finish();
+    }
+
+private:
+    ggml_status execute(ggml_tensor* node) {
         // The node overwrites its memory: host copies of what was there are stale. Not for writes
         // into a store, whose memory is smaller than the dense tensor llama.cpp sees (and never shadowed).
         if (kv::store_of(node) == nullptr) {
@@ -66,14 +87,6 @@ public:
         return launched ? GGML_STATUS_SUCCESS : GGML_STATUS_FAILED;
     }
 
-    // graph_compute returns with the results in device memory, as ggml's synchronous backends do.
-    void finish() override {
-        MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_));
-        kv_.arena.reset();
-        kv_.readback_at = nullptr;  // the next graph's inputs are uploaded anew
-    }
-
-private:
     // A copy of a tensor with a host copy has one too: llama.cpp casts its f32 mask to f16 on the
     // device, and the store's window logic reads the f16 mask.
     static void shadow_copy(const ggml_tensor* node) {
@@ -100,6 +113,7 @@ private:
     bool ok_ = false;
     std::unique_ptr<cuda::ComputeOps> ops_;
     cuda::KvPathContext kv_;
+    std::unique_ptr<cuda::OpProfile> profile_ = std::make_unique<cuda::OpProfile>(std::getenv("MUSTAFAR_PROFILE") != nullptr);
 };
 
 std::string device_description() {

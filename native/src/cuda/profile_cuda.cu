@@ -1,0 +1,94 @@
+#include "profile_cuda.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "../kv/view.h"
+#include "../registry.h"
+#include "cuda_check.h"
+
+namespace mustafar::cuda {
+namespace {
+
+double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+std::string key_of(const ggml_tensor* node) {
+    std::string key = ggml_op_name(node->op);
+    if (node->op == GGML_OP_FLASH_ATTN_EXT) key += kv::store_of(node->src[1]) ? " (store)" : " (dense)";
+    if (node->op == GGML_OP_SET_ROWS) key += kv::store_of(node) ? " (store)" : " (dense)";
+    return key;
+}
+
+}  // namespace
+
+cudaEvent_t OpProfile::event() {
+    if (!free_events_.empty()) {
+        cudaEvent_t e = free_events_.back();
+        free_events_.pop_back();
+        return e;
+    }
+    cudaEvent_t e = nullptr;
+    MUSTAFAR_CUDA_OK(cudaEventCreate(&e));
+    return e;
+}
+
+void OpProfile::begin(const ggml_tensor* node, cudaStream_t stream) {
+    node_start_ = Clock::now();
+    if (!in_graph_) {
+        graph_start_ = node_start_;
+        in_graph_ = true;
+        graph_rows_ = 0;
+    }
+    if (node->op == GGML_OP_FLASH_ATTN_EXT) graph_rows_ = std::max(graph_rows_, node->src[0]->ne[1]);
+    pending_.push_back({key_of(node), event(), event(), 0.0});
+    MUSTAFAR_CUDA_OK(cudaEventRecord(pending_.back().start, stream));
+}
+
+void OpProfile::end(cudaStream_t stream) {
+    MUSTAFAR_CUDA_OK(cudaEventRecord(pending_.back().stop, stream));
+    pending_.back().host_us = ms_between(node_start_, Clock::now()) * 1e3;
+}
+
+void OpProfile::before_finish() { finish_start_ = Clock::now(); }
+
+void OpProfile::after_finish() {
+    const std::string kind = graph_rows_ >= 32 ? "prompt" : "decode";
+    if (in_graph_) {
+        Graphs& g = graphs_[kind];
+        ++g.count;
+        g.issue_ms += ms_between(graph_start_, finish_start_);
+        g.wait_ms += ms_between(finish_start_, Clock::now());
+    }
+    for (const Pending& p : pending_) {
+        float ms = 0;
+        MUSTAFAR_CUDA_OK(cudaEventElapsedTime(&ms, p.start, p.stop));
+        Total& t = totals_[kind + ": " + p.key];
+        ++t.count;
+        t.gpu_ms += ms;
+        t.host_ms += p.host_us * 1e-3;
+        free_events_.push_back(p.start);
+        free_events_.push_back(p.stop);
+    }
+    pending_.clear();
+    in_graph_ = false;
+}
+
+OpProfile::~OpProfile() {
+    if (enabled_) {
+        for (const auto& [kind, g] : graphs_)
+            ggml_log_internal(GGML_LOG_LEVEL_WARN, "%s profile: %ld %s graphs, host issue %.3f ms and finish wait %.3f ms per graph\n", kDeviceName,
+                              g.count, kind.c_str(), g.issue_ms / g.count, g.wait_ms / g.count);
+        std::vector<std::pair<std::string, Total>> rows(totals_.begin(), totals_.end());
+        std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.gpu_ms > b.second.gpu_ms; });
+        for (const auto& [key, t] : rows) {
+            const long n = graphs_[key.substr(0, key.find(':'))].count;
+            ggml_log_internal(GGML_LOG_LEVEL_WARN, "%s profile: %-32s %9ld nodes  GPU %10.3f ms  host %10.3f ms  (per graph: GPU %.3f ms, host %.3f ms)\n",
+                              kDeviceName, key.c_str(), t.count, t.gpu_ms, t.host_ms, t.gpu_ms / n, t.host_ms / n);
+        }
+    }
+    for (cudaEvent_t e : free_events_) MUSTAFAR_CUDA_OK(cudaEventDestroy(e));
+}
+
+}  // namespace mustafar::cuda

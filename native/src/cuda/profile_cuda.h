@@ -1,0 +1,58 @@
+// Per-op timing of the CUDA executor, on when MUSTAFAR_PROFILE is set in the environment: GPU time
+// from events around each node, host time of each run() (launches plus the store's bookkeeping),
+// and per graph the host time to issue it and the wait in finish(), apart for decode graphs (fewer
+// than 32 query rows per attention) and prompt graphs. Logged when the executor is freed; costs
+// nothing when off.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <chrono>
+#include <unordered_map>
+#include <string>
+#include <vector>
+
+#include "../ggml_abi.h"
+
+namespace mustafar::cuda {
+
+class OpProfile {
+public:
+    explicit OpProfile(bool enabled) : enabled_(enabled) {}
+    ~OpProfile();
+    OpProfile(const OpProfile&) = delete;
+    OpProfile& operator=(const OpProfile&) = delete;
+
+    bool enabled() const { return enabled_; }
+    void begin(const ggml_tensor* node, cudaStream_t stream);
+    void end(cudaStream_t stream);
+    void before_finish();
+    void after_finish();  // the stream is idle: the events can be read
+
+private:
+    using Clock = std::chrono::steady_clock;
+    struct Pending {
+        std::string key;
+        cudaEvent_t start, stop;
+        double host_us;
+    };
+    struct Total {
+        long count = 0;
+        double gpu_ms = 0, host_ms = 0;
+    };
+    cudaEvent_t event();
+
+    bool enabled_;
+    std::vector<cudaEvent_t> free_events_;
+    std::vector<Pending> pending_;
+    Clock::time_point node_start_, graph_start_, finish_start_;
+    bool in_graph_ = false;
+    std::unordered_map<std::string, Total> totals_;
+    struct Graphs {
+        long count = 0;
+        double issue_ms = 0, wait_ms = 0;
+    };
+    int64_t graph_rows_ = 0;  // most query rows of an attention node in the current graph
+    std::unordered_map<std::string, Graphs> graphs_;  // "decode" / "prompt"
+};
+
+}  // namespace mustafar::cuda
