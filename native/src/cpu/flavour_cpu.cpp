@@ -25,7 +25,7 @@ public:
             case GGML_OP_CONT: cpu::copy(node, pool_); break;
             case GGML_OP_FLASH_ATTN_EXT:
                 cpu::flash_attn_ext(node, pool_);
-                kv::retire_out_of_window(node, node->src[3] ? static_cast<const char*>(node->src[3]->data) : nullptr);
+                kv::retire_out_of_window(node, node->src[3] ? static_cast<const char*>(node->src[3]->data) : nullptr, retired_);
                 break;
             default: return GGML_STATUS_FAILED;
         }
@@ -33,9 +33,11 @@ public:
     }
 
     void set_threads(int n_threads) override { pool_.resize(n_threads); }
+    void finish() override { retired_.clear(); }
 
 private:
     ThreadPool pool_;
+    kv::RetireCache retired_;
 };
 
 }  // namespace

@@ -50,6 +50,7 @@ public:
         MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_));
         kv_.arena.reset();
         kv_.readback_at = nullptr;  // the next graph's inputs are uploaded anew
+        kv_.retired.clear();
         if (profile_->enabled()) profile_->after_finish();
     }
 

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "../ggml_abi.h"
+#include "../kv/window.h"
 #include "attention_decode.h"
 #include "store_cuda.h"
 
@@ -38,6 +39,7 @@ struct KvPathContext {
     // on upload): every layer reads the same mask, so it is read once per graph.
     const void* readback_at = nullptr;
     std::vector<char> readback;
+    kv::RetireCache retired;  // window decisions of this graph
     bool warned_readback = false;  // warned once per executor
     void drop_readback(const void* data, size_t bytes) {
         const auto* b = static_cast<const char*>(data);

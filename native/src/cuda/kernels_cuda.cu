@@ -465,8 +465,8 @@ bool attention_over_store(const ggml_tensor* node, kv::KvStore& ks, kv::KvStore&
     const bool ran = fast ? decode_attention_compressed(dp, cc, ctx.ws, ctx.sm_count, ctx.stream) : launch_plain(node, ko, vo, ctx.stream);
     if (!ran) return false;
     bool retired = true;
-    if (mask == nullptr) kv::retire_out_of_window(node, nullptr);
-    else retired = with_host_bytes(mask, ctx, [&](const char* m) { kv::retire_out_of_window(node, m); });
+    if (mask == nullptr) kv::retire_out_of_window(node, nullptr, ctx.retired);
+    else retired = with_host_bytes(mask, ctx, [&](const char* m) { kv::retire_out_of_window(node, m, ctx.retired); });
     return retired && device_of(ks).flush(ctx.stream, ctx.arena) && (&vs == &ks || device_of(vs).flush(ctx.stream, ctx.arena));
 }
 

@@ -73,21 +73,25 @@ void OpProfile::after_finish() {
     }
     pending_.clear();
     in_graph_ = false;
+    if (graphs_[kind].count % 64 == 0) log(kind);
+}
+
+// Process exit may come before the executor is freed, so the tables are logged as graphs complete.
+void OpProfile::log(const std::string& kind) {
+    const Graphs& g = graphs_[kind];
+    if (g.count == 0) return;
+    ggml_log_internal(GGML_LOG_LEVEL_WARN, "%s profile: %ld %s graphs, host issue %.3f ms and finish wait %.3f ms per graph\n", kDeviceName,
+                      g.count, kind.c_str(), g.issue_ms / g.count, g.wait_ms / g.count);
+    std::vector<std::pair<std::string, Total>> rows;
+    for (const auto& row : totals_)
+        if (row.first.compare(0, kind.size() + 1, kind + ":") == 0) rows.push_back(row);
+    std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.gpu_ms > b.second.gpu_ms; });
+    for (const auto& [key, t] : rows)
+        ggml_log_internal(GGML_LOG_LEVEL_WARN, "%s profile: %-32s %9ld nodes  per graph: GPU %8.3f ms  host %8.3f ms\n", kDeviceName,
+                          key.c_str(), t.count, t.gpu_ms / g.count, t.host_ms / g.count);
 }
 
 OpProfile::~OpProfile() {
-    if (enabled_) {
-        for (const auto& [kind, g] : graphs_)
-            ggml_log_internal(GGML_LOG_LEVEL_WARN, "%s profile: %ld %s graphs, host issue %.3f ms and finish wait %.3f ms per graph\n", kDeviceName,
-                              g.count, kind.c_str(), g.issue_ms / g.count, g.wait_ms / g.count);
-        std::vector<std::pair<std::string, Total>> rows(totals_.begin(), totals_.end());
-        std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.gpu_ms > b.second.gpu_ms; });
-        for (const auto& [key, t] : rows) {
-            const long n = graphs_[key.substr(0, key.find(':'))].count;
-            ggml_log_internal(GGML_LOG_LEVEL_WARN, "%s profile: %-32s %9ld nodes  GPU %10.3f ms  host %10.3f ms  (per graph: GPU %.3f ms, host %.3f ms)\n",
-                              kDeviceName, key.c_str(), t.count, t.gpu_ms, t.host_ms, t.gpu_ms / n, t.host_ms / n);
-        }
-    }
     for (cudaEvent_t e : free_events_) MUSTAFAR_CUDA_OK(cudaEventDestroy(e));
 }
 

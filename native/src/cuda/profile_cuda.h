@@ -1,8 +1,8 @@
 // Per-op timing of the CUDA executor, on when MUSTAFAR_PROFILE is set in the environment: GPU time
 // from events around each node, host time of each run() (launches plus the store's bookkeeping),
 // and per graph the host time to issue it and the wait in finish(), apart for decode graphs (fewer
-// than 32 query rows per attention) and prompt graphs. Logged when the executor is freed; costs
-// nothing when off.
+// than 32 query rows per attention) and prompt graphs. Logged (cumulative) after every 64 graphs of
+// a kind; costs nothing when off.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -40,6 +40,7 @@ private:
         double gpu_ms = 0, host_ms = 0;
     };
     cudaEvent_t event();
+    void log(const std::string& kind);
 
     bool enabled_;
     std::vector<cudaEvent_t> free_events_;

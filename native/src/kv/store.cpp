@@ -39,8 +39,17 @@ void KvStore::clear() {
     free_.clear();
     for (int32_t s = pool_rows_ - 1; s >= 0; --s) free_.push_back(s);
     clock_ = 0;
+    history_ = 0;
     dense_count_ = compressed_count_ = 0;
     if (device_) device_->cleared();
+}
+
+void KvStore::note_change(uint64_t op, int64_t row) {
+    // splitmix64 of the running digest and the change
+    uint64_t z = history_ + 0x9e3779b97f4a7c15ull + (op << 56) + uint64_t(row);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    history_ = z ^ (z >> 31);
 }
 
 void KvStore::set_slot(int64_t row, int32_t slot) {
@@ -109,6 +118,7 @@ int32_t KvStore::place_row(int64_t row) {
     }
     stamp_[row] = ++clock_;
     log_.emplace_back(stamp_[row], row);
+    note_change(1, row);
     return slot_of_[row];
 }
 
@@ -126,7 +136,10 @@ void KvStore::write_heads(int64_t row, int head, int n, const uint16_t* values) 
     const uint64_t stamp = stamp_[row];
     const bool was_empty = state_[row] == RowState::Empty;
     write_row(row, full.data());
-    if (!was_empty) stamp_[row] = stamp;  // a patch is not a new token
+    if (!was_empty) {
+        stamp_[row] = stamp;  // a patch is not a new token
+        note_change(4, row);
+    }
 }
 
 void KvStore::restore_row(int64_t row, const uint16_t* values) {
@@ -153,11 +166,13 @@ void KvStore::compress(int64_t row) {
     free_.push_back(slot_of_[row]);
     set_slot(row, -1);
     state_[row] = RowState::Compressed;
+    note_change(2, row);
     --dense_count_;
     ++compressed_count_;
 }
 
 void KvStore::erase_row(int64_t row) {
+    note_change(3, row);
     if (state_[row] == RowState::Dense) {
         free_.push_back(slot_of_[row]);
         set_slot(row, -1);

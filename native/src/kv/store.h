@@ -56,6 +56,9 @@ public:
     RowState state(int64_t row) const { return state_[row]; }
     uint64_t stamp(int64_t row) const { return stamp_[row]; }
     uint64_t clock() const { return clock_; }
+    // A digest of every change to the row table since the last clear: stores with the same digest
+    // (the layers of a model, written alike) are in the same state.
+    uint64_t history() const { return history_; }
 
     // A new write: the row becomes dense (the newest), taking a pool slot.
     void write_row(int64_t row, const uint16_t* values);
@@ -126,7 +129,10 @@ private:
     std::vector<int64_t> row_of_slot_;               // -1: free
     std::vector<std::pair<uint64_t, int64_t>> log_;  // (stamp, row) of each write, oldest first
     std::vector<int32_t> free_;
+    void note_change(uint64_t op, int64_t row);
+
     uint64_t clock_ = 0;
+    uint64_t history_ = 0;
     int64_t dense_count_ = 0, compressed_count_ = 0;
     std::unique_ptr<StoreMemory> device_;
 };

@@ -18,7 +18,18 @@ namespace mustafar::kv {
 //  - dense rows some query sees, outside every latest query's window, are compressed.
 // A query whose newest row is older than every dense row has no dense row in its window and cannot
 // supersede a query that has one, so the cut-off changes no decision.
-void retire_out_of_window(const ggml_tensor* attention, const char* mask_data) {
+const std::vector<int64_t>* RetireCache::find(const Key& key) const {
+    for (const auto& [k, rows] : entries_)
+        if (k == key) return &rows;
+    return nullptr;
+}
+
+void RetireCache::add(const Key& key, std::vector<int64_t> rows) {
+    if (entries_.size() >= 8) entries_.erase(entries_.begin());  // a graph has one mask per cache view
+    entries_.emplace_back(key, std::move(rows));
+}
+
+void retire_out_of_window(const ggml_tensor* attention, const char* mask_data, RetireCache& cache) {
     const ggml_tensor* k = attention->src[1];
     const ggml_tensor* v = attention->src[2];
     const ggml_tensor* q = attention->src[0];
@@ -38,6 +49,27 @@ void retire_out_of_window(const ggml_tensor* attention, const char* mask_data) {
     }
     const int64_t first = int64_t(base / row_bytes), seq_rows = k->ne[3] > 1 ? int64_t(k->nb[3] / row_bytes) : 0;
     const int64_t n_kv = k->ne[1], n_q = q->ne[1], n_streams = k->ne[3];
+    auto retire = [&](const std::vector<int64_t>& rows) {
+        for (int64_t row : rows) {
+            ks->compress(row);
+            if (vs != nullptr && vs != ks) vs->compress(row);
+        }
+    };
+    const RetireCache::Key key{mask != nullptr && mask_data != nullptr ? mask->data : nullptr,
+                               mask != nullptr ? mask->nb[1] : 0,
+                               mask != nullptr ? mask->nb[3] : 0,
+                               first,
+                               seq_rows,
+                               n_kv,
+                               n_q,
+                               n_streams,
+                               ks->rows(),
+                               ks->window(),
+                               ks->history()};
+    if (const std::vector<int64_t>* rows = cache.find(key)) {
+        retire(*rows);
+        return;
+    }
     const size_t n_queries = size_t(n_streams * n_q);
     const size_t W = size_t(ks->window());
 
@@ -80,16 +112,16 @@ void retire_out_of_window(const ggml_tensor* attention, const char* mask_data) {
         if (!superseded) keep.insert(keep.end(), window[o].begin(), window[o].end());
     }
     std::sort(keep.begin(), keep.end());
-    std::vector<int64_t> dense;
+    std::vector<int64_t> dense, leaving;
     ks->dense_row_list(dense);
     for (int64_t row : dense) {
         if (std::binary_search(keep.begin(), keep.end(), row)) continue;
         bool seen = false;
         for (size_t i = 0; i < n_queries && !seen; ++i) seen = visible(i, row);
-        if (!seen) continue;
-        ks->compress(row);
-        if (vs != nullptr && vs != ks) vs->compress(row);
+        if (seen) leaving.push_back(row);
     }
+    retire(leaving);
+    cache.add(key, std::move(leaving));
 }
 
 }  // namespace mustafar::kv
