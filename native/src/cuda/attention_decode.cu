@@ -107,21 +107,22 @@ struct Place {
     int64_t c0, c1;  // cells of this block
 };
 
-__device__ Place place(const DecodeProblem& p, const int2* ranges, int splits) {
+// bounds (with a mask): splits + 1 cells per query row, split s covering [bounds[s], bounds[s + 1]);
+// without a mask the context is divided evenly.
+__device__ Place place(const DecodeProblem& p, const int* bounds, int splits) {
     Place pl;
     pl.split = blockIdx.x;
     pl.hk = blockIdx.y;
     pl.row = blockIdx.z % p.n_rows;
     pl.seq = blockIdx.z / p.n_rows;
-    int64_t lo = 0, hi = p.n_kv;
-    if (ranges != nullptr) {
-        const int2 r = ranges[size_t(pl.seq) * p.n_rows + pl.row];
-        lo = r.x;
-        hi = r.y;
+    if (bounds != nullptr) {
+        const int* b = bounds + (size_t(pl.seq) * p.n_rows + pl.row) * (splits + 1);
+        pl.c0 = b[pl.split];
+        pl.c1 = b[pl.split + 1];
+    } else {
+        pl.c0 = p.n_kv * pl.split / splits;
+        pl.c1 = p.n_kv * (pl.split + 1) / splits;
     }
-    const int64_t len = hi - lo;
-    pl.c0 = lo + len * pl.split / splits;
-    pl.c1 = lo + len * (pl.split + 1) / splits;
     return pl;
 }
 
@@ -214,10 +215,10 @@ __device__ void finish(const DecodeProblem& p, const Place& pl, State<G>& st, fl
 }
 
 template <int D, int G>
-__global__ void __launch_bounds__(kThreads) dense_kernel(DecodeProblem p, DenseCache c, const int2* ranges, float* part, int splits) {
+__global__ void __launch_bounds__(kThreads) dense_kernel(DecodeProblem p, DenseCache c, const int* bounds, float* part, int splits) {
     constexpr int L = D / 8, CPW = 32 / L, SUB = kStepCells / CPW;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, grp = lane / L, li = lane % L;
-    const Place pl = place(p, ranges, splits);
+    const Place pl = place(p, bounds, splits);
     float q[G][8];
     load_q<G>(p, pl, li, q);
     const __half* mrow = mask_row(p, pl);
@@ -278,11 +279,11 @@ __device__ __forceinline__ void expand(const uint8_t* rec, int li, float (&x)[8]
 }
 
 template <int D, int G>
-__global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, CompressedCache c, const int2* ranges, float* part, int splits) {
+__global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, CompressedCache c, const int* bounds, float* part, int splits) {
     constexpr int L = D / 8, CPW = 32 / L, SUB = kStepCells / CPW;
     extern __shared__ __align__(16) uint8_t stage[];  // [warp][buffer][cell][K record | V record]
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, grp = lane / L, li = lane % L;
-    const Place pl = place(p, ranges, splits);
+    const Place pl = place(p, bounds, splits);
     float q[G][8];
     load_q<G>(p, pl, li, q);
     const __half* mrow = mask_row(p, pl);
@@ -439,12 +440,12 @@ size_t mma_smem(int D, bool sparse, size_t record_bytes) {
 }
 
 template <int D, bool kSparse>
-__global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int2* ranges, float* part, int splits) {
+__global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int* bounds, float* part, int splits) {
     extern __shared__ __align__(16) uint8_t smem[];
     constexpr int kRow = 2 * D + 16;  // a padded tile row: the fragment loads are free of bank conflicts
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
     const int G = p.n_head / p.n_head_kv;
-    const Place pl = place(p, ranges, splits);
+    const Place pl = place(p, bounds, splits);
     uint8_t* qh = smem;
     uint8_t* ql = smem + 8 * kRow;
     {  // the group's queries in log2 units, as f16 high and low parts; rows >= G stay zero
@@ -868,7 +869,7 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
     }
 }
 
-using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, const int2*, float*, int);
+using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, const int*, float*, int);
 
 MmaFn mma_fn(int d, bool sparse) {
     switch (d) {
@@ -920,38 +921,79 @@ __global__ void merge_kernel(DecodeProblem p, const float* part, int splits) {
 
 // [first, last + 1) of the cells each row's mask shows (empty: 0, 0), so the splits of a row cover
 // only its own sequence in a cache shared by several.
-__global__ void range_kernel(DecodeProblem p, int2* ranges) {
-    __shared__ int s_lo, s_hi;
-    const int rs = blockIdx.x;
+// Per query row (one block of kRangeThreads): the cells it sees, [first, last + 1), and, for the
+// decode kernels, the bounds of `splits` context splits holding equal shares of the visible cells. A
+// cache shared by several sequences leaves most of a row's range to the others: an even division of
+// the range would give most blocks nothing to do and a few all of it.
+constexpr int kRangeThreads = 256;
+
+__global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, int2* ranges, int* bounds, int splits) {
+    __shared__ int s_before[kRangeThreads];
+    __shared__ int s_lo, s_hi, s_total;
+    const int rs = blockIdx.x, t = threadIdx.x;
     Place pl{};
     pl.row = rs % p.n_rows;
     pl.seq = rs / p.n_rows;
     const __half* mrow = mask_row(p, pl);
-    if (threadIdx.x == 0) {
+    if (t == 0) {
         s_lo = INT_MAX;
         s_hi = -1;
     }
-    __syncthreads();
-    int lo = INT_MAX, hi = -1;
-    for (int64_t c = threadIdx.x; c < p.n_kv; c += blockDim.x)
+    // Each thread counts a contiguous chunk, so that visible cells are numbered in cell order.
+    const int64_t chunk = (p.n_kv + kRangeThreads - 1) / kRangeThreads;
+    const int64_t c_begin = min(p.n_kv, int64_t(t) * chunk), c_end = min(p.n_kv, c_begin + chunk);
+    int count = 0, lo = INT_MAX, hi = -1;
+    for (int64_t c = c_begin; c < c_end; ++c)
         if (__half2float(mrow[c]) != -INFINITY) {
+            ++count;
             lo = min(lo, int(c));
-            hi = max(hi, int(c));
+            hi = int(c);
         }
-    for (int o = 16; o > 0; o >>= 1) {
-        lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, o));
-        hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, o));
-    }
-    if (threadIdx.x % 32 == 0) {
-        atomicMin(&s_lo, lo);
-        atomicMax(&s_hi, hi);
+    s_before[t] = count;
+    __syncthreads();
+    if (lo != INT_MAX) atomicMin(&s_lo, lo);
+    if (hi >= 0) atomicMax(&s_hi, hi);
+    if (t == 0) {
+        int run = 0;
+        for (int i = 0; i < kRangeThreads; ++i) {
+            const int n = s_before[i];
+            s_before[i] = run;
+            run += n;
+        }
+        s_total = run;
     }
     __syncthreads();
-    if (threadIdx.x == 0) ranges[rs] = s_hi < 0 ? make_int2(0, 0) : make_int2(s_lo, s_hi + 1);
+    const int total = s_total;
+    if (t == 0) ranges[rs] = total == 0 ? make_int2(0, 0) : make_int2(s_lo, s_hi + 1);
+    if (bounds == nullptr) return;
+    int* b = bounds + size_t(rs) * (splits + 1);
+    if (total == 0) {
+        for (int j = t; j <= splits; j += kRangeThreads) b[j] = 0;
+        return;
+    }
+    if (t == 0) {
+        b[0] = s_lo;
+        b[splits] = s_hi + 1;
+    }
+    // Split j starts at visible cell number j * total / splits; the thread whose chunk holds it finds it.
+    const int before = s_before[t];
+    for (int j = 1; j < splits; ++j) {
+        const int target = int(int64_t(j) * total / splits);
+        if (target < before || target >= before + count) continue;
+        int seen = before;
+        for (int64_t c = c_begin; c < c_end; ++c)
+            if (__half2float(mrow[c]) != -INFINITY) {
+                if (seen == target) {
+                    b[j] = int(c);
+                    break;
+                }
+                ++seen;
+            }
+    }
 }
 
-using DenseFn = void (*)(DecodeProblem, DenseCache, const int2*, float*, int);
-using CompressedFn = void (*)(DecodeProblem, CompressedCache, const int2*, float*, int);
+using DenseFn = void (*)(DecodeProblem, DenseCache, const int*, float*, int);
+using CompressedFn = void (*)(DecodeProblem, CompressedCache, const int*, float*, int);
 
 template <int D>
 DenseFn dense_for(int g) {
@@ -982,9 +1024,11 @@ CompressedFn compressed_fn(int d, int g) { return d == 256 ? compressed_for<256>
 
 size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
-// Lays out the workspace (ranges, then partials), computes the ranges when there is a mask.
+// Lays out the workspace (ranges, split bounds, then partials), computes the ranges and bounds when
+// there is a mask.
 struct Prepared {
     int2* ranges = nullptr;
+    int* bounds = nullptr;
     float* part = nullptr;
     bool ok = false;
 };
@@ -993,15 +1037,17 @@ Prepared prepare(const DecodeProblem& p, int splits, DecodeWorkspace& ws, cudaSt
     Prepared r;
     const size_t row_seqs = size_t(p.n_rows) * p.n_seq;
     const size_t range_bytes = p.mask != nullptr ? round_up(row_seqs * sizeof(int2), 256) : 0;
+    const size_t bounds_bytes = p.mask != nullptr ? round_up(row_seqs * size_t(splits + 1) * sizeof(int), 256) : 0;
     const size_t part_bytes = splits > 1 ? row_seqs * p.n_head * size_t(splits) * (p.head_dim + 2) * sizeof(float) : 0;
-    if (range_bytes + part_bytes > 0) {
-        auto* base = static_cast<char*>(ws.get(range_bytes + part_bytes));
+    if (range_bytes + bounds_bytes + part_bytes > 0) {
+        auto* base = static_cast<char*>(ws.get(range_bytes + bounds_bytes + part_bytes));
         if (base == nullptr) return r;
         if (range_bytes > 0) r.ranges = reinterpret_cast<int2*>(base);
-        if (part_bytes > 0) r.part = reinterpret_cast<float*>(base + range_bytes);
+        if (bounds_bytes > 0) r.bounds = reinterpret_cast<int*>(base + range_bytes);
+        if (part_bytes > 0) r.part = reinterpret_cast<float*>(base + range_bytes + bounds_bytes);
     }
     if (r.ranges != nullptr) {
-        range_kernel<<<unsigned(row_seqs), 256, 0, stream>>>(p, r.ranges);
+        range_kernel<<<unsigned(row_seqs), kRangeThreads, 0, stream>>>(p, r.ranges, r.bounds, splits);
         if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return r;
     }
     r.ok = true;
@@ -1081,7 +1127,7 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem) * sm_count);
     const Prepared pr = prepare(p, splits, ws, stream);
     if (!pr.ok) return false;
-    fn<<<grid_of(p, splits), kThreads, smem, stream>>>(p, dc, cc, pr.ranges, pr.part, splits);
+    fn<<<grid_of(p, splits), kThreads, smem, stream>>>(p, dc, cc, pr.bounds, pr.part, splits);
     if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
     return merge(p, pr, splits, stream);
 }
@@ -1113,7 +1159,7 @@ bool decode_attention_dense(const DecodeProblem& p, const DenseCache& c, DecodeW
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), 0) * sm_count);
     const Prepared pr = prepare(p, splits, ws, stream);
     if (!pr.ok) return false;
-    fn<<<grid_of(p, splits), kThreads, 0, stream>>>(p, c, pr.ranges, pr.part, splits);
+    fn<<<grid_of(p, splits), kThreads, 0, stream>>>(p, c, pr.bounds, pr.part, splits);
     if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
     return merge(p, pr, splits, stream);
 }
@@ -1130,7 +1176,7 @@ bool decode_attention_compressed(const DecodeProblem& p, const CompressedCache& 
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem) * sm_count);
     const Prepared pr = prepare(p, splits, ws, stream);
     if (!pr.ok) return false;
-    fn<<<grid_of(p, splits), kThreads, smem, stream>>>(p, c, pr.ranges, pr.part, splits);
+    fn<<<grid_of(p, splits), kThreads, smem, stream>>>(p, c, pr.bounds, pr.part, splits);
     if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
     return merge(p, pr, splits, stream);
 }
