@@ -96,10 +96,25 @@ bool decode_attention_dense(const DecodeProblem& p, const DenseCache& cache, Dec
 bool decode_attention_compressed(const DecodeProblem& p, const CompressedCache& cache, DecodeWorkspace& ws, int sm_count,
                                  cudaStream_t stream, int splits = 0);
 
+// Up to three parallel index arrays for the store kernels: up to kInlineRows entries travel in the
+// launch's parameters (a decode step writes and retires a few rows: nothing to upload), longer
+// lists come from device memory.
+constexpr int kInlineRows = 32;
+struct RowList {
+    int n = 0;
+    const int32_t* dev[3] = {nullptr, nullptr, nullptr};  // device arrays, when n > kInlineRows
+    int32_t in[3][kInlineRows] = {};
+    __host__ __device__ int32_t at(int array, int i) const { return dev[array] != nullptr ? dev[array][i] : in[array][i]; }
+};
+
 // Prune + compress: for each i < n, every KV head of dense row src_rows[i] (f16, src_row_bytes per
 // row, heads of D values side by side) becomes record dst_rows[i] of `records` (kv/record.h: the
 // kept largest magnitudes, ties to the lower index). One warp per vector.
 bool compress_rows(const char* src, size_t src_row_bytes, const int32_t* src_rows, const int32_t* dst_rows, int n,
                    int n_head_kv, int head_dim, int kept, size_t stride, uint8_t* records, cudaStream_t stream);
+// The same with the rows in a RowList (array 0: source rows, 1: destination rows); a non-null
+// slot_table gets -1 at each destination row (the row is no longer dense).
+bool compress_rows(const char* src, size_t src_row_bytes, const RowList& rows, int n_head_kv, int head_dim, int kept, size_t stride,
+                   uint8_t* records, int32_t* slot_table, cudaStream_t stream);
 
 }  // namespace mustafar::cuda

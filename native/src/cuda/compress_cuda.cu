@@ -17,14 +17,16 @@ constexpr int kWarps = 4;
 constexpr int kMaxPerLane = 8;        // D <= 256
 constexpr int kMaxRecord = 32 + 512;  // bitmap + values at D = 256, a multiple of 16
 
-__global__ void __launch_bounds__(kWarps * 32) compress_kernel(const char* src, size_t src_row_bytes, const int32_t* src_rows, const int32_t* dst_rows,
-                                                               int n, int n_head_kv, int D, int kept, size_t stride, uint8_t* records) {
+__global__ void __launch_bounds__(kWarps * 32) compress_kernel(const char* src, size_t src_row_bytes, RowList rows, int n_head_kv, int D, int kept,
+                                                               size_t stride, uint8_t* records, int32_t* slot_table) {
     __shared__ __align__(16) uint8_t staging[kWarps][kMaxRecord];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t vec = int64_t(blockIdx.x) * kWarps + warp;
-    if (vec >= int64_t(n) * n_head_kv) return;  // whole warps only
+    if (vec >= int64_t(rows.n) * n_head_kv) return;  // whole warps only
     const int i = int(vec / n_head_kv), h = int(vec % n_head_kv);
-    const uint16_t* x = reinterpret_cast<const uint16_t*>(src + size_t(src_rows[i]) * src_row_bytes) + size_t(h) * D;
+    const int32_t src_row = rows.at(0, i), dst_row = rows.at(1, i);
+    if (slot_table != nullptr && h == 0 && lane == 0) slot_table[dst_row] = -1;
+    const uint16_t* x = reinterpret_cast<const uint16_t*>(src + size_t(src_row) * src_row_bytes) + size_t(h) * D;
     const int per = (D + 31) / 32;
 
     uint32_t key[kMaxPerLane];
@@ -67,21 +69,30 @@ __global__ void __launch_bounds__(kWarps * 32) compress_kernel(const char* src, 
         below += __popc(word);
     }
     __syncwarp();
-    uint8_t* dst = records + (size_t(dst_rows[i]) * n_head_kv + h) * stride;
+    uint8_t* dst = records + (size_t(dst_row) * n_head_kv + h) * stride;
     for (int o = lane * 16; o < int(stride); o += 32 * 16) *reinterpret_cast<uint4*>(dst + o) = *reinterpret_cast<const uint4*>(rec + o);
 }
 
 }  // namespace
 
-bool compress_rows(const char* src, size_t src_row_bytes, const int32_t* src_rows, const int32_t* dst_rows, int n, int n_head_kv, int head_dim,
-                   int kept, size_t stride, uint8_t* records, cudaStream_t stream) {
+bool compress_rows(const char* src, size_t src_row_bytes, const RowList& rows, int n_head_kv, int head_dim, int kept, size_t stride,
+                   uint8_t* records, int32_t* slot_table, cudaStream_t stream) {
     if (head_dim <= 0 || head_dim > 256 || head_dim % 8 != 0 || stride % 16 != 0 || stride > size_t(kMaxRecord) || kept < 0 || kept > head_dim)
         return false;
-    if (n == 0) return true;
-    const int64_t vectors = int64_t(n) * n_head_kv;
+    if (rows.n == 0) return true;
+    const int64_t vectors = int64_t(rows.n) * n_head_kv;
     const unsigned blocks = unsigned((vectors + kWarps - 1) / kWarps);
-    compress_kernel<<<blocks, kWarps * 32, 0, stream>>>(src, src_row_bytes, src_rows, dst_rows, n, n_head_kv, head_dim, kept, stride, records);
+    compress_kernel<<<blocks, kWarps * 32, 0, stream>>>(src, src_row_bytes, rows, n_head_kv, head_dim, kept, stride, records, slot_table);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
+}
+
+bool compress_rows(const char* src, size_t src_row_bytes, const int32_t* src_rows, const int32_t* dst_rows, int n, int n_head_kv, int head_dim,
+                   int kept, size_t stride, uint8_t* records, cudaStream_t stream) {
+    RowList rows;
+    rows.n = n;
+    rows.dev[0] = src_rows;
+    rows.dev[1] = dst_rows;
+    return compress_rows(src, src_row_bytes, rows, n_head_kv, head_dim, kept, stride, records, nullptr, stream);
 }
 
 }  // namespace mustafar::cuda

@@ -69,12 +69,16 @@ __global__ void set_rows_kernel(const char* src, Shape s, const char* idx, Shape
         store(sd.type, dp + c * elem_size(sd.type), load(s.type, sp + c * s.nb[0]));
 }
 
-// Row i of the micro-batch (at src + offset[i]) into pool slot slot[i], as f16.
-__global__ void store_rows_kernel(const char* src, int src_type, size_t src_nb0, const int64_t* offset, const int32_t* slot, __half* pool,
-                                  int64_t row_elems) {
-    const char* sp = src + offset[blockIdx.x];
-    __half* dp = pool + size_t(slot[blockIdx.x]) * row_elems;
+// Entry i of the list (array 0: byte offset of the source row, 1: pool slot, 2: cache row) as f16
+// into its pool slot; the slot table learns the row's slot.
+__global__ void store_rows_kernel(const char* src, int src_type, size_t src_nb0, RowList list, __half* pool, int64_t row_elems,
+                                  int32_t* slot_table) {
+    const int i = blockIdx.x;
+    const char* sp = src + list.at(0, i);
+    const int32_t slot = list.at(1, i);
+    __half* dp = pool + size_t(slot) * row_elems;
     for (int64_t c = threadIdx.x; c < row_elems; c += blockDim.x) dp[c] = __float2half_rn(load(src_type, sp + c * src_nb0));
+    if (threadIdx.x == 0) slot_table[list.at(2, i)] = slot;
 }
 
 __device__ size_t offset_of(const Shape& s, int64_t linear) {
@@ -227,8 +231,15 @@ public:
         // A full pool compresses its oldest dense row to make room, which may be a row of this
         // micro-batch: write the rows placed so far before that compression is queued.
         if (!store_.has_free_slot() && !offsets_.empty()) ok_ = launch() && ok_;
-        offsets_.push_back(int64_t(offset));
+        if (offset > size_t(INT32_MAX)) {
+            log_error("%s: %s: a source row beyond 2 GB is not supported\n", kDeviceName, node_->name);
+            ok_ = false;
+            return;
+        }
+        offsets_.push_back(int32_t(offset));
         slots_.push_back(store_.place_row(row));
+        rows_.push_back(int32_t(row));
+        device_of(store_).forget_slot_change(row);  // the write kernel sets it
     }
 
     bool finish() { return launch() && ok_; }
@@ -244,34 +255,30 @@ private:
             if (!last[i]) continue;
             offsets_[n] = offsets_[i];
             slots_[n] = slots_[i];
+            rows_[n] = rows_[i];
             ++n;
         }
-        offsets_.resize(n);
-        slots_.resize(n);
-        // Compressions that freed the slots (and the slot changes) run before the writes.
-        bool ok = device_of(store_).flush(ctx_.stream, ctx_.arena);
-        if (ok && n > 0) {
-            const auto* d_off = static_cast<const int64_t*>(ctx_.arena.upload(offsets_.data(), n * sizeof(int64_t), ctx_.stream));
-            const auto* d_slot = static_cast<const int32_t*>(ctx_.arena.upload(slots_.data(), n * sizeof(int32_t), ctx_.stream));
+        // Compressions that freed the slots (and other slot changes) run before the writes.
+        DeviceStore& device = device_of(store_);
+        bool ok = device.flush(ctx_.stream, ctx_.arena);
+        RowList list;
+        if (ok && n > 0 && (ok = stage_rows(int(n), offsets_.data(), slots_.data(), rows_.data(), list, ctx_.stream, ctx_.arena))) {
             const ggml_tensor* src = node_->src[0];
-            ok = d_off != nullptr && d_slot != nullptr;
-            if (ok) {
-                store_rows_kernel<<<unsigned(n), 128, 0, ctx_.stream>>>(static_cast<const char*>(src->data), src->type, src->nb[0], d_off, d_slot,
-                                                                      reinterpret_cast<__half*>(store_.pool()),
-                                                                      int64_t(store_.dense_row_bytes() / 2));
-                ok = MUSTAFAR_CUDA_OK(cudaGetLastError());
-            }
+            store_rows_kernel<<<unsigned(n), 128, 0, ctx_.stream>>>(static_cast<const char*>(src->data), src->type, src->nb[0], list,
+                                                                  reinterpret_cast<__half*>(store_.pool()), int64_t(store_.dense_row_bytes() / 2),
+                                                                  device.slot_table());
+            ok = MUSTAFAR_CUDA_OK(cudaGetLastError());
         }
         offsets_.clear();
         slots_.clear();
+        rows_.clear();
         return ok;
     }
 
     const ggml_tensor* node_;
     kv::KvStore& store_;
     KvPathContext& ctx_;
-    std::vector<int64_t> offsets_;
-    std::vector<int32_t> slots_;
+    std::vector<int32_t> offsets_, slots_, rows_;  // source row byte offsets (an activation: below 2 GB)
     bool ok_ = true;
 };
 

@@ -12,12 +12,32 @@ namespace {
 
 constexpr size_t kArenaMin = size_t(1) << 20;
 
-__global__ void scatter_slots(const int32_t* rows, const int32_t* slots, int n, int32_t* table) {
+// Array 0: rows, 1: their slots.
+__global__ void scatter_slots(RowList list, int32_t* table) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) table[rows[i]] = slots[i];
+    if (i < list.n) table[list.at(0, i)] = list.at(1, i);
 }
 
 }  // namespace
+
+bool stage_rows(int n, const int32_t* a, const int32_t* b, const int32_t* c, RowList& rows, cudaStream_t stream, UploadArena& arena) {
+    const int32_t* arrays[3] = {a, b, c};
+    rows.n = n;
+    if (n <= kInlineRows) {
+        for (int k = 0; k < 3; ++k)
+            if (arrays[k] != nullptr) std::copy_n(arrays[k], n, rows.in[k]);
+        return true;
+    }
+    std::vector<int32_t> packed;
+    packed.reserve(size_t(n) * 3);
+    for (const int32_t* array : arrays)
+        if (array != nullptr) packed.insert(packed.end(), array, array + n);
+    const auto* dev = static_cast<const int32_t*>(arena.upload(packed.data(), packed.size() * sizeof(int32_t), stream));
+    if (dev == nullptr) return false;
+    for (int k = 0, used = 0; k < 3; ++k)
+        if (arrays[k] != nullptr) rows.dev[k] = dev + size_t(n) * used++;
+    return true;
+}
 
 UploadArena::~UploadArena() { release(); }
 
@@ -113,11 +133,15 @@ bool DeviceStore::launch(cudaStream_t stream, UploadArena& arena) {
     bool ok = true;
     if (!compress_rows_.empty()) {
         const int n = int(compress_rows_.size());
-        const auto* src = static_cast<const int32_t*>(arena.upload(compress_slots_.data(), size_t(n) * 4, stream));
-        const auto* dst = static_cast<const int32_t*>(arena.upload(compress_rows_.data(), size_t(n) * 4, stream));
-        ok = src != nullptr && dst != nullptr &&
-             compress_rows(reinterpret_cast<const char*>(pool_), size_t(n_embd_) * 2, src, dst, n, n_heads_, layout_.head_dim, layout_.kept,
-                           layout_.stride, records_, stream);
+        RowList rows;
+        ok = stage_rows(n, compress_slots_.data(), compress_rows_.data(), nullptr, rows, stream, arena) &&
+             compress_rows(reinterpret_cast<const char*>(pool_), size_t(n_embd_) * 2, rows, n_heads_, layout_.head_dim, layout_.kept,
+                           layout_.stride, records_, slots_, stream);
+        // The kernel marks its rows not dense; a row placed again since keeps its pending slot.
+        for (int32_t row : compress_rows_) {
+            const auto it = slot_changes_.find(row);
+            if (it != slot_changes_.end() && it->second < 0) slot_changes_.erase(it);
+        }
         compress_slots_.clear();
         compress_rows_.clear();
     }
@@ -131,10 +155,9 @@ bool DeviceStore::launch(cudaStream_t stream, UploadArena& arena) {
         }
         slot_changes_.clear();
         const int n = int(rows.size());
-        const auto* r = static_cast<const int32_t*>(arena.upload(rows.data(), size_t(n) * 4, stream));
-        const auto* s = static_cast<const int32_t*>(arena.upload(slots.data(), size_t(n) * 4, stream));
-        if (r == nullptr || s == nullptr) return false;
-        scatter_slots<<<unsigned((n + 255) / 256), 256, 0, stream>>>(r, s, n, slots_);
+        RowList list;
+        if (!stage_rows(n, rows.data(), slots.data(), nullptr, list, stream, arena)) return false;
+        scatter_slots<<<unsigned((n + 255) / 256), 256, 0, stream>>>(list, slots_);
         ok = MUSTAFAR_CUDA_OK(cudaGetLastError()) && ok;
     }
     return ok;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../kv/store.h"
+#include "attention_decode.h"
 
 namespace mustafar::cuda {
 
@@ -34,6 +35,10 @@ private:
     size_t capacity_ = 0, used_ = 0;
 };
 
+// Fills `rows` with n entries of up to three host arrays (null: unused): in the launch parameters
+// when they fit, else through one upload. False on an upload failure.
+bool stage_rows(int n, const int32_t* a, const int32_t* b, const int32_t* c, RowList& rows, cudaStream_t stream, UploadArena& arena);
+
 class DeviceStore final : public kv::StoreMemory {
 public:
     // Null when the slot table cannot be allocated (logged).
@@ -54,7 +59,9 @@ public:
     // The same outside a graph (get/set_tensor), synchronously.
     bool flush_now();
 
-    const int32_t* slot_table() const { return slots_; }
+    int32_t* slot_table() const { return slots_; }
+    // The caller's kernel writes this row's slot into the table itself (a cache write).
+    void forget_slot_change(int64_t row) { slot_changes_.erase(row); }
 
 private:
     DeviceStore(uint8_t* memory, int64_t n_rows, int64_t n_embd, const kv::StoreConfig& cfg);
