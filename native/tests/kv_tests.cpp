@@ -111,15 +111,15 @@ struct Cache {
 };
 
 void make_cache(Cache& c, const Backends& b, int64_t D, int64_t heads, int64_t cells, double sparsity, int window, int n_seq,
-                int n_ubatch) {
+                int n_ubatch, int layer = 0) {
     mustafar_cache_config cfg{sparsity, sparsity, window, int32_t(D), int32_t(D), n_seq, n_ubatch, 7};
     check(mustafar_set_cache_config(&cfg) == 0, std::string("config accepted: ") + mustafar_last_error());
     c.D = D;
     c.heads = heads;
     c.cells = cells;
     c.ctx = ggml_init({1 << 20, nullptr, true});
-    c.k = ggml_set_name(ggml_new_tensor_4d(c.ctx, GGML_TYPE_F16, D * heads, cells, 1, 1), "cache_k_l0");
-    c.v = ggml_set_name(ggml_new_tensor_4d(c.ctx, GGML_TYPE_F16, D * heads, cells, 1, 1), "cache_v_l0");
+    c.k = ggml_set_name(ggml_new_tensor_4d(c.ctx, GGML_TYPE_F16, D * heads, cells, 1, 1), ("cache_k_l" + std::to_string(layer)).c_str());
+    c.v = ggml_set_name(ggml_new_tensor_4d(c.ctx, GGML_TYPE_F16, D * heads, cells, 1, 1), ("cache_v_l" + std::to_string(layer)).c_str());
     c.buffer = ggml_backend_alloc_ctx_tensors_from_buft(c.ctx, ggml_backend_dev_buffer_type(b.dev));
     mustafar_set_cache_config(nullptr);
 }
@@ -309,6 +309,54 @@ void test_window(const Backends& b, std::mt19937_64& rng) {
     check(store(c.k).dense_rows() == 3 * W, "3 sequences x W dense rows");
 }
 
+// Two layers attended in one graph, as in a model: the second reuses the first's window decisions
+// only while its store has the same history. Layer 1 loses one K row (memset, as llama.cpp clears a
+// cell), so its window reaches one row further back.
+void test_window_across_layers(const Backends& b, std::mt19937_64& rng) {
+    const int W = 4;
+    const int64_t D = 64, heads = 2, n = 12, erased = 10;
+    Cache c0, c1;
+    make_cache(c0, b, D, heads, n, 0.5, W, 1, int(n), 0);
+    make_cache(c1, b, D, heads, n, 0.5, W, 1, int(n), 1);
+    std::vector<int64_t> cells;
+    for (int64_t i = 0; i < n; ++i) cells.push_back(i);
+    write_cells(b, c0, cells, rng);
+    write_cells(b, c1, cells, rng);
+    auto attend_both = [&]() {
+        ggml_context* ctx = ggml_init({1 << 20, nullptr, true});
+        ggml_tensor* q = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, heads, 1, 1);
+        ggml_tensor* mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F16, n, 1, 1, 1);
+        ggml_cgraph* g = ggml_new_graph(ctx);
+        for (Cache* c : {&c0, &c1}) {
+            ggml_tensor* k = ggml_view_4d(ctx, c->k, D, n, heads, 1, c->k->nb[1], D * 2, c->k->nb[3], 0);
+            ggml_tensor* v = ggml_view_4d(ctx, c->v, D, n, heads, 1, c->v->nb[1], D * 2, c->v->nb[3], 0);
+            ggml_build_forward_expand(g, ggml_flash_attn_ext(ctx, ggml_permute(ctx, q, 0, 2, 1, 3), k, v, mask, 0.125f, 0.0f, 0.0f));
+        }
+        ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(ctx, ggml_backend_dev_buffer_type(b.dev));
+        std::vector<float> qd(size_t(D * heads), 0.1f);
+        ggml_backend_tensor_set(q, qd.data(), 0, qd.size() * 4);
+        std::vector<uint16_t> m(size_t(n), 0);  // the last token sees every cell
+        ggml_backend_tensor_set(mask, m.data(), 0, m.size() * 2);
+        check(ggml_backend_graph_compute(b.ours, g) == GGML_STATUS_SUCCESS, "two layers' attention computes in one graph");
+        ggml_backend_buffer_free(buf);
+        ggml_free(ctx);
+    };
+    ggml_backend_tensor_memset(c1.k, 0, size_t(erased) * c1.k->nb[1], c1.k->nb[1]);
+    attend_both();
+    const auto& k0 = store(c0.k);
+    const auto& k1 = store(c1.k);
+    bool ok0 = true, ok1 = true;
+    for (int64_t r = 0; r < n; ++r) {
+        ok0 = ok0 && k0.state(r) == (r >= n - W ? mustafar::kv::RowState::Dense : mustafar::kv::RowState::Compressed);
+        const auto want1 = r == erased ? mustafar::kv::RowState::Empty
+                           : r >= n - W - 1 ? mustafar::kv::RowState::Dense
+                                            : mustafar::kv::RowState::Compressed;
+        ok1 = ok1 && k1.state(r) == want1;
+    }
+    check(ok0, "layer 0: the 4 newest rows dense, the rest compressed");
+    check(ok1, "layer 1 (one row erased): the 4 newest remaining rows dense, its own decision");
+}
+
 // More dense rows than the pool holds (rows of removed sequences never overwritten): the oldest
 // dense rows are compressed to make room, never the row being written.
 void test_pool_overflow(const Backends& b, std::mt19937_64& rng) {
@@ -368,6 +416,7 @@ int main(int argc, char** argv) {
     test_pruning(rng);
     test_attention_on_compressed(b, rng);
     test_window(b, rng);
+    test_window_across_layers(b, rng);
     test_pool_overflow(b, rng);
     test_state_round_trip(b, rng);
 
