@@ -226,7 +226,7 @@ bool store_config_for(const ggml_tensor* t, kv::StoreConfig& out, int64_t* owner
     if (!r.cache_config) return false;
     const mustafar_cache_config& c = *r.cache_config;
     if (owner != nullptr) *owner = c.owner;
-    if (c.k_sparsity < 0 || !flavour::has_compressed_store()) return false;
+    if (c.k_sparsity < 0) return false;
     const bool is_k = t->name[6] == 'k';  // cache_k_l / cache_v_l
     out.head_dim = is_k ? c.head_dim_k : c.head_dim_v;
     out.sparsity = is_k ? c.k_sparsity : c.v_sparsity;

@@ -15,8 +15,6 @@ void memory(size_t* free, size_t* total);
 void init_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device);
 // Types of K/V and shapes the flavour's attention handles beyond the common checks in backend.cpp.
 bool supports_kv_type(ggml_type type);
-// Whether this flavour stores caches in the Mustafar format (the CPU flavour does; CUDA: next step).
-bool has_compressed_store();
 // The device side of a store whose bytes are at `memory` (out stays null for host memory, the CPU
 // flavour); false when it cannot be created (logged).
 bool make_store_memory(uint8_t* memory, int64_t n_rows, int64_t n_embd, const kv::StoreConfig& cfg,

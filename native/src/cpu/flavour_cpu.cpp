@@ -57,8 +57,6 @@ void init_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device)
 
 bool supports_kv_type(ggml_type type) { return is_float_type(type); }
 
-bool has_compressed_store() { return true; }
-
 bool make_store_memory(uint8_t*, int64_t, int64_t, const kv::StoreConfig&, std::unique_ptr<kv::StoreMemory>& out) {
     out.reset();
     return true;

@@ -88,8 +88,8 @@ private:
         return launched ? GGML_STATUS_SUCCESS : GGML_STATUS_FAILED;
     }
 
-    // A copy of a tensor with a host copy has one too: llama.cpp casts its f32 mask to f16 on the
-    // device, and the store's window logic reads the f16 mask.
+    // A copy of a tensor that has a host copy gets one too: llama.cpp versions that build the mask
+    // in f32 cast it to f16 on the device, and the store's window logic reads the f16 mask.
     static void shadow_copy(const ggml_tensor* node) {
         const ggml_tensor* src = node->src[0];
         const bool f32 = src->type == GGML_TYPE_F32, f16 = src->type == GGML_TYPE_F16;
@@ -97,8 +97,9 @@ private:
             !ggml_is_contiguous(node))
             return;
         const int64_t n = src->ne[0] * src->ne[1] * src->ne[2] * src->ne[3];
-        std::vector<uint8_t> out(ggml_nbytes(node));
+        std::vector<uint8_t> out;
         const bool found = registry().shadows.with(src->data, ggml_nbytes(src), [&](const uint8_t* h) {
+            out.resize(ggml_nbytes(node));
             for (int64_t i = 0; i < n; ++i) {
                 float x;
                 if (f32) std::memcpy(&x, h + 4 * i, 4);
@@ -139,8 +140,6 @@ void memory(size_t* free, size_t* total) {
 void init_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device) { cuda::init_device_buffer_type(buft, device); }
 
 bool supports_kv_type(ggml_type type) { return is_float_type(type); }
-
-bool has_compressed_store() { return true; }
 
 bool make_store_memory(uint8_t* memory, int64_t n_rows, int64_t n_embd, const kv::StoreConfig& cfg, std::unique_ptr<kv::StoreMemory>& out) {
     out = cuda::DeviceStore::create(memory, n_rows, n_embd, cfg);

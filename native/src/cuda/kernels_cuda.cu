@@ -194,10 +194,6 @@ __global__ void flash_attn_kernel(const char* q, Operand k, Operand v, const cha
     }
 }
 
-}  // namespace
-
-namespace {
-
 // Runs fn(bytes) with the bytes of view t on the host: its host copy (shadows.h) or, when there is
 // none, a copy read back from the device, which waits for the GPU (warned once per executor).
 template <typename Fn>
