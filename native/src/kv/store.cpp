@@ -185,16 +185,20 @@ void KvStore::erase_row(int64_t row) {
 
 void KvStore::read_head_f32(int64_t row, int head, float* out) const {
     const int D = layout_.head_dim;
-    std::vector<uint16_t> values;
-    std::vector<uint8_t> records;
+    const float* t = fp16_table().values;
+    if (device_) {  // not on a hot path: the CUDA flavour's attention reads the store on the GPU
+        std::vector<uint16_t> full(static_cast<size_t>(n_embd_));
+        read_row_f16(row, full.data());
+        for (int d = 0; d < D; ++d) out[d] = t[full[size_t(head) * D + d]];
+        return;
+    }
     switch (state_[row]) {
         case RowState::Dense: {
-            const uint16_t* v = host_slot(slot_of_[row], values) + size_t(head) * D;
-            const float* t = fp16_table().values;
+            const uint16_t* v = slot(slot_of_[row]) + size_t(head) * D;
             for (int d = 0; d < D; ++d) out[d] = t[v[d]];
             break;
         }
-        case RowState::Compressed: decompress_f32(host_records(row, records) + size_t(head) * layout_.stride, layout_, out); break;
+        case RowState::Compressed: decompress_f32(record(row, head), layout_, out); break;
         case RowState::Empty: std::fill(out, out + D, 0.0f); break;
     }
 }
