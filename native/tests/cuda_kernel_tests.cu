@@ -18,6 +18,7 @@
 #include "cuda/attention_decode.h"
 #include "fp16.h"
 #include "kv/record.h"
+#include "checks.h"
 #include "cuda_exit_on_error.h"
 
 namespace {
@@ -27,15 +28,9 @@ using mustafar::fp32_to_fp16;
 namespace kv = mustafar::kv;
 namespace mc = mustafar::cuda;
 
-int g_failed = 0, g_checks = 0;
-
-void check(bool ok, const std::string& what) {
-    ++g_checks;
-    if (!ok) {
-        ++g_failed;
-        std::printf("FAIL %s\n", what.c_str());
-    }
-}
+using mustafar::testing::check;
+using mustafar::testing::g_checks;
+using mustafar::testing::g_failed;
 
 // Device copy of a host vector; freed on scope exit.
 template <typename T>

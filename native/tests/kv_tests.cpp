@@ -17,18 +17,13 @@
 #include "ggml_graph_api.h"
 #include "kv/record.h"
 #include "kv/store.h"
+#include "checks.h"
 
 namespace {
 
-int g_failed = 0, g_checks = 0;
-
-void check(bool ok, const std::string& what) {
-    ++g_checks;
-    if (!ok) {
-        ++g_failed;
-        std::printf("FAIL %s\n", what.c_str());
-    }
-}
+using mustafar::testing::check;
+using mustafar::testing::g_checks;
+using mustafar::testing::g_failed;
 
 // ---- pruning rule and record format ----------------------------------------------------------
 
