@@ -578,7 +578,10 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     };
 
     auto expand_step = [&](int64_t base, const uint8_t* raw) {
-        const int u = lane / 2, half = lane % 2;
+        // Lanes 0-15 take the first halves of the 16 cells, 16-31 the second: the eight lanes of a
+        // 16-byte store phase then write eight different tile rows, whose padding puts them on
+        // different banks (two halves of one row would share them).
+        const int u = lane % 16, half = lane / 16;
         const int64_t cell = base + u;
         bool live = cell < pl.c1;
         if (live && mrow != nullptr) live = __half2float(mrow[cell]) != -INFINITY;
@@ -654,12 +657,23 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
 // the cells its rows see in tiles of 32, which the four warps load together (asynchronous copies,
 // two tiles deep) and all use: K and V are read once per 64 rows. Q and P are split into f16 high
 // and low parts (two MMAs each); one online softmax per row in f32.
+// Over the Mustafar store (a prompt's later micro-batches, a second turn), window cells come from the
+// pool straight into the tile and compressed cells' records into a staging area; once a tile has
+// arrived the block expands its 64 records there (a thread per record half), so each record is
+// expanded once for the 64 rows.
 constexpr int kPromptRows = 64, kPromptTile = 32;
 
-size_t prompt_smem(int D) { return size_t(2) * 2 * kPromptTile * (2 * D + 16); }
+// Staged records are padded by 16 bytes: with a stride of an odd number of 16-byte units the
+// threads of a warp, reading 16 records, spread over the banks.
+__host__ __device__ size_t prompt_raw_row(size_t record_bytes) { return (record_bytes / 16) % 2 == 1 ? record_bytes : record_bytes + 16; }
 
-template <int D>
-__global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, DenseCache dc, const int2* ranges) {
+size_t prompt_smem(int D, bool sparse, size_t record_bytes) {
+    const size_t tiles = size_t(2) * 2 * kPromptTile * (2 * D + 16);
+    return sparse ? tiles + size_t(2) * kPromptTile * prompt_raw_row(record_bytes) : tiles;
+}
+
+template <int D, bool kSparse>
+__global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int2* ranges) {
     extern __shared__ __align__(16) uint8_t smem[];
     constexpr int kRow = 2 * D + 16, kChunks = D / 8;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
@@ -730,6 +744,12 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
         return __syncthreads_or(any) != 0;
     };
 
+    // The store: row of cell c, staged records ([K record | V record] per cell) after the two tiles.
+    const int64_t store_row0 = kSparse ? int64_t(seq) * cc.seq_rows : 0;
+    const size_t rec = kSparse ? cc.k_stride + cc.v_stride : 0, raw_row = kSparse ? prompt_raw_row(rec) : 0;
+    uint8_t* const raw_base = smem + size_t(2) * 2 * kPromptTile * kRow;
+    auto slot_of = [&](int kv, int cell) { return (kv == 0 ? cc.k_slot : cc.v_slot)[store_row0 + cell]; };
+
     auto issue = [&](int base, int buf, bool live) {
         if (!live) {
             __pipeline_commit();
@@ -740,16 +760,45 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
             const int kv = j / (kPromptTile * kChunks), u = (j / kChunks) % kPromptTile, ch = j % kChunks;
             const int cell = base + u;
             uint8_t* d = dst + (kv * kPromptTile + u) * kRow + ch * 16;
-            if (cell < c_hi) {
+            if (cell >= c_hi) {
+                *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+            } else if constexpr (kSparse) {
+                const int32_t slot = slot_of(kv, cell);  // compressed cells are expanded into the tile later
+                if (slot >= 0)
+                    __pipeline_memcpy_async(d, (kv == 0 ? cc.k_pool : cc.v_pool) + size_t(slot) * cc.pool_row_bytes + size_t(hk) * D * 2 + ch * 16, 16);
+            } else {
                 const char* src = kv == 0 ? dc.k + size_t(hk) * dc.k_nb2 + size_t(seq) * dc.k_nb3 + size_t(cell) * dc.k_nb1
                                           : dc.v + size_t(hk) * dc.v_nb2 + size_t(seq) * dc.v_nb3 + size_t(cell) * dc.v_nb1;
                 __pipeline_memcpy_async(d, src + ch * 16, 16);
-            } else {
-                *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+            }
+        }
+        if constexpr (kSparse) {
+            uint8_t* raw = raw_base + size_t(buf) * kPromptTile * raw_row;
+            const int cn = int(rec / 16), ck = int(cc.k_stride / 16);
+            for (int j = threadIdx.x; j < kPromptTile * cn; j += kThreads) {
+                const int u = j / cn, r = j - u * cn, kv = r < ck ? 0 : 1;
+                const int cell = base + u;
+                if (cell < c_hi && slot_of(kv, cell) < 0) {
+                    const size_t rr = size_t(store_row0 + cell) * p.n_head_kv + hk;
+                    const uint8_t* src = kv == 0 ? cc.k_records + rr * cc.k_stride + size_t(r) * 16 : cc.v_records + rr * cc.v_stride + size_t(r - ck) * 16;
+                    __pipeline_memcpy_async(raw + size_t(u) * raw_row + size_t(r) * 16, src, 16);
+                }
             }
         }
         __pipeline_commit();
     };
+
+    // Compressed cells of the arrived tile into its dense rows: thread = (K or V, cell, half row); a
+    // warp's lanes 0-15 take first halves, 16-31 second halves (tile rows on different banks).
+    auto expand_tile = [&](int base, int buf) {
+        const int kv = threadIdx.x / 64, u = threadIdx.x % 16 + 16 * ((threadIdx.x / 32) % 2), half = (threadIdx.x / 16) % 2;
+        const int cell = base + u;
+        if (cell < c_hi && slot_of(kv, cell) < 0) {
+            const uint8_t* raw = raw_base + size_t(buf) * kPromptTile * raw_row + size_t(u) * raw_row + (kv == 0 ? 0 : cc.k_stride);
+            expand_half<D>(raw, half, smem + size_t(buf) * 2 * kPromptTile * kRow + size_t(kv * kPromptTile + u) * kRow + half * D);
+        }
+    };
+    static_assert(!kSparse || (kThreads == 128 && kPromptTile == 32), "one thread per record half");
 
     float o[D / 8][4];
 #pragma unroll
@@ -775,6 +824,10 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
             buf ^= 1;
             live = next_live;
             continue;
+        }
+        if constexpr (kSparse) {
+            expand_tile(base, buf);
+            __syncthreads();
         }
         const uint8_t* kt = smem + size_t(buf) * 2 * kPromptTile * kRow;
         const uint8_t* vt = kt + kPromptTile * kRow;
@@ -1135,14 +1188,15 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
 // From this many query rows on (a prompt's micro-batch), rows share K and V in the prompt kernel.
 constexpr int kPromptMinRows = 32;
 
-bool launch_prompt(const DecodeProblem& p, const DenseCache& dc, DecodeWorkspace& ws, cudaStream_t stream) {
-    const auto fn = p.head_dim == 64 ? prompt_kernel<64> : prompt_kernel<128>;
-    const size_t smem = prompt_smem(p.head_dim);
+bool launch_prompt(const DecodeProblem& p, const DenseCache& dc, const CompressedCache& cc, bool sparse, DecodeWorkspace& ws, cudaStream_t stream) {
+    const auto fn = p.head_dim == 64 ? (sparse ? prompt_kernel<64, true> : prompt_kernel<64, false>)
+                                     : (sparse ? prompt_kernel<128, true> : prompt_kernel<128, false>);
+    const size_t smem = prompt_smem(p.head_dim, sparse, cc.k_stride + cc.v_stride);
     if (!MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
     const Prepared pr = prepare(p, 1, ws, stream);
     if (!pr.ok) return false;
     const dim3 grid(unsigned((p.n_rows + kPromptRows - 1) / kPromptRows), unsigned(p.n_head), unsigned(p.n_seq));
-    fn<<<grid, kThreads, smem, stream>>>(p, dc, pr.ranges);
+    fn<<<grid, kThreads, smem, stream>>>(p, dc, cc, pr.ranges);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
@@ -1153,7 +1207,7 @@ bool use_mma(const DecodeProblem& p) { return p.head_dim == 64 || p.head_dim == 
 bool decode_attention_dense(const DecodeProblem& p, const DenseCache& c, DecodeWorkspace& ws, int sm_count, cudaStream_t stream, int splits) {
     if (!decode_supported(p.head_dim, p.n_head, p.n_head_kv)) return false;
     if (p.n_rows * p.n_seq == 0) return true;
-    if (use_mma(p) && splits <= 0 && p.n_rows >= kPromptMinRows) return launch_prompt(p, c, ws, stream);
+    if (use_mma(p) && splits <= 0 && p.n_rows >= kPromptMinRows) return launch_prompt(p, c, CompressedCache{}, false, ws, stream);
     if (use_mma(p)) return launch_mma(p, c, CompressedCache{}, false, ws, sm_count, stream, splits);
     const DenseFn fn = dense_fn(p.head_dim, p.n_head / p.n_head_kv);
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), 0) * sm_count);
@@ -1168,6 +1222,7 @@ bool decode_attention_compressed(const DecodeProblem& p, const CompressedCache& 
                                  int splits) {
     if (!decode_supported(p.head_dim, p.n_head, p.n_head_kv) || !compressed_supported(c, p.head_dim)) return false;
     if (p.n_rows * p.n_seq == 0) return true;
+    if (use_mma(p) && splits <= 0 && p.n_rows >= kPromptMinRows) return launch_prompt(p, DenseCache{}, c, true, ws, stream);
     if (use_mma(p)) return launch_mma(p, DenseCache{}, c, true, ws, sm_count, stream, splits);
     const CompressedFn fn = compressed_fn(p.head_dim, p.n_head / p.n_head_kv);
     const size_t smem = size_t(kWarps) * 2 * kStepCells * (c.k_stride + c.v_stride);

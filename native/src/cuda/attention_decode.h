@@ -1,7 +1,7 @@
 // Attention on the GPU. Decode (few query rows): flash-decoding, the context split across thread
 // blocks and the partial softmax states merged afterwards; one block serves all query heads of a GQA
-// group, so each KV vector is read once per step. Prompts (32 rows or more, dense cache, D 64/128, the
-// split count left open): 64 query rows per block share each K/V tile. Two caches:
+// group, so each KV vector is read once per step. Prompts (32 rows or more, D 64/128, the split count
+// left open; dense cache or store): 64 query rows per block share each K/V tile. Two caches:
 //  - dense f16, in ggml's layout (llama.cpp's cache tensor views);
 //  - the Mustafar store: fixed-stride records (kv/record.h) for compressed cells plus a dense pool
 //    of window cells, chosen per cell by a slot array.
