@@ -91,23 +91,24 @@ double copy_bandwidth() {  // bytes read + written per second
     return 2.0 * double(bytes) / (us * 1e-6);
 }
 
-mc::DecodeProblem problem(int batch, int64_t ctx, const float* q, float* out) {
+// `rows` query rows per sequence (1: decode; a prompt's micro-batch), each seeing all ctx cells.
+mc::DecodeProblem problem(int batch, int64_t ctx, const float* q, float* out, int rows) {
     mc::DecodeProblem p;
     p.head_dim = kD;
     p.n_head = kHeads;
     p.n_head_kv = kHeadsKv;
-    p.n_rows = 1;
+    p.n_rows = rows;
     p.n_seq = batch;
     p.n_kv = ctx;
     p.scale = 1.0f / std::sqrt(float(kD));
     p.q = reinterpret_cast<const char*>(q);
     p.q_nb1 = kD * 4;
-    p.q_nb2 = p.q_nb1;
+    p.q_nb2 = p.q_nb1 * rows;
     p.q_nb3 = p.q_nb2 * kHeads;
     p.out = reinterpret_cast<char*>(out);
     p.out_nb1 = kD * 4;
     p.out_nb2 = p.out_nb1 * kHeads;
-    p.out_nb3 = p.out_nb2;
+    p.out_nb3 = p.out_nb2 * rows;
     return p;
 }
 
@@ -120,7 +121,7 @@ struct Row {
 
 int copies_for(size_t bytes) { return int(std::max<size_t>(1, std::min<size_t>(8, (kRotateBytes + bytes - 1) / bytes))); }
 
-double dense_time(int batch, int64_t ctx, int sms, double* bytes_out) {
+double dense_time(int batch, int64_t ctx, int sms, double* bytes_out, int rows = 1) {
     const size_t cache = size_t(batch) * ctx * kHeadsKv * kD * 2;  // K or V
     const int copies = copies_for(2 * cache);
     std::vector<std::unique_ptr<DevMem>> k, v;
@@ -130,12 +131,13 @@ double dense_time(int batch, int64_t ctx, int sms, double* bytes_out) {
         fill(k.back()->p, cache / 2, 17u * c + 1);
         fill(v.back()->p, cache / 2, 17u * c + 2);
     }
-    DevMem q(size_t(batch) * kHeads * kD * 4), out(size_t(batch) * kHeads * kD * 4);
-    CK(cudaMemset(q.p, 0, size_t(batch) * kHeads * kD * 4));
-    const mc::DecodeProblem p = problem(batch, ctx, q.as<float>(), out.as<float>());
+    const size_t qbytes = size_t(batch) * rows * kHeads * kD * 4;
+    DevMem q(qbytes), out(qbytes);
+    CK(cudaMemset(q.p, 0, qbytes));
+    const mc::DecodeProblem p = problem(batch, ctx, q.as<float>(), out.as<float>(), rows);
     mc::DecodeWorkspace ws;
     Timer t;
-    const double us = t.us_per_call(50, [&](int i) {
+    const double us = t.us_per_call(rows > 1 ? 10 : 50, [&](int i) {
         mc::DenseCache c;
         c.k = k[i % copies]->as<char>();
         c.v = v[i % copies]->as<char>();
@@ -195,17 +197,18 @@ Store make_store(int batch, int64_t ctx, double s) {
     return st;
 }
 
-double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_out) {
+double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_out, int rows = 1) {
     const size_t one = size_t(batch) * ctx * kHeadsKv * 2 * kv::make_layout(kD, s).stride;
     const int copies = copies_for(one);
     std::vector<Store> stores;
     for (int c = 0; c < copies; ++c) stores.push_back(make_store(batch, ctx, s));
-    DevMem q(size_t(batch) * kHeads * kD * 4), out(size_t(batch) * kHeads * kD * 4);
-    CK(cudaMemset(q.p, 0, size_t(batch) * kHeads * kD * 4));
-    const mc::DecodeProblem p = problem(batch, ctx, q.as<float>(), out.as<float>());
+    const size_t qbytes = size_t(batch) * rows * kHeads * kD * 4;
+    DevMem q(qbytes), out(qbytes);
+    CK(cudaMemset(q.p, 0, qbytes));
+    const mc::DecodeProblem p = problem(batch, ctx, q.as<float>(), out.as<float>(), rows);
     mc::DecodeWorkspace ws;
     Timer t;
-    const double us = t.us_per_call(50, [&](int i) {
+    const double us = t.us_per_call(rows > 1 ? 10 : 50, [&](int i) {
         const Store& st = stores[i % copies];
         mc::CompressedCache c;
         c.k_records = st.k->as<uint8_t>();
@@ -348,6 +351,23 @@ int main(int argc, char** argv) {
                 std::printf("s=%.1f  b=%d ctx=%6lld %8.1f us %6.0f GB/s %3.0f %% %.2fx\n", s, batch, (long long)ctx, us, bytes / (us * 1e-6) / 1e9, pct,
                             d->second / us);
             }
+
+    // A prompt's later micro-batch: 512 query rows of one sequence over a cache that already holds ctx
+    // cells (compressed ones in the store), all visible; the prompt kernel shares each tile among 64 rows.
+    constexpr int kPromptRows = 512;
+    md << "\n## Prompt attention: " << kPromptRows << " query rows of one sequence over a filled cache\n\n"
+       << "| cache | context | time (µs) | time over dense |\n|---|---|---|---|\n";
+    for (int64_t ctx : {4096, 32768}) {
+        double bytes = 0;
+        const double dense = dense_time(1, ctx, sms, &bytes, kPromptRows);
+        md << "| dense f16 | " << ctx_name(ctx) << " | " << fmt("%.1f", dense) << " | 1.00x |\n";
+        std::printf("prompt %d rows dense ctx=%6lld %9.1f us\n", kPromptRows, (long long)ctx, dense);
+        for (double s : {0.5, 0.7}) {
+            const double us = compressed_time(1, ctx, s, sms, &bytes, kPromptRows);
+            md << "| Mustafar s = " << s << " | " << ctx_name(ctx) << " | " << fmt("%.1f", us) << " | " << fmt("%.2fx", us / dense) << " |\n";
+            std::printf("prompt %d rows s=%.1f ctx=%6lld %9.1f us %.2fx dense\n", kPromptRows, s, (long long)ctx, us, us / dense);
+        }
+    }
 
     md << "\n## Prune + compress\n\n| s | batch | per decode step, 32 layers, K and V (µs) | share of a 32K decode step | 32K-token prompt, one layer (µs) |\n"
        << "|---|---|---|---|---|\n";

@@ -40,6 +40,10 @@ __device__ __forceinline__ uint4 load16(const char* p) { return __ldg(reinterpre
 
 __device__ __forceinline__ float merge_factor(float m, float m_new) { return m == -INFINITY ? 0.0f : exp2f(m - m_new); }
 
+// A context split's partial result per head: [acc (D) | m | l | 2 floats of padding], 16-byte aligned
+// so that the merge reads it with 16-byte loads.
+__host__ __device__ constexpr int part_stride(int D) { return D + 4; }
+
 // Online softmax of one lane: G heads x its 8 channels.
 template <int G>
 struct State {
@@ -169,7 +173,7 @@ __device__ void merge_warps(const DecodeProblem& p, const Place& pl, int G, cons
         if (splits == 1) {
             out_row(p, h, pl.row, pl.seq)[d] = l == 0.0f ? 0.0f : a / l;
         } else {
-            float* pp = part + ((size_t(pl.seq) * p.n_rows + pl.row) * p.n_head + h) * size_t(splits) * (D + 2) + size_t(pl.split) * (D + 2);
+            float* pp = part + (((size_t(pl.seq) * p.n_rows + pl.row) * p.n_head + h) * size_t(splits) + pl.split) * part_stride(D);
             pp[d] = a;
             if (d == 0) {
                 pp[D] = m;
@@ -212,6 +216,67 @@ __device__ void finish(const DecodeProblem& p, const Place& pl, State<G>& st, fl
     }
     __syncthreads();
     merge_warps<D>(p, pl, G, &s_acc[0][0][0], &s_m[0][0], &s_l[0][0], part, splits);
+}
+
+// The merge of the context splits inside the decode kernel: each block counts its arrival once its
+// partial is written, and the last of a (row, KV head)'s splits merges them all (a second launch
+// would add its start-up to every layer's step). `w` is shared memory for G * (splits + 1) floats.
+// The last block sets the counter back to 0 for the next launch.
+template <int D>
+__device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, const float* part, int splits, int* counters, float* w) {
+    __shared__ int s_last;
+    __threadfence();  // this block's partial is visible before its arrival counts
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int* c = counters + (size_t(pl.seq) * p.n_rows + pl.row) * p.n_head_kv + pl.hk;
+        s_last = atomicAdd(c, 1) == splits - 1;
+        if (s_last) atomicExch(c, 0);
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    constexpr int P = part_stride(D);
+    // Head g's split s at base + (g * splits + s) * P; loads bypass L1 (other blocks wrote them).
+    const float* base = part + ((size_t(pl.seq) * p.n_rows + pl.row) * p.n_head + size_t(pl.hk) * G) * size_t(splits) * P;
+    float* s_l = w + size_t(G) * splits;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    for (int g = warp; g < G; g += kWarps) {
+        const float* hb = base + size_t(g) * splits * P;
+        float m = -INFINITY;
+        for (int s = lane; s < splits; s += 32) m = fmaxf(m, __ldcg(hb + size_t(s) * P + D));
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        float l = 0.0f;
+        for (int s = lane; s < splits; s += 32) {
+            const float f = merge_factor(__ldcg(hb + size_t(s) * P + D), m);
+            w[g * splits + s] = f;
+            l += __ldcg(hb + size_t(s) * P + D + 1) * f;
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
+        if (lane == 0) s_l[g] = l;
+    }
+    __syncthreads();
+    for (int t = threadIdx.x; t < G * (D / 4); t += kThreads) {
+        const int g = t / (D / 4), d = (t % (D / 4)) * 4;
+        const float* hb = base + size_t(g) * splits * P + d;
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+#pragma unroll 8
+        for (int s = 0; s < splits; ++s) {
+            const float4 x = __ldcg(reinterpret_cast<const float4*>(hb + size_t(s) * P));
+            const float f = w[g * splits + s];
+            a0 += x.x * f;
+            a1 += x.y * f;
+            a2 += x.z * f;
+            a3 += x.w * f;
+        }
+        const float l = s_l[g];
+        float* out = out_row(p, pl.hk * G + g, pl.row, pl.seq) + d;
+        out[0] = l == 0.0f ? 0.0f : a0 / l;
+        out[1] = l == 0.0f ? 0.0f : a1 / l;
+        out[2] = l == 0.0f ? 0.0f : a2 / l;
+        out[3] = l == 0.0f ? 0.0f : a3 / l;
+    }
 }
 
 template <int D, int G>
@@ -440,7 +505,8 @@ size_t mma_smem(int D, bool sparse, size_t record_bytes) {
 }
 
 template <int D, bool kSparse>
-__global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int* bounds, float* part, int splits) {
+__global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int* bounds, float* part, int splits,
+                                                       int* counters) {
     extern __shared__ __align__(16) uint8_t smem[];
     constexpr int kRow = 2 * D + 16;  // a padded tile row: the fragment loads are free of bank conflicts
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
@@ -650,6 +716,7 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     }
     __syncthreads();
     merge_warps<D>(p, pl, G, s_acc, s_m, s_l, part, splits);
+    if (counters != nullptr) merge_if_last<D>(p, pl, G, part, splits, counters, reinterpret_cast<float*>(smem));
 }
 
 // ---- Tensor-core attention for many query rows (prompts), D = 64 and 128 -------------------------
@@ -922,7 +989,7 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
     }
 }
 
-using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, const int*, float*, int);
+using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, const int*, float*, int, int*);
 
 MmaFn mma_fn(int d, bool sparse) {
     switch (d) {
@@ -952,22 +1019,23 @@ __global__ void merge_kernel(DecodeProblem p, const float* part, int splits) {
     extern __shared__ float weight[];
     __shared__ float red[32];
     const int D = p.head_dim, h = blockIdx.x, rs = blockIdx.y;
-    const float* pp = part + (size_t(rs) * p.n_head + h) * size_t(splits) * (D + 2);
+    const int P = part_stride(D);
+    const float* pp = part + (size_t(rs) * p.n_head + h) * size_t(splits) * P;
     float m = -INFINITY;
-    for (int s = threadIdx.x; s < splits; s += blockDim.x) m = fmaxf(m, pp[size_t(s) * (D + 2) + D]);
+    for (int s = threadIdx.x; s < splits; s += blockDim.x) m = fmaxf(m, pp[size_t(s) * P + D]);
     m = block_reduce(m, true, red);
     float l = 0.0f;
     for (int s = threadIdx.x; s < splits; s += blockDim.x) {
-        const float f = merge_factor(pp[size_t(s) * (D + 2) + D], m);
+        const float f = merge_factor(pp[size_t(s) * P + D], m);
         weight[s] = f;
-        l += pp[size_t(s) * (D + 2) + D + 1] * f;
+        l += pp[size_t(s) * P + D + 1] * f;
     }
     l = block_reduce(l, false, red);
     float* out = out_row(p, h, rs % p.n_rows, rs / p.n_rows);
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float a = 0.0f;
 #pragma unroll 4
-        for (int s = 0; s < splits; ++s) a += pp[size_t(s) * (D + 2) + d] * weight[s];
+        for (int s = 0; s < splits; ++s) a += pp[size_t(s) * P + d] * weight[s];
         out[d] = l == 0.0f ? 0.0f : a / l;
     }
 }
@@ -1091,7 +1159,7 @@ Prepared prepare(const DecodeProblem& p, int splits, DecodeWorkspace& ws, cudaSt
     const size_t row_seqs = size_t(p.n_rows) * p.n_seq;
     const size_t range_bytes = p.mask != nullptr ? round_up(row_seqs * sizeof(int2), 256) : 0;
     const size_t bounds_bytes = p.mask != nullptr ? round_up(row_seqs * size_t(splits + 1) * sizeof(int), 256) : 0;
-    const size_t part_bytes = splits > 1 ? row_seqs * p.n_head * size_t(splits) * (p.head_dim + 2) * sizeof(float) : 0;
+    const size_t part_bytes = splits > 1 ? row_seqs * p.n_head * size_t(splits) * part_stride(p.head_dim) * sizeof(float) : 0;
     if (range_bytes + bounds_bytes + part_bytes > 0) {
         auto* base = static_cast<char*>(ws.get(range_bytes + bounds_bytes + part_bytes));
         if (base == nullptr) return r;
@@ -1120,6 +1188,26 @@ dim3 grid_of(const DecodeProblem& p, int splits) { return dim3(unsigned(splits),
 
 DecodeWorkspace::~DecodeWorkspace() {
     if (data_ != nullptr) MUSTAFAR_CUDA_OK(cudaFree(data_));
+    if (counters_ != nullptr) MUSTAFAR_CUDA_OK(cudaFree(counters_));
+}
+
+int* DecodeWorkspace::counters(size_t n) {
+    if (n <= counters_n_) return counters_;
+    if (counters_ != nullptr) {
+        MUSTAFAR_CUDA_OK(cudaDeviceSynchronize());  // queued kernels may still count in the old array
+        MUSTAFAR_CUDA_OK(cudaFree(counters_));
+        counters_ = nullptr;
+        counters_n_ = 0;
+    }
+    void* c = nullptr;
+    if (!MUSTAFAR_CUDA_OK(cudaMalloc(&c, n * sizeof(int)))) return nullptr;
+    if (!MUSTAFAR_CUDA_OK(cudaMemset(c, 0, n * sizeof(int))) || !MUSTAFAR_CUDA_OK(cudaDeviceSynchronize())) {
+        MUSTAFAR_CUDA_OK(cudaFree(c));
+        return nullptr;
+    }
+    counters_ = static_cast<int*>(c);
+    counters_n_ = n;
+    return counters_;
 }
 
 void* DecodeWorkspace::get(size_t bytes) {
@@ -1180,9 +1268,16 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem) * sm_count);
     const Prepared pr = prepare(p, splits, ws, stream);
     if (!pr.ok) return false;
-    fn<<<grid_of(p, splits), kThreads, smem, stream>>>(p, dc, cc, pr.bounds, pr.part, splits);
+    // The splits merge inside the kernel when their weights fit in its shared memory.
+    int* counters = nullptr;
+    const size_t G = size_t(p.n_head / p.n_head_kv);
+    if (splits > 1 && G * size_t(splits + 1) * sizeof(float) <= smem) {
+        counters = ws.counters(size_t(p.n_rows) * p.n_seq * p.n_head_kv);
+        if (counters == nullptr) return false;
+    }
+    fn<<<grid_of(p, splits), kThreads, smem, stream>>>(p, dc, cc, pr.bounds, pr.part, splits, counters);
     if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
-    return merge(p, pr, splits, stream);
+    return counters != nullptr || merge(p, pr, splits, stream);
 }
 
 // From this many query rows on (a prompt's micro-batch), rows share K and V in the prompt kernel.

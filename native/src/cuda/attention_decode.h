@@ -71,6 +71,9 @@ public:
     void* get(size_t bytes);
     // Resident blocks per SM of a decode kernel (asked once per kernel and shared-memory size).
     int blocks_per_sm(const void* kernel, size_t smem);
+    // At least n arrival counters, all 0 between launches (each launch sets back what it counted);
+    // null on allocation failure (logged).
+    int* counters(size_t n);
 
 private:
     struct Occupancy {
@@ -80,6 +83,8 @@ private:
     };
     void* data_ = nullptr;
     size_t bytes_ = 0;
+    int* counters_ = nullptr;
+    size_t counters_n_ = 0;
     std::vector<Occupancy> occupancy_;
 };
 
