@@ -472,15 +472,26 @@ __device__ __forceinline__ void split2(float x, float y, uint32_t& hi, uint32_t&
 template <int D>
 __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_t* dst) {
     constexpr int kWords = D / 64;  // bitmap words per half
-    const uint32_t* words = reinterpret_cast<const uint32_t*>(rec);
+    uint32_t words[D / 32];         // the whole bitmap in one load (records are 16-byte aligned)
+    if constexpr (D == 128) {
+        const uint4 b = *reinterpret_cast<const uint4*>(rec);
+        words[0] = b.x, words[1] = b.y, words[2] = b.z, words[3] = b.w;
+    } else {
+        static_assert(D == 64, "bitmaps of 64 or 128 bits");
+        const uint2 b = *reinterpret_cast<const uint2*>(rec);
+        words[0] = b.x, words[1] = b.y;
+    }
     const uint16_t* vals = reinterpret_cast<const uint16_t*>(rec + D / 8);
     int n = 0;
-#pragma unroll
-    for (int w = 0; w < kWords; ++w)
-        if (half) n += __popc(words[w]);
+    uint32_t own[kWords];  // this half's words, chosen without indexing by `half` (that would go to local memory)
 #pragma unroll
     for (int w = 0; w < kWords; ++w) {
-        const uint32_t word = words[half * kWords + w];
+        if (half) n += __popc(words[w]);
+        own[w] = half ? words[kWords + w] : words[w];
+    }
+#pragma unroll
+    for (int w = 0; w < kWords; ++w) {
+        const uint32_t word = own[w];
 #pragma unroll
         for (int b = 0; b < 4; ++b) {
             uint32_t packed[4];
@@ -499,7 +510,8 @@ __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_
 
 size_t mma_smem(int D, bool sparse, size_t record_bytes) {
     const size_t row = size_t(2 * D + 16);
-    const size_t warp = sparse ? 2 * kTile * row + 2 * kTile * (record_bytes + 16) : 4 * kTile * row;
+    // Sparse: one expanded tile (K, then V) and the raw records of two steps; dense: K and V tiles of two steps.
+    const size_t warp = sparse ? kTile * row + 2 * kTile * (record_bytes + 16) : 4 * kTile * row;
     const size_t fin = (size_t(kWarps) * 8 * D + 2 * kWarps * 8) * sizeof(float);
     return std::max(16 * row + kWarps * warp, fin);
 }
@@ -528,7 +540,7 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     }
     __syncthreads();
     const size_t rec = kSparse ? cc.k_stride + cc.v_stride : 0, raw_row = rec + 16;
-    const size_t warp_bytes = kSparse ? 2 * kTile * kRow + 2 * kTile * raw_row : 4 * kTile * kRow;
+    const size_t warp_bytes = kSparse ? kTile * kRow + 2 * kTile * raw_row : 4 * kTile * kRow;
     uint8_t* mine = smem + 16 * kRow + warp * warp_bytes;
     const __half* mrow = mask_row(p, pl);
     const int64_t row0 = kSparse ? int64_t(pl.seq) * cc.seq_rows : 0;
@@ -544,7 +556,7 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
 
     auto issue = [&](int64_t base, int buf, uint32_t live) {
         if constexpr (kSparse) {
-            uint8_t* dst = mine + 2 * kTile * kRow + size_t(buf) * kTile * raw_row;
+            uint8_t* dst = mine + kTile * kRow + size_t(buf) * kTile * raw_row;
             const int cn = int(rec / 16), ck = int(cc.k_stride / 16);
             const float inv_cn = 1.0f / float(cn);
             for (int j = lane; j < kTile * cn; j += 32) {
@@ -585,7 +597,8 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     const int k_row = ((lane >> 4) & 1) * 8 + (lane & 7), k_col = ((lane >> 3) & 1) * 16;
     const int v_row = ((lane >> 3) & 1) * 8 + (lane & 7), v_col = ((lane >> 4) & 1) * 16;
 
-    auto compute = [&](int64_t base, const uint8_t* kt, const uint8_t* vt) {
+    // between() runs after the scores, before V is read (the sparse kernel expands V there, into K's tile).
+    auto compute = [&](int64_t base, const uint8_t* kt, const uint8_t* vt, auto&& between) {
         // C rows g: Q_high K^T, rows g + 8: Q_low K^T, for cells 0-7 and 8-15.
         float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
@@ -634,6 +647,7 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
         uint32_t ph0, pl0, ph2, pl2;
         split2(pr[0], pr[1], ph0, pl0);
         split2(pr[2], pr[3], ph2, pl2);
+        between();
 #pragma unroll
         for (int n = 0; n < D / 8; n += 2) {
             uint32_t b[4];  // B of channel tiles n (cells 0-7, 8-15) and n + 1
@@ -643,28 +657,25 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
         }
     };
 
-    auto expand_step = [&](int64_t base, const uint8_t* raw) {
-        // Lanes 0-15 take the first halves of the 16 cells, 16-31 the second: the eight lanes of a
-        // 16-byte store phase then write eight different tile rows, whose padding puts them on
-        // different banks (two halves of one row would share them).
+    // The step's K (kv = 0) or V (1) into the warp's tile. Lanes 0-15 take the first halves of the 16
+    // cells, 16-31 the second: the eight lanes of a 16-byte store phase then write eight different
+    // tile rows, whose padding puts them on different banks (two halves of one row would share them).
+    auto expand_step = [&](int64_t base, const uint8_t* raw, int kv) {
         const int u = lane % 16, half = lane / 16;
         const int64_t cell = base + u;
         bool live = cell < pl.c1;
         if (live && mrow != nullptr) live = __half2float(mrow[cell]) != -INFINITY;
+        uint8_t* dst = mine + u * kRow + half * D;  // D bytes: half a row
+        const int32_t slot = live ? (kv == 0 ? cc.k_slot : cc.v_slot)[row0 + cell] : -1;
+        if (!live) {
 #pragma unroll
-        for (int kv = 0; kv < 2; ++kv) {
-            uint8_t* dst = mine + (kv * kTile + u) * kRow + half * D;  // D bytes: half a row
-            const int32_t slot = live ? (kv == 0 ? cc.k_slot : cc.v_slot)[row0 + cell] : -1;
-            if (!live) {
+            for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = make_uint4(0, 0, 0, 0);
+        } else if (slot >= 0) {
+            const char* src = (kv == 0 ? cc.k_pool : cc.v_pool) + size_t(slot) * cc.pool_row_bytes + size_t(pl.hk) * D * 2 + half * D;
 #pragma unroll
-                for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = make_uint4(0, 0, 0, 0);
-            } else if (slot >= 0) {
-                const char* src = (kv == 0 ? cc.k_pool : cc.v_pool) + size_t(slot) * cc.pool_row_bytes + size_t(pl.hk) * D * 2 + half * D;
-#pragma unroll
-                for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = load16(src + o16);
-            } else {
-                expand_half<D>(raw + size_t(u) * raw_row + (kv == 0 ? 0 : cc.k_stride), half, dst);
-            }
+            for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = load16(src + o16);
+        } else {
+            expand_half<D>(raw + size_t(u) * raw_row + (kv == 0 ? 0 : cc.k_stride), half, dst);
         }
     };
 
@@ -684,12 +695,17 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
         __syncwarp();
         if (live != 0u) {
             if constexpr (kSparse) {
-                expand_step(base, mine + 2 * kTile * kRow + size_t(buf) * kTile * raw_row);
+                const uint8_t* raw = mine + kTile * kRow + size_t(buf) * kTile * raw_row;
+                expand_step(base, raw, 0);
                 __syncwarp();
-                compute(base, mine, mine + kTile * kRow);
+                compute(base, mine, mine, [&] {
+                    __syncwarp();  // every lane has its K fragments
+                    expand_step(base, raw, 1);
+                    __syncwarp();
+                });
             } else {
                 const uint8_t* tile = mine + size_t(buf) * 2 * kTile * kRow;
-                compute(base, tile, tile + kTile * kRow);
+                compute(base, tile, tile + kTile * kRow, [] {});
             }
         }
         __syncwarp();
