@@ -174,8 +174,9 @@ std::vector<Case> compute_cases() {
         cs.push_back(compute_case(wt == GGML_TYPE_F32 ? "MUL_MAT f32 weights" : "MUL_MAT f16 weights", 0, [=](ggml_context* c) {
             return ggml_mul_mat(c, t(c, wt, 128, 40, 1, 1, "w"), t(c, GGML_TYPE_F32, 128, 9, 1, 1, "x")); }));
     }
-    // F16 weights with up to 8 columns (decode) take the matrix-vector kernel: rows of 264 end in a partial
-    // step, 41 rows leave one warp a single row; rows of 100 (not a multiple of 8) stay on cuBLAS.
+    // F16 weights with one column (batch-1 decode) take the matrix-vector kernel: rows of 264 end in a
+    // partial step, 41 rows leave one warp a single row; more columns, and rows of 100 (not a multiple of
+    // 8), stay on cuBLAS.
     for (int64_t cols : {1, 4, 8}) {
         const std::string name = "MUL_MAT f16 weights 264x41, " + std::to_string(cols) + (cols == 1 ? " column" : " columns");
         cs.push_back(compute_case(name.c_str(), 0, [=](ggml_context* c) {

@@ -1056,18 +1056,19 @@ __global__ void merge_kernel(DecodeProblem p, const float* part, int splits) {
     }
 }
 
-// [first, last + 1) of the cells each row's mask shows (empty: 0, 0), so the splits of a row cover
-// only its own sequence in a cache shared by several.
-// Per query row (one block of kRangeThreads): the cells it sees, [first, last + 1), and, for the
-// decode kernels, the bounds of `splits` context splits holding equal shares of the visible cells. A
-// cache shared by several sequences leaves most of a row's range to the others: an even division of
-// the range would give most blocks nothing to do and a few all of it.
+// Per query row (one block of kRangeThreads): the cells its mask shows, [first, last + 1) (empty: 0, 0),
+// and, for the decode kernels, the bounds of `splits` context splits holding equal shares of the
+// visible cells. A cache shared by several sequences leaves most of a row's range to the others: an
+// even division of the range would give most blocks nothing to do and a few all of it.
+// Two passes over the row, thread t reading cells t, t + 256, ... (coalesced): the count and range,
+// then the visible cells numbered in order, tile by tile; split j starts at visible cell j * total / splits.
 constexpr int kRangeThreads = 256;
 
 __global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, int2* ranges, int* bounds, int splits) {
-    __shared__ int s_before[kRangeThreads];
+    constexpr int kWarpsR = kRangeThreads / 32;
     __shared__ int s_lo, s_hi, s_total;
-    const int rs = blockIdx.x, t = threadIdx.x;
+    __shared__ int s_warp[kWarpsR];
+    const int rs = blockIdx.x, t = threadIdx.x, lane = t % 32, warp = t / 32;
     Place pl{};
     pl.row = rs % p.n_rows;
     pl.seq = rs / p.n_rows;
@@ -1075,30 +1076,19 @@ __global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, i
     if (t == 0) {
         s_lo = INT_MAX;
         s_hi = -1;
+        s_total = 0;
     }
-    // Each thread counts a contiguous chunk, so that visible cells are numbered in cell order.
-    const int64_t chunk = (p.n_kv + kRangeThreads - 1) / kRangeThreads;
-    const int64_t c_begin = min(p.n_kv, int64_t(t) * chunk), c_end = min(p.n_kv, c_begin + chunk);
+    __syncthreads();
     int count = 0, lo = INT_MAX, hi = -1;
-    for (int64_t c = c_begin; c < c_end; ++c)
+    for (int64_t c = t; c < p.n_kv; c += kRangeThreads)
         if (__half2float(mrow[c]) != -INFINITY) {
             ++count;
             lo = min(lo, int(c));
             hi = int(c);
         }
-    s_before[t] = count;
-    __syncthreads();
     if (lo != INT_MAX) atomicMin(&s_lo, lo);
     if (hi >= 0) atomicMax(&s_hi, hi);
-    if (t == 0) {
-        int run = 0;
-        for (int i = 0; i < kRangeThreads; ++i) {
-            const int n = s_before[i];
-            s_before[i] = run;
-            run += n;
-        }
-        s_total = run;
-    }
+    if (count > 0) atomicAdd(&s_total, count);
     __syncthreads();
     const int total = s_total;
     if (t == 0) ranges[rs] = total == 0 ? make_int2(0, 0) : make_int2(s_lo, s_hi + 1);
@@ -1112,20 +1102,29 @@ __global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, i
         b[0] = s_lo;
         b[splits] = s_hi + 1;
     }
-    // Split j starts at visible cell number j * total / splits; the thread whose chunk holds it finds it.
-    const int before = s_before[t];
-    for (int j = 1; j < splits; ++j) {
-        const int target = int(int64_t(j) * total / splits);
-        if (target < before || target >= before + count) continue;
-        int seen = before;
-        for (int64_t c = c_begin; c < c_end; ++c)
-            if (__half2float(mrow[c]) != -INFINITY) {
-                if (seen == target) {
-                    b[j] = int(c);
-                    break;
-                }
-                ++seen;
-            }
+    if (splits == 1) return;
+    const int first = s_lo, last = s_hi;
+    int before = 0;  // visible cells in the tiles already done (the same in every thread)
+    for (int64_t base = first; base <= last; base += kRangeThreads) {
+        const int64_t c = base + t;
+        const bool vis = c <= last && __half2float(mrow[c]) != -INFINITY;
+        const unsigned ballot = __ballot_sync(0xffffffffu, vis);
+        if (lane == 0) s_warp[warp] = __popc(ballot);
+        __syncthreads();
+        int index = before + __popc(ballot & ((1u << lane) - 1u)), tile = 0;
+        for (int w = 0; w < kWarpsR; ++w) {
+            if (w < warp) index += s_warp[w];
+            tile += s_warp[w];
+        }
+        if (vis) {
+            // The splits j that start at visible cell `index`: j * total / splits == index, that is
+            // ceil(index * splits / total) <= j < ceil((index + 1) * splits / total) (several when a row
+            // sees fewer cells than there are splits).
+            const int64_t j0 = (int64_t(index) * splits + total - 1) / total, j1 = (int64_t(index + 1) * splits + total - 1) / total;
+            for (int64_t j = max(j0, int64_t(1)); j < min(j1, int64_t(splits)); ++j) b[j] = int(c);
+        }
+        before += tile;
+        __syncthreads();  // s_warp is rewritten by the next tile
     }
 }
 

@@ -2,7 +2,7 @@
 // their work move to the GPU: element-wise arithmetic with broadcasting, RMS_NORM, SCALE, SILU,
 // SWIGLU, GET_ROWS, ROPE (normal and NeoX, with YaRN as ggml defines it) and MUL_MAT through cuBLAS
 // (f16 weights take the activations in f16, as ggml's CPU backend does; f32 weights stay in f32), or,
-// for f16 weights and up to 8 columns (decode), through our matrix-vector kernel (gemv_cuda.h).
+// for f16 weights and one column (batch-1 decode), through our matrix-vector kernel (gemv_cuda.h).
 // Weights stored converted to f16 (BF16, Q8_0, Q4_0, Q4_K, Q6_K; see buffer_cuda.cu) are read as f16.
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
@@ -303,12 +303,11 @@ bool ComputeOps::mul_mat(const ggml_tensor* node) {
     const size_t a_nb1 = converted ? size_t(K) * 2 : a->nb[1];
     const size_t a_nb2 = converted ? a_nb1 * size_t(M) : a->nb[2];
     const size_t a_nb3 = converted ? a_nb2 * size_t(a->ne[2]) : a->nb[3];
-    // Decode steps (a few columns, no batch dimensions): one kernel that reads the weights once.
+    // Batch-1 decode steps (one column, no batch dimensions): one kernel that reads the weights once.
     const bool plain_2d = a->ne[2] == 1 && a->ne[3] == 1 && b->ne[2] == 1 && b->ne[3] == 1;
-    if (half && plain_2d && N <= kGemvMaxColumns && b->nb[1] % 4 == 0 && node->nb[1] % 4 == 0 &&
-        gemv_shape_ok(a->data, a_nb1 / 2, K, static_cast<const float*>(b->data), b->nb[1] / 4, int(N)))
-        return gemv_f16(static_cast<const __half*>(a->data), a_nb1 / 2, K, M, static_cast<const float*>(b->data), b->nb[1] / 4, int(N),
-                        static_cast<float*>(node->data), node->nb[1] / 4, stream_);
+    if (half && plain_2d && N == 1 && gemv_shape_ok(a->data, a_nb1 / 2, K, static_cast<const float*>(b->data)))
+        return gemv_f16(static_cast<const __half*>(a->data), a_nb1 / 2, K, M, static_cast<const float*>(b->data), static_cast<float*>(node->data),
+                        stream_);
     const char* bdata = static_cast<const char*>(b->data);
     size_t b_nb1 = b->nb[1], b_nb2 = b->nb[2], b_nb3 = b->nb[3];
     if (half) {  // the activations in f16, contiguous

@@ -1,6 +1,6 @@
-// gemv_cuda.h: a block of 4 warps, each warp two weight rows (so each load of the activations serves
+// gemv_cuda.h: a block of 4 warps, each warp two weight rows (so each load of the activation serves
 // two rows); a lane takes 8 consecutive weights per step (one 16-byte load that bypasses L1: weights are
-// read once), the activations come through L1, where the block's warps share them.
+// read once), the activation comes through L1, where the block's warps share it.
 #include <cuda_fp16.h>
 
 #include "cuda_check.h"
@@ -19,78 +19,49 @@ __device__ __forceinline__ uint4 load_streaming(const __half* p) {
 
 __device__ __forceinline__ float as_f16(float v) { return __half2float(__float2half_rn(v)); }
 
-template <int NC>
-__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const __half* w, size_t ldw, int64_t K, int64_t M, const float* x, size_t ldx, float* y,
-                                                            size_t ldy) {
+__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const __half* w, size_t ldw, int64_t K, int64_t M, const float* x, float* y) {
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int64_t m0 = (int64_t(blockIdx.x) * kWarps + warp) * kRowsPerWarp;
     if (m0 >= M) return;
     const bool second = m0 + 1 < M;
     const __half* w0 = w + size_t(m0) * ldw;
     const __half* w1 = second ? w0 + ldw : w0;
-    float acc[kRowsPerWarp][NC] = {};
+    float acc[kRowsPerWarp] = {};
 #pragma unroll 4
     for (int64_t k = int64_t(lane) * 8; k < K; k += kStep) {
         const uint4 a = load_streaming(w0 + k), b = load_streaming(w1 + k);
         const __half2* ha = reinterpret_cast<const __half2*>(&a);
         const __half2* hb = reinterpret_cast<const __half2*>(&b);
+        const float4 x0 = __ldg(reinterpret_cast<const float4*>(x + k)), x1 = __ldg(reinterpret_cast<const float4*>(x + k + 4));
+        const float xv[8] = {as_f16(x0.x), as_f16(x0.y), as_f16(x0.z), as_f16(x0.w), as_f16(x1.x), as_f16(x1.y), as_f16(x1.z), as_f16(x1.w)};
 #pragma unroll
-        for (int c = 0; c < NC; ++c) {
-            const float4 x0 = __ldg(reinterpret_cast<const float4*>(x + size_t(c) * ldx + k));
-            const float4 x1 = __ldg(reinterpret_cast<const float4*>(x + size_t(c) * ldx + k + 4));
-            const float xv[8] = {as_f16(x0.x), as_f16(x0.y), as_f16(x0.z), as_f16(x0.w), as_f16(x1.x), as_f16(x1.y), as_f16(x1.z), as_f16(x1.w)};
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const float2 fa = __half22float2(ha[i]), fb = __half22float2(hb[i]);
-                acc[0][c] += fa.x * xv[2 * i] + fa.y * xv[2 * i + 1];
-                acc[1][c] += fb.x * xv[2 * i] + fb.y * xv[2 * i + 1];
-            }
+        for (int i = 0; i < 4; ++i) {
+            const float2 fa = __half22float2(ha[i]), fb = __half22float2(hb[i]);
+            acc[0] += fa.x * xv[2 * i] + fa.y * xv[2 * i + 1];
+            acc[1] += fb.x * xv[2 * i] + fb.y * xv[2 * i + 1];
         }
     }
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r)
 #pragma unroll
-        for (int c = 0; c < NC; ++c) {
-            float v = acc[r][c];
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-            acc[r][c] = v;
-        }
+        for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
     if (lane == 0) {
-#pragma unroll
-        for (int c = 0; c < NC; ++c) {
-            y[size_t(c) * ldy + m0] = acc[0][c];
-            if (second) y[size_t(c) * ldy + m0 + 1] = acc[1][c];
-        }
+        y[m0] = acc[0];
+        if (second) y[m0 + 1] = acc[1];
     }
-}
-
-template <int NC>
-void launch(const __half* w, size_t ldw, int64_t K, int64_t M, const float* x, size_t ldx, float* y, size_t ldy, cudaStream_t stream) {
-    const int64_t rows_per_block = kWarps * kRowsPerWarp;
-    gemv_kernel<NC><<<unsigned((M + rows_per_block - 1) / rows_per_block), kWarps * 32, 0, stream>>>(w, ldw, K, M, x, ldx, y, ldy);
 }
 
 }  // namespace
 
-bool gemv_shape_ok(const void* w, size_t ldw, int64_t K, const float* x, size_t ldx, int N) {
-    return N >= 1 && N <= kGemvMaxColumns && K > 0 && K % 8 == 0 && ldw % 8 == 0 && ldx % 4 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
-           reinterpret_cast<uintptr_t>(x) % 16 == 0 && K < (int64_t(1) << 31);
+bool gemv_shape_ok(const void* w, size_t ldw, int64_t K, const float* x) {
+    return K > 0 && K % 8 == 0 && ldw % 8 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+           K < (int64_t(1) << 31);
 }
 
-bool gemv_f16(const __half* w, size_t ldw, int64_t K, int64_t M, const float* x, size_t ldx, int N, float* y, size_t ldy, cudaStream_t stream) {
+bool gemv_f16(const __half* w, size_t ldw, int64_t K, int64_t M, const float* x, float* y, cudaStream_t stream) {
     if (M <= 0) return true;
-    switch (N) {
-        case 1: launch<1>(w, ldw, K, M, x, ldx, y, ldy, stream); break;
-        case 2: launch<2>(w, ldw, K, M, x, ldx, y, ldy, stream); break;
-        case 3: launch<3>(w, ldw, K, M, x, ldx, y, ldy, stream); break;
-        case 4: launch<4>(w, ldw, K, M, x, ldx, y, ldy, stream); break;
-        case 5: launch<5>(w, ldw, K, M, x, ldx, y, ldy, stream); break;
-        case 6: launch<6>(w, ldw, K, M, x, ldx, y, ldy, stream); break;
-        case 7: launch<7>(w, ldw, K, M, x, ldx, y, ldy, stream); break;
-        case 8: launch<8>(w, ldw, K, M, x, ldx, y, ldy, stream); break;
-        default: return false;
-    }
+    const int64_t rows_per_block = kWarps * kRowsPerWarp;
+    gemv_kernel<<<unsigned((M + rows_per_block - 1) / rows_per_block), kWarps * 32, 0, stream>>>(w, ldw, K, M, x, y);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
