@@ -2,6 +2,8 @@
 # The GPU tests, on a machine with a CUDA toolkit and an NVIDIA GPU (CI has neither and skips them).
 # Needs LLamaSharp's libggml-base.so and libggml-cpu.so in artifacts/gpu/ggml (tests/gpu/prepare.sh
 # copies them from the restored NuGet package). Results go to $OUT (default artifacts/gpu/out).
+# COMMIT=<sha> names the code in the result tables: give it from the build machine, since `git rev-parse`
+# on the GPU machine's copy of the tree has reported a stale HEAD.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-artifacts/gpu/out}"
