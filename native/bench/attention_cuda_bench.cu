@@ -226,6 +226,58 @@ double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_
     return us;
 }
 
+// A batched decode as llama.cpp runs it: 8 sequences of `ctx` cells share one cache, each prompt one
+// run of cells, then 64 decode cells per sequence interleaved at the end; row r's mask shows its run
+// and its decode cells. s = 0: the dense cache; else the store (the last kWindow cells dense).
+double shared_cache_time(int64_t ctx, double s, int sms) {
+    constexpr int kSeqs = 8, kDecoded = 64;
+    const int64_t n_kv = kSeqs * (ctx + kDecoded), prompt = kSeqs * ctx;
+    std::vector<uint16_t> mask(size_t(n_kv) * kSeqs, 0xfc00u);
+    for (int r = 0; r < kSeqs; ++r)
+        for (int64_t c = 0; c < n_kv; ++c)
+            if ((c >= r * ctx && c < (r + 1) * ctx) || (c >= prompt && (c - prompt) % kSeqs == r)) mask[size_t(r) * n_kv + c] = 0;
+    DevMem dmask(mask.size() * 2);
+    CK(cudaMemcpy(dmask.p, mask.data(), mask.size() * 2, cudaMemcpyHostToDevice));
+    const size_t qbytes = size_t(kSeqs) * kHeads * kD * 4;
+    DevMem q(qbytes), out(qbytes);
+    CK(cudaMemset(q.p, 0, qbytes));
+    mc::DecodeProblem p = problem(1, n_kv, q.as<float>(), out.as<float>(), kSeqs);
+    p.mask = dmask.as<char>();
+    p.mask_nb1 = size_t(n_kv) * 2;
+    p.mask_nb3 = p.mask_nb1 * kSeqs;
+    mc::DecodeWorkspace ws;
+    Timer t;
+    if (s == 0.0) {
+        const size_t cache = size_t(n_kv) * kHeadsKv * kD * 2;
+        DevMem k(cache), v(cache);
+        fill(k.p, cache / 2, 7);
+        fill(v.p, cache / 2, 8);
+        mc::DenseCache c;
+        c.k = k.as<char>();
+        c.v = v.as<char>();
+        c.k_nb1 = c.v_nb1 = size_t(kHeadsKv) * kD * 2;
+        c.k_nb2 = c.v_nb2 = size_t(kD) * 2;
+        c.k_nb3 = c.v_nb3 = c.k_nb1 * n_kv;
+        return t.us_per_call(20, [&](int) {
+            if (!mc::decode_attention_dense(p, c, ws, sms, nullptr)) std::exit(3);
+        });
+    }
+    const Store st = make_store(1, n_kv, s);
+    mc::CompressedCache c;
+    c.k_records = st.k->as<uint8_t>();
+    c.v_records = st.v->as<uint8_t>();
+    c.k_kept = c.v_kept = st.layout.kept;
+    c.k_stride = c.v_stride = st.layout.stride;
+    c.k_slot = c.v_slot = st.slot->as<int32_t>();
+    c.k_pool = st.k_pool->as<char>();
+    c.v_pool = st.v_pool->as<char>();
+    c.pool_row_bytes = size_t(kHeadsKv) * kD * 2;
+    c.seq_rows = n_kv;
+    return t.us_per_call(20, [&](int) {
+        if (!mc::decode_attention_compressed(p, c, ws, sms, nullptr)) std::exit(3);
+    });
+}
+
 // Prune + compress of `n` rows in K and V of `layers` layers: a decode step (n = batch, all 32 layers)
 // or a whole prompt in one layer.
 double compress_us(int64_t n, int layers, int reps, double s) {
@@ -367,6 +419,18 @@ int main(int argc, char** argv) {
             md << "| Mustafar s = " << s << " | " << ctx_name(ctx) << " | " << fmt("%.1f", us) << " | " << fmt("%.2fx", us / dense) << " |\n";
             std::printf("prompt %d rows s=%.1f ctx=%6lld %9.1f us %.2fx dense\n", kPromptRows, s, (long long)ctx, us, us / dense);
         }
+    }
+
+    md << "\n## Batched decode over one shared cache (8 sequences, each row sees its prompt run and its decode cells)\n\n"
+       << "| cache | context per sequence | time (µs) | same batch and context, one cache per sequence (µs) |\n|---|---|---|---|\n";
+    for (double s : {0.0, 0.7}) {
+        const int64_t ctx = 16384;
+        const double us = shared_cache_time(ctx, s, sms);
+        double bytes = 0;
+        const double apart = s == 0.0 ? dense_us[{8, ctx}] : compressed_time(8, ctx, s, sms, &bytes);
+        md << "| " << (s == 0.0 ? std::string("dense f16") : "Mustafar s = " + fmt("%.1f", s)) << " | " << ctx_name(ctx) << " | " << fmt("%.1f", us)
+           << " | " << fmt("%.1f", apart) << " |\n";
+        std::printf("shared cache s=%.1f 8 x %lld: %.1f us (apart: %.1f us)\n", s, (long long)ctx, us, apart);
     }
 
     md << "\n## Prune + compress\n\n| s | batch | per decode step, 32 layers, K and V (µs) | share of a 32K decode step | 32K-token prompt, one layer (µs) |\n"

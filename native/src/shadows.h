@@ -15,8 +15,10 @@ public:
     HostShadows();
     ~HostShadows();
 
-    // Uploads larger than this are not copied (a prompt's mask at long context stays well below).
-    static constexpr size_t kMaxBytes = size_t(64) << 20;
+    // Uploads larger than this are not copied. Weights never come here; the largest graph input is a
+    // prompt's mask: 512 rows over 8 sequences of 32K cells take 256 MB, and a copy costs the host a
+    // memcpy while a read-back would stall the GPU.
+    static constexpr size_t kMaxBytes = size_t(512) << 20;
 
     // [device, device + size) now holds `host`'s bytes.
     void record(const void* device, const void* host, size_t size);

@@ -97,12 +97,17 @@ void test_compress(std::mt19937_64& rng) {
     }
 }
 
+// Masks: none; blocks (rows' cells interleaved in blocks of 7); runs (each row's prompt one run, then
+// its decode cells interleaved with the others' at the end of the cache, as in a batched decode).
+enum class MaskKind { none, blocks, runs };
+
 // One attention problem on the host, with the cache in llama.cpp's layout: cell c of KV head h of
 // sequence index s at ((s * n_kv + c) * n_head_kv + h) * D.
 struct Problem {
     int D, G, n_head_kv, n_rows, n_seq;
     int64_t n_kv;
     bool masked;
+    MaskKind kind;
     std::vector<float> q;         // [D, n_rows, n_head, n_seq]
     std::vector<uint16_t> k, v;   // as above
     std::vector<uint16_t> mask;   // [n_kv, n_rows] when masked (n_seq 1)
@@ -110,23 +115,33 @@ struct Problem {
     size_t at(int s, int64_t c, int h) const { return ((size_t(s) * n_kv + c) * n_head_kv + h) * D; }
 };
 
-Problem make_problem(std::mt19937_64& rng, int D, int G, int n_rows, int n_seq, int64_t n_kv, bool masked) {
+Problem make_problem(std::mt19937_64& rng, int D, int G, int n_rows, int n_seq, int64_t n_kv, MaskKind kind) {
+    const bool masked = kind != MaskKind::none;
     std::normal_distribution<float> normal(0.0f, 1.0f);
-    Problem p{D, G, 2, n_rows, n_seq, n_kv, masked, {}, {}, {}, {}};
+    Problem p{D, G, 2, n_rows, n_seq, n_kv, masked, kind, {}, {}, {}, {}};
     p.q.resize(size_t(D) * n_rows * p.n_head() * n_seq);
     for (auto& x : p.q) x = normal(rng);
     p.k.resize(size_t(n_seq) * n_kv * p.n_head_kv * D);
     p.v.resize(p.k.size());
     for (auto& x : p.k) x = fp32_to_fp16(normal(rng));
     for (auto& x : p.v) x = fp32_to_fp16(normal(rng));
-    if (masked) {
+    const uint16_t minus_inf = 0xfc00;
+    if (kind == MaskKind::blocks) {
         // Rows are sequences sharing one cache: a common prefix of 5 cells, then each row's cells in
         // blocks, with the other rows' cells interleaved; the last row sees nothing.
-        const uint16_t minus_inf = 0xfc00;
         p.mask.assign(size_t(n_kv) * n_rows, minus_inf);
         for (int r = 0; r < n_rows - 1; ++r)
             for (int64_t c = 0; c < n_kv; ++c)
                 if (c < 5 || (c / 7) % (n_rows - 1) == r) p.mask[size_t(r) * n_kv + c] = fp32_to_fp16(c % 3 == 0 ? -0.5f : 0.0f);
+    } else if (kind == MaskKind::runs) {
+        // Row r's prompt fills cells [r, r + 1) * run of the first 90 %; the last 10 % holds the rows'
+        // decode cells in turn: a split that ends a row's run must not walk the others' runs.
+        p.mask.assign(size_t(n_kv) * n_rows, minus_inf);
+        const int64_t prompt = n_kv * 9 / 10, run = prompt / n_rows;
+        for (int r = 0; r < n_rows; ++r)
+            for (int64_t c = 0; c < n_kv; ++c)
+                if ((c >= r * run && c < (r + 1) * run) || (c >= prompt && c % n_rows == r))
+                    p.mask[size_t(r) * n_kv + c] = fp32_to_fp16(c % 5 == 0 ? -0.25f : 0.0f);
     }
     return p;
 }
@@ -207,27 +222,31 @@ double relative_error(const std::vector<float>& got, const std::vector<double>& 
 
 std::string describe(const Problem& p, int splits) {
     return "D=" + std::to_string(p.D) + " G=" + std::to_string(p.G) + " rows=" + std::to_string(p.n_rows) + " seqs=" + std::to_string(p.n_seq) +
-           " n_kv=" + std::to_string(p.n_kv) + (p.masked ? " masked" : "") + " splits=" + std::to_string(splits);
+           " n_kv=" + std::to_string(p.n_kv) + (p.kind == MaskKind::blocks ? " masked (blocks)" : p.kind == MaskKind::runs ? " masked (runs)" : "") +
+           " splits=" + std::to_string(splits);
 }
 
 struct Shape {
     int D, G, rows, seqs;
     int64_t n_kv;
-    bool masked;
+    MaskKind mask;
 };
 
+constexpr MaskKind kNo = MaskKind::none, kBlocks = MaskKind::blocks, kRuns = MaskKind::runs;
 const Shape kShapes[] = {
-    {128, 4, 1, 1, 1, false},   {128, 4, 1, 1, 37, false},  {128, 4, 1, 3, 3000, false}, {128, 4, 4, 1, 2000, true},
-    {64, 1, 2, 2, 700, false},  {64, 8, 3, 1, 900, true},   {256, 2, 1, 2, 1500, false}, {256, 8, 1, 1, 600, false},
-    {128, 8, 5, 1, 5000, true}, {128, 1, 1, 1, 9000, false},
+    {128, 4, 1, 1, 1, kNo},      {128, 4, 1, 1, 37, kNo},  {128, 4, 1, 3, 3000, kNo}, {128, 4, 4, 1, 2000, kBlocks},
+    {64, 1, 2, 2, 700, kNo},     {64, 8, 3, 1, 900, kBlocks}, {256, 2, 1, 2, 1500, kNo}, {256, 8, 1, 1, 600, kNo},
+    {128, 8, 5, 1, 5000, kBlocks}, {128, 1, 1, 1, 9000, kNo},
+    // A batched decode over one cache: each row's prompt a run, its decode cells at the end.
+    {128, 4, 8, 1, 6000, kRuns}, {64, 2, 8, 1, 4000, kRuns}, {256, 4, 4, 1, 3000, kRuns},
     // Prompt shapes (32 rows or more: the prompt kernel when the split count is left to the library).
-    {128, 4, 100, 1, 700, true}, {64, 2, 64, 2, 300, false}, {128, 8, 40, 1, 2000, true}, {128, 1, 33, 1, 100, true},
+    {128, 4, 100, 1, 700, kBlocks}, {64, 2, 64, 2, 300, kNo}, {128, 8, 40, 1, 2000, kBlocks}, {128, 1, 33, 1, 100, kBlocks},
 };
 
 void test_dense(std::mt19937_64& rng, int sms) {
     mc::DecodeWorkspace ws;
     for (const Shape& sh : kShapes) {
-        const Problem p = make_problem(rng, sh.D, sh.G, sh.rows, sh.seqs, sh.n_kv, sh.masked);
+        const Problem p = make_problem(rng, sh.D, sh.G, sh.rows, sh.seqs, sh.n_kv, sh.mask);
         const auto ref = reference(
             p, [&](int s, int64_t c, int h, double* x) { for (int d = 0; d < p.D; ++d) x[d] = fp16_to_fp32(p.k[p.at(s, c, h) + d]); },
             [&](int s, int64_t c, int h, double* x) { for (int d = 0; d < p.D; ++d) x[d] = fp16_to_fp32(p.v[p.at(s, c, h) + d]); });
@@ -255,7 +274,7 @@ void test_compressed(std::mt19937_64& rng, int sms) {
     for (const Shape& sh : kShapes) {
         const std::vector<std::pair<double, double>> sparsities = {{0.5, 0.5}, {0.7, 0.7}, {0.7, 0.5}, {0.0, 0.0}};
         for (const auto& [sk, sv] : sparsities) {
-            const Problem p = make_problem(rng, sh.D, sh.G, sh.rows, sh.seqs, sh.n_kv, sh.masked);
+            const Problem p = make_problem(rng, sh.D, sh.G, sh.rows, sh.seqs, sh.n_kv, sh.mask);
             const kv::RecordLayout lk = kv::make_layout(p.D, sk), lv = kv::make_layout(p.D, sv);
             // Rows = (seq, cell); each sequence's last `window` cells stay dense in the pool.
             const int64_t rows = int64_t(p.n_seq) * p.n_kv;

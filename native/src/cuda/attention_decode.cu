@@ -6,7 +6,9 @@
 //    query heads of the group come from one read of K; the compressed variant stages each step's
 //    records in shared memory with 16-byte asynchronous copies and expands them there (a lane's 8
 //    channels are one bitmap byte, its values start at the popcount of the bitmap below that byte);
-//  - the merge of the context splits and the per-row cell ranges a mask leaves visible.
+//  - the merge of the context splits (in the tensor-core kernels, by their last block) and, per query
+//    row, the range of cells its mask shows and the list of 16-cell tiles that hold them, which the
+//    decode kernels divide among their context splits.
 // Softmax in f32 and log2 units throughout.
 #include <cuda_fp16.h>
 #include <cuda_pipeline.h>
@@ -106,27 +108,46 @@ __device__ __forceinline__ void scores(const float (&q)[G][8], const float (&k)[
     }
 }
 
-struct Place {
-    int split, hk, row, seq;
-    int64_t c0, c1;  // cells of this block
+constexpr int kWalkTile = 16;  // cells per entry of a row's tile list
+
+// The 16-cell tiles a decode kernel walks for each query row: with a mask, the list of tiles that hold
+// a cell the row sees, in cell order (range_kernel), so that no block walks other sequences' cells of a
+// shared cache; without one, every tile of [0, n_kv).
+struct TileLists {
+    const int* tiles = nullptr;   // [row][stride]
+    const int* counts = nullptr;  // tiles in each row's list
+    int64_t stride = 0;
 };
 
-// bounds (with a mask): splits + 1 cells per query row, split s covering [bounds[s], bounds[s + 1]);
-// without a mask the context is divided evenly.
-__device__ Place place(const DecodeProblem& p, const int* bounds, int splits) {
+struct Place {
+    int split, hk, row, seq;
+    const int* tiles;  // the row's list (null: tile i is cells 16 i ...)
+    int64_t t0, t1;    // this block's positions in it: an equal share of the row's tiles
+
+    // First cell of step q of a walk in steps of `cells` (16 or 8) cells, or -1 past the block's tiles.
+    __device__ int64_t step_base(int64_t q, int cells) const {
+        const int per = kWalkTile / cells;
+        const int64_t pos = t0 + q / per;
+        if (pos >= t1) return -1;
+        return (tiles != nullptr ? int64_t(tiles[pos]) : pos) * kWalkTile + (q % per) * cells;
+    }
+};
+
+__device__ Place place(const DecodeProblem& p, const TileLists& tl, int splits) {
     Place pl;
     pl.split = blockIdx.x;
     pl.hk = blockIdx.y;
     pl.row = blockIdx.z % p.n_rows;
     pl.seq = blockIdx.z / p.n_rows;
-    if (bounds != nullptr) {
-        const int* b = bounds + (size_t(pl.seq) * p.n_rows + pl.row) * (splits + 1);
-        pl.c0 = b[pl.split];
-        pl.c1 = b[pl.split + 1];
-    } else {
-        pl.c0 = p.n_kv * pl.split / splits;
-        pl.c1 = p.n_kv * (pl.split + 1) / splits;
+    int64_t n_tiles = (p.n_kv + kWalkTile - 1) / kWalkTile;
+    pl.tiles = nullptr;
+    if (tl.tiles != nullptr) {
+        const size_t rs = size_t(pl.seq) * p.n_rows + pl.row;
+        pl.tiles = tl.tiles + rs * tl.stride;
+        n_tiles = tl.counts[rs];
     }
+    pl.t0 = n_tiles * pl.split / splits;
+    pl.t1 = n_tiles * (pl.split + 1) / splits;
     return pl;
 }
 
@@ -280,10 +301,10 @@ __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, co
 }
 
 template <int D, int G>
-__global__ void __launch_bounds__(kThreads) dense_kernel(DecodeProblem p, DenseCache c, const int* bounds, float* part, int splits) {
+__global__ void __launch_bounds__(kThreads) dense_kernel(DecodeProblem p, DenseCache c, TileLists tl, float* part, int splits) {
     constexpr int L = D / 8, CPW = 32 / L, SUB = kStepCells / CPW;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, grp = lane / L, li = lane % L;
-    const Place pl = place(p, bounds, splits);
+    const Place pl = place(p, tl, splits);
     float q[G][8];
     load_q<G>(p, pl, li, q);
     const __half* mrow = mask_row(p, pl);
@@ -291,14 +312,14 @@ __global__ void __launch_bounds__(kThreads) dense_kernel(DecodeProblem p, DenseC
     const char* vb = c.v + size_t(pl.hk) * c.v_nb2 + size_t(pl.seq) * c.v_nb3 + li * 16;
     State<G> st;
     st.init();
-    for (int64_t base = pl.c0 + int64_t(warp) * kStepCells; base < pl.c1; base += int64_t(kWarps) * kStepCells) {
+    for (int64_t step = warp, base = pl.step_base(step, kStepCells); base >= 0; step += kWarps, base = pl.step_base(step, kStepCells)) {
         uint4 kr[SUB], vr[SUB];
         float mk[SUB];
         bool live[SUB];
 #pragma unroll
         for (int u = 0; u < SUB; ++u) {  // all loads of the step first: bytes in flight
             const int64_t cell = base + u * CPW + grp;
-            live[u] = cell < pl.c1;
+            live[u] = cell < p.n_kv;
             mk[u] = 0.0f;
             if (live[u] && mrow != nullptr) {
                 mk[u] = __half2float(mrow[cell]);
@@ -344,11 +365,11 @@ __device__ __forceinline__ void expand(const uint8_t* rec, int li, float (&x)[8]
 }
 
 template <int D, int G>
-__global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, CompressedCache c, const int* bounds, float* part, int splits) {
+__global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, CompressedCache c, TileLists tl, float* part, int splits) {
     constexpr int L = D / 8, CPW = 32 / L, SUB = kStepCells / CPW;
     extern __shared__ __align__(16) uint8_t stage[];  // [warp][buffer][cell][K record | V record]
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, grp = lane / L, li = lane % L;
-    const Place pl = place(p, bounds, splits);
+    const Place pl = place(p, tl, splits);
     float q[G][8];
     load_q<G>(p, pl, li, q);
     const __half* mrow = mask_row(p, pl);
@@ -363,7 +384,7 @@ __global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, C
         for (int j = lane; j < kStepCells * cn; j += 32) {
             const int u = j / cn, r = j - u * cn;
             const int64_t cell = base + u;
-            if (cell < pl.c1) {
+            if (cell < p.n_kv) {
                 const size_t rr = size_t(row0 + cell) * p.n_head_kv + pl.hk;
                 const uint8_t* src = r < ck ? c.k_records + rr * c.k_stride + size_t(r) * 16 : c.v_records + rr * c.v_stride + size_t(r - ck) * 16;
                 __pipeline_memcpy_async(dst + size_t(u) * rec + size_t(r) * 16, src, 16);
@@ -374,13 +395,13 @@ __global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, C
 
     State<G> st;
     st.init();
-    const int64_t advance = int64_t(kWarps) * kStepCells;
-    int64_t base = pl.c0 + int64_t(warp) * kStepCells;
+    int64_t step = warp, base = pl.step_base(step, kStepCells);
     int buf = 0;
-    if (base < pl.c1) issue(base, 0);
-    for (; base < pl.c1; base += advance) {
-        if (base + advance < pl.c1)
-            issue(base + advance, buf ^ 1);
+    if (base >= 0) issue(base, 0);
+    for (; base >= 0; step += kWarps, base = pl.step_base(step, kStepCells)) {
+        const int64_t next = pl.step_base(step + kWarps, kStepCells);
+        if (next >= 0)
+            issue(next, buf ^ 1);
         else
             __pipeline_commit();
         __pipeline_wait_prior(1);
@@ -392,7 +413,7 @@ __global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, C
         for (int u = 0; u < SUB; ++u) {
             const int cu = u * CPW + grp;
             const int64_t cell = base + cu;
-            bool live = cell < pl.c1;
+            bool live = cell < p.n_kv;
             float mk = 0.0f;
             if (live && mrow != nullptr) {
                 mk = __half2float(mrow[cell]);
@@ -517,13 +538,13 @@ size_t mma_smem(int D, bool sparse, size_t record_bytes) {
 }
 
 template <int D, bool kSparse>
-__global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int* bounds, float* part, int splits,
+__global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, TileLists tl, float* part, int splits,
                                                        int* counters) {
     extern __shared__ __align__(16) uint8_t smem[];
     constexpr int kRow = 2 * D + 16;  // a padded tile row: the fragment loads are free of bank conflicts
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
     const int G = p.n_head / p.n_head_kv;
-    const Place pl = place(p, bounds, splits);
+    const Place pl = place(p, tl, splits);
     uint8_t* qh = smem;
     uint8_t* ql = smem + 8 * kRow;
     {  // the group's queries in log2 units, as f16 high and low parts; rows >= G stay zero
@@ -549,7 +570,7 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     // other sequences' cells): their K and V are neither read nor computed on.
     auto live_bits = [&](int64_t base) {
         const int64_t cell = base + (lane & 15);
-        bool live = lane < 16 && cell < pl.c1;
+        bool live = lane < 16 && cell < p.n_kv;
         if (live && mrow != nullptr) live = __half2float(mrow[cell]) != -INFINITY;
         return __ballot_sync(0xffffffffu, live);
     };
@@ -615,7 +636,7 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             const int64_t cell = base + (i / 2) * 8 + 2 * t + (i % 2);
-            bool live = cell < pl.c1;
+            bool live = cell < p.n_kv;
             float mk = 0.0f;
             if (live && mrow != nullptr) {
                 mk = __half2float(mrow[cell]);
@@ -663,7 +684,7 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     auto expand_step = [&](int64_t base, const uint8_t* raw, int kv) {
         const int u = lane % 16, half = lane / 16;
         const int64_t cell = base + u;
-        bool live = cell < pl.c1;
+        bool live = cell < p.n_kv;
         if (live && mrow != nullptr) live = __half2float(mrow[cell]) != -INFINITY;
         uint8_t* dst = mine + u * kRow + half * D;  // D bytes: half a row
         const int32_t slot = live ? (kv == 0 ? cc.k_slot : cc.v_slot)[row0 + cell] : -1;
@@ -679,15 +700,16 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
         }
     };
 
-    const int64_t advance = int64_t(kWarps) * kTile;
-    int64_t base = pl.c0 + int64_t(warp) * kTile;
+    static_assert(kTile == kWalkTile, "a step is one tile of the walk");
+    int64_t step = warp, base = pl.step_base(step, kTile);
     int buf = 0;
-    uint32_t live = base < pl.c1 ? live_bits(base) : 0u, next_live = 0u;
-    if (base < pl.c1) issue(base, 0, live);
-    for (; base < pl.c1; base += advance) {
-        if (base + advance < pl.c1) {
-            next_live = live_bits(base + advance);
-            issue(base + advance, buf ^ 1, next_live);
+    uint32_t live = base >= 0 ? live_bits(base) : 0u, next_live = 0u;
+    if (base >= 0) issue(base, 0, live);
+    for (; base >= 0; step += kWarps, base = pl.step_base(step, kTile)) {
+        const int64_t next = pl.step_base(step + kWarps, kTile);
+        if (next >= 0) {
+            next_live = live_bits(next);
+            issue(next, buf ^ 1, next_live);
         } else {
             __pipeline_commit();
         }
@@ -1005,7 +1027,7 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
     }
 }
 
-using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, const int*, float*, int, int*);
+using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, TileLists, float*, int, int*);
 
 MmaFn mma_fn(int d, bool sparse) {
     switch (d) {
@@ -1057,12 +1079,11 @@ __global__ void merge_kernel(DecodeProblem p, const float* part, int splits) {
 }
 
 // Per query row (one block of kRangeThreads): the cells its mask shows, [first, last + 1) (empty: 0, 0),
-// and, for the decode kernels, the bounds of `splits` context splits holding equal shares of the
-// visible cells. A cache shared by several sequences leaves most of a row's range to the others: an
-// even division of the range would give most blocks nothing to do and a few all of it.
-// Each thread takes a contiguous chunk of cells, 8 at a time (one 16-byte load where the row is
-// aligned): it counts them, a block-wide scan numbers the chunks' visible cells, and split j starts at
-// visible cell j * total / splits, which the thread whose chunk holds it finds in a second look.
+// and, for the decode kernels, the list of 16-cell tiles that hold a cell it sees, in cell order (a
+// cache shared by several sequences interleaves their cells; each context split then takes an equal
+// share of the row's own tiles and walks no gap between them). Each thread takes a contiguous chunk of
+// whole tiles, read 8 cells at a time (one 16-byte load where the row is aligned), counts its visible
+// tiles, and after a block-wide scan writes their indices at its offset in the list.
 // (Masks of shared caches are long: 8 sequences of 16K give 131K cells a row, read once per layer.)
 constexpr int kRangeThreads = 1024;
 
@@ -1088,7 +1109,7 @@ __device__ __forceinline__ uint32_t visible8(const __half* mrow, int64_t c, int6
     return bits;
 }
 
-__global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, int2* ranges, int* bounds, int splits) {
+__global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, int2* ranges, int* tiles, int* counts, int64_t stride) {
     constexpr int kWarpsR = kRangeThreads / 32;
     __shared__ int s_lo, s_hi, s_warp[kWarpsR];
     const int rs = blockIdx.x, t = threadIdx.x, lane = t % 32, warp = t / 32;
@@ -1101,20 +1122,21 @@ __global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, i
         s_lo = INT_MAX;
         s_hi = -1;
     }
-    // Chunks of a multiple of 8 cells, so that aligned rows stay aligned.
-    const int64_t chunk = ((p.n_kv + kRangeThreads - 1) / kRangeThreads + 7) / 8 * 8;
+    // Chunks of whole tiles (so that aligned rows stay aligned and tiles are the list's tiles).
+    const int64_t chunk = ((p.n_kv + kRangeThreads - 1) / kRangeThreads + kWalkTile - 1) / kWalkTile * kWalkTile;
     const int64_t c_begin = min(p.n_kv, int64_t(t) * chunk), c_end = min(p.n_kv, c_begin + chunk);
+    auto visible16 = [&](int64_t c) { return visible8(mrow, c, c_end, aligned) | visible8(mrow, c + 8, c_end, aligned) << 8; };
     int count = 0, lo = INT_MAX, hi = -1;
-#pragma unroll 4
-    for (int64_t c = c_begin; c < c_end; c += 8) {
-        const uint32_t bits = visible8(mrow, c, c_end, aligned);
+#pragma unroll 2
+    for (int64_t c = c_begin; c < c_end; c += kWalkTile) {
+        const uint32_t bits = visible16(c);
         if (bits != 0u) {
-            count += __popc(bits);
+            ++count;
             lo = min(lo, int(c) + __ffs(bits) - 1);
             hi = int(c) + 31 - __clz(bits);
         }
     }
-    // Exclusive scan of the counts: within the warp, then over the warps.
+    // Exclusive scan of the tile counts: within the warp, then over the warps.
     int incl = count;
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
@@ -1131,43 +1153,18 @@ __global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, i
         total += s_warp[w];
     }
     __syncthreads();
-    if (t == 0) ranges[rs] = total == 0 ? make_int2(0, 0) : make_int2(s_lo, s_hi + 1);
-    if (bounds == nullptr) return;
-    int* b = bounds + size_t(rs) * (splits + 1);
-    if (total == 0) {
-        for (int j = t; j <= splits; j += kRangeThreads) b[j] = 0;
-        return;
-    }
     if (t == 0) {
-        b[0] = s_lo;
-        b[splits] = s_hi + 1;
+        ranges[rs] = total == 0 ? make_int2(0, 0) : make_int2(s_lo, s_hi + 1);
+        if (counts != nullptr) counts[rs] = total;
     }
-    if (count == 0) return;
-    // The splits j >= 1 whose first visible cell, number j * total / splits, lies in this chunk:
-    // before * splits <= j * total < (before + count) * splits.
-    int64_t j = max(int64_t(1), (int64_t(before) * splits + total - 1) / total);
-    const int64_t j_end = min(int64_t(splits), (int64_t(before + count) * splits + total - 1) / total);
-    int seen = before;
-    for (int64_t c = c_begin; c < c_end && j < j_end; c += 8) {
-        uint32_t bits = visible8(mrow, c, c_end, aligned);
-        while (bits != 0u && j < j_end) {
-            const int target = int(j * total / splits);
-            const int n = __popc(bits);
-            if (target >= seen + n) {
-                seen += n;
-                break;
-            }
-            // The (target - seen)-th visible cell of these 8.
-            uint32_t rest = bits;
-            for (int k = seen; k < target; ++k) rest &= rest - 1u;
-            b[j] = int(c) + __ffs(rest) - 1;
-            ++j;
-        }
-    }
+    if (tiles == nullptr || count == 0) return;
+    int* out = tiles + size_t(rs) * stride + before;
+    for (int64_t c = c_begin; c < c_end; c += kWalkTile)
+        if (visible16(c) != 0u) *out++ = int(c / kWalkTile);
 }
 
-using DenseFn = void (*)(DecodeProblem, DenseCache, const int*, float*, int);
-using CompressedFn = void (*)(DecodeProblem, CompressedCache, const int*, float*, int);
+using DenseFn = void (*)(DecodeProblem, DenseCache, TileLists, float*, int);
+using CompressedFn = void (*)(DecodeProblem, CompressedCache, TileLists, float*, int);
 
 template <int D>
 DenseFn dense_for(int g) {
@@ -1198,30 +1195,39 @@ CompressedFn compressed_fn(int d, int g) { return d == 256 ? compressed_for<256>
 
 size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
-// Lays out the workspace (ranges, split bounds, then partials), computes the ranges and bounds when
-// there is a mask.
+// Lays out the workspace (ranges, tile counts and lists, then partials) and, when there is a mask,
+// computes the ranges and, for the decode kernels (want_tiles), the tile lists.
 struct Prepared {
     int2* ranges = nullptr;
-    int* bounds = nullptr;
+    TileLists tiles;
     float* part = nullptr;
     bool ok = false;
 };
 
-Prepared prepare(const DecodeProblem& p, int splits, DecodeWorkspace& ws, cudaStream_t stream) {
+Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWorkspace& ws, cudaStream_t stream) {
     Prepared r;
     const size_t row_seqs = size_t(p.n_rows) * p.n_seq;
-    const size_t range_bytes = p.mask != nullptr ? round_up(row_seqs * sizeof(int2), 256) : 0;
-    const size_t bounds_bytes = p.mask != nullptr ? round_up(row_seqs * size_t(splits + 1) * sizeof(int), 256) : 0;
+    const bool masked = p.mask != nullptr;
+    const int64_t stride = (p.n_kv + kWalkTile - 1) / kWalkTile;
+    const size_t range_bytes = masked ? round_up(row_seqs * sizeof(int2), 256) : 0;
+    const size_t count_bytes = masked && want_tiles ? round_up(row_seqs * sizeof(int), 256) : 0;
+    const size_t tile_bytes = masked && want_tiles ? round_up(row_seqs * size_t(stride) * sizeof(int), 256) : 0;
     const size_t part_bytes = splits > 1 ? row_seqs * p.n_head * size_t(splits) * part_stride(p.head_dim) * sizeof(float) : 0;
-    if (range_bytes + bounds_bytes + part_bytes > 0) {
-        auto* base = static_cast<char*>(ws.get(range_bytes + bounds_bytes + part_bytes));
+    const size_t total = range_bytes + count_bytes + tile_bytes + part_bytes;
+    if (total > 0) {
+        auto* base = static_cast<char*>(ws.get(total));
         if (base == nullptr) return r;
         if (range_bytes > 0) r.ranges = reinterpret_cast<int2*>(base);
-        if (bounds_bytes > 0) r.bounds = reinterpret_cast<int*>(base + range_bytes);
-        if (part_bytes > 0) r.part = reinterpret_cast<float*>(base + range_bytes + bounds_bytes);
+        if (count_bytes > 0) {
+            r.tiles.counts = reinterpret_cast<int*>(base + range_bytes);
+            r.tiles.tiles = reinterpret_cast<int*>(base + range_bytes + count_bytes);
+            r.tiles.stride = stride;
+        }
+        if (part_bytes > 0) r.part = reinterpret_cast<float*>(base + range_bytes + count_bytes + tile_bytes);
     }
     if (r.ranges != nullptr) {
-        range_kernel<<<unsigned(row_seqs), kRangeThreads, 0, stream>>>(p, r.ranges, r.bounds, splits);
+        range_kernel<<<unsigned(row_seqs), kRangeThreads, 0, stream>>>(p, r.ranges, const_cast<int*>(r.tiles.tiles), const_cast<int*>(r.tiles.counts),
+                                                                       stride);
         if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return r;
     }
     r.ok = true;
@@ -1319,7 +1325,7 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
     const size_t smem = mma_smem(p.head_dim, sparse, cc.k_stride + cc.v_stride);
     if (!MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem) * sm_count);
-    const Prepared pr = prepare(p, splits, ws, stream);
+    const Prepared pr = prepare(p, splits, true, ws, stream);
     if (!pr.ok) return false;
     // The splits merge inside the kernel when their weights fit in its shared memory.
     int* counters = nullptr;
@@ -1328,7 +1334,7 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
         counters = ws.counters(size_t(p.n_rows) * p.n_seq * p.n_head_kv);
         if (counters == nullptr) return false;
     }
-    fn<<<grid_of(p, splits), kThreads, smem, stream>>>(p, dc, cc, pr.bounds, pr.part, splits, counters);
+    fn<<<grid_of(p, splits), kThreads, smem, stream>>>(p, dc, cc, pr.tiles, pr.part, splits, counters);
     if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
     return counters != nullptr || merge(p, pr, splits, stream);
 }
@@ -1341,7 +1347,7 @@ bool launch_prompt(const DecodeProblem& p, const DenseCache& dc, const Compresse
                                      : (sparse ? prompt_kernel<128, true> : prompt_kernel<128, false>);
     const size_t smem = prompt_smem(p.head_dim, sparse, cc.k_stride + cc.v_stride);
     if (!MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
-    const Prepared pr = prepare(p, 1, ws, stream);
+    const Prepared pr = prepare(p, 1, false, ws, stream);
     if (!pr.ok) return false;
     const dim3 grid(unsigned((p.n_rows + kPromptRows - 1) / kPromptRows), unsigned(p.n_head), unsigned(p.n_seq));
     fn<<<grid, kThreads, smem, stream>>>(p, dc, cc, pr.ranges);
@@ -1359,9 +1365,9 @@ bool decode_attention_dense(const DecodeProblem& p, const DenseCache& c, DecodeW
     if (use_mma(p)) return launch_mma(p, c, CompressedCache{}, false, ws, sm_count, stream, splits);
     const DenseFn fn = dense_fn(p.head_dim, p.n_head / p.n_head_kv);
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), 0) * sm_count);
-    const Prepared pr = prepare(p, splits, ws, stream);
+    const Prepared pr = prepare(p, splits, true, ws, stream);
     if (!pr.ok) return false;
-    fn<<<grid_of(p, splits), kThreads, 0, stream>>>(p, c, pr.bounds, pr.part, splits);
+    fn<<<grid_of(p, splits), kThreads, 0, stream>>>(p, c, pr.tiles, pr.part, splits);
     if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
     return merge(p, pr, splits, stream);
 }
@@ -1377,9 +1383,9 @@ bool decode_attention_compressed(const DecodeProblem& p, const CompressedCache& 
     // Above 48 KB in all (finish() adds its static share) the kernel must opt in.
     if (!MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem) * sm_count);
-    const Prepared pr = prepare(p, splits, ws, stream);
+    const Prepared pr = prepare(p, splits, true, ws, stream);
     if (!pr.ok) return false;
-    fn<<<grid_of(p, splits), kThreads, smem, stream>>>(p, c, pr.bounds, pr.part, splits);
+    fn<<<grid_of(p, splits), kThreads, smem, stream>>>(p, c, pr.tiles, pr.part, splits);
     if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
     return merge(p, pr, splits, stream);
 }
