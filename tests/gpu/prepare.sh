@@ -17,6 +17,8 @@ if [ "${1:-}" = "--e2e" ]; then
   for app in Mustafar.Chat Mustafar.Bench; do
     dotnet publish "samples/$app" -c Release -r linux-x64 --self-contained true -o artifacts/gpu/publish -v q
   done
+  # The GPU machine is linux-x64 (glibc): other platforms' natives only fill the 64 MB that travels.
+  find artifacts/gpu/publish/runtimes -mindepth 1 -maxdepth 1 ! -name linux-x64 -exec rm -rf {} +
   rm -rf artifacts/gpu/publish/runtimes/linux-x64/native/{avx,avx512,noavx}
   tar -cJf artifacts/gpu/apps.tar.xz -C artifacts/gpu publish
   mkdir -p artifacts/gpu/models artifacts/gpu/expected
