@@ -56,8 +56,9 @@ ggml_status graph_compute(ggml_backend_t backend, ggml_cgraph* graph) {
     for (int i = 0; i < n; ++i) {
         ggml_tensor* node = ggml_graph_node(graph, i);
         if (is_view_op(node->op)) continue;
-        if (executor->run(node) != GGML_STATUS_SUCCESS) {
+        if (executor->run(graph, i) != GGML_STATUS_SUCCESS) {
             log_error("%s: op %s (node %s) failed on this backend\n", kDeviceName, ggml_op_name(node->op), node->name);
+            executor->finish();  // the executor's per-graph state ends here too
             return GGML_STATUS_FAILED;
         }
     }

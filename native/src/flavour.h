@@ -27,7 +27,9 @@ bool supports_compute_op(const ggml_tensor* op);
 class Executor {
 public:
     virtual ~Executor() = default;
-    virtual ggml_status run(ggml_tensor* node) = 0;
+    // Node `index` of `graph` (never a view); the CUDA flavour may run later nodes with it (fusion) and
+    // then answers their own calls at once.
+    virtual ggml_status run(ggml_cgraph* graph, int index) = 0;
     virtual void finish() {}
     virtual void set_threads(int) {}
 };

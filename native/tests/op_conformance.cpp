@@ -206,6 +206,22 @@ std::vector<Case> compute_cases() {
                     return ggml_mul_mat(c, t(c, wt, k, rows, 1, 1, "w"), t(c, GGML_TYPE_F32, k, cols, 1, 1, "x")); }, 1e-4));
             }
     }
+    // Patterns the CUDA executor runs as one launch (fusion_cuda.h); the graphs also read the fused
+    // nodes' own outputs, which must still be written.
+    cs.push_back(compute_case("RMS_NORM then MUL by a weight row (fused), norm read again", 0, [=](ggml_context* c) {
+        ggml_tensor* norm = ggml_rms_norm(c, t(c, GGML_TYPE_F32, 256, 3, 1, 1, "a"), 1e-5f);
+        return ggml_add(c, ggml_mul(c, norm, t(c, GGML_TYPE_F32, 256, 1, 1, 1, "w")), norm); }));
+    cs.push_back(compute_case("three 1-column MUL_MATs of one activation (grouped), 40, 24 and 40 rows", 0, [=](ggml_context* c) {
+        auto first24 = [c](ggml_tensor* y, size_t offset) { return ggml_view_4d(c, y, 24, 1, 1, 1, 96, 96, 96, offset); };
+        ggml_tensor* x = t(c, GGML_TYPE_F32, 264, 1, 1, 1, "x");
+        ggml_tensor* q = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 40, 1, 1, "wq"), x);
+        ggml_tensor* k = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 24, 1, 1, "wk"), x);
+        ggml_tensor* sum = ggml_add(c, first24(q, 0), k);
+        ggml_tensor* v = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 40, 1, 1, "wv"), x);
+        return ggml_add(c, sum, first24(v, 16 * sizeof(float))); }));
+    cs.push_back(compute_case("1-column MUL_MAT then residual ADD (fused), product read again", 0, [=](ggml_context* c) {
+        ggml_tensor* y = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 41, 1, 1, "w"), t(c, GGML_TYPE_F32, 264, 1, 1, 1, "x"));
+        return ggml_mul(c, ggml_add(c, y, t(c, GGML_TYPE_F32, 41, 1, 1, 1, "r")), y); }));
     cs.push_back(compute_case("MUL_MAT batched, weights broadcast", 0, [=](ggml_context* c) {
         return ggml_mul_mat(c, t(c, GGML_TYPE_F32, 32, 16, 2, 1, "w"), t(c, GGML_TYPE_F32, 32, 5, 4, 1, "x")); }));
     for (int mode : {0, 2}) {

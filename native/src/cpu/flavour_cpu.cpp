@@ -17,7 +17,8 @@ class CpuExecutor final : public Executor {
 public:
     explicit CpuExecutor(int n_threads) : pool_(n_threads) {}
 
-    ggml_status run(ggml_tensor* node) override {
+    ggml_status run(ggml_cgraph* graph, int index) override {
+        ggml_tensor* node = ggml_graph_node(graph, index);
         switch (node->op) {
             case GGML_OP_SET_ROWS: cpu::set_rows(node, pool_); break;
             case GGML_OP_CPY:

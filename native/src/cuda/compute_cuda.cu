@@ -105,6 +105,34 @@ __global__ void rms_norm_kernel(const char* a, T4 sa, char* dst, T4 sd, float ep
         *reinterpret_cast<float*>(out + c * sd.nb[0]) = *reinterpret_cast<const float*>(row + c * sa.nb[0]) * scale;
 }
 
+// RMS_NORM and the MUL by a weight row that follows it in one pass: both outputs are written, so the
+// norm's output stays what the unfused pair leaves. Each element is read before its own writes, which
+// keeps in-place outputs right.
+__global__ void rms_norm_mul_kernel(const char* a, T4 sa, char* norm, T4 sn, const float* w, char* dst, T4 sd, float eps) {
+    __shared__ float partial[32];
+    const int64_t r = blockIdx.x;
+    const int64_t i1 = r % sa.ne[1], i2 = (r / sa.ne[1]) % sa.ne[2], i3 = r / (sa.ne[1] * sa.ne[2]);
+    const char* row = a + i1 * sa.nb[1] + i2 * sa.nb[2] + i3 * sa.nb[3];
+    char* nrow = norm + i1 * sn.nb[1] + i2 * sn.nb[2] + i3 * sn.nb[3];
+    char* out = dst + i1 * sd.nb[1] + i2 * sd.nb[2] + i3 * sd.nb[3];
+    float sum = 0.0f;
+    for (int64_t c = threadIdx.x; c < sa.ne[0]; c += blockDim.x) {
+        const float x = *reinterpret_cast<const float*>(row + c * sa.nb[0]);
+        sum += x * x;
+    }
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = sum;
+    __syncthreads();
+    float total = 0.0f;
+    for (int i = 0; i < int(blockDim.x / 32); ++i) total += partial[i];
+    const float scale = rsqrtf(total / float(sa.ne[0]) + eps);
+    for (int64_t c = threadIdx.x; c < sa.ne[0]; c += blockDim.x) {
+        const float n = *reinterpret_cast<const float*>(row + c * sa.nb[0]) * scale, g = w[c];
+        *reinterpret_cast<float*>(nrow + c * sn.nb[0]) = n;
+        *reinterpret_cast<float*>(out + c * sd.nb[0]) = n * g;
+    }
+}
+
 __global__ void get_rows_kernel(const char* w, T4 sw, int wtype, const char* idx, T4 si, char* dst, T4 sd) {
     const int64_t r = blockIdx.x;  // over ne10 x ne11 x ne12 of the indices
     const int64_t i10 = r % si.ne[0], i11 = (r / si.ne[0]) % si.ne[1], i12 = r / (si.ne[0] * si.ne[1]);
@@ -220,6 +248,18 @@ bool ComputeOps::rms_norm(const ggml_tensor* node) {
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
+bool ComputeOps::rms_norm_mul(const ggml_tensor* norm, const ggml_tensor* mul) {
+    float eps;
+    std::memcpy(&eps, &norm->op_params[0], 4);
+    const int64_t rows = norm->ne[1] * norm->ne[2] * norm->ne[3];
+    if (rows == 0) return true;
+    const ggml_tensor* w = mul->src[0] == norm ? mul->src[1] : mul->src[0];
+    rms_norm_mul_kernel<<<unsigned(rows), 256, 0, stream_>>>(static_cast<const char*>(norm->src[0]->data), t4(norm->src[0]),
+                                                             static_cast<char*>(norm->data), t4(norm), static_cast<const float*>(w->data),
+                                                             static_cast<char*>(mul->data), t4(mul), eps);
+    return MUSTAFAR_CUDA_OK(cudaGetLastError());
+}
+
 bool ComputeOps::get_rows(const ggml_tensor* node) {
     const ggml_tensor* idx = node->src[1];
     const int64_t rows = idx->ne[0] * idx->ne[1] * idx->ne[2];
@@ -286,6 +326,41 @@ void* ComputeOps::scratch(size_t bytes) {
     return scratch_;
 }
 
+namespace {
+// Rows of f16 (or converted) weights, as the kernels read them.
+size_t weight_row_bytes(const ggml_tensor* a) { return converted_to_f16(a) ? size_t(a->ne[0]) * 2 : a->nb[1]; }
+}  // namespace
+
+bool takes_gemv(const ggml_tensor* node) {
+    if (node->op != GGML_OP_MUL_MAT) return false;
+    const ggml_tensor *a = node->src[0], *b = node->src[1];
+    const bool half = a->type == GGML_TYPE_F16 || converted_to_f16(a);
+    const bool plain_2d = a->ne[2] == 1 && a->ne[3] == 1 && b->ne[2] == 1 && b->ne[3] == 1;
+    return half && plain_2d && b->ne[1] == 1 && a->ne[1] > 0 && node->nb[0] == 4 &&
+           gemv_shape_ok(a->data, weight_row_bytes(a) / 2, a->ne[0], static_cast<const float*>(b->data));
+}
+
+bool ComputeOps::mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add) {
+    GemvGroup g;
+    if (n < 1 || n > GemvGroup::kMaxParts) return false;
+    g.n = n;
+    g.K = nodes[0]->src[0]->ne[0];
+    g.x = static_cast<const float*>(nodes[0]->src[1]->data);
+    for (int i = 0; i < n; ++i) {
+        const ggml_tensor* a = nodes[i]->src[0];
+        g.part[i].w = static_cast<const __half*>(a->data);
+        g.part[i].ldw = weight_row_bytes(a) / 2;
+        g.part[i].M = a->ne[1];
+        g.part[i].y = static_cast<float*>(nodes[i]->data);
+    }
+    if (add != nullptr) {  // the residual ADD that follows the last product
+        const ggml_tensor* y = nodes[n - 1];
+        g.part[n - 1].add = static_cast<const float*>((add->src[0] == y ? add->src[1] : add->src[0])->data);
+        g.part[n - 1].sum = static_cast<float*>(add->data);
+    }
+    return gemv_f16(g, stream_);
+}
+
 // dst[m, n] = sum_k src0[k, m] * src1[k, n] per (i2, i3), src0 broadcast over the batch dims:
 // in column-major terms C = A^T B with A = src0 (K x M), B = src1 (K x N), C = dst (M x N).
 bool ComputeOps::mul_mat(const ggml_tensor* node) {
@@ -304,10 +379,7 @@ bool ComputeOps::mul_mat(const ggml_tensor* node) {
     const size_t a_nb2 = converted ? a_nb1 * size_t(M) : a->nb[2];
     const size_t a_nb3 = converted ? a_nb2 * size_t(a->ne[2]) : a->nb[3];
     // Batch-1 decode steps (one column, no batch dimensions): one kernel that reads the weights once.
-    const bool plain_2d = a->ne[2] == 1 && a->ne[3] == 1 && b->ne[2] == 1 && b->ne[3] == 1;
-    if (half && plain_2d && N == 1 && gemv_shape_ok(a->data, a_nb1 / 2, K, static_cast<const float*>(b->data)))
-        return gemv_f16(static_cast<const __half*>(a->data), a_nb1 / 2, K, M, static_cast<const float*>(b->data), static_cast<float*>(node->data),
-                        stream_);
+    if (takes_gemv(node)) return mul_mat_vec(&node, 1, nullptr);
     const char* bdata = static_cast<const char*>(b->data);
     size_t b_nb1 = b->nb[1], b_nb2 = b->nb[2], b_nb3 = b->nb[3];
     if (half) {  // the activations in f16, contiguous

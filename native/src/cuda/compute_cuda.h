@@ -19,9 +19,14 @@ public:
     bool silu(const ggml_tensor* node);
     bool swiglu(const ggml_tensor* node);
     bool rms_norm(const ggml_tensor* node);
+    // RMS_NORM and the MUL by a weight row that reads it (fusion_cuda.h), one launch.
+    bool rms_norm_mul(const ggml_tensor* norm, const ggml_tensor* mul);
     bool get_rows(const ggml_tensor* node);
     bool rope(const ggml_tensor* node);
     bool mul_mat(const ggml_tensor* node);
+    // MUL_MATs that take the matrix-vector kernel and share their activation, one launch; `add`, when
+    // set, is an ADD of the last product and a residual, computed in the same pass.
+    bool mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add);
 
 private:
     void* scratch(size_t bytes);
@@ -34,5 +39,7 @@ private:
 };
 
 bool supports_compute(const ggml_tensor* op);
+// A MUL_MAT the matrix-vector kernel takes: f16 (or converted) weights, one activation column.
+bool takes_gemv(const ggml_tensor* node);
 
 }  // namespace mustafar::cuda

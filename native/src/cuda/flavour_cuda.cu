@@ -11,6 +11,8 @@
 #include "../kv/view.h"
 #include "../registry.h"
 #include "compute_cuda.h"
+#include "fusion_cuda.h"
+#include "gemv_cuda.h"
 #include "profile_cuda.h"
 #include "cuda_check.h"
 #include "flavour_cuda.h"
@@ -35,12 +37,18 @@ public:
         if (ok_) MUSTAFAR_CUDA_OK(cudaStreamDestroy(stream_));
     }
 
-    ggml_status run(ggml_tensor* node) override {
+    ggml_status run(ggml_cgraph* graph, int index) override {
         if (!ok_) return GGML_STATUS_FAILED;
-        if (!profile_->enabled()) return execute(node);
-        profile_->begin(node, stream_);
-        const ggml_status status = execute(node);
-        profile_->end(stream_);
+        const int n = ggml_graph_n_nodes(graph);
+        if (done_.size() != size_t(n)) done_.assign(size_t(n), 0);
+        if (done_[index]) return GGML_STATUS_SUCCESS;  // ran with an earlier node
+        done_[index] = 1;
+        ggml_tensor* node = ggml_graph_node(graph, index);
+        const cuda::Fusion fusion = fuse_ ? cuda::plan_fusion(graph, index, done_) : cuda::Fusion{};
+        const std::string label = profile_->enabled() ? describe(fusion) : std::string();
+        if (profile_->enabled()) profile_->begin(node, stream_, label.empty() ? nullptr : label.c_str());
+        const ggml_status status = fusion.kind == cuda::Fusion::Kind::none ? execute(node) : execute(graph, fusion);
+        if (profile_->enabled()) profile_->end(stream_);
         return status;
     }
 
@@ -51,17 +59,64 @@ public:
         kv_.arena.reset();
         kv_.readback_at = nullptr;  // the next graph's inputs are uploaded anew
         kv_.retired.clear();
+        done_.clear();
         if (profile_->enabled()) profile_->after_finish();
     }
 
 private:
-    ggml_status execute(ggml_tensor* node) {
-        // The node overwrites its memory: host copies of what was there are stale. Not for writes
-        // into a store, whose memory is smaller than the dense tensor llama.cpp sees (and never shadowed).
-        if (kv::store_of(node) == nullptr) {
-            registry().shadows.invalidate(node->data, ggml_nbytes(node));
-            kv_.drop_readback(node->data, ggml_nbytes(node));
+    // The node overwrites its memory: host copies of what was there are stale. Not for writes into a
+    // store, whose memory is smaller than the dense tensor llama.cpp sees (and never shadowed).
+    void overwritten(const ggml_tensor* node) {
+        if (kv::store_of(node) != nullptr) return;
+        registry().shadows.invalidate(node->data, ggml_nbytes(node));
+        kv_.drop_readback(node->data, ggml_nbytes(node));
+    }
+
+    // Several nodes in one launch (fusion_cuda.h); the others are marked as run.
+    ggml_status execute(ggml_cgraph* graph, const cuda::Fusion& f) {
+        bool launched = false;
+        switch (f.kind) {
+            case cuda::Fusion::Kind::norm_mul: {
+                const ggml_tensor* mul = ggml_graph_node(graph, f.mul);
+                const ggml_tensor* norm = mul->src[0];
+                overwritten(norm);
+                overwritten(mul);
+                done_[f.mul] = 1;
+                launched = ops_->rms_norm_mul(norm, mul);
+                break;
+            }
+            case cuda::Fusion::Kind::gemv: {
+                const ggml_tensor* mats[cuda::GemvGroup::kMaxParts];
+                for (size_t m = 0; m < f.mats.size(); ++m) {
+                    mats[m] = ggml_graph_node(graph, f.mats[m]);
+                    overwritten(mats[m]);
+                    done_[f.mats[m]] = 1;
+                }
+                const ggml_tensor* add = f.add >= 0 ? ggml_graph_node(graph, f.add) : nullptr;
+                if (add != nullptr) {
+                    overwritten(add);
+                    done_[f.add] = 1;
+                }
+                launched = ops_->mul_mat_vec(mats, int(f.mats.size()), add);
+                break;
+            }
+            case cuda::Fusion::Kind::none: break;
         }
+        return launched ? GGML_STATUS_SUCCESS : GGML_STATUS_FAILED;
+    }
+
+    static std::string describe(const cuda::Fusion& f) {
+        switch (f.kind) {
+            case cuda::Fusion::Kind::norm_mul: return "RMS_NORM + MUL";
+            case cuda::Fusion::Kind::gemv:
+                return f.add >= 0 ? "MUL_MAT + ADD" : f.mats.size() > 1 ? "MUL_MAT x" + std::to_string(f.mats.size()) : "";
+            case cuda::Fusion::Kind::none: break;
+        }
+        return "";
+    }
+
+    ggml_status execute(ggml_tensor* node) {
+        overwritten(node);
         bool launched = false;
         switch (node->op) {
             case GGML_OP_SET_ROWS: launched = cuda::set_rows(node, kv_); break;
@@ -116,6 +171,8 @@ private:
     std::unique_ptr<cuda::ComputeOps> ops_;
     cuda::KvPathContext kv_;
     std::unique_ptr<cuda::OpProfile> profile_ = std::make_unique<cuda::OpProfile>(std::getenv("MUSTAFAR_PROFILE") != nullptr);
+    const bool fuse_ = std::getenv("MUSTAFAR_NO_FUSION") == nullptr;
+    std::vector<uint8_t> done_;  // per node of the current graph: already run
 };
 
 std::string device_description() {

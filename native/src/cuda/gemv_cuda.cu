@@ -1,6 +1,7 @@
 // gemv_cuda.h: a block of 4 warps, each warp two weight rows (so each load of the activation serves
 // two rows); a lane takes 8 consecutive weights per step (one 16-byte load that bypasses L1: weights are
-// read once), the activation comes through L1, where the block's warps share it.
+// read once), the activation comes through L1, where the block's warps share it. The products of a group
+// take consecutive ranges of blocks of one grid.
 #include <cuda_fp16.h>
 
 #include "cuda_check.h"
@@ -19,12 +20,20 @@ __device__ __forceinline__ uint4 load_streaming(const __half* p) {
 
 __device__ __forceinline__ float as_f16(float v) { return __half2float(__float2half_rn(v)); }
 
-__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const __half* w, size_t ldw, int64_t K, int64_t M, const float* x, float* y) {
+__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvGroup g) {
+    // The block's product: parts are laid out one after the other over the grid (at most kMaxParts).
+    GemvPart part = g.part[0];
+#pragma unroll
+    for (int i = 1; i < GemvGroup::kMaxParts; ++i)
+        if (i < g.n && blockIdx.x >= g.part[i].first_block) part = g.part[i];
+    const int64_t K = g.K, M = part.M;
+    const size_t ldw = part.ldw;
+    const float* x = g.x;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int64_t m0 = (int64_t(blockIdx.x) * kWarps + warp) * kRowsPerWarp;
+    const int64_t m0 = (int64_t(blockIdx.x - part.first_block) * kWarps + warp) * kRowsPerWarp;
     if (m0 >= M) return;
     const bool second = m0 + 1 < M;
-    const __half* w0 = w + size_t(m0) * ldw;
+    const __half* w0 = part.w + size_t(m0) * ldw;
     const __half* w1 = second ? w0 + ldw : w0;
     float acc[kRowsPerWarp] = {};
 #pragma unroll 4
@@ -45,9 +54,13 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const __half* w, size
     for (int r = 0; r < kRowsPerWarp; ++r)
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
-    if (lane == 0) {
-        y[m0] = acc[0];
-        if (second) y[m0 + 1] = acc[1];
+    if (lane < kRowsPerWarp && (lane == 0 || second)) {
+        const int64_t m = m0 + lane;
+        const float y = acc[lane == 0 ? 0 : 1];
+        // Read the addend before any write: the sum may share memory with it or with y (in-place ADD).
+        const float r = part.add != nullptr ? part.add[m] : 0.0f;
+        part.y[m] = y;
+        if (part.add != nullptr) part.sum[m] = y + r;
     }
 }
 
@@ -58,10 +71,16 @@ bool gemv_shape_ok(const void* w, size_t ldw, int64_t K, const float* x) {
            K < (int64_t(1) << 31);
 }
 
-bool gemv_f16(const __half* w, size_t ldw, int64_t K, int64_t M, const float* x, float* y, cudaStream_t stream) {
-    if (M <= 0) return true;
-    const int64_t rows_per_block = kWarps * kRowsPerWarp;
-    gemv_kernel<<<unsigned((M + rows_per_block - 1) / rows_per_block), kWarps * 32, 0, stream>>>(w, ldw, K, M, x, y);
+bool gemv_f16(const GemvGroup& group, cudaStream_t stream) {
+    GemvGroup g = group;
+    constexpr int64_t rows_per_block = kWarps * kRowsPerWarp;
+    int64_t blocks = 0;
+    for (int i = 0; i < g.n; ++i) {
+        g.part[i].first_block = unsigned(blocks);
+        blocks += (g.part[i].M + rows_per_block - 1) / rows_per_block;
+    }
+    if (blocks == 0) return true;
+    gemv_kernel<<<unsigned(blocks), kWarps * 32, 0, stream>>>(g);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 

@@ -12,10 +12,31 @@
 
 namespace mustafar::cuda {
 
-// y[m] = sum_k w[m * ldw + k] * x[k] for m < M, k < K (ldw in elements). The activation is rounded to
-// f16 first, as on the cuBLAS path and in ggml's CPU backend, and the products summed in f32. Needs K
-// and ldw multiples of 8, w and x 16-byte aligned.
+// One product of a group: y[m] = sum_k w[m * ldw + k] * x[k] for m < M, k < K (ldw in elements), and,
+// when `add` is set, also sum[m] = y[m] + add[m] (a residual ADD that follows the product).
+struct GemvPart {
+    const __half* w = nullptr;
+    size_t ldw = 0;
+    int64_t M = 0;
+    float* y = nullptr;
+    const float* add = nullptr;
+    float* sum = nullptr;
+    unsigned first_block = 0;  // set by gemv_f16
+};
+
+// Products of one activation x of K values, one launch (the Q, K and V projections of a decode step read
+// the same normed activation). The activation is rounded to f16 first, as on the cuBLAS path and in ggml's
+// CPU backend, and the products summed in f32.
+struct GemvGroup {
+    static constexpr int kMaxParts = 4;
+    GemvPart part[kMaxParts];
+    int n = 0;
+    int64_t K = 0;
+    const float* x = nullptr;
+};
+
+// Needs K and ldw multiples of 8, w and x 16-byte aligned.
 bool gemv_shape_ok(const void* w, size_t ldw, int64_t K, const float* x);
-bool gemv_f16(const __half* w, size_t ldw, int64_t K, int64_t M, const float* x, float* y, cudaStream_t stream);
+bool gemv_f16(const GemvGroup& group, cudaStream_t stream);
 
 }  // namespace mustafar::cuda

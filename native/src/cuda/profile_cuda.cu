@@ -34,15 +34,16 @@ cudaEvent_t OpProfile::event() {
     return e;
 }
 
-void OpProfile::begin(const ggml_tensor* node, cudaStream_t stream) {
+void OpProfile::begin(const ggml_tensor* node, cudaStream_t stream, const char* fused) {
     node_start_ = Clock::now();
     if (!in_graph_) {
         graph_start_ = node_start_;
+        gap_ms_ = ended_one_ ? ms_between(graph_end_, graph_start_) : 0.0;
         in_graph_ = true;
         graph_rows_ = 0;
     }
     if (node->op == GGML_OP_FLASH_ATTN_EXT) graph_rows_ = std::max(graph_rows_, node->src[0]->ne[1]);
-    pending_.push_back({key_of(node), event(), event(), 0.0});
+    pending_.push_back({fused != nullptr ? std::string(fused) : key_of(node), event(), event(), 0.0});
     MUSTAFAR_CUDA_OK(cudaEventRecord(pending_.back().start, stream));
 }
 
@@ -60,6 +61,7 @@ void OpProfile::after_finish() {
         ++g.count;
         g.issue_ms += ms_between(graph_start_, finish_start_);
         g.wait_ms += ms_between(finish_start_, Clock::now());
+        g.gap_ms += gap_ms_;
     }
     for (const Pending& p : pending_) {
         float ms = 0;
@@ -73,6 +75,8 @@ void OpProfile::after_finish() {
     }
     pending_.clear();
     in_graph_ = false;
+    graph_end_ = Clock::now();
+    ended_one_ = true;
     if (graphs_[kind].count % 64 == 0) log(kind);
 }
 
@@ -80,8 +84,8 @@ void OpProfile::after_finish() {
 void OpProfile::log(const std::string& kind) {
     const Graphs& g = graphs_[kind];
     if (g.count == 0) return;
-    ggml_log_internal(GGML_LOG_LEVEL_WARN, "%s profile: %ld %s graphs, host issue %.3f ms and finish wait %.3f ms per graph\n", kDeviceName,
-                      g.count, kind.c_str(), g.issue_ms / g.count, g.wait_ms / g.count);
+    ggml_log_internal(GGML_LOG_LEVEL_WARN, "%s profile: %ld %s graphs, host issue %.3f ms, finish wait %.3f ms, %.3f ms since the previous graph per graph\n",
+                      kDeviceName, g.count, kind.c_str(), g.issue_ms / g.count, g.wait_ms / g.count, g.gap_ms / g.count);
     std::vector<std::pair<std::string, Total>> rows;
     for (const auto& row : totals_)
         if (row.first.compare(0, kind.size() + 1, kind + ":") == 0) rows.push_back(row);

@@ -1,0 +1,115 @@
+// fusion_cuda.h: the patterns and the checks that keep them exact.
+#include "fusion_cuda.h"
+
+#include <cstdint>
+
+#include "compute_cuda.h"
+#include "gemv_cuda.h"
+
+namespace mustafar::cuda {
+namespace {
+
+constexpr int kLookahead = 24;  // nodes scanned for products of the same activation
+
+struct Range {
+    uintptr_t begin, end;
+    bool overlaps(const Range& o) const { return begin < o.end && o.begin < end; }
+};
+
+Range range_of(const ggml_tensor* t) {
+    const auto b = reinterpret_cast<uintptr_t>(t->data);
+    return {b, b + ggml_nbytes(t)};
+}
+
+bool is_f32(const ggml_tensor* t) { return t != nullptr && t->type == GGML_TYPE_F32; }
+
+bool same_shape(const ggml_tensor* a, const ggml_tensor* b) {
+    for (int d = 0; d < 4; ++d)
+        if (a->ne[d] != b->ne[d]) return false;
+    return true;
+}
+
+// The next node after i that does work and has not run yet, or -1.
+int next_compute(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
+    const int n = ggml_graph_n_nodes(graph);
+    for (int j = i + 1; j < n; ++j) {
+        const ggml_tensor* node = ggml_graph_node(graph, j);
+        if (!is_view_op(node->op) && !done[j]) return j;
+    }
+    return -1;
+}
+
+// Node k can run at i's place: no node between them that is still to run touches k's output, or
+// writes what k reads.
+bool can_move_forward(ggml_cgraph* graph, int i, int k, const std::vector<uint8_t>& done, const std::vector<int>& moved) {
+    const ggml_tensor* node = ggml_graph_node(graph, k);
+    const Range out = range_of(node);
+    for (int m = i + 1; m < k; ++m) {
+        const ggml_tensor* between = ggml_graph_node(graph, m);
+        if (is_view_op(between->op) || done[m]) continue;
+        bool in_group = false;
+        for (int g : moved) in_group = in_group || g == m;
+        if (in_group) continue;
+        const Range written = range_of(between);
+        if (written.overlaps(out)) return false;
+        for (const ggml_tensor* src : between->src)
+            if (src != nullptr && src->data != nullptr && range_of(src).overlaps(out)) return false;
+        for (const ggml_tensor* src : node->src)
+            if (src != nullptr && src->data != nullptr && range_of(src).overlaps(written)) return false;
+    }
+    return true;
+}
+
+Fusion plan_norm_mul(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
+    Fusion f;
+    const ggml_tensor* norm = ggml_graph_node(graph, i);
+    const int j = next_compute(graph, i, done);
+    if (j < 0) return f;
+    const ggml_tensor* mul = ggml_graph_node(graph, j);
+    if (mul->op != GGML_OP_MUL || mul->src[0] != norm || mul->src[1] == norm) return f;
+    const ggml_tensor* w = mul->src[1];
+    if (!is_f32(norm) || !is_f32(mul) || !is_f32(w) || !ggml_is_contiguous(w) || !same_shape(mul, norm) || w->ne[0] != norm->ne[0] ||
+        w->ne[1] != 1 || w->ne[2] != 1 || w->ne[3] != 1)
+        return f;
+    f.kind = Fusion::Kind::norm_mul;
+    f.mul = j;
+    return f;
+}
+
+Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
+    Fusion f;
+    const ggml_tensor* lead = ggml_graph_node(graph, i);
+    f.kind = Fusion::Kind::gemv;
+    f.mats.push_back(i);
+    const int n = ggml_graph_n_nodes(graph);
+    int scanned = 0;
+    for (int k = i + 1; k < n && scanned < kLookahead && int(f.mats.size()) < GemvGroup::kMaxParts; ++k) {
+        const ggml_tensor* node = ggml_graph_node(graph, k);
+        if (is_view_op(node->op) || done[k]) continue;
+        ++scanned;
+        if (node->src[1] != lead->src[1] || !takes_gemv(node) || node->src[0]->ne[0] != lead->src[0]->ne[0]) continue;
+        if (can_move_forward(graph, i, k, done, f.mats)) f.mats.push_back(k);
+    }
+    if (f.mats.size() > 1) return f;
+    // One product: a residual ADD right after it joins it.
+    const int j = next_compute(graph, i, done);
+    if (j < 0) return f;
+    const ggml_tensor* add = ggml_graph_node(graph, j);
+    if (add->op != GGML_OP_ADD || (add->src[0] == lead) == (add->src[1] == lead)) return f;
+    const ggml_tensor* r = add->src[0] == lead ? add->src[1] : add->src[0];
+    if (is_f32(add) && is_f32(r) && same_shape(r, lead) && same_shape(add, lead) && ggml_is_contiguous(r) && ggml_is_contiguous(add) &&
+        ggml_is_contiguous(lead))
+        f.add = j;
+    return f;
+}
+
+}  // namespace
+
+Fusion plan_fusion(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
+    const ggml_tensor* node = ggml_graph_node(graph, i);
+    if (node->op == GGML_OP_RMS_NORM) return plan_norm_mul(graph, i, done);
+    if (takes_gemv(node)) return plan_gemv(graph, i, done);
+    return {};
+}
+
+}  // namespace mustafar::cuda

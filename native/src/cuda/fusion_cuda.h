@@ -1,0 +1,29 @@
+// Which later nodes of a graph the CUDA executor runs together with node i, one launch instead of
+// several, where the result is bit for bit the unfused one (a decode step at batch 1 is mostly small
+// launches besides the weight reads):
+// - RMS_NORM, then a MUL of its output by a weight row: one kernel writes both outputs;
+// - MUL_MATs on the matrix-vector kernel that read the same activation (the Q, K and V projections;
+//   gate and up): one grid. A later product moves forward only when no node it passes reads or
+//   writes its output's memory (ggml's allocator reuses memory);
+// - one such MUL_MAT, then an ADD of its output and a residual: the sum in the same pass.
+// MUSTAFAR_NO_FUSION in the environment turns it off (for comparisons).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "../ggml_abi.h"
+
+namespace mustafar::cuda {
+
+struct Fusion {
+    enum class Kind { none, norm_mul, gemv };
+    Kind kind = Kind::none;
+    std::vector<int> mats;  // gemv: the grouped MUL_MATs, node i first
+    int add = -1;           // gemv: the fused ADD (only with one MUL_MAT)
+    int mul = -1;           // norm_mul: the MUL
+};
+
+// What to run with node i; `done` marks the nodes already run (moved forward or fused).
+Fusion plan_fusion(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done);
+
+}  // namespace mustafar::cuda
