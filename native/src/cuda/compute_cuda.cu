@@ -7,6 +7,7 @@
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "../buffer.h"
@@ -83,53 +84,57 @@ __global__ void swiglu_kernel(const char* a, T4 sa, size_t a_off, const char* b,
     }
 }
 
-// One block per row: x / sqrt(mean(x^2) + eps).
-__global__ void rms_norm_kernel(const char* a, T4 sa, char* dst, T4 sd, float eps) {
-    __shared__ float partial[32];
-    const int64_t r = blockIdx.x;
-    const int64_t i1 = r % sa.ne[1], i2 = (r / sa.ne[1]) % sa.ne[2], i3 = r / (sa.ne[1] * sa.ne[2]);
-    const char* row = a + i1 * sa.nb[1] + i2 * sa.nb[2] + i3 * sa.nb[3];
-    char* out = dst + i1 * sd.nb[1] + i2 * sd.nb[2] + i3 * sd.nb[3];
-    float sum = 0.0f;
-    for (int64_t c = threadIdx.x; c < sa.ne[0]; c += blockDim.x) {
-        const float x = *reinterpret_cast<const float*>(row + c * sa.nb[0]);
-        sum += x * x;
-    }
-    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = sum;
-    __syncthreads();
-    float total = 0.0f;
-    for (int w = 0; w < int(blockDim.x / 32); ++w) total += partial[w];
-    const float scale = rsqrtf(total / float(sa.ne[0]) + eps);
-    for (int64_t c = threadIdx.x; c < sa.ne[0]; c += blockDim.x)
-        *reinterpret_cast<float*>(out + c * sd.nb[0]) = *reinterpret_cast<const float*>(row + c * sa.nb[0]) * scale;
-}
+// One block per row: x / sqrt(mean(x^2) + eps), and with kMul the MUL by a weight row that follows it
+// (fusion_cuda.h) in the same pass, both outputs written. Rows of up to kNormPer values a thread keep
+// their values in registers: the loads are issued together, so a decode step's single-row norm waits
+// for memory once, not once per value. Each element is read before its own writes (in-place outputs).
+constexpr int kNormPer = 8;
 
-// RMS_NORM and the MUL by a weight row that follows it in one pass: both outputs are written, so the
-// norm's output stays what the unfused pair leaves. Each element is read before its own writes, which
-// keeps in-place outputs right.
-__global__ void rms_norm_mul_kernel(const char* a, T4 sa, char* norm, T4 sn, const float* w, char* dst, T4 sd, float eps) {
+unsigned norm_threads(int64_t n) { return unsigned(std::min<int64_t>(1024, std::max<int64_t>(32, ((n + 3) / 4 + 31) / 32 * 32))); }
+
+template <bool kMul>
+__global__ void __launch_bounds__(1024) rms_norm_kernel(const char* a, T4 sa, char* norm, T4 sn, const float* w, char* dst, T4 sd, float eps) {
     __shared__ float partial[32];
-    const int64_t r = blockIdx.x;
+    const int64_t r = blockIdx.x, n = sa.ne[0];
     const int64_t i1 = r % sa.ne[1], i2 = (r / sa.ne[1]) % sa.ne[2], i3 = r / (sa.ne[1] * sa.ne[2]);
     const char* row = a + i1 * sa.nb[1] + i2 * sa.nb[2] + i3 * sa.nb[3];
     char* nrow = norm + i1 * sn.nb[1] + i2 * sn.nb[2] + i3 * sn.nb[3];
-    char* out = dst + i1 * sd.nb[1] + i2 * sd.nb[2] + i3 * sd.nb[3];
+    char* out = kMul ? dst + i1 * sd.nb[1] + i2 * sd.nb[2] + i3 * sd.nb[3] : nullptr;
+    const bool held = n <= int64_t(blockDim.x) * kNormPer;
+    float x[kNormPer];
     float sum = 0.0f;
-    for (int64_t c = threadIdx.x; c < sa.ne[0]; c += blockDim.x) {
-        const float x = *reinterpret_cast<const float*>(row + c * sa.nb[0]);
-        sum += x * x;
+    if (held) {
+#pragma unroll
+        for (int j = 0; j < kNormPer; ++j) {
+            const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
+            x[j] = c < n ? *reinterpret_cast<const float*>(row + c * sa.nb[0]) : 0.0f;
+            sum += x[j] * x[j];
+        }
+    } else {
+        for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
+            const float v = *reinterpret_cast<const float*>(row + c * sa.nb[0]);
+            sum += v * v;
+        }
     }
     for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
     if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = sum;
     __syncthreads();
     float total = 0.0f;
     for (int i = 0; i < int(blockDim.x / 32); ++i) total += partial[i];
-    const float scale = rsqrtf(total / float(sa.ne[0]) + eps);
-    for (int64_t c = threadIdx.x; c < sa.ne[0]; c += blockDim.x) {
-        const float n = *reinterpret_cast<const float*>(row + c * sa.nb[0]) * scale, g = w[c];
-        *reinterpret_cast<float*>(nrow + c * sn.nb[0]) = n;
-        *reinterpret_cast<float*>(out + c * sd.nb[0]) = n * g;
+    const float scale = rsqrtf(total / float(n) + eps);
+    auto put = [&](int64_t c, float v) {
+        const float y = v * scale;
+        *reinterpret_cast<float*>(nrow + c * sn.nb[0]) = y;
+        if constexpr (kMul) *reinterpret_cast<float*>(out + c * sd.nb[0]) = y * w[c];
+    };
+    if (held) {
+#pragma unroll
+        for (int j = 0; j < kNormPer; ++j) {
+            const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
+            if (c < n) put(c, x[j]);
+        }
+    } else {
+        for (int64_t c = threadIdx.x; c < n; c += blockDim.x) put(c, *reinterpret_cast<const float*>(row + c * sa.nb[0]));
     }
 }
 
@@ -243,8 +248,8 @@ bool ComputeOps::rms_norm(const ggml_tensor* node) {
     std::memcpy(&eps, &node->op_params[0], 4);
     const int64_t rows = node->ne[1] * node->ne[2] * node->ne[3];
     if (rows == 0) return true;
-    rms_norm_kernel<<<unsigned(rows), 256, 0, stream_>>>(static_cast<const char*>(node->src[0]->data), t4(node->src[0]),
-                                                         static_cast<char*>(node->data), t4(node), eps);
+    rms_norm_kernel<false><<<unsigned(rows), norm_threads(node->ne[0]), 0, stream_>>>(
+        static_cast<const char*>(node->src[0]->data), t4(node->src[0]), static_cast<char*>(node->data), t4(node), nullptr, nullptr, t4(node), eps);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
@@ -254,9 +259,9 @@ bool ComputeOps::rms_norm_mul(const ggml_tensor* norm, const ggml_tensor* mul) {
     const int64_t rows = norm->ne[1] * norm->ne[2] * norm->ne[3];
     if (rows == 0) return true;
     const ggml_tensor* w = mul->src[0] == norm ? mul->src[1] : mul->src[0];
-    rms_norm_mul_kernel<<<unsigned(rows), 256, 0, stream_>>>(static_cast<const char*>(norm->src[0]->data), t4(norm->src[0]),
-                                                             static_cast<char*>(norm->data), t4(norm), static_cast<const float*>(w->data),
-                                                             static_cast<char*>(mul->data), t4(mul), eps);
+    rms_norm_kernel<true><<<unsigned(rows), norm_threads(norm->ne[0]), 0, stream_>>>(
+        static_cast<const char*>(norm->src[0]->data), t4(norm->src[0]), static_cast<char*>(norm->data), t4(norm), static_cast<const float*>(w->data),
+        static_cast<char*>(mul->data), t4(mul), eps);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
