@@ -219,6 +219,11 @@ std::vector<Case> compute_cases() {
         ggml_tensor* sum = ggml_add(c, first24(q, 0), k);
         ggml_tensor* v = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 40, 1, 1, "wv"), x);
         return ggml_add(c, sum, first24(v, 16 * sizeof(float))); }));
+    cs.push_back(compute_case("gate and up 1-column MUL_MATs then SWIGLU (fused), products read again", 0, [=](ggml_context* c) {
+        ggml_tensor* x = t(c, GGML_TYPE_F32, 264, 1, 1, 1, "x");
+        ggml_tensor* g = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 37, 1, 1, "wg"), x);
+        ggml_tensor* u = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 37, 1, 1, "wu"), x);
+        return ggml_add(c, ggml_swiglu_split(c, g, u), ggml_mul(c, g, u)); }));
     cs.push_back(compute_case("1-column MUL_MAT then residual ADD (fused), product read again", 0, [=](ggml_context* c) {
         ggml_tensor* y = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 41, 1, 1, "w"), t(c, GGML_TYPE_F32, 264, 1, 1, 1, "x"));
         return ggml_mul(c, ggml_add(c, y, t(c, GGML_TYPE_F32, 41, 1, 1, 1, "r")), y); }));

@@ -345,7 +345,7 @@ bool takes_gemv(const ggml_tensor* node) {
            gemv_shape_ok(a->data, weight_row_bytes(a) / 2, a->ne[0], static_cast<const float*>(b->data));
 }
 
-bool ComputeOps::mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add) {
+bool ComputeOps::mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add, const ggml_tensor* glu) {
     GemvGroup g;
     if (n < 1 || n > GemvGroup::kMaxParts) return false;
     g.n = n;
@@ -362,6 +362,11 @@ bool ComputeOps::mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_
         const ggml_tensor* y = nodes[n - 1];
         g.part[n - 1].add = static_cast<const float*>((add->src[0] == y ? add->src[1] : add->src[0])->data);
         g.part[n - 1].sum = static_cast<float*>(add->data);
+    }
+    if (glu != nullptr) {
+        if (n != 2) return false;
+        g.paired = true;
+        g.glu = static_cast<float*>(glu->data);
     }
     return gemv_f16(g, stream_);
 }

@@ -25,8 +25,9 @@ public:
     bool rope(const ggml_tensor* node);
     bool mul_mat(const ggml_tensor* node);
     // MUL_MATs that take the matrix-vector kernel and share their activation, one launch; `add`, when
-    // set, is an ADD of the last product and a residual, computed in the same pass.
-    bool mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add);
+    // set, is an ADD of the last product and a residual, computed in the same pass; `glu`, when set,
+    // the SWIGLU of two products of the same rows, nodes[0] its silu operand.
+    bool mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add, const ggml_tensor* glu = nullptr);
 
 private:
     void* scratch(size_t bytes);

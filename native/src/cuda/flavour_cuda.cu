@@ -93,11 +93,13 @@ private:
                     done_[f.mats[m]] = 1;
                 }
                 const ggml_tensor* add = f.add >= 0 ? ggml_graph_node(graph, f.add) : nullptr;
-                if (add != nullptr) {
-                    overwritten(add);
-                    done_[f.add] = 1;
+                const ggml_tensor* glu = f.glu >= 0 ? ggml_graph_node(graph, f.glu) : nullptr;
+                for (int j : {f.add, f.glu}) {
+                    if (j < 0) continue;
+                    overwritten(ggml_graph_node(graph, j));
+                    done_[j] = 1;
                 }
-                launched = ops_->mul_mat_vec(mats, int(f.mats.size()), add);
+                launched = ops_->mul_mat_vec(mats, int(f.mats.size()), add, glu);
                 break;
             }
             case cuda::Fusion::Kind::none: break;
@@ -109,6 +111,7 @@ private:
         switch (f.kind) {
             case cuda::Fusion::Kind::norm_mul: return "RMS_NORM + MUL";
             case cuda::Fusion::Kind::gemv:
+                if (f.glu >= 0) return "MUL_MAT x2 + GLU";
                 return f.add >= 0 ? "MUL_MAT + ADD" : f.mats.size() > 1 ? "MUL_MAT x" + std::to_string(f.mats.size()) : "";
             case cuda::Fusion::Kind::none: break;
         }

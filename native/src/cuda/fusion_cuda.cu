@@ -2,6 +2,7 @@
 #include "fusion_cuda.h"
 
 #include <cstdint>
+#include <utility>
 
 #include "compute_cuda.h"
 #include "gemv_cuda.h"
@@ -76,6 +77,31 @@ Fusion plan_norm_mul(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done
     return f;
 }
 
+// Two grouped products of the same rows, then the SWIGLU of the two (split form): it joins them when it
+// may run at i's place.
+void plan_glu(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fusion& f) {
+    const ggml_tensor* a = ggml_graph_node(graph, f.mats[0]);
+    const ggml_tensor* b = ggml_graph_node(graph, f.mats[1]);
+    if (!same_shape(a, b) || !ggml_is_contiguous(a) || !ggml_is_contiguous(b)) return;
+    const int n = ggml_graph_n_nodes(graph);
+    int j = -1;
+    for (int k = i + 1; k < n && j < 0; ++k) {
+        const ggml_tensor* node = ggml_graph_node(graph, k);
+        if (!is_view_op(node->op) && !done[k] && k != f.mats[1]) j = k;
+    }
+    if (j < 0) return;
+    const ggml_tensor* glu = ggml_graph_node(graph, j);
+    if (glu->op != GGML_OP_GLU || glu->op_params[0] != kGgmlGluOpSwiglu || glu->src[1] == nullptr) return;
+    const bool swapped = glu->op_params[1] != 0;
+    const ggml_tensor* x = swapped ? glu->src[1] : glu->src[0];  // the operand that goes through silu
+    const ggml_tensor* g = swapped ? glu->src[0] : glu->src[1];
+    if (!((x == a && g == b) || (x == b && g == a)) || !is_f32(glu) || !same_shape(glu, a) || !ggml_is_contiguous(glu) ||
+        !can_move_forward(graph, i, j, done, f.mats))
+        return;
+    if (x == b) std::swap(f.mats[0], f.mats[1]);
+    f.glu = j;
+}
+
 Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
     Fusion f;
     const ggml_tensor* lead = ggml_graph_node(graph, i);
@@ -90,6 +116,7 @@ Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
         if (node->src[1] != lead->src[1] || !takes_gemv(node) || node->src[0]->ne[0] != lead->src[0]->ne[0]) continue;
         if (can_move_forward(graph, i, k, done, f.mats)) f.mats.push_back(k);
     }
+    if (f.mats.size() == 2) plan_glu(graph, i, done, f);
     if (f.mats.size() > 1) return f;
     // One product: a residual ADD right after it joins it.
     const int j = next_compute(graph, i, done);

@@ -5,6 +5,8 @@
 // - MUL_MATs on the matrix-vector kernel that read the same activation (the Q, K and V projections;
 //   gate and up): one grid. A later product moves forward only when no node it passes reads or
 //   writes its output's memory (ggml's allocator reuses memory);
+// - two such MUL_MATs of the same rows (gate and up) and the SWIGLU of their outputs: the warp that
+//   computes row m of both writes the SWIGLU's row m too;
 // - one such MUL_MAT, then an ADD of its output and a residual: the sum in the same pass.
 // MUSTAFAR_NO_FUSION in the environment turns it off (for comparisons).
 #pragma once
@@ -20,6 +22,7 @@ struct Fusion {
     Kind kind = Kind::none;
     std::vector<int> mats;  // gemv: the grouped MUL_MATs, node i first
     int add = -1;           // gemv: the fused ADD (only with one MUL_MAT)
+    int glu = -1;           // gemv: the fused SWIGLU (two MUL_MATs, mats[0] its silu operand)
     int mul = -1;           // norm_mul: the MUL
 };
 

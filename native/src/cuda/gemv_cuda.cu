@@ -25,16 +25,17 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvGroup g) {
     GemvPart part = g.part[0];
 #pragma unroll
     for (int i = 1; i < GemvGroup::kMaxParts; ++i)
-        if (i < g.n && blockIdx.x >= g.part[i].first_block) part = g.part[i];
+        if (!g.paired && i < g.n && blockIdx.x >= g.part[i].first_block) part = g.part[i];
     const int64_t K = g.K, M = part.M;
     const size_t ldw = part.ldw;
     const float* x = g.x;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int64_t m0 = (int64_t(blockIdx.x - part.first_block) * kWarps + warp) * kRowsPerWarp;
+    // Paired: the warp's two rows are row m of part 0 and row m of part 1; else two rows of one part.
+    const int64_t m0 = g.paired ? int64_t(blockIdx.x) * kWarps + warp : (int64_t(blockIdx.x - part.first_block) * kWarps + warp) * kRowsPerWarp;
     if (m0 >= M) return;
-    const bool second = m0 + 1 < M;
+    const bool second = g.paired || m0 + 1 < M;
     const __half* w0 = part.w + size_t(m0) * ldw;
-    const __half* w1 = second ? w0 + ldw : w0;
+    const __half* w1 = g.paired ? g.part[1].w + size_t(m0) * g.part[1].ldw : second ? w0 + ldw : w0;
     float acc[kRowsPerWarp] = {};
 #pragma unroll 4
     for (int64_t k = int64_t(lane) * 8; k < K; k += kStep) {
@@ -54,6 +55,16 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvGroup g) {
     for (int r = 0; r < kRowsPerWarp; ++r)
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
+    if (g.paired) {
+        if (lane == 0) {
+            // silu(a) * b as the SWIGLU kernel computes it; the GLU output, written last, may share
+            // memory with a product (in place).
+            part.y[m0] = acc[0];
+            g.part[1].y[m0] = acc[1];
+            if (g.glu != nullptr) g.glu[m0] = acc[0] / (1.0f + expf(-acc[0])) * acc[1];
+        }
+        return;
+    }
     if (lane < kRowsPerWarp && (lane == 0 || second)) {
         const int64_t m = m0 + lane;
         const float y = acc[lane == 0 ? 0 : 1];
@@ -75,9 +86,14 @@ bool gemv_f16(const GemvGroup& group, cudaStream_t stream) {
     GemvGroup g = group;
     constexpr int64_t rows_per_block = kWarps * kRowsPerWarp;
     int64_t blocks = 0;
-    for (int i = 0; i < g.n; ++i) {
-        g.part[i].first_block = unsigned(blocks);
-        blocks += (g.part[i].M + rows_per_block - 1) / rows_per_block;
+    if (g.paired) {
+        if (g.n != 2 || g.part[0].M != g.part[1].M) return false;
+        blocks = (g.part[0].M + kWarps - 1) / kWarps;
+    } else {
+        for (int i = 0; i < g.n; ++i) {
+            g.part[i].first_block = unsigned(blocks);
+            blocks += (g.part[i].M + rows_per_block - 1) / rows_per_block;
+        }
     }
     if (blocks == 0) return true;
     gemv_kernel<<<unsigned(blocks), kWarps * 32, 0, stream>>>(g);

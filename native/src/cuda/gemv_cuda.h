@@ -33,6 +33,10 @@ struct GemvGroup {
     int n = 0;
     int64_t K = 0;
     const float* x = nullptr;
+    // Two parts of the same M (gate and up) computed row by row together, so that `glu`, when set,
+    // receives silu(part 0's y) * part 1's y: the SWIGLU that follows them, in the same pass.
+    bool paired = false;
+    float* glu = nullptr;
 };
 
 // Needs K and ldw multiples of 8, w and x 16-byte aligned.
