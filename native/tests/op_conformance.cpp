@@ -243,29 +243,38 @@ std::vector<Case> compute_cases() {
 ggml_tensor* named(ggml_tensor* t, const char* name) { return ggml_set_name(t, name); }
 
 // llama.cpp's shapes: the cache is [D*n_head_kv, n_cells, 1, n_stream]; attention reads views of it.
+// layers > 1: that many attentions over their own caches with one mask, each layer's output the next
+// one's query (as in a model's graph, where the CUDA flavour computes the mask's tile lists once).
 Case flash_attn_case(int64_t D, int64_t n_head, int64_t n_head_kv, int64_t n_q, int64_t n_kv, int64_t n_seq,
-                     ggml_type kv_type, bool mask, float softcap, float max_bias) {
-    char name[160];
-    std::snprintf(name, sizeof name, "FLASH_ATTN_EXT D=%lld heads=%lld/%lld q=%lld kv=%lld seq=%lld kv=%s mask=%d softcap=%g alibi=%g",
+                     ggml_type kv_type, bool mask, float softcap, float max_bias, int layers = 1) {
+    char name[180];
+    std::snprintf(name, sizeof name, "FLASH_ATTN_EXT D=%lld heads=%lld/%lld q=%lld kv=%lld seq=%lld kv=%s mask=%d softcap=%g alibi=%g layers=%d",
                   (long long)D, (long long)n_head, (long long)n_head_kv, (long long)n_q, (long long)n_kv,
-                  (long long)n_seq, ggml_type_name(kv_type), int(mask), softcap, max_bias);
+                  (long long)n_seq, ggml_type_name(kv_type), int(mask), softcap, max_bias, layers);
     auto build = [=](ggml_context* ctx) {
         ggml_tensor* q = named(ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, n_head, n_q, n_seq), "q");
         ggml_tensor* qp = ggml_permute(ctx, q, 0, 2, 1, 3);  // [D, n_q, n_head, n_seq]
-        ggml_tensor* kc = named(ggml_new_tensor_4d(ctx, kv_type, D * n_head_kv, n_kv + 3, 1, n_seq), "cache_k_l0");
-        ggml_tensor* vc = named(ggml_new_tensor_4d(ctx, kv_type, D * n_head_kv, n_kv + 3, 1, n_seq), "cache_v_l0");
-        const size_t es = ggml_type_size(kv_type);
-        ggml_tensor* k = ggml_view_4d(ctx, kc, D, n_kv, n_head_kv, n_seq, kc->nb[1], D * es, kc->nb[3], 0);
-        ggml_tensor* v = ggml_view_4d(ctx, vc, D, n_kv, n_head_kv, n_seq, vc->nb[1], D * es, vc->nb[3], 0);
         ggml_tensor* m = mask ? named(ggml_new_tensor_4d(ctx, GGML_TYPE_F16, n_kv, n_q, 1, n_seq), "mask") : nullptr;
-        return ggml_flash_attn_ext(ctx, qp, k, v, m, 1.0f / std::sqrt(float(D)), max_bias, softcap);
+        ggml_tensor* out = nullptr;
+        for (int l = 0; l < layers; ++l) {
+            const std::string kn = "cache_k_l" + std::to_string(l), vn = "cache_v_l" + std::to_string(l);
+            ggml_tensor* kc = named(ggml_new_tensor_4d(ctx, kv_type, D * n_head_kv, n_kv + 3, 1, n_seq), kn.c_str());
+            ggml_tensor* vc = named(ggml_new_tensor_4d(ctx, kv_type, D * n_head_kv, n_kv + 3, 1, n_seq), vn.c_str());
+            const size_t es = ggml_type_size(kv_type);
+            ggml_tensor* k = ggml_view_4d(ctx, kc, D, n_kv, n_head_kv, n_seq, kc->nb[1], D * es, kc->nb[3], 0);
+            ggml_tensor* v = ggml_view_4d(ctx, vc, D, n_kv, n_head_kv, n_seq, vc->nb[1], D * es, vc->nb[3], 0);
+            ggml_tensor* query = out == nullptr ? qp : ggml_permute(ctx, out, 0, 2, 1, 3);  // out: [D, n_head, n_q, n_seq]
+            out = ggml_flash_attn_ext(ctx, query, k, v, m, 1.0f / std::sqrt(float(D)), max_bias, softcap);
+        }
+        return out;
     };
     // The CPU flavour makes ggml's numerical choices (f16 query and accumulator on its per-row path,
     // f32 tiles, per-thread KV chunks), so only the order of f32 sums differs, which now and then
     // flips the last bit of an f16 accumulator. The CUDA flavour accumulates in f32 throughout, so
     // it differs from ggml's CPU by ggml's own f16 rounding.
     const bool cuda = std::strcmp(mustafar_flavour(), "cuda") == 0;
-    return {name, build, kv_type == GGML_TYPE_F32 ? (cuda ? 1e-9 : 1e-12) : (cuda ? 2e-5 : 1e-8)};
+    // Each layer's error feeds the next one's query.
+    return {name, build, (kv_type == GGML_TYPE_F32 ? (cuda ? 1e-9 : 1e-12) : (cuda ? 2e-5 : 1e-8)) * layers};
 }
 
 Case set_rows_case(ggml_type dst_type, ggml_type idx_type, int64_t width, int64_t n_rows, int64_t n_cells, int64_t ne2,
@@ -341,6 +350,7 @@ int main(int argc, char** argv) {
     cases.push_back(flash_attn_case(64, 8, 2, 7, 64, 1, GGML_TYPE_F16, true, 0, 8.0f));    // ALiBi
     cases.push_back(flash_attn_case(64, 8, 4, 7, 64, 1, GGML_TYPE_F32, true, 0, 0));       // f32 cache
     cases.push_back(flash_attn_case(128, 32, 8, 1, 1000, 1, GGML_TYPE_F16, true, 0, 0));   // long decode: KV split per thread
+    cases.push_back(flash_attn_case(128, 32, 8, 4, 1000, 1, GGML_TYPE_F16, true, 0, 0, 3));  // three layers, one mask
     cases.push_back(flash_attn_case(128, 8, 2, 70, 200, 1, GGML_TYPE_F16, true, 0, 0));    // prompt batch: f32 tiles
     cases.push_back(flash_attn_case(16, 8, 4, 100, 200, 2, GGML_TYPE_F16, true, 0, 0));
 

@@ -1225,7 +1225,23 @@ Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWork
         }
         if (part_bytes > 0) r.part = reinterpret_cast<float*>(base + range_bytes + count_bytes + tile_bytes);
     }
+    // The ranges sit at the start of the workspace, the partials after them: a later layer's prepare
+    // with the same mask and sizes finds them in place (DecodeWorkspace::reuse_ranges).
+    DecodeWorkspace::RangesKey key;
     if (r.ranges != nullptr) {
+        key.mask = p.mask;
+        key.mask_nb1 = p.mask_nb1;
+        key.mask_nb3 = p.mask_nb3;
+        key.mask_ne3 = p.mask_ne3;
+        key.n_rows = p.n_rows;
+        key.n_seq = p.n_seq;
+        key.n_kv = p.n_kv;
+        key.tiles = want_tiles;
+        key.bytes = range_bytes + count_bytes + tile_bytes;
+    }
+    if (r.ranges == nullptr) {
+        if (total > 0) ws.forget_ranges();  // the partials go where ranges were
+    } else if (!ws.has_ranges(key)) {
         range_kernel<<<unsigned(row_seqs), kRangeThreads, 0, stream>>>(p, r.ranges, const_cast<int*>(r.tiles.tiles), const_cast<int*>(r.tiles.counts),
                                                                        stride);
         if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return r;
@@ -1271,6 +1287,7 @@ int* DecodeWorkspace::counters(size_t n) {
 
 void* DecodeWorkspace::get(size_t bytes) {
     if (bytes <= bytes_) return data_;
+    forget_ranges();
     if (data_ != nullptr) {
         // The old scratch may still be in use by queued kernels.
         MUSTAFAR_CUDA_OK(cudaDeviceSynchronize());

@@ -74,6 +74,30 @@ public:
     // At least n arrival counters, all 0 between launches (each launch sets back what it counted);
     // null on allocation failure (logged).
     int* counters(size_t n);
+    // Every layer of a graph reads the same mask: with reuse on, the rows' ranges and tile lists of a
+    // mask are computed by the first attention and kept for the next ones until forget_ranges() (the
+    // executor calls it when a graph ends, before the mask is uploaded anew). Off by default: a caller
+    // that frees a mask and gets its address back for another must not see the old lists.
+    void reuse_ranges(bool on) { reuse_ = on; }
+    void forget_ranges() { ranges_ = RangesKey{}; }
+
+    // Whether the ranges of this key are in the workspace (reuse on); remembers the key for the next call.
+    struct RangesKey {
+        const char* mask = nullptr;
+        size_t mask_nb1 = 0, mask_nb3 = 0, bytes = 0;
+        int mask_ne3 = 0, n_rows = 0, n_seq = 0;
+        int64_t n_kv = 0;
+        bool tiles = false;
+        bool operator==(const RangesKey& o) const {
+            return mask == o.mask && mask_nb1 == o.mask_nb1 && mask_nb3 == o.mask_nb3 && bytes == o.bytes && mask_ne3 == o.mask_ne3 &&
+                   n_rows == o.n_rows && n_seq == o.n_seq && n_kv == o.n_kv && tiles == o.tiles;
+        }
+    };
+    bool has_ranges(const RangesKey& key) {
+        const bool hit = reuse_ && key.mask != nullptr && key == ranges_;
+        ranges_ = key;
+        return hit;
+    }
 
 private:
     struct Occupancy {
@@ -86,6 +110,8 @@ private:
     int* counters_ = nullptr;
     size_t counters_n_ = 0;
     std::vector<Occupancy> occupancy_;
+    bool reuse_ = false;
+    RangesKey ranges_;  // what the start of data_ holds
 };
 
 // Whether the fast kernels take this shape: D in {64, 128, 256}, GQA ratio in {1, 2, 4, 8}.

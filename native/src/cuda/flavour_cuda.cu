@@ -29,6 +29,7 @@ public:
         ok_ = MUSTAFAR_CUDA_OK(cudaStreamCreate(&stream_)) && MUSTAFAR_CUDA_OK(cudaGetDevice(&device)) &&
               MUSTAFAR_CUDA_OK(cudaDeviceGetAttribute(&kv_.sm_count, cudaDevAttrMultiProcessorCount, device));
         kv_.stream = stream_;
+        kv_.ws.reuse_ranges(true);  // forgotten in finish(), before the next graph's mask is uploaded
         if (ok_) ops_ = std::make_unique<cuda::ComputeOps>(stream_);
     }
     ~CudaExecutor() override {
@@ -57,6 +58,7 @@ public:
         if (profile_->enabled()) profile_->before_finish();
         MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_));
         kv_.arena.reset();
+        kv_.ws.forget_ranges();
         kv_.readback_at = nullptr;  // the next graph's inputs are uploaded anew
         kv_.retired.clear();
         done_.clear();
