@@ -62,8 +62,7 @@ ggml_status graph_compute(ggml_backend_t backend, ggml_cgraph* graph) {
             return GGML_STATUS_FAILED;
         }
     }
-    executor->finish();
-    return GGML_STATUS_SUCCESS;
+    return executor->finish() ? GGML_STATUS_SUCCESS : GGML_STATUS_FAILED;
 }
 
 const ggml_backend_i kBackendInterface = {

@@ -30,7 +30,8 @@ public:
     // Node `index` of `graph` (never a view); the CUDA flavour may run later nodes with it (fusion) and
     // then answers their own calls at once.
     virtual ggml_status run(ggml_cgraph* graph, int index) = 0;
-    virtual void finish() {}
+    // The graph's end: its results are in memory. False when work had to be redone and failed.
+    virtual bool finish() { return true; }
     virtual void set_threads(int) {}
 };
 

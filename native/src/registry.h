@@ -1,6 +1,8 @@
 // The one process-wide object: our ggml registration, its device, and the live buffers whose
 // KV cache tensors the statistics API sums.
 #pragma once
+#include <atomic>
+#include <cstdint>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -29,6 +31,9 @@ struct Registry {
 
     // Host copies of small uploads into device buffers (the CUDA flavour; see shadows.h).
     HostShadows shadows;
+    // Graphs the CUDA flavour replayed as CUDA graphs (replay_cuda.h); read by the tests through
+    // get_proc_address("mustafar_graphs_replayed").
+    std::atomic<uint64_t> graphs_replayed{0};
 
     void add_buffer(const Buffer* b);
     void remove_buffer(const Buffer* b);

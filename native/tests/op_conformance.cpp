@@ -95,8 +95,10 @@ void fill(ggml_tensor* t, uint64_t seed, int64_t index_range) {
     ggml_backend_tensor_set(t, raw.data(), 0, n);
 }
 
-Result run(ggml_backend_t backend, ggml_backend_buffer_type_t buft, ggml_backend_dev_t dev, const Builder& build,
-           uint64_t seed, int64_t index_range) {
+// The graph is built once and computed `rounds` times, its leaves filled anew before each round (as
+// llama.cpp uploads the inputs of successive decode steps into the same tensors); one Result a round.
+std::vector<Result> run_rounds(ggml_backend_t backend, ggml_backend_buffer_type_t buft, ggml_backend_dev_t dev, const Builder& build,
+                               uint64_t seed, int64_t index_range, int rounds) {
     ggml_init_params params{64 * 1024 * 1024, nullptr, true};
     ggml_context* ctx = ggml_init(params);
     ggml_tensor* out = build(ctx);
@@ -109,24 +111,59 @@ Result run(ggml_backend_t backend, ggml_backend_buffer_type_t buft, ggml_backend
             if (!ggml_backend_dev_supports_op(dev, ggml_graph_node(graph, i))) r.supported = false;
     }
     // leaves: tensors with a name and no op that the graph reads
+    std::vector<ggml_tensor*> leaves;
     for (int i = 0; i < ggml_graph_n_nodes(graph); ++i) {
         ggml_tensor* node = ggml_graph_node(graph, i);
         for (ggml_tensor* s : node->src) {
             if (s == nullptr) continue;
             ggml_tensor* leaf = mustafar::root_of(s);
-            if (leaf->op == GGML_OP_NONE && leaf->name[0] != '\0' && leaf->name[0] != '#') {
-                fill(leaf, seed, index_range);
-                leaf->name[0] = '#';  // fill once
-            }
+            bool seen = false;
+            for (const ggml_tensor* l : leaves) seen = seen || l == leaf;
+            if (leaf->op == GGML_OP_NONE && leaf->name[0] != '\0' && !seen) leaves.push_back(leaf);
         }
     }
-    if (r.supported) {
-        if (ggml_backend_graph_compute(backend, graph) != GGML_STATUS_SUCCESS) r.supported = false;
-        else r.values = to_floats(out->op == GGML_OP_SET_ROWS || out->op == GGML_OP_CPY ? mustafar::root_of(out) : out);
+    std::vector<Result> results;
+    for (int round = 0; round < rounds; ++round) {
+        for (ggml_tensor* leaf : leaves) fill(leaf, seed + 7919 * uint64_t(round), index_range);
+        Result got = r;
+        if (got.supported) {
+            if (ggml_backend_graph_compute(backend, graph) != GGML_STATUS_SUCCESS) got.supported = false;
+            else got.values = to_floats(out->op == GGML_OP_SET_ROWS || out->op == GGML_OP_CPY ? mustafar::root_of(out) : out);
+        }
+        results.push_back(std::move(got));
     }
     ggml_backend_buffer_free(buffer);
     ggml_free(ctx);
-    return r;
+    return results;
+}
+
+Result run(ggml_backend_t backend, ggml_backend_buffer_type_t buft, ggml_backend_dev_t dev, const Builder& build, uint64_t seed,
+           int64_t index_range) {
+    return run_rounds(backend, buft, dev, build, seed, index_range, 1).front();
+}
+
+// One layer of a decode step (norm, projections, attention over a dense cache with a mask, output
+// projection and residual) computed in four rounds with new inputs: the CUDA flavour runs the first,
+// captures the second as a CUDA graph and replays it for the last two (replay_cuda.h). F16 and F32
+// weights: the matrix-vector kernel and cuBLAS inside the captured graph.
+Builder decode_layer() {
+    constexpr int64_t D = 128, heads = 8, heads_kv = 2, hidden = D * heads, n_kv = 300;
+    return [=](ggml_context* c) {
+        auto t = [c](ggml_type type, int64_t a, int64_t b, int64_t d2, int64_t d3, const char* n) {
+            return ggml_set_name(ggml_new_tensor_4d(c, type, a, b, d2, d3), n);
+        };
+        ggml_tensor* x = t(GGML_TYPE_F32, hidden, 1, 1, 1, "x");
+        ggml_tensor* cur = ggml_mul(c, ggml_rms_norm(c, x, 1e-5f), t(GGML_TYPE_F32, hidden, 1, 1, 1, "wn"));
+        ggml_tensor* q = ggml_mul_mat(c, t(GGML_TYPE_F16, hidden, hidden, 1, 1, "wq"), cur);
+        ggml_tensor* qv = ggml_view_4d(c, q, D, 1, heads, 1, D * 4, D * 4, hidden * 4, 0);  // [D, 1 row, heads, 1]
+        ggml_tensor* kc = t(GGML_TYPE_F16, D * heads_kv, n_kv + 3, 1, 1, "cache_k_l0");
+        ggml_tensor* vc = t(GGML_TYPE_F16, D * heads_kv, n_kv + 3, 1, 1, "cache_v_l0");
+        ggml_tensor* k = ggml_view_4d(c, kc, D, n_kv, heads_kv, 1, kc->nb[1], D * 2, kc->nb[3], 0);
+        ggml_tensor* v = ggml_view_4d(c, vc, D, n_kv, heads_kv, 1, vc->nb[1], D * 2, vc->nb[3], 0);
+        ggml_tensor* a = ggml_flash_attn_ext(c, qv, k, v, t(GGML_TYPE_F16, n_kv, 1, 1, 1, "mask"), 1.0f / std::sqrt(float(D)), 0.0f, 0.0f);
+        ggml_tensor* flat = ggml_view_4d(c, a, hidden, 1, 1, 1, hidden * 4, hidden * 4, hidden * 4, 0);
+        return ggml_add(c, ggml_mul_mat(c, t(GGML_TYPE_F32, hidden, hidden, 1, 1, "wo"), flat), x);
+    };
 }
 
 double nmse(const std::vector<float>& a, const std::vector<float>& ref) {
@@ -378,8 +415,34 @@ int main(int argc, char** argv) {
         failed += ok ? 0 : 1;
     }
 
+    // A repeated graph, round by round against ggml's CPU backend on the same inputs.
+    size_t checks = cases.size();
+    if (computes_model_ops) {
+        constexpr int kRounds = 4;
+        using Count = uint64_t (*)();
+        const auto replayed = reinterpret_cast<Count>(reg->iface.get_proc_address(reg, "mustafar_graphs_replayed"));
+        const uint64_t before = replayed();
+        const std::vector<Result> ref = run_rounds(cpu, ggml_backend_cpu_buffer_type(), nullptr, decode_layer(), seed, 0, kRounds);
+        const std::vector<Result> got = run_rounds(ours, our_buft, dev, decode_layer(), seed, 0, kRounds);
+        // Rounds 3 and 4 are replays, unless MUSTAFAR_CUDA_GRAPHS=0 turns them off.
+        const char* graphs = std::getenv("MUSTAFAR_CUDA_GRAPHS");
+        const uint64_t want = graphs != nullptr && std::strcmp(graphs, "0") == 0 ? 0 : kRounds - 2;
+        const bool replays_ok = replayed() - before == want;
+        std::printf("%s decode layer: %llu of %d rounds replayed as a CUDA graph (expected %llu)\n", replays_ok ? "ok  " : "FAIL",
+                    (unsigned long long)(replayed() - before), kRounds, (unsigned long long)want);
+        failed += replays_ok ? 0 : 1;
+        ++checks;
+        for (int round = 0; round < kRounds; ++round, ++checks) {
+            const double e = got[round].supported ? nmse(got[round].values, ref[round].values) : INFINITY;
+            const bool ok = got[round].values.size() == ref[round].values.size() && e <= 2e-5;
+            std::printf("%s decode layer, round %d of one graph computed %d times: nmse %.3g (limit 2e-05)\n", ok ? "ok  " : "FAIL", round + 1,
+                        kRounds, e);
+            failed += ok ? 0 : 1;
+        }
+    }
+
     ggml_backend_free(ours);
     ggml_backend_free(cpu);
-    std::printf("%d of %zu cases failed\n", failed, cases.size());
+    std::printf("%d of %zu cases failed\n", failed, checks);
     return failed == 0 ? 0 : 1;
 }

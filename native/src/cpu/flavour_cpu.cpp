@@ -34,7 +34,10 @@ public:
     }
 
     void set_threads(int n_threads) override { pool_.resize(n_threads); }
-    void finish() override { retired_.clear(); }
+    bool finish() override {
+        retired_.clear();
+        return true;
+    }
 
 private:
     ThreadPool pool_;

@@ -1,4 +1,5 @@
 // The CUDA flavour: device memory, one CUDA stream per backend, the KV-path kernels on the GPU.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -14,6 +15,7 @@
 #include "fusion_cuda.h"
 #include "gemv_cuda.h"
 #include "profile_cuda.h"
+#include "replay_cuda.h"
 #include "cuda_check.h"
 #include "flavour_cuda.h"
 
@@ -33,6 +35,7 @@ public:
         if (ok_) ops_ = std::make_unique<cuda::ComputeOps>(stream_);
     }
     ~CudaExecutor() override {
+        replay_.reset();
         profile_.reset();
         ops_.reset();
         if (ok_) MUSTAFAR_CUDA_OK(cudaStreamDestroy(stream_));
@@ -41,8 +44,70 @@ public:
     ggml_status run(ggml_cgraph* graph, int index) override {
         if (!ok_) return GGML_STATUS_FAILED;
         const int n = ggml_graph_n_nodes(graph);
-        if (done_.size() != size_t(n)) done_.assign(size_t(n), 0);
-        if (done_[index]) return GGML_STATUS_SUCCESS;  // ran with an earlier node
+        if (done_.size() != size_t(n)) {  // the graph's first node (finish() clears done_)
+            done_.assign(size_t(n), 0);
+            graph_ = graph;
+            mode_ = replay_ != nullptr ? replay_->begin(graph, stream_) : Mode::run;
+            if (mode_ == Mode::replay) {
+                replayed(graph);
+                return GGML_STATUS_SUCCESS;
+            }
+        }
+        if (done_[index]) return GGML_STATUS_SUCCESS;  // ran with an earlier node, or replayed
+        const ggml_status status = run_node(graph, index);
+        if (status != GGML_STATUS_SUCCESS && mode_ == Mode::capture) {
+            replay_->abandon(stream_);
+            mode_ = Mode::run;
+            return rerun(graph, index);
+        }
+        return status;
+    }
+
+    // graph_compute returns with the results in device memory, as ggml's synchronous backends do.
+    bool finish() override {
+        bool ok = true;
+        if (mode_ == Mode::capture) {
+            mode_ = Mode::run;
+            if (!replay_->end_capture(stream_)) ok = rerun(graph_, int(done_.size()) - 1) == GGML_STATUS_SUCCESS;
+        }
+        mode_ = Mode::run;
+        if (profile_->enabled()) profile_->before_finish();
+        ok = MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_)) && ok;
+        kv_.arena.reset();
+        kv_.ws.forget_ranges();
+        kv_.readback_at = nullptr;  // the next graph's inputs are uploaded anew
+        kv_.retired.clear();
+        done_.clear();
+        graph_ = nullptr;
+        if (profile_->enabled()) profile_->after_finish();
+        return ok;
+    }
+
+private:
+    using Mode = cuda::GraphReplay::Mode;
+
+    // Nodes 0..last again, without capture (a capture failed: none of its work ran).
+    ggml_status rerun(ggml_cgraph* graph, int last) {
+        std::fill(done_.begin(), done_.end(), 0);
+        for (int i = 0; i <= last; ++i) {
+            if (is_view_op(ggml_graph_node(graph, i)->op) || done_[i]) continue;
+            if (run_node(graph, i) != GGML_STATUS_SUCCESS) return GGML_STATUS_FAILED;
+        }
+        return GGML_STATUS_SUCCESS;
+    }
+
+    // The host's share of a replayed graph: what each node's run would have noted.
+    void replayed(ggml_cgraph* graph) {
+        for (int i = 0; i < int(done_.size()); ++i) {
+            ggml_tensor* node = ggml_graph_node(graph, i);
+            done_[i] = 1;
+            if (is_view_op(node->op)) continue;
+            overwritten(node);
+            if (node->op == GGML_OP_CPY || node->op == GGML_OP_DUP || node->op == GGML_OP_CONT) shadow_copy(node);
+        }
+    }
+
+    ggml_status run_node(ggml_cgraph* graph, int index) {
         done_[index] = 1;
         ggml_tensor* node = ggml_graph_node(graph, index);
         const cuda::Fusion fusion = fuse_ ? cuda::plan_fusion(graph, index, done_) : cuda::Fusion{};
@@ -53,19 +118,6 @@ public:
         return status;
     }
 
-    // graph_compute returns with the results in device memory, as ggml's synchronous backends do.
-    void finish() override {
-        if (profile_->enabled()) profile_->before_finish();
-        MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_));
-        kv_.arena.reset();
-        kv_.ws.forget_ranges();
-        kv_.readback_at = nullptr;  // the next graph's inputs are uploaded anew
-        kv_.retired.clear();
-        done_.clear();
-        if (profile_->enabled()) profile_->after_finish();
-    }
-
-private:
     // The node overwrites its memory: host copies of what was there are stale. Not for writes into a
     // store, whose memory is smaller than the dense tensor llama.cpp sees (and never shadowed).
     void overwritten(const ggml_tensor* node) {
@@ -178,6 +230,13 @@ private:
     std::unique_ptr<cuda::OpProfile> profile_ = std::make_unique<cuda::OpProfile>(std::getenv("MUSTAFAR_PROFILE") != nullptr);
     const bool fuse_ = std::getenv("MUSTAFAR_NO_FUSION") == nullptr;
     std::vector<uint8_t> done_;  // per node of the current graph: already run
+    ggml_cgraph* graph_ = nullptr;
+    // Replay of repeated graphs (replay_cuda.h); not while profiling, whose events time each node.
+    std::unique_ptr<cuda::GraphReplay> replay_ =
+        profile_->enabled() || (std::getenv("MUSTAFAR_CUDA_GRAPHS") != nullptr && std::strcmp(std::getenv("MUSTAFAR_CUDA_GRAPHS"), "0") == 0)
+            ? nullptr
+            : std::make_unique<cuda::GraphReplay>();
+    Mode mode_ = Mode::run;
 };
 
 std::string device_description() {
