@@ -385,7 +385,7 @@ bool ComputeOps::mul_mat(const ggml_tensor* node) {
         return false;
     }
     const bool half = a->type == GGML_TYPE_F16 || converted;
-    const size_t a_nb1 = converted ? size_t(K) * 2 : a->nb[1];
+    const size_t a_nb1 = weight_row_bytes(a);
     const size_t a_nb2 = converted ? a_nb1 * size_t(M) : a->nb[2];
     const size_t a_nb3 = converted ? a_nb2 * size_t(a->ne[2]) : a->nb[3];
     // Batch-1 decode steps (one column, no batch dimensions): one kernel that reads the weights once.
