@@ -121,6 +121,17 @@ struct Row {
 
 int copies_for(size_t bytes) { return int(std::max<size_t>(1, std::min<size_t>(8, (kRotateBytes + bytes - 1) / bytes))); }
 
+// llama.cpp's cache layout over K and V buffers of n_kv cells per sequence.
+mc::DenseCache dense_cache(const DevMem& k, const DevMem& v, int64_t n_kv) {
+    mc::DenseCache c;
+    c.k = k.as<char>();
+    c.v = v.as<char>();
+    c.k_nb1 = c.v_nb1 = size_t(kHeadsKv) * kD * 2;
+    c.k_nb2 = c.v_nb2 = size_t(kD) * 2;
+    c.k_nb3 = c.v_nb3 = c.k_nb1 * n_kv;
+    return c;
+}
+
 double dense_time(int batch, int64_t ctx, int sms, double* bytes_out, int rows = 1) {
     const size_t cache = size_t(batch) * ctx * kHeadsKv * kD * 2;  // K or V
     const int copies = copies_for(2 * cache);
@@ -138,13 +149,7 @@ double dense_time(int batch, int64_t ctx, int sms, double* bytes_out, int rows =
     mc::DecodeWorkspace ws;
     Timer t;
     const double us = t.us_per_call(rows > 1 ? 10 : 50, [&](int i) {
-        mc::DenseCache c;
-        c.k = k[i % copies]->as<char>();
-        c.v = v[i % copies]->as<char>();
-        c.k_nb1 = c.v_nb1 = size_t(kHeadsKv) * kD * 2;
-        c.k_nb2 = c.v_nb2 = size_t(kD) * 2;
-        c.k_nb3 = c.v_nb3 = c.k_nb1 * ctx;
-        if (!mc::decode_attention_dense(p, c, ws, sms, nullptr)) std::exit(3);
+        if (!mc::decode_attention_dense(p, dense_cache(*k[i % copies], *v[i % copies], ctx), ws, sms, nullptr)) std::exit(3);
     });
     *bytes_out = 2.0 * double(cache);
     return us;
@@ -197,6 +202,21 @@ Store make_store(int batch, int64_t ctx, double s) {
     return st;
 }
 
+// The kernel's view of a store whose sequences hold seq_rows rows each.
+mc::CompressedCache compressed_cache(const Store& st, int64_t seq_rows) {
+    mc::CompressedCache c;
+    c.k_records = st.k->as<uint8_t>();
+    c.v_records = st.v->as<uint8_t>();
+    c.k_kept = c.v_kept = st.layout.kept;
+    c.k_stride = c.v_stride = st.layout.stride;
+    c.k_slot = c.v_slot = st.slot->as<int32_t>();
+    c.k_pool = st.k_pool->as<char>();
+    c.v_pool = st.v_pool->as<char>();
+    c.pool_row_bytes = size_t(kHeadsKv) * kD * 2;
+    c.seq_rows = seq_rows;
+    return c;
+}
+
 double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_out, int rows = 1) {
     const size_t one = size_t(batch) * ctx * kHeadsKv * 2 * kv::make_layout(kD, s).stride;
     const int copies = copies_for(one);
@@ -209,18 +229,7 @@ double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_
     mc::DecodeWorkspace ws;
     Timer t;
     const double us = t.us_per_call(rows > 1 ? 10 : 50, [&](int i) {
-        const Store& st = stores[i % copies];
-        mc::CompressedCache c;
-        c.k_records = st.k->as<uint8_t>();
-        c.v_records = st.v->as<uint8_t>();
-        c.k_kept = c.v_kept = st.layout.kept;
-        c.k_stride = c.v_stride = st.layout.stride;
-        c.k_slot = c.v_slot = st.slot->as<int32_t>();
-        c.k_pool = st.k_pool->as<char>();
-        c.v_pool = st.v_pool->as<char>();
-        c.pool_row_bytes = size_t(kHeadsKv) * kD * 2;
-        c.seq_rows = ctx;
-        if (!mc::decode_attention_compressed(p, c, ws, sms, nullptr)) std::exit(3);
+        if (!mc::decode_attention_compressed(p, compressed_cache(stores[i % copies], ctx), ws, sms, nullptr)) std::exit(3);
     });
     *bytes_out = stores[0].bytes;
     return us;
@@ -252,27 +261,13 @@ double shared_cache_time(int64_t ctx, double s, int sms) {
         DevMem k(cache), v(cache);
         fill(k.p, cache / 2, 7);
         fill(v.p, cache / 2, 8);
-        mc::DenseCache c;
-        c.k = k.as<char>();
-        c.v = v.as<char>();
-        c.k_nb1 = c.v_nb1 = size_t(kHeadsKv) * kD * 2;
-        c.k_nb2 = c.v_nb2 = size_t(kD) * 2;
-        c.k_nb3 = c.v_nb3 = c.k_nb1 * n_kv;
+        const mc::DenseCache c = dense_cache(k, v, n_kv);
         return t.us_per_call(20, [&](int) {
             if (!mc::decode_attention_dense(p, c, ws, sms, nullptr)) std::exit(3);
         });
     }
     const Store st = make_store(1, n_kv, s);
-    mc::CompressedCache c;
-    c.k_records = st.k->as<uint8_t>();
-    c.v_records = st.v->as<uint8_t>();
-    c.k_kept = c.v_kept = st.layout.kept;
-    c.k_stride = c.v_stride = st.layout.stride;
-    c.k_slot = c.v_slot = st.slot->as<int32_t>();
-    c.k_pool = st.k_pool->as<char>();
-    c.v_pool = st.v_pool->as<char>();
-    c.pool_row_bytes = size_t(kHeadsKv) * kD * 2;
-    c.seq_rows = n_kv;
+    const mc::CompressedCache c = compressed_cache(st, n_kv);
     return t.us_per_call(20, [&](int) {
         if (!mc::decode_attention_compressed(p, c, ws, sms, nullptr)) std::exit(3);
     });
