@@ -16,6 +16,8 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "attention_decode.h"
 #include "cuda_check.h"
@@ -510,6 +512,9 @@ __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_
         if (half) n += __popc(words[w]);
         own[w] = half ? words[kWords + w] : words[w];
     }
+    // The next value's shared-memory address, moved on by each kept channel: per channel one predicated
+    // load and one predicated add (an index would cost an address computation and a copy each).
+    unsigned at = static_cast<unsigned>(__cvta_generic_to_shared(vals + n));
 #pragma unroll
     for (int w = 0; w < kWords; ++w) {
         const uint32_t word = own[w];
@@ -520,11 +525,81 @@ __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_
             for (int e = 0; e < 4; ++e) {
                 const int bit = b * 8 + 2 * e;
                 uint32_t lo = 0, hi = 0;
-                if ((word >> bit) & 1u) lo = vals[n++];
-                if ((word >> (bit + 1)) & 1u) hi = vals[n++];
-                packed[e] = lo | (hi << 16);
+                asm volatile(
+                    "{\n .reg .pred p;\n"
+                    " setp.ne.b32 p, %3, 0;\n @p ld.shared.u16 %0, [%2];\n @p add.u32 %2, %2, 2;\n"
+                    " setp.ne.b32 p, %4, 0;\n @p ld.shared.u16 %1, [%2];\n @p add.u32 %2, %2, 2;\n}"
+                    : "+r"(lo), "+r"(hi), "+r"(at)
+                    : "r"(word & (1u << bit)), "r"(word & (2u << bit)));
+                packed[e] = __byte_perm(lo, hi, 0x5410);
             }
             *reinterpret_cast<uint4*>(dst + (w * 4 + b) * 16) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+        }
+    }
+}
+
+// The record's kept values into its zeroed tile row `row` (2D bytes), by set bits: lane half 0 takes
+// values [0, k0) from the lowest channel up, half 1 values [k0, kept) from the highest channel down
+// (k0 = ceil(kept / 2)), so both do the same count and each finds its next channel with one FLO (half
+// 0 on bit-reversed words). Values come 8 at a time in aligned vector loads; the work and the shared
+// memory traffic scale with the kept values, not with D.
+template <int D>
+__device__ __forceinline__ void scatter_values(const uint8_t* rec, int kept, int half, uint8_t* row) {
+    constexpr int kWords = D / 32;
+    uint32_t words[kWords];
+    if constexpr (D == 128) {
+        const uint4 b = *reinterpret_cast<const uint4*>(rec);
+        words[0] = b.x, words[1] = b.y, words[2] = b.z, words[3] = b.w;
+    } else {
+        static_assert(D == 64, "bitmaps of 64 or 128 bits");
+        const uint2 b = *reinterpret_cast<const uint2*>(rec);
+        words[0] = b.x, words[1] = b.y;
+    }
+    // The lane's words in walk order; bit `pos` of q[0] is channel (half ? base + pos : base + 31 - pos).
+    uint32_t q[kWords];
+#pragma unroll
+    for (int i = 0; i < kWords; ++i) q[i] = half ? words[kWords - 1 - i] : __brev(words[i]);
+    // Byte address of bit `pos` of q[0]: a + s * pos; a moves by `step` with each word.
+    const int s = half ? 2 : -2;
+    const int step = half ? -64 : 64;
+    uint8_t* a = row + (half ? 2 * (D - 32) : 62);
+    const uint8_t* vals = rec + D / 8;
+    const int k0 = (kept + 1) / 2;
+    const int lo = half ? k0 : 0, hi = half ? kept : k0;  // the lane's value indices
+    const int top = (kept - 1) / 8;                       // the last 8-value chunk
+    const int chunks = max((k0 + 7) / 8, top - k0 / 8 + 1);
+    for (int c = 0; c < chunks; ++c) {
+        const int chunk = half ? top - c : c;
+        uint32_t v[4];
+        if constexpr (D == 128) {
+            const uint4 x = *reinterpret_cast<const uint4*>(vals + chunk * 16);
+            v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+        } else {
+            const uint2 x = *reinterpret_cast<const uint2*>(vals + chunk * 16);
+            const uint2 y = *reinterpret_cast<const uint2*>(vals + chunk * 16 + 8);
+            v[0] = x.x, v[1] = x.y, v[2] = y.x, v[3] = y.y;
+        }
+        // Slots [vlo, vhi) of the chunk are the lane's; the lane visits slot e (half 0) or 7 - e (half 1).
+        const int vlo = max(lo - chunk * 8, 0), vhi = min(hi - chunk * 8, 8);
+        const int elo = half ? 8 - vhi : vlo, ehi = half ? 8 - vlo : vhi;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            if (e >= elo && e < ehi) {
+                // The current word spent: the next one. A record's bitmap holds `kept` bits; the guard keeps
+                // a malformed one from walking past the row (it then writes nothing more).
+                for (int guard = 0; q[0] == 0u && guard < kWords; ++guard) {
+#pragma unroll
+                    for (int i = 0; i + 1 < kWords; ++i) q[i] = q[i + 1];
+                    q[kWords - 1] = 0u;
+                    a += step;
+                }
+                if (q[0] == 0u) break;
+                const int pos = 31 - __clz(q[0]);
+                q[0] ^= 1u << pos;
+                const uint32_t w = half ? v[3 - e / 2] : v[e / 2];
+                const bool high = half ? (e % 2 == 0) : (e % 2 == 1);
+                *reinterpret_cast<uint16_t*>(a + s * pos) = uint16_t(high ? w >> 16 : w);
+            }
         }
     }
 }
@@ -537,7 +612,7 @@ size_t mma_smem(int D, bool sparse, size_t record_bytes) {
     return std::max(16 * row + kWarps * warp, fin);
 }
 
-template <int D, bool kSparse>
+template <int D, bool kSparse, bool kScatter = false>
 __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, TileLists tl, float* part, int splits,
                                                        int* counters) {
     extern __shared__ __align__(16) uint8_t smem[];
@@ -688,6 +763,23 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
         if (live && mrow != nullptr) live = __half2float(mrow[cell]) != -INFINITY;
         uint8_t* dst = mine + u * kRow + half * D;  // D bytes: half a row
         const int32_t slot = live ? (kv == 0 ? cc.k_slot : cc.v_slot)[row0 + cell] : -1;
+        if constexpr (kScatter) {
+            // Window cells copy their half row; the others zero it, and after the warp's zeros the
+            // compressed ones scatter their values.
+            if (slot >= 0) {
+                const char* src = (kv == 0 ? cc.k_pool : cc.v_pool) + size_t(slot) * cc.pool_row_bytes + size_t(pl.hk) * D * 2 + half * D;
+#pragma unroll
+                for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = load16(src + o16);
+            } else {
+#pragma unroll
+                for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = make_uint4(0, 0, 0, 0);
+            }
+            __syncwarp();
+            if (live && slot < 0)
+                scatter_values<D>(raw + size_t(u) * raw_row + (kv == 0 ? 0 : cc.k_stride), kv == 0 ? cc.k_kept : cc.v_kept, half,
+                                  mine + u * kRow);
+            return;
+        }
         if (!live) {
 #pragma unroll
             for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = make_uint4(0, 0, 0, 0);
@@ -1030,9 +1122,10 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
 using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, TileLists, float*, int, int*);
 
 MmaFn mma_fn(int d, bool sparse) {
+    static const bool gather = std::getenv("MUSTAFAR_EXPAND") != nullptr && std::string(std::getenv("MUSTAFAR_EXPAND")) == "gather";
     switch (d) {
-        case 64: return sparse ? mma_kernel<64, true> : mma_kernel<64, false>;
-        case 128: return sparse ? mma_kernel<128, true> : mma_kernel<128, false>;
+        case 64: return sparse ? (gather ? mma_kernel<64, true> : mma_kernel<64, true, true>) : mma_kernel<64, false>;
+        case 128: return sparse ? (gather ? mma_kernel<128, true> : mma_kernel<128, true, true>) : mma_kernel<128, false>;
         default: return nullptr;
     }
 }

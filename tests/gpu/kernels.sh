@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# A short GPU call for kernel work: builds only the kernel test and benchmark programs, runs the kernel
+# tests, times chosen attention points and profiles some of them (tests/gpu/profile.sh), once for each
+# variant. Variants are environment settings that the kernels read, e.g. VARIANTS="default MUSTAFAR_EXPAND=gather".
+# POINTS: "s,batch,context" triples to time (s = 0: dense); PROFILE: the ones to profile.
+# Usage on the GPU machine: OUT=<folder> tests/gpu/kernels.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+: "${OUT:?set OUT}"
+ggml="$PWD/artifacts/gpu/ggml"
+build=artifacts/gpu/build
+cmake -S native -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_LIB_DIR="$ggml" -DMUSTAFAR_CUDA=ON > "$OUT/cmake.txt" 2>&1 || { tail -30 "$OUT/cmake.txt"; exit 1; }
+cmake --build "$build" --target cuda_kernel_tests attention_cuda_bench > "$OUT/build.txt" 2>&1 || { grep -E "error" "$OUT/build.txt" | head -30; exit 1; }
+grep -A2 "mma_kernel" "$OUT/build.txt" | grep -E "Used" | head -8
+for variant in ${VARIANTS:-default}; do
+  vars=()
+  [ "$variant" != default ] && vars=("$variant")
+  echo "== $variant"
+  env "${vars[@]}" "$build/cuda_kernel_tests" 1 > "$OUT/kernel-tests-$variant.txt" 2>&1
+  tail -1 "$OUT/kernel-tests-$variant.txt"
+  grep FAIL "$OUT/kernel-tests-$variant.txt" | head -5
+  for point in ${POINTS:-"0.7,8,32768"}; do
+    IFS=, read -r s batch ctx <<< "$point"
+    env "${vars[@]}" "$build/attention_cuda_bench" --one "$s" "$batch" "$ctx"
+  done
+  if [ -n "${PROFILE:-}" ]; then
+    mkdir -p "$OUT/ncu-$variant"
+    env "${vars[@]}" OUT="$OUT/ncu-$variant" bash tests/gpu/profile.sh $PROFILE
+  fi
+done
