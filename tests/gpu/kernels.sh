@@ -15,16 +15,17 @@ grep -A2 "mma_kernel" "$OUT/build.txt" | grep -E "Used" | head -8
 for variant in ${VARIANTS:-default}; do
   vars=()
   [ "$variant" != default ] && vars=("$variant")
+  name="${variant//[^A-Za-z0-9_.-]/_}"  # a file name
   echo "== $variant"
-  env "${vars[@]}" "$build/cuda_kernel_tests" 1 > "$OUT/kernel-tests-$variant.txt" 2>&1
-  tail -1 "$OUT/kernel-tests-$variant.txt"
-  grep FAIL "$OUT/kernel-tests-$variant.txt" | head -5
+  env "${vars[@]}" "$build/cuda_kernel_tests" 1 > "$OUT/kernel-tests-$name.txt" 2>&1
+  tail -1 "$OUT/kernel-tests-$name.txt"
+  grep FAIL "$OUT/kernel-tests-$name.txt" | head -5
   for point in ${POINTS:-"0.7,8,32768"}; do
     IFS=, read -r s batch ctx <<< "$point"
     env "${vars[@]}" "$build/attention_cuda_bench" --one "$s" "$batch" "$ctx"
   done
   if [ -n "${PROFILE:-}" ]; then
-    mkdir -p "$OUT/ncu-$variant"
-    env "${vars[@]}" OUT="$OUT/ncu-$variant" bash tests/gpu/profile.sh $PROFILE
+    mkdir -p "$OUT/ncu-$name"
+    env "${vars[@]}" OUT="$OUT/ncu-$name" bash tests/gpu/profile.sh $PROFILE
   fi
 done

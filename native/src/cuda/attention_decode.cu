@@ -492,7 +492,7 @@ __device__ __forceinline__ void split2(float x, float y, uint32_t& hi, uint32_t&
 }
 
 // Half a record's D channels (half 0: the first D/2) into a dense f16 row half, pruned ones as 0.
-template <int D>
+template <int D, bool kChains = false>
 __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_t* dst) {
     constexpr int kWords = D / 64;  // bitmap words per half
     uint32_t words[D / 32];         // the whole bitmap in one load (records are 16-byte aligned)
@@ -518,8 +518,12 @@ __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_
 #pragma unroll
     for (int w = 0; w < kWords; ++w) {
         const uint32_t word = own[w];
+        const unsigned word_at = at;
 #pragma unroll
         for (int b = 0; b < 4; ++b) {
+            // Each byte's address from a popcount, so that the eight channels of a byte are the only
+            // dependent chain (the loads of different bytes overlap).
+            if (kChains && b > 0) at = word_at + 2 * __popc(word & ((1u << (8 * b)) - 1u));
             uint32_t packed[4];
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
@@ -535,72 +539,7 @@ __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_
             }
             *reinterpret_cast<uint4*>(dst + (w * 4 + b) * 16) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
         }
-    }
-}
-
-// The record's kept values into its zeroed tile row `row` (2D bytes), by set bits: lane half 0 takes
-// values [0, k0) from the lowest channel up, half 1 values [k0, kept) from the highest channel down
-// (k0 = ceil(kept / 2)), so both do the same count and each finds its next channel with one FLO (half
-// 0 on bit-reversed words). Values come 8 at a time in aligned vector loads; the work and the shared
-// memory traffic scale with the kept values, not with D.
-template <int D>
-__device__ __forceinline__ void scatter_values(const uint8_t* rec, int kept, int half, uint8_t* row) {
-    constexpr int kWords = D / 32;
-    uint32_t words[kWords];
-    if constexpr (D == 128) {
-        const uint4 b = *reinterpret_cast<const uint4*>(rec);
-        words[0] = b.x, words[1] = b.y, words[2] = b.z, words[3] = b.w;
-    } else {
-        static_assert(D == 64, "bitmaps of 64 or 128 bits");
-        const uint2 b = *reinterpret_cast<const uint2*>(rec);
-        words[0] = b.x, words[1] = b.y;
-    }
-    // The lane's words in walk order; bit `pos` of q[0] is channel (half ? base + pos : base + 31 - pos).
-    uint32_t q[kWords];
-#pragma unroll
-    for (int i = 0; i < kWords; ++i) q[i] = half ? words[kWords - 1 - i] : __brev(words[i]);
-    // Byte address of bit `pos` of q[0]: a + s * pos; a moves by `step` with each word.
-    const int s = half ? 2 : -2;
-    const int step = half ? -64 : 64;
-    uint8_t* a = row + (half ? 2 * (D - 32) : 62);
-    const uint8_t* vals = rec + D / 8;
-    const int k0 = (kept + 1) / 2;
-    const int lo = half ? k0 : 0, hi = half ? kept : k0;  // the lane's value indices
-    const int top = (kept - 1) / 8;                       // the last 8-value chunk
-    const int chunks = max((k0 + 7) / 8, top - k0 / 8 + 1);
-    for (int c = 0; c < chunks; ++c) {
-        const int chunk = half ? top - c : c;
-        uint32_t v[4];
-        if constexpr (D == 128) {
-            const uint4 x = *reinterpret_cast<const uint4*>(vals + chunk * 16);
-            v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
-        } else {
-            const uint2 x = *reinterpret_cast<const uint2*>(vals + chunk * 16);
-            const uint2 y = *reinterpret_cast<const uint2*>(vals + chunk * 16 + 8);
-            v[0] = x.x, v[1] = x.y, v[2] = y.x, v[3] = y.y;
-        }
-        // Slots [vlo, vhi) of the chunk are the lane's; the lane visits slot e (half 0) or 7 - e (half 1).
-        const int vlo = max(lo - chunk * 8, 0), vhi = min(hi - chunk * 8, 8);
-        const int elo = half ? 8 - vhi : vlo, ehi = half ? 8 - vlo : vhi;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-            if (e >= elo && e < ehi) {
-                // The current word spent: the next one. A record's bitmap holds `kept` bits; the guard keeps
-                // a malformed one from walking past the row (it then writes nothing more).
-                for (int guard = 0; q[0] == 0u && guard < kWords; ++guard) {
-#pragma unroll
-                    for (int i = 0; i + 1 < kWords; ++i) q[i] = q[i + 1];
-                    q[kWords - 1] = 0u;
-                    a += step;
-                }
-                if (q[0] == 0u) break;
-                const int pos = 31 - __clz(q[0]);
-                q[0] ^= 1u << pos;
-                const uint32_t w = half ? v[3 - e / 2] : v[e / 2];
-                const bool high = half ? (e % 2 == 0) : (e % 2 == 1);
-                *reinterpret_cast<uint16_t*>(a + s * pos) = uint16_t(high ? w >> 16 : w);
-            }
-        }
+        if (kChains) at = word_at + 2 * __popc(word);
     }
 }
 
@@ -612,7 +551,7 @@ size_t mma_smem(int D, bool sparse, size_t record_bytes) {
     return std::max(16 * row + kWarps * warp, fin);
 }
 
-template <int D, bool kSparse, bool kScatter = false>
+template <int D, bool kSparse, bool kChains = false>
 __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, TileLists tl, float* part, int splits,
                                                        int* counters) {
     extern __shared__ __align__(16) uint8_t smem[];
@@ -763,23 +702,6 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
         if (live && mrow != nullptr) live = __half2float(mrow[cell]) != -INFINITY;
         uint8_t* dst = mine + u * kRow + half * D;  // D bytes: half a row
         const int32_t slot = live ? (kv == 0 ? cc.k_slot : cc.v_slot)[row0 + cell] : -1;
-        if constexpr (kScatter) {
-            // Window cells copy their half row; the others zero it, and after the warp's zeros the
-            // compressed ones scatter their values.
-            if (slot >= 0) {
-                const char* src = (kv == 0 ? cc.k_pool : cc.v_pool) + size_t(slot) * cc.pool_row_bytes + size_t(pl.hk) * D * 2 + half * D;
-#pragma unroll
-                for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = load16(src + o16);
-            } else {
-#pragma unroll
-                for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = make_uint4(0, 0, 0, 0);
-            }
-            __syncwarp();
-            if (live && slot < 0)
-                scatter_values<D>(raw + size_t(u) * raw_row + (kv == 0 ? 0 : cc.k_stride), kv == 0 ? cc.k_kept : cc.v_kept, half,
-                                  mine + u * kRow);
-            return;
-        }
         if (!live) {
 #pragma unroll
             for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = make_uint4(0, 0, 0, 0);
@@ -788,7 +710,7 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
 #pragma unroll
             for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = load16(src + o16);
         } else {
-            expand_half<D>(raw + size_t(u) * raw_row + (kv == 0 ? 0 : cc.k_stride), half, dst);
+            expand_half<D, kChains>(raw + size_t(u) * raw_row + (kv == 0 ? 0 : cc.k_stride), half, dst);
         }
     };
 
@@ -1122,10 +1044,10 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
 using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, TileLists, float*, int, int*);
 
 MmaFn mma_fn(int d, bool sparse) {
-    static const bool gather = std::getenv("MUSTAFAR_EXPAND") != nullptr && std::string(std::getenv("MUSTAFAR_EXPAND")) == "gather";
+    static const bool gather = std::getenv("MUSTAFAR_EXPAND") != nullptr && std::string(std::getenv("MUSTAFAR_EXPAND")) == "chain";
     switch (d) {
-        case 64: return sparse ? (gather ? mma_kernel<64, true> : mma_kernel<64, true, true>) : mma_kernel<64, false>;
-        case 128: return sparse ? (gather ? mma_kernel<128, true> : mma_kernel<128, true, true>) : mma_kernel<128, false>;
+        case 64: return sparse ? (gather ? mma_kernel<64, true, true> : mma_kernel<64, true>) : mma_kernel<64, false>;
+        case 128: return sparse ? (gather ? mma_kernel<128, true, true> : mma_kernel<128, true>) : mma_kernel<128, false>;
         default: return nullptr;
     }
 }
@@ -1416,6 +1338,19 @@ int DecodeWorkspace::blocks_per_sm(const void* kernel, size_t smem) {
     return occupancy_.back().blocks;
 }
 
+bool DecodeWorkspace::allow_smem(const void* kernel, size_t smem) {
+    for (auto& [k, limit] : smem_limits_) {
+        if (k != kernel) continue;
+        if (limit >= smem) return true;
+        if (!MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
+        limit = smem;
+        return true;
+    }
+    if (!MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
+    smem_limits_.emplace_back(kernel, smem);
+    return true;
+}
+
 int decode_splits(const DecodeProblem& p, int resident_blocks) {
     const int64_t pairs = int64_t(p.n_head_kv) * p.n_rows * p.n_seq;
     // With a mask (a cache shared by the sequences of the batch) a row sees about n_kv / n_rows cells.
@@ -1433,7 +1368,7 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
                 cudaStream_t stream, int splits) {
     const MmaFn fn = mma_fn(p.head_dim, sparse);
     const size_t smem = mma_smem(p.head_dim, sparse, cc.k_stride + cc.v_stride);
-    if (!MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
+    if (!ws.allow_smem(reinterpret_cast<const void*>(fn), smem)) return false;
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem) * sm_count);
     const Prepared pr = prepare(p, splits, true, ws, stream);
     if (!pr.ok) return false;
@@ -1456,7 +1391,7 @@ bool launch_prompt(const DecodeProblem& p, const DenseCache& dc, const Compresse
     const auto fn = p.head_dim == 64 ? (sparse ? prompt_kernel<64, true> : prompt_kernel<64, false>)
                                      : (sparse ? prompt_kernel<128, true> : prompt_kernel<128, false>);
     const size_t smem = prompt_smem(p.head_dim, sparse, cc.k_stride + cc.v_stride);
-    if (!MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
+    if (!ws.allow_smem(reinterpret_cast<const void*>(fn), smem)) return false;
     const Prepared pr = prepare(p, 1, false, ws, stream);
     if (!pr.ok) return false;
     const dim3 grid(unsigned((p.n_rows + kPromptRows - 1) / kPromptRows), unsigned(p.n_head), unsigned(p.n_seq));
@@ -1491,7 +1426,7 @@ bool decode_attention_compressed(const DecodeProblem& p, const CompressedCache& 
     const CompressedFn fn = compressed_fn(p.head_dim, p.n_head / p.n_head_kv);
     const size_t smem = size_t(kWarps) * 2 * kStepCells * (c.k_stride + c.v_stride);
     // Above 48 KB in all (finish() adds its static share) the kernel must opt in.
-    if (!MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
+    if (!ws.allow_smem(reinterpret_cast<const void*>(fn), smem)) return false;
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem) * sm_count);
     const Prepared pr = prepare(p, splits, true, ws, stream);
     if (!pr.ok) return false;

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace mustafar::cuda {
@@ -71,6 +72,9 @@ public:
     void* get(size_t bytes);
     // Resident blocks per SM of a decode kernel (asked once per kernel and shared-memory size).
     int blocks_per_sm(const void* kernel, size_t smem);
+    // Raises a kernel's dynamic shared-memory limit to at least smem, once: a step of a small model
+    // launches dozens of attentions, and each attribute call costs host time that a short kernel shows.
+    bool allow_smem(const void* kernel, size_t smem);
     // At least n arrival counters, all 0 between launches (each launch sets back what it counted);
     // null on allocation failure (logged).
     int* counters(size_t n);
@@ -110,6 +114,7 @@ private:
     int* counters_ = nullptr;
     size_t counters_n_ = 0;
     std::vector<Occupancy> occupancy_;
+    std::vector<std::pair<const void*, size_t>> smem_limits_;  // per kernel, the limit set so far
     bool reuse_ = false;
     RangesKey ranges_;  // what the start of data_ holds
 };
