@@ -16,8 +16,6 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
-#include <cstdlib>
-#include <string>
 
 #include "attention_decode.h"
 #include "cuda_check.h"
@@ -284,7 +282,8 @@ __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, co
         const int g = t / (D / 4), d = (t % (D / 4)) * 4;
         const float* hb = base + size_t(g) * splits * P + d;
         float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-#pragma unroll 8
+        // 16 loads in flight per thread: a batch-1 step merges some 50 splits, and this tail is serial.
+#pragma unroll 16
         for (int s = 0; s < splits; ++s) {
             const float4 x = __ldcg(reinterpret_cast<const float4*>(hb + size_t(s) * P));
             const float f = w[g * splits + s];
@@ -492,7 +491,7 @@ __device__ __forceinline__ void split2(float x, float y, uint32_t& hi, uint32_t&
 }
 
 // Half a record's D channels (half 0: the first D/2) into a dense f16 row half, pruned ones as 0.
-template <int D, bool kChains = false>
+template <int D>
 __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_t* dst) {
     constexpr int kWords = D / 64;  // bitmap words per half
     uint32_t words[D / 32];         // the whole bitmap in one load (records are 16-byte aligned)
@@ -518,12 +517,8 @@ __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_
 #pragma unroll
     for (int w = 0; w < kWords; ++w) {
         const uint32_t word = own[w];
-        const unsigned word_at = at;
 #pragma unroll
         for (int b = 0; b < 4; ++b) {
-            // Each byte's address from a popcount, so that the eight channels of a byte are the only
-            // dependent chain (the loads of different bytes overlap).
-            if (kChains && b > 0) at = word_at + 2 * __popc(word & ((1u << (8 * b)) - 1u));
             uint32_t packed[4];
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
@@ -539,7 +534,6 @@ __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_
             }
             *reinterpret_cast<uint4*>(dst + (w * 4 + b) * 16) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
         }
-        if (kChains) at = word_at + 2 * __popc(word);
     }
 }
 
@@ -551,7 +545,7 @@ size_t mma_smem(int D, bool sparse, size_t record_bytes) {
     return std::max(16 * row + kWarps * warp, fin);
 }
 
-template <int D, bool kSparse, bool kChains = false>
+template <int D, bool kSparse>
 __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, TileLists tl, float* part, int splits,
                                                        int* counters) {
     extern __shared__ __align__(16) uint8_t smem[];
@@ -561,19 +555,6 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     const Place pl = place(p, tl, splits);
     uint8_t* qh = smem;
     uint8_t* ql = smem + 8 * kRow;
-    {  // the group's queries in log2 units, as f16 high and low parts; rows >= G stay zero
-        const float f = p.scale * kLog2e;
-        for (int i = threadIdx.x; i < 8 * D; i += kThreads) {
-            const int r = i / D, d = i % D;
-            float x = 0.0f;
-            if (r < G)
-                x = reinterpret_cast<const float*>(p.q + size_t(pl.row) * p.q_nb1 + size_t(pl.hk * G + r) * p.q_nb2 + size_t(pl.seq) * p.q_nb3)[d] * f;
-            const __half hi = __float2half_rn(x);
-            reinterpret_cast<__half*>(qh + r * kRow)[d] = hi;
-            reinterpret_cast<__half*>(ql + r * kRow)[d] = __float2half_rn(x - __half2float(hi));
-        }
-    }
-    __syncthreads();
     const size_t rec = kSparse ? cc.k_stride + cc.v_stride : 0, raw_row = rec + 16;
     const size_t warp_bytes = kSparse ? kTile * kRow + 2 * kTile * raw_row : 4 * kTile * kRow;
     uint8_t* mine = smem + 16 * kRow + warp * warp_bytes;
@@ -710,7 +691,7 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
 #pragma unroll
             for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = load16(src + o16);
         } else {
-            expand_half<D, kChains>(raw + size_t(u) * raw_row + (kv == 0 ? 0 : cc.k_stride), half, dst);
+            expand_half<D>(raw + size_t(u) * raw_row + (kv == 0 ? 0 : cc.k_stride), half, dst);
         }
     };
 
@@ -719,6 +700,21 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     int buf = 0;
     uint32_t live = base >= 0 ? live_bits(base) : 0u, next_live = 0u;
     if (base >= 0) issue(base, 0, live);
+    // The queries after the first step's copies are on their way: both wait on memory, so the block
+    // waits once (a batch-1 split walks only a few steps).
+    {  // the group's queries in log2 units, as f16 high and low parts; rows >= G stay zero
+        const float f = p.scale * kLog2e;
+        for (int i = threadIdx.x; i < 8 * D; i += kThreads) {
+            const int r = i / D, d = i % D;
+            float x = 0.0f;
+            if (r < G)
+                x = reinterpret_cast<const float*>(p.q + size_t(pl.row) * p.q_nb1 + size_t(pl.hk * G + r) * p.q_nb2 + size_t(pl.seq) * p.q_nb3)[d] * f;
+            const __half hi = __float2half_rn(x);
+            reinterpret_cast<__half*>(qh + r * kRow)[d] = hi;
+            reinterpret_cast<__half*>(ql + r * kRow)[d] = __float2half_rn(x - __half2float(hi));
+        }
+    }
+    __syncthreads();
     for (; base >= 0; step += kWarps, base = pl.step_base(step, kTile)) {
         const int64_t next = pl.step_base(step + kWarps, kTile);
         if (next >= 0) {
@@ -1044,10 +1040,9 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
 using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, TileLists, float*, int, int*);
 
 MmaFn mma_fn(int d, bool sparse) {
-    static const bool gather = std::getenv("MUSTAFAR_EXPAND") != nullptr && std::string(std::getenv("MUSTAFAR_EXPAND")) == "chain";
     switch (d) {
-        case 64: return sparse ? (gather ? mma_kernel<64, true, true> : mma_kernel<64, true>) : mma_kernel<64, false>;
-        case 128: return sparse ? (gather ? mma_kernel<128, true, true> : mma_kernel<128, true>) : mma_kernel<128, false>;
+        case 64: return sparse ? mma_kernel<64, true> : mma_kernel<64, false>;
+        case 128: return sparse ? mma_kernel<128, true> : mma_kernel<128, false>;
         default: return nullptr;
     }
 }
