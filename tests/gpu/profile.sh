@@ -13,7 +13,8 @@ for cfg in "$@"; do
   IFS=, read -r s batch ctx <<< "$cfg"
   name="ncu-s$s-b$batch-$ctx"
   # --clock-control none: the clocks stay as the benchmark sees them. The first launches are warm-up.
-  ncu --clock-control none -k regex:'mma_kernel|dense_kernel|compressed_kernel' --launch-skip 4 --launch-count 1 \
+  # PROFILE_DETAILS=all adds each section's body (the stall reasons, for one).
+  ncu --clock-control none ${PROFILE_DETAILS:+--print-details "$PROFILE_DETAILS"} -k regex:'mma_kernel|dense_kernel|compressed_kernel' --launch-skip 4 --launch-count 1 \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
     --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section InstructionStats --section SourceCounters \
     "$bench" --one "$s" "$batch" "$ctx" > "$out/$name.txt" 2>&1 || echo "ncu failed for $cfg (see $out/$name.txt)"

@@ -469,6 +469,14 @@ __device__ __forceinline__ void mma16816_split(float (&c)[4], uint32_t a0, uint3
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+__device__ __forceinline__ unsigned smem_u32(const void* p) { return static_cast<unsigned>(__cvta_generic_to_shared(p)); }
+
+// A 16-byte asynchronous copy to a shared-memory address (the __pipeline_ functions' group: commit and wait
+// with them); the address once converted saves the conversion per chunk.
+__device__ __forceinline__ void cp_async16(unsigned dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+}
+
 __device__ __forceinline__ uint32_t lds32(const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
 // Four 8x8 f16 matrices from shared memory; lane l gives the address of row l % 8 of matrix l / 8.
@@ -561,27 +569,32 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     const __half* mrow = mask_row(p, pl);
     const int64_t row0 = kSparse ? int64_t(pl.seq) * cc.seq_rows : 0;
 
+    // A step's mask values: lane l holds cell base + l % 16's, -inf where the row does not see it (or
+    // past n_kv). The value of step s + 2 is loaded while step s is computed, so that deciding which
+    // cells of s + 1 to copy waits on nothing; the scores take theirs from the lanes by shuffles.
+    auto mask_value = [&](int64_t base) {
+        if (base < 0) return -INFINITY;
+        const int64_t cell = base + (lane & 15);
+        if (cell >= p.n_kv) return -INFINITY;
+        return mrow != nullptr ? __half2float(mrow[cell]) : 0.0f;
+    };
     // Which of the step's 16 cells the row sees (a cache shared by several sequences has long runs of
     // other sequences' cells): their K and V are neither read nor computed on.
-    auto live_bits = [&](int64_t base) {
-        const int64_t cell = base + (lane & 15);
-        bool live = lane < 16 && cell < p.n_kv;
-        if (live && mrow != nullptr) live = __half2float(mrow[cell]) != -INFINITY;
-        return __ballot_sync(0xffffffffu, live);
-    };
+    auto live_of = [&](float mv) { return __ballot_sync(0xffffffffu, mv != -INFINITY) & 0xffffu; };
 
     auto issue = [&](int64_t base, int buf, uint32_t live) {
         if constexpr (kSparse) {
-            uint8_t* dst = mine + kTile * kRow + size_t(buf) * kTile * raw_row;
-            const int cn = int(rec / 16), ck = int(cc.k_stride / 16);
-            const float inv_cn = 1.0f / float(cn);
-            for (int j = lane; j < kTile * cn; j += 32) {
-                const int u = int((float(j) + 0.5f) * inv_cn), r = j - u * cn;  // j / cn, exact at these sizes
-                if ((live >> u) & 1u) {
-                    const size_t rr = size_t(row0 + base + u) * p.n_head_kv + pl.hk;
-                    const uint8_t* src = r < ck ? cc.k_records + rr * cc.k_stride + size_t(r) * 16 : cc.v_records + rr * cc.v_stride + size_t(r - ck) * 16;
-                    __pipeline_memcpy_async(dst + size_t(u) * raw_row + size_t(r) * 16, src, 16);
-                }
+            // Lanes 2u and 2u + 1 copy cell u's K record, then its V record, 32 bytes a round: each copy
+            // instruction reads 16 records' whole 32-byte sectors.
+            const int u = lane >> 1, par = lane & 1;
+            if ((live >> u) & 1u) {
+                const unsigned dst = smem_u32(mine + kTile * kRow + size_t(buf) * kTile * raw_row + size_t(u) * raw_row) + 16u * par;
+                const size_t rr = size_t(row0 + base + u) * p.n_head_kv + pl.hk;
+                const uint8_t* ks = cc.k_records + rr * cc.k_stride + 16 * par;
+                for (unsigned r = par, o = 0; r < unsigned(cc.k_stride / 16); r += 2, o += 32) cp_async16(dst + o, ks + o);
+                const uint8_t* vs = cc.v_records + rr * cc.v_stride + 16 * par;
+                const unsigned vdst = dst + unsigned(cc.k_stride);
+                for (unsigned r = par, o = 0; r < unsigned(cc.v_stride / 16); r += 2, o += 32) cp_async16(vdst + o, vs + o);
             }
         } else {
             uint8_t* dst = mine + size_t(buf) * 2 * kTile * kRow;
@@ -614,7 +627,8 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     const int v_row = ((lane >> 3) & 1) * 8 + (lane & 7), v_col = ((lane >> 4) & 1) * 16;
 
     // between() runs after the scores, before V is read (the sparse kernel expands V there, into K's tile).
-    auto compute = [&](int64_t base, const uint8_t* kt, const uint8_t* vt, auto&& between) {
+    // mv: the step's mask values (mask_value), lane l holding cell l % 16's.
+    auto compute = [&](float mv, const uint8_t* kt, const uint8_t* vt, auto&& between) {
         // C rows g: Q_high K^T, rows g + 8: Q_low K^T, for cells 0-7 and 8-15.
         float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
@@ -630,14 +644,8 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
         float s4[4];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const int64_t cell = base + (i / 2) * 8 + 2 * t + (i % 2);
-            bool live = cell < p.n_kv;
-            float mk = 0.0f;
-            if (live && mrow != nullptr) {
-                mk = __half2float(mrow[cell]);
-                live = mk != -INFINITY;
-            }
-            s4[i] = live ? sc[i / 2][i % 2] + sc[i / 2][i % 2 + 2] + mk * kLog2e : -INFINITY;
+            const float mk = __shfl_sync(0xffffffffu, mv, (i / 2) * 8 + 2 * t + (i % 2));
+            s4[i] = mk != -INFINITY ? sc[i / 2][i % 2] + sc[i / 2][i % 2 + 2] + mk * kLog2e : -INFINITY;
         }
         float tmax = fmaxf(fmaxf(s4[0], s4[1]), fmaxf(s4[2], s4[3]));
         tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
@@ -676,14 +684,11 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     // The step's K (kv = 0) or V (1) into the warp's tile. Lanes 0-15 take the first halves of the 16
     // cells, 16-31 the second: the eight lanes of a 16-byte store phase then write eight different
     // tile rows, whose padding puts them on different banks (two halves of one row would share them).
-    auto expand_step = [&](int64_t base, const uint8_t* raw, int kv) {
+    // slot: the cell's entry of the K or V row table (loaded with the step's copies).
+    auto expand_step = [&](const uint8_t* raw, int kv, uint32_t live, int32_t slot) {
         const int u = lane % 16, half = lane / 16;
-        const int64_t cell = base + u;
-        bool live = cell < p.n_kv;
-        if (live && mrow != nullptr) live = __half2float(mrow[cell]) != -INFINITY;
         uint8_t* dst = mine + u * kRow + half * D;  // D bytes: half a row
-        const int32_t slot = live ? (kv == 0 ? cc.k_slot : cc.v_slot)[row0 + cell] : -1;
-        if (!live) {
+        if (!((live >> u) & 1u)) {
 #pragma unroll
             for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = make_uint4(0, 0, 0, 0);
         } else if (slot >= 0) {
@@ -696,9 +701,23 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     };
 
     static_assert(kTile == kWalkTile, "a step is one tile of the walk");
-    int64_t step = warp, base = pl.step_base(step, kTile);
+    // The sparse kernel's row-table entries of a step's cell (lane % 16), K and V, loaded when its
+    // copies are issued and used a step later.
+    auto slots_of = [&](int64_t b, uint32_t live, int32_t& ks, int32_t& vs) {
+        ks = vs = -1;
+        if constexpr (kSparse) {
+            if (b >= 0 && ((live >> (lane & 15)) & 1u)) {
+                ks = cc.k_slot[row0 + b + (lane & 15)];
+                vs = cc.v_slot[row0 + b + (lane & 15)];
+            }
+        }
+    };
+    int64_t step = warp, base = pl.step_base(step, kTile), next = pl.step_base(step + kWarps, kTile);
+    float mv = mask_value(base), mv_next = mask_value(next);
+    uint32_t live = live_of(mv);
+    int32_t ks, vs;
+    slots_of(base, live, ks, vs);
     int buf = 0;
-    uint32_t live = base >= 0 ? live_bits(base) : 0u, next_live = 0u;
     if (base >= 0) issue(base, 0, live);
     // The queries after the first step's copies are on their way: both wait on memory, so the block
     // waits once (a batch-1 split walks only a few steps).
@@ -715,34 +734,44 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
         }
     }
     __syncthreads();
-    for (; base >= 0; step += kWarps, base = pl.step_base(step, kTile)) {
-        const int64_t next = pl.step_base(step + kWarps, kTile);
+    while (base >= 0) {
+        const int64_t next2 = pl.step_base(step + 2 * kWarps, kTile);
+        const uint32_t live_next = live_of(mv_next);
         if (next >= 0) {
-            next_live = live_bits(next);
-            issue(next, buf ^ 1, next_live);
+            issue(next, buf ^ 1, live_next);
         } else {
             __pipeline_commit();
         }
+        int32_t ks_next, vs_next;
+        slots_of(next, live_next, ks_next, vs_next);
+        const float mv_next2 = mask_value(next2);
         __pipeline_wait_prior(1);
         __syncwarp();
         if (live != 0u) {
             if constexpr (kSparse) {
                 const uint8_t* raw = mine + kTile * kRow + size_t(buf) * kTile * raw_row;
-                expand_step(base, raw, 0);
+                expand_step(raw, 0, live, ks);
                 __syncwarp();
-                compute(base, mine, mine, [&] {
+                compute(mv, mine, mine, [&] {
                     __syncwarp();  // every lane has its K fragments
-                    expand_step(base, raw, 1);
+                    expand_step(raw, 1, live, vs);
                     __syncwarp();
                 });
             } else {
                 const uint8_t* tile = mine + size_t(buf) * 2 * kTile * kRow;
-                compute(base, tile, tile + kTile * kRow, [] {});
+                compute(mv, tile, tile + kTile * kRow, [] {});
             }
         }
         __syncwarp();
         buf ^= 1;
-        live = next_live;
+        step += kWarps;
+        base = next;
+        next = next2;
+        mv = mv_next;
+        mv_next = mv_next2;
+        live = live_next;
+        ks = ks_next;
+        vs = vs_next;
     }
 
     l += __shfl_xor_sync(0xffffffffu, l, 1);
