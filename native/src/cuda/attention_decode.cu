@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 
 #include "attention_decode.h"
 #include "cuda_check.h"
@@ -478,6 +479,11 @@ __device__ __forceinline__ void cp_async16(unsigned dst, const void* src) {
 }
 
 __device__ __forceinline__ uint32_t lds32(const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
+__device__ __forceinline__ uint32_t lds32_u(unsigned a) {
+    uint32_t v;
+    asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(a));
+    return v;
+}
 
 // Four 8x8 f16 matrices from shared memory; lane l gives the address of row l % 8 of matrix l / 8.
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint8_t* p) {
@@ -545,6 +551,106 @@ __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_
     }
 }
 
+// ---- B fragments straight from the records (the tensor-core kernel over the store) ---------------
+// A lane's fragment values come from its records in shared memory: per value (or f16 pair) a
+// popcount of the bitmap below it gives its place, one predicated 16-bit load fetches it. No dense
+// tile is written or read back, and the lanes of a load read few records at nearby places, so the
+// loads keep clear of bank conflicts. For steps without window cells (those expand into a tile).
+
+// The f16 at shared address `a` if `bit` is set in x, else 0.
+__device__ __forceinline__ uint32_t lds16_if(uint32_t x, uint32_t bit, unsigned a) {
+    uint32_t v = 0;
+    asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %1, 0;\n @p ld.shared.u16 %0, [%2];\n}" : "+r"(v) : "r"(x & bit), "r"(a));
+    return v;
+}
+
+// Bitmap word w of a record (0 for a dead cell: all its values read as 0) and the shared address of
+// the word's first value; words are taken in order.
+template <int D>
+struct RecordWords {
+    unsigned rec = 0;
+    bool live = false;
+    uint32_t x = 0;
+    unsigned vals = 0;
+    __device__ void word(int w) {
+        if (w == 0) vals = rec + D / 8;
+        else vals += 2u * unsigned(__popc(x));
+        x = live ? lds32_u(rec + 4u * unsigned(w)) : 0u;
+    }
+};
+
+// K: lane (g, t) holds the pairs at channels 16 kc + 2t and + 8 of cells g and g + 8.
+template <int D>
+struct DirectK {
+    RecordWords<D> r[2];
+    uint32_t below[4];  // the bits below channel 8j + 2t of a word
+
+    __device__ DirectK(const uint8_t* raw, uint32_t live, int lane, size_t raw_row) {
+        const int g = lane / 4, t = lane % 4;
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int c = g + 8 * i;
+            r[i].live = (live >> c) & 1u;
+            r[i].rec = static_cast<unsigned>(__cvta_generic_to_shared(raw + size_t(c) * raw_row));
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) below[j] = (1u << (8 * j + 2 * t)) - 1u;
+    }
+    __device__ uint32_t pair(int i, int j) const {
+        const uint32_t x = r[i].x, bit = below[j] + 1u;
+        const unsigned a = r[i].vals + 2u * unsigned(__popc(x & below[j]));
+        const uint32_t lo = lds16_if(x, bit, a);
+        const uint32_t hi = lds16_if(x, bit << 1, (x & bit) ? a + 2u : a);
+        return __byte_perm(lo, hi, 0x5410);
+    }
+    __device__ void operator()(int kc, uint32_t (&b)[4]) {
+        if (kc % 2 == 0) {
+            r[0].word(kc / 2);
+            r[1].word(kc / 2);
+        }
+        const int j = 2 * (kc % 2);
+        b[0] = pair(0, j);
+        b[1] = pair(0, j + 1);
+        b[2] = pair(1, j);
+        b[3] = pair(1, j + 1);
+    }
+};
+
+// V (transposed): lane (g, t) holds channel 8 q + g of cells 2t, 2t + 1, 2t + 8, 2t + 9 for tile q.
+template <int D>
+struct DirectV {
+    RecordWords<D> r[4];
+    uint32_t below[4];  // the bits below channel 8j + g of a word
+
+    __device__ DirectV(const uint8_t* raw, uint32_t live, int lane, size_t raw_row) {
+        const int g = lane / 4, t = lane % 4;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int c = 2 * t + (i % 2) + 8 * (i / 2);
+            r[i].live = (live >> c) & 1u;
+            r[i].rec = static_cast<unsigned>(__cvta_generic_to_shared(raw + size_t(c) * raw_row));
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) below[j] = (1u << (8 * j + g)) - 1u;
+    }
+    __device__ uint32_t value(int i, int j) const {
+        const uint32_t x = r[i].x;
+        return lds16_if(x, below[j] + 1u, r[i].vals + 2u * unsigned(__popc(x & below[j])));
+    }
+    __device__ void operator()(int n, uint32_t (&b)[4]) {
+        if (n % 4 == 0) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) r[i].word(n / 4);
+        }
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+            const int j = (n + q) % 4;
+            b[2 * q] = __byte_perm(value(0, j), value(1, j), 0x5410);
+            b[2 * q + 1] = __byte_perm(value(2, j), value(3, j), 0x5410);
+        }
+    }
+};
+
 size_t mma_smem(int D, bool sparse, size_t record_bytes) {
     const size_t row = size_t(2 * D + 16);
     // Sparse: one expanded tile (K, then V) and the raw records of two steps; dense: K and V tiles of two steps.
@@ -553,8 +659,8 @@ size_t mma_smem(int D, bool sparse, size_t record_bytes) {
     return std::max(16 * row + kWarps * warp, fin);
 }
 
-template <int D, bool kSparse>
-__global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, TileLists tl, float* part, int splits,
+template <int D, bool kSparse, bool direct = false>
+__global__ void __launch_bounds__(kThreads, direct ? 4 : 1) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, TileLists tl, float* part, int splits,
                                                        int* counters) {
     extern __shared__ __align__(16) uint8_t smem[];
     constexpr int kRow = 2 * D + 16;  // a padded tile row: the fragment loads are free of bank conflicts
@@ -627,8 +733,10 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     const int v_row = ((lane >> 3) & 1) * 8 + (lane & 7), v_col = ((lane >> 4) & 1) * 16;
 
     // between() runs after the scores, before V is read (the sparse kernel expands V there, into K's tile).
-    // mv: the step's mask values (mask_value), lane l holding cell l % 16's.
-    auto compute = [&](float mv, const uint8_t* kt, const uint8_t* vt, auto&& between) {
+    // mv: the step's mask values (mask_value), lane l holding cell l % 16's. kfrag(kc, b) gives the B
+    // fragments of channel block kc for cells 0-7 (b[0], b[1]) and 8-15 (b[2], b[3]); vfrag(n, b) those
+    // of V's channel tiles n (b[0], b[1]) and n + 1 (b[2], b[3]); between() runs after the scores.
+    auto compute = [&](float mv, auto&& kfrag, auto&& between, auto&& vfrag) {
         // C rows g: Q_high K^T, rows g + 8: Q_low K^T, for cells 0-7 and 8-15.
         float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
@@ -637,7 +745,7 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
             const uint32_t a0 = lds32(qh + g * kRow + col), a1 = lds32(ql + g * kRow + col);
             const uint32_t a2 = lds32(qh + g * kRow + col + 16), a3 = lds32(ql + g * kRow + col + 16);
             uint32_t b[4];  // B of cells 0-7 (channels kc*16 + 0..7, + 8..15), then of cells 8-15
-            ldsm_x4(b, kt + k_row * kRow + kc * 32 + k_col);
+            kfrag(kc, b);
             mma16816_split(sc[0], a0, a1, a2, a3, b[0], b[1]);
             mma16816_split(sc[1], a0, a1, a2, a3, b[2], b[3]);
         }
@@ -675,7 +783,7 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
 #pragma unroll
         for (int n = 0; n < D / 8; n += 2) {
             uint32_t b[4];  // B of channel tiles n (cells 0-7, 8-15) and n + 1
-            ldsm_x4_trans(b, vt + v_row * kRow + n * 16 + v_col);
+            vfrag(n, b);
             mma16816_split(o[n], ph0, pl0, ph2, pl2, b[0], b[1]);  // rows g: P_high V, rows g + 8: P_low V
             mma16816_split(o[n + 1], ph0, pl0, ph2, pl2, b[2], b[3]);
         }
@@ -684,6 +792,10 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
     // The step's K (kv = 0) or V (1) into the warp's tile. Lanes 0-15 take the first halves of the 16
     // cells, 16-31 the second: the eight lanes of a 16-byte store phase then write eight different
     // tile rows, whose padding puts them on different banks (two halves of one row would share them).
+    // Fragments from a dense tile in shared memory (ldmatrix), K as is and V transposed.
+    auto tile_k = [&](const uint8_t* kt) { return [=](int kc, uint32_t(&b)[4]) { ldsm_x4(b, kt + k_row * kRow + kc * 32 + k_col); }; };
+    auto tile_v = [&](const uint8_t* vt) { return [=](int n, uint32_t(&b)[4]) { ldsm_x4_trans(b, vt + v_row * kRow + n * 16 + v_col); }; };
+
     // slot: the cell's entry of the K or V row table (loaded with the step's copies).
     auto expand_step = [&](const uint8_t* raw, int kv, uint32_t live, int32_t slot) {
         const int u = lane % 16, half = lane / 16;
@@ -750,16 +862,21 @@ __global__ void __launch_bounds__(kThreads) mma_kernel(DecodeProblem p, DenseCac
         if (live != 0u) {
             if constexpr (kSparse) {
                 const uint8_t* raw = mine + kTile * kRow + size_t(buf) * kTile * raw_row;
-                expand_step(raw, 0, live, ks);
-                __syncwarp();
-                compute(mv, mine, mine, [&] {
-                    __syncwarp();  // every lane has its K fragments
-                    expand_step(raw, 1, live, vs);
+                // A step with window cells (their rows are dense, in the pool) expands into the tile.
+                if (direct && !__any_sync(0xffffffffu, ks >= 0 || vs >= 0)) {
+                    compute(mv, DirectK<D>(raw, live, lane, raw_row), [] {}, DirectV<D>(raw + cc.k_stride, live, lane, raw_row));
+                } else {
+                    expand_step(raw, 0, live, ks);
                     __syncwarp();
-                });
+                    compute(mv, tile_k(mine), [&] {
+                        __syncwarp();  // every lane has its K fragments
+                        expand_step(raw, 1, live, vs);
+                        __syncwarp();
+                    }, tile_v(mine));
+                }
             } else {
                 const uint8_t* tile = mine + size_t(buf) * 2 * kTile * kRow;
-                compute(mv, tile, tile + kTile * kRow, [] {});
+                compute(mv, tile_k(tile), [] {}, tile_v(tile + kTile * kRow));
             }
         }
         __syncwarp();
@@ -1069,6 +1186,8 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
 using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, TileLists, float*, int, int*);
 
 MmaFn mma_fn(int d, bool sparse) {
+    static const bool direct = std::getenv("MUSTAFAR_DIRECT") != nullptr;
+    if (sparse && direct) return d == 64 ? mma_kernel<64, true, true> : d == 128 ? mma_kernel<128, true, true> : nullptr;
     switch (d) {
         case 64: return sparse ? mma_kernel<64, true> : mma_kernel<64, false>;
         case 128: return sparse ? mma_kernel<128, true> : mma_kernel<128, false>;
