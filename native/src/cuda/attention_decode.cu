@@ -660,7 +660,7 @@ size_t mma_smem(int D, bool sparse, size_t record_bytes) {
 }
 
 template <int D, bool kSparse, bool direct = false>
-__global__ void __launch_bounds__(kThreads, direct ? 4 : 1) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, TileLists tl, float* part, int splits,
+__global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, TileLists tl, float* part, int splits,
                                                        int* counters) {
     extern __shared__ __align__(16) uint8_t smem[];
     constexpr int kRow = 2 * D + 16;  // a padded tile row: the fragment loads are free of bank conflicts
