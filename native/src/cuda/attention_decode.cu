@@ -659,7 +659,7 @@ size_t mma_smem(int D, bool sparse, size_t record_bytes) {
     return std::max(16 * row + kWarps * warp, fin);
 }
 
-template <int D, bool kSparse, bool direct = false>
+template <int D, bool kSparse, int direct = 0>
 __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, TileLists tl, float* part, int splits,
                                                        int* counters) {
     extern __shared__ __align__(16) uint8_t smem[];
@@ -863,8 +863,12 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
             if constexpr (kSparse) {
                 const uint8_t* raw = mine + kTile * kRow + size_t(buf) * kTile * raw_row;
                 // A step with window cells (their rows are dense, in the pool) expands into the tile.
-                if (direct && !__any_sync(0xffffffffu, ks >= 0 || vs >= 0)) {
+                if (direct == 2 && !__any_sync(0xffffffffu, ks >= 0 || vs >= 0)) {
                     compute(mv, DirectK<D>(raw, live, lane, raw_row), [] {}, DirectV<D>(raw + cc.k_stride, live, lane, raw_row));
+                } else if (direct == 1 && !__any_sync(0xffffffffu, ks >= 0)) {
+                    expand_step(raw, 1, live, vs);
+                    __syncwarp();
+                    compute(mv, DirectK<D>(raw, live, lane, raw_row), [] {}, tile_v(mine));
                 } else {
                     expand_step(raw, 0, live, ks);
                     __syncwarp();
@@ -1186,8 +1190,9 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
 using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, TileLists, float*, int, int*);
 
 MmaFn mma_fn(int d, bool sparse) {
-    static const bool direct = std::getenv("MUSTAFAR_DIRECT") != nullptr;
-    if (sparse && direct) return d == 64 ? mma_kernel<64, true, true> : d == 128 ? mma_kernel<128, true, true> : nullptr;
+    static const int direct = std::getenv("MUSTAFAR_DIRECT") != nullptr ? std::atoi(std::getenv("MUSTAFAR_DIRECT")) : 0;
+    if (sparse && direct == 1) return d == 64 ? mma_kernel<64, true, 1> : d == 128 ? mma_kernel<128, true, 1> : nullptr;
+    if (sparse && direct == 2) return d == 64 ? mma_kernel<64, true, 2> : d == 128 ? mma_kernel<128, true, 2> : nullptr;
     switch (d) {
         case 64: return sparse ? mma_kernel<64, true> : mma_kernel<64, false>;
         case 128: return sparse ? mma_kernel<128, true> : mma_kernel<128, false>;
