@@ -16,7 +16,6 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
-#include <cstdlib>
 
 #include "attention_decode.h"
 #include "cuda_check.h"
@@ -458,9 +457,11 @@ __global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, C
 // rows 0-7 of A hold the high parts of the group's query heads (up to 8), rows 8-15 the low parts, and
 // the two halves of C are added. Fragment layouts (PTX ISA, m16n8k16), g = lane / 4, t = lane % 4:
 // A (g, 2t..2t+1), (g+8, ..), (g, 2t+8..), (g+8, 2t+8..); B (k 2t..2t+1, n g), (k 2t+8.., n g);
-// C (g, 2t..2t+1), (g+8, 2t..2t+1). K and V fragments come from ldmatrix (V transposed).
-// Each warp streams its steps into shared memory with asynchronous 16-byte copies, two steps deep;
-// the compressed kernel expands the step's records into a dense tile first (lane = cell and half row).
+// C (g, 2t..2t+1), (g+8, 2t..2t+1). Dense K and V fragments come from ldmatrix (V transposed).
+// Each warp streams its steps into shared memory with asynchronous 16-byte copies, two steps deep.
+// Over the store, K's fragments come straight from the staged records (DirectK), V's records expand
+// into a dense tile first (lane = cell and half row); a step's mask values and row-table entries are
+// loaded a step or two ahead, so that no load waits in the step's critical path.
 constexpr int kTile = 16;
 
 // All 16 rows of A used: rows 0-7 carry the f16 high parts, rows 8-15 the low parts of the same heads.
@@ -551,11 +552,12 @@ __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_
     }
 }
 
-// ---- B fragments straight from the records (the tensor-core kernel over the store) ---------------
-// A lane's fragment values come from its records in shared memory: per value (or f16 pair) a
-// popcount of the bitmap below it gives its place, one predicated 16-bit load fetches it. No dense
-// tile is written or read back, and the lanes of a load read few records at nearby places, so the
-// loads keep clear of bank conflicts. For steps without window cells (those expand into a tile).
+// ---- K's B fragments straight from the records (the tensor-core kernel over the store) -----------
+// A lane's fragment pairs come from its records in shared memory: a popcount of the bitmap below a
+// pair gives its place, two predicated 16-bit loads fetch it. K's dense tile is neither written nor
+// read back, and the lanes of a load read few records at nearby places, clear of bank conflicts.
+// On the H200 this took a batch-8, 32K step at s = 0.7 from 288 to 272 µs; V the same way was slower
+// (297 µs: more instructions than the shared-memory traffic it saves), so V still expands into a tile.
 
 // The f16 at shared address `a` if `bit` is set in x, else 0.
 __device__ __forceinline__ uint32_t lds16_if(uint32_t x, uint32_t bit, unsigned a) {
@@ -616,41 +618,6 @@ struct DirectK {
     }
 };
 
-// V (transposed): lane (g, t) holds channel 8 q + g of cells 2t, 2t + 1, 2t + 8, 2t + 9 for tile q.
-template <int D>
-struct DirectV {
-    RecordWords<D> r[4];
-    uint32_t below[4];  // the bits below channel 8j + g of a word
-
-    __device__ DirectV(const uint8_t* raw, uint32_t live, int lane, size_t raw_row) {
-        const int g = lane / 4, t = lane % 4;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const int c = 2 * t + (i % 2) + 8 * (i / 2);
-            r[i].live = (live >> c) & 1u;
-            r[i].rec = static_cast<unsigned>(__cvta_generic_to_shared(raw + size_t(c) * raw_row));
-        }
-#pragma unroll
-        for (int j = 0; j < 4; ++j) below[j] = (1u << (8 * j + g)) - 1u;
-    }
-    __device__ uint32_t value(int i, int j) const {
-        const uint32_t x = r[i].x;
-        return lds16_if(x, below[j] + 1u, r[i].vals + 2u * unsigned(__popc(x & below[j])));
-    }
-    __device__ void operator()(int n, uint32_t (&b)[4]) {
-        if (n % 4 == 0) {
-#pragma unroll
-            for (int i = 0; i < 4; ++i) r[i].word(n / 4);
-        }
-#pragma unroll
-        for (int q = 0; q < 2; ++q) {
-            const int j = (n + q) % 4;
-            b[2 * q] = __byte_perm(value(0, j), value(1, j), 0x5410);
-            b[2 * q + 1] = __byte_perm(value(2, j), value(3, j), 0x5410);
-        }
-    }
-};
-
 size_t mma_smem(int D, bool sparse, size_t record_bytes) {
     const size_t row = size_t(2 * D + 16);
     // Sparse: one expanded tile (K, then V) and the raw records of two steps; dense: K and V tiles of two steps.
@@ -659,7 +626,7 @@ size_t mma_smem(int D, bool sparse, size_t record_bytes) {
     return std::max(16 * row + kWarps * warp, fin);
 }
 
-template <int D, bool kSparse, int direct = 0>
+template <int D, bool kSparse>
 __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, TileLists tl, float* part, int splits,
                                                        int* counters) {
     extern __shared__ __align__(16) uint8_t smem[];
@@ -862,10 +829,9 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
         if (live != 0u) {
             if constexpr (kSparse) {
                 const uint8_t* raw = mine + kTile * kRow + size_t(buf) * kTile * raw_row;
-                // A step with window cells (their rows are dense, in the pool) expands into the tile.
-                if (direct == 2 && !__any_sync(0xffffffffu, ks >= 0 || vs >= 0)) {
-                    compute(mv, DirectK<D>(raw, live, lane, raw_row), [] {}, DirectV<D>(raw + cc.k_stride, live, lane, raw_row));
-                } else if (direct == 1 && !__any_sync(0xffffffffu, ks >= 0)) {
+                // V expands into the tile; K's fragments come straight from the records, except in a step
+                // with K window cells (their rows are dense, in the pool), which expands K into the tile too.
+                if (!__any_sync(0xffffffffu, ks >= 0)) {
                     expand_step(raw, 1, live, vs);
                     __syncwarp();
                     compute(mv, DirectK<D>(raw, live, lane, raw_row), [] {}, tile_v(mine));
@@ -1190,9 +1156,6 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
 using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, TileLists, float*, int, int*);
 
 MmaFn mma_fn(int d, bool sparse) {
-    static const int direct = std::getenv("MUSTAFAR_DIRECT") != nullptr ? std::atoi(std::getenv("MUSTAFAR_DIRECT")) : 0;
-    if (sparse && direct == 1) return d == 64 ? mma_kernel<64, true, 1> : d == 128 ? mma_kernel<128, true, 1> : nullptr;
-    if (sparse && direct == 2) return d == 64 ? mma_kernel<64, true, 2> : d == 128 ? mma_kernel<128, true, 2> : nullptr;
     switch (d) {
         case 64: return sparse ? mma_kernel<64, true> : mma_kernel<64, false>;
         case 128: return sparse ? mma_kernel<128, true> : mma_kernel<128, false>;
