@@ -282,7 +282,7 @@ __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, co
         const int g = t / (D / 4), d = (t % (D / 4)) * 4;
         const float* hb = base + size_t(g) * splits * P + d;
         float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-        // 16 loads in flight per thread: a batch-1 step merges some 50 splits, and this tail is serial.
+        // Up to 16 loads in flight per thread (a batch-1 step at 32K merges 49 splits per head).
 #pragma unroll 16
         for (int s = 0; s < splits; ++s) {
             const float4 x = __ldcg(reinterpret_cast<const float4*>(hb + size_t(s) * P));
@@ -699,10 +699,10 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     const int k_row = ((lane >> 4) & 1) * 8 + (lane & 7), k_col = ((lane >> 3) & 1) * 16;
     const int v_row = ((lane >> 3) & 1) * 8 + (lane & 7), v_col = ((lane >> 4) & 1) * 16;
 
-    // between() runs after the scores, before V is read (the sparse kernel expands V there, into K's tile).
     // mv: the step's mask values (mask_value), lane l holding cell l % 16's. kfrag(kc, b) gives the B
     // fragments of channel block kc for cells 0-7 (b[0], b[1]) and 8-15 (b[2], b[3]); vfrag(n, b) those
-    // of V's channel tiles n (b[0], b[1]) and n + 1 (b[2], b[3]); between() runs after the scores.
+    // of V's channel tiles n (b[0], b[1]) and n + 1 (b[2], b[3]); between() runs after the scores,
+    // before V is read (where K's tile expanded, V expands there into the same tile).
     auto compute = [&](float mv, auto&& kfrag, auto&& between, auto&& vfrag) {
         // C rows g: Q_high K^T, rows g + 8: Q_low K^T, for cells 0-7 and 8-15.
         float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
@@ -756,13 +756,13 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
         }
     };
 
-    // The step's K (kv = 0) or V (1) into the warp's tile. Lanes 0-15 take the first halves of the 16
-    // cells, 16-31 the second: the eight lanes of a 16-byte store phase then write eight different
-    // tile rows, whose padding puts them on different banks (two halves of one row would share them).
     // Fragments from a dense tile in shared memory (ldmatrix), K as is and V transposed.
     auto tile_k = [&](const uint8_t* kt) { return [=](int kc, uint32_t(&b)[4]) { ldsm_x4(b, kt + k_row * kRow + kc * 32 + k_col); }; };
     auto tile_v = [&](const uint8_t* vt) { return [=](int n, uint32_t(&b)[4]) { ldsm_x4_trans(b, vt + v_row * kRow + n * 16 + v_col); }; };
 
+    // The step's K (kv = 0) or V (1) into the warp's tile. Lanes 0-15 take the first halves of the 16
+    // cells, 16-31 the second: the eight lanes of a 16-byte store phase then write eight different
+    // tile rows, whose padding puts them on different banks (two halves of one row would share them).
     // slot: the cell's entry of the K or V row table (loaded with the step's copies).
     auto expand_step = [&](const uint8_t* raw, int kv, uint32_t live, int32_t slot) {
         const int u = lane % 16, half = lane / 16;
@@ -798,8 +798,8 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     slots_of(base, live, ks, vs);
     int buf = 0;
     if (base >= 0) issue(base, 0, live);
-    // The queries after the first step's copies are on their way: both wait on memory, so the block
-    // waits once (a batch-1 split walks only a few steps).
+    // The queries are staged after the first step's copies are on their way, so that both wait on
+    // memory together (a batch-1 split walks only a few steps).
     {  // the group's queries in log2 units, as f16 high and low parts; rows >= G stay zero
         const float f = p.scale * kLog2e;
         for (int i = threadIdx.x; i < 8 * D; i += kThreads) {
