@@ -35,7 +35,6 @@ void KvStore::clear() {
     std::fill(slot_of_.begin(), slot_of_.end(), -1);
     std::fill(stamp_.begin(), stamp_.end(), 0);
     std::fill(row_of_slot_.begin(), row_of_slot_.end(), -1);
-    log_.clear();
     free_.clear();
     for (int32_t s = pool_rows_ - 1; s >= 0; --s) free_.push_back(s);
     clock_ = 0;
@@ -80,13 +79,6 @@ void KvStore::dense_row_list(std::vector<int64_t>& out) const {
     std::sort(out.begin(), out.end());
 }
 
-uint64_t KvStore::oldest_dense_stamp() const {
-    uint64_t oldest = UINT64_MAX;
-    for (int64_t row : row_of_slot_)
-        if (row >= 0) oldest = std::min(oldest, stamp_[row]);
-    return oldest;
-}
-
 int32_t KvStore::take_slot() {
     if (free_.empty()) {
         // More dense rows than windows plus a micro-batch: rows of sequences that were removed
@@ -102,14 +94,6 @@ int32_t KvStore::take_slot() {
 }
 
 int32_t KvStore::place_row(int64_t row) {
-    // Drop log entries of rows written again or erased since (before this write changes a stamp:
-    // write_heads gives a row its old stamp back, whose entry must survive).
-    if (log_.size() > 2 * size_t(n_rows_) + 1024) {
-        size_t n = 0;
-        for (const auto& e : log_)
-            if (stamp_[e.second] == e.first && state_[e.second] != RowState::Empty) log_[n++] = e;
-        log_.resize(n);
-    }
     if (state_[row] != RowState::Dense) {
         if (state_[row] == RowState::Compressed) --compressed_count_;
         set_slot(row, take_slot());
@@ -117,7 +101,6 @@ int32_t KvStore::place_row(int64_t row) {
         ++dense_count_;
     }
     stamp_[row] = ++clock_;
-    log_.emplace_back(stamp_[row], row);
     note_change(1, row);
     return slot_of_[row];
 }

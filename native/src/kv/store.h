@@ -92,20 +92,8 @@ public:
     bool has_free_slot() const { return !free_.empty(); }
     StoreMemory* device() const { return device_.get(); }
 
-    // The dense rows, ascending, and the stamp of the oldest (UINT64_MAX when there is none).
+    // The dense rows, ascending.
     void dense_row_list(std::vector<int64_t>& out) const;
-    uint64_t oldest_dense_stamp() const;
-    // Calls fn(row) for the written rows, newest first, down to those stamped `down_to`, while fn
-    // returns true (the window logic: a sequence's newest rows without a scan of the whole cache).
-    template <typename Fn>
-    void walk_newest(uint64_t down_to, Fn fn) const {
-        for (size_t i = log_.size(); i-- > 0;) {
-            const auto [stamp, row] = log_[i];
-            if (stamp < down_to) return;
-            if (stamp_[row] != stamp || state_[row] == RowState::Empty) continue;  // rewritten or erased since
-            if (!fn(row)) return;
-        }
-    }
 
 private:
     uint8_t* record(int64_t row, int head) const { return records_ + (size_t(row) * n_heads_ + head) * layout_.stride; }
@@ -127,7 +115,6 @@ private:
     std::vector<int32_t> slot_of_;
     std::vector<uint64_t> stamp_;
     std::vector<int64_t> row_of_slot_;               // -1: free
-    std::vector<std::pair<uint64_t, int64_t>> log_;  // (stamp, row) of each write, oldest first
     std::vector<int32_t> free_;
     void note_change(uint64_t op, int64_t row);
 
