@@ -44,6 +44,9 @@ internal sealed class BatchScheduler : IAsyncDisposable
     /// <summary>Requests running now (sequences in the context).</summary>
     public int Running { get; private set; }
 
+    /// <summary>The most requests one step has decoded together since the scheduler started.</summary>
+    public int PeakRunning { get; private set; }
+
     /// <summary>Streams the tokens of one request; enumeration ends with a token whose End is set, or by Stop.</summary>
     public async IAsyncEnumerable<GeneratedToken> RunAsync(IReadOnlyList<LLamaToken> prompt, SamplingSettings sampling, int maxTokens,
         [EnumeratorCancellation] CancellationToken cancellationToken)
@@ -127,6 +130,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
 
         Admit(st);
         Running = st.Active.Count;
+        PeakRunning = Math.Max(PeakRunning, Running);
         if (st.Active.Count == 0)
         {
             _wake.Wait(_shutdown.Token);

@@ -58,6 +58,9 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
     /// <summary>Requests running as sequences now.</summary>
     public int RunningRequests => _scheduler.Running;
 
+    /// <summary>The most requests one decode step has run together.</summary>
+    public int PeakRunningRequests => _scheduler.PeakRunning;
+
     internal LLamaWeights Weights => _weights;
 
     /// <summary>The llama.cpp context, for tests that drive sequences and state directly.</summary>

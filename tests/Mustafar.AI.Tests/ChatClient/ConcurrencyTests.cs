@@ -1,12 +1,10 @@
-using System.Diagnostics;
 using Microsoft.Extensions.AI;
 using Mustafar.AI.Tests.Infrastructure;
-using Xunit.Abstractions;
 
 namespace Mustafar.AI.Tests.ChatClient;
 
 /// <summary>One loaded model serves concurrent requests as sequences of one context, batched together.</summary>
-public sealed class ConcurrencyTests(ITestOutputHelper output)
+public sealed class ConcurrencyTests
 {
     private static readonly string[] Prompts =
     [
@@ -29,24 +27,24 @@ public sealed class ConcurrencyTests(ITestOutputHelper output)
             MaxQueuedRequests = queued,
         });
 
+    // Whether batching is faster is the benchmark's question (samples/Mustafar.Bench): wall-clock
+    // comparisons here failed on 2-core CI machines whenever a one-off stall of the .NET thread pool
+    // (about 0.7 s, seen with and without concurrency) fell into the faster phase.
     [SkippableFact]
-    public async Task EightConcurrentGreedyRequestsGiveTheSequentialTokensAndFinishSooner()
+    public async Task EightConcurrentGreedyRequestsRunAsOneBatchAndGiveTheSequentialTokens()
     {
         using var client = await CreateAsync(concurrent: 8);
-        var clock = Stopwatch.StartNew();
+        var engine = ((MustafarChatClient)client).Engine;
         var sequential = new List<string>();
         foreach (string prompt in Prompts)
         {
             sequential.Add((await client.GetResponseAsync(prompt, Greedy(48))).Text);
         }
 
-        var sequentialTime = clock.Elapsed;
-        clock.Restart();
+        Assert.Equal(1, engine.PeakRunningRequests);
         var concurrent = await Task.WhenAll(Prompts.Select(p => client.GetResponseAsync(p, Greedy(48))));
-        var concurrentTime = clock.Elapsed;
-        output.WriteLine($"8 requests x 48 tokens: sequential {sequentialTime.TotalMilliseconds:F0} ms, concurrent {concurrentTime.TotalMilliseconds:F0} ms");
         Assert.Equal(sequential, concurrent.Select(r => r.Text));
-        Assert.True(concurrentTime < sequentialTime, $"concurrent {concurrentTime} is not sooner than sequential {sequentialTime}");
+        Assert.Equal(Prompts.Length, engine.PeakRunningRequests);
     }
 
     [SkippableFact]
@@ -79,21 +77,9 @@ public sealed class ConcurrencyTests(ITestOutputHelper output)
     {
         using var client = await CreateAsync(concurrent: 2, queued: 1);
         var engine = ((MustafarChatClient)client).Engine;
-        int maxRunning = 0;
-        using var watching = new CancellationTokenSource();
-        var watcher = Task.Run(async () =>
-        {
-            while (!watching.IsCancellationRequested)
-            {
-                maxRunning = Math.Max(maxRunning, engine.RunningRequests);
-                await Task.Delay(1);
-            }
-        });
         var responses = await Task.WhenAll(Prompts.Select(p => client.GetResponseAsync(p, Greedy(24))));
-        await watching.CancelAsync();
-        await watcher;
         Assert.All(responses, r => Assert.Equal(24, r.Usage!.OutputTokenCount));
-        Assert.True(maxRunning <= 2, $"{maxRunning} requests ran at once with MaxConcurrentRequests = 2");
+        Assert.Equal(2, engine.PeakRunningRequests);
     }
 
     [SkippableFact]
