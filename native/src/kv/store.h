@@ -55,7 +55,6 @@ public:
     int window() const { return window_; }
     RowState state(int64_t row) const { return state_[row]; }
     uint64_t stamp(int64_t row) const { return stamp_[row]; }
-    uint64_t clock() const { return clock_; }
     // A digest of every change to the row table since the last clear: stores with the same digest
     // (the layers of a model, written alike) are in the same state.
     uint64_t history() const { return history_; }
