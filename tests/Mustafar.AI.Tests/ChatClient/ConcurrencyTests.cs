@@ -27,9 +27,9 @@ public sealed class ConcurrencyTests
             MaxQueuedRequests = queued,
         });
 
-    // Whether batching is faster is the benchmark's question (samples/Mustafar.Bench): wall-clock
-    // comparisons here failed on 2-core CI machines whenever a one-off stall of the .NET thread pool
-    // (about 0.7 s, seen with and without concurrency) fell into the faster phase.
+    // Whether batching is faster is the benchmark's question (samples/Mustafar.Bench), not a unit test's:
+    // a wall-clock comparison here failed on 2-core machines when a one-off thread-pool stall of the test
+    // host (see the project file) fell into the concurrent phase.
     [SkippableFact]
     public async Task EightConcurrentGreedyRequestsRunAsOneBatchAndGiveTheSequentialTokens()
     {
