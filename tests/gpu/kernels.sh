@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A short GPU call for kernel work: builds only the kernel test and benchmark programs, runs the kernel
 # tests, times chosen attention points and profiles some of them (tests/gpu/profile.sh), once for each
-# variant. Variants are environment settings that the kernels read, e.g. VARIANTS="default MUSTAFAR_EXPAND=gather".
+# variant. Variants are environment settings that a kernel under experiment reads (getenv in the launcher),
+# e.g. VARIANTS="default MY_SWITCH=1"; "default" runs with none.
 # POINTS: "s,batch,context" triples to time (s = 0: dense); PROFILE: the ones to profile.
 # Usage on the GPU machine: OUT=<folder> tests/gpu/kernels.sh
 set -uo pipefail

@@ -1450,15 +1450,11 @@ int DecodeWorkspace::blocks_per_sm(const void* kernel, size_t smem) {
 }
 
 bool DecodeWorkspace::allow_smem(const void* kernel, size_t smem) {
-    for (auto& [k, limit] : smem_limits_) {
-        if (k != kernel) continue;
-        if (limit >= smem) return true;
-        if (!MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
-        limit = smem;
-        return true;
-    }
+    auto it = std::find_if(smem_limits_.begin(), smem_limits_.end(), [&](const auto& e) { return e.first == kernel; });
+    if (it != smem_limits_.end() && it->second >= smem) return true;
     if (!MUSTAFAR_CUDA_OK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)))) return false;
-    smem_limits_.emplace_back(kernel, smem);
+    if (it != smem_limits_.end()) it->second = smem;
+    else smem_limits_.emplace_back(kernel, smem);
     return true;
 }
 
