@@ -480,11 +480,6 @@ __device__ __forceinline__ void cp_async16(unsigned dst, const void* src) {
 }
 
 __device__ __forceinline__ uint32_t lds32(const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
-__device__ __forceinline__ uint32_t lds32_u(unsigned a) {
-    uint32_t v;
-    asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(a));
-    return v;
-}
 
 // Four 8x8 f16 matrices from shared memory; lane l gives the address of row l % 8 of matrix l / 8.
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint8_t* p) {
@@ -553,77 +548,82 @@ __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_
 }
 
 // ---- K's B fragments straight from the records (the tensor-core kernel over the store) -----------
-// A lane's fragment pairs come from its records in shared memory: a popcount of the bitmap below a
-// pair gives its place, two predicated 16-bit loads fetch it. K's dense tile is neither written nor
-// read back, and the lanes of a load read few records at nearby places, clear of bank conflicts.
-// On the H200 this took a batch-8, 32K step at s = 0.7 from 288 to 272 µs; V the same way was slower
-// (297 µs: more instructions than the shared-memory traffic it saves), so V still expands into a tile.
+// The scores' MMAs may take the channels in any order that the queries share, so lane (g, t) takes a run:
+// channels t D/4 .. (t + 1) D/4 - 1 of cells g and g + 8, whose kept values are consecutive in each
+// record. MMA kc's k positions 2t, 2t + 1, 2t + 8 and 2t + 9 are the run's channels 4 kc + 0, 1, 2 and 3;
+// a permuted copy of the queries (q_channel) matches them. A lane then walks its two runs with one
+// moving shared address each: per channel a bit test, a predicated 2-byte load and a predicated add,
+// where the pairs of the natural order each needed a popcount and an address (DirectK, d50a959).
+// Window cells' K (dense rows in the pool) still goes through the natural-order tile and queries.
 
-// The f16 at shared address `a` if `bit` is set in x, else 0.
-__device__ __forceinline__ uint32_t lds16_if(uint32_t x, uint32_t bit, unsigned a) {
-    uint32_t v = 0;
-    asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %1, 0;\n @p ld.shared.u16 %0, [%2];\n}" : "+r"(v) : "r"(x & bit), "r"(a));
-    return v;
+// The channel that MMA kc's k position k takes, for the lane runs above.
+__host__ __device__ constexpr int q_channel(int D, int kc, int k) { return ((k % 8) / 2) * (D / 4) + 4 * kc + 2 * (k / 8) + k % 2; }
+
+// Two channels of a run (bits `bit` and `bit + 1` of x) as an f16 pair, pruned ones 0; `at` moves past
+// the kept values.
+__device__ __forceinline__ uint32_t take2(uint32_t x, int bit, unsigned& at) {
+    uint32_t lo = 0, hi = 0;
+    asm volatile(
+        "{\n .reg .pred p;\n"
+        " setp.ne.b32 p, %3, 0;\n @p ld.shared.u16 %0, [%2];\n @p add.u32 %2, %2, 2;\n"
+        " setp.ne.b32 p, %4, 0;\n @p ld.shared.u16 %1, [%2];\n @p add.u32 %2, %2, 2;\n}"
+        : "+r"(lo), "+r"(hi), "+r"(at)
+        : "r"(x & (1u << bit)), "r"(x & (2u << bit)));
+    return __byte_perm(lo, hi, 0x5410);
 }
 
-// Bitmap word w of a record (0 for a dead cell: all its values read as 0) and the shared address of
-// the word's first value; words are taken in order.
 template <int D>
-struct RecordWords {
-    unsigned rec = 0;
-    bool live = false;
-    uint32_t x = 0;
-    unsigned vals = 0;
-    __device__ void word(int w) {
-        if (w == 0) vals = rec + D / 8;
-        else vals += 2u * unsigned(__popc(x));
-        x = live ? lds32_u(rec + 4u * unsigned(w)) : 0u;
-    }
-};
+struct RunK {
+    static_assert(D == 64 || D == 128, "runs of 16 or 32 channels");
+    uint32_t x[2];   // the run's bitmap bits (0 for a dead cell: all its values read as 0)
+    unsigned at[2];  // shared address of the run's next kept value
 
-// K: lane (g, t) holds the pairs at channels 16 kc + 2t and + 8 of cells g and g + 8.
-template <int D>
-struct DirectK {
-    RecordWords<D> r[2];
-    uint32_t below[4];  // the bits below channel 8j + 2t of a word
-
-    __device__ DirectK(const uint8_t* raw, uint32_t live, int lane, size_t raw_row) {
+    __device__ RunK(const uint8_t* raw, uint32_t live, int lane, size_t raw_row) {
         const int g = lane / 4, t = lane % 4;
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
             const int c = g + 8 * i;
-            r[i].live = (live >> c) & 1u;
-            r[i].rec = static_cast<unsigned>(__cvta_generic_to_shared(raw + size_t(c) * raw_row));
-        }
+            const uint8_t* rec = raw + size_t(c) * raw_row;
+            uint32_t w[D / 32];
+            if constexpr (D == 128) {
+                const uint4 b = *reinterpret_cast<const uint4*>(rec);
+                w[0] = b.x, w[1] = b.y, w[2] = b.z, w[3] = b.w;
+            } else {
+                const uint2 b = *reinterpret_cast<const uint2*>(rec);
+                w[0] = b.x, w[1] = b.y;
+            }
+            // Kept values below the run, and the run's bits, chosen without indexing by t (local memory).
+            const int start = t * (D / 4);
+            int below = 0;
+            uint32_t bits = 0;
 #pragma unroll
-        for (int j = 0; j < 4; ++j) below[j] = (1u << (8 * j + 2 * t)) - 1u;
-    }
-    __device__ uint32_t pair(int i, int j) const {
-        const uint32_t x = r[i].x, bit = below[j] + 1u;
-        const unsigned a = r[i].vals + 2u * unsigned(__popc(x & below[j]));
-        const uint32_t lo = lds16_if(x, bit, a);
-        const uint32_t hi = lds16_if(x, bit << 1, (x & bit) ? a + 2u : a);
-        return __byte_perm(lo, hi, 0x5410);
+            for (int j = 0; j < D / 32; ++j) {
+                const int n = start - 32 * j;  // bits of word j below the run
+                below += n >= 32 ? __popc(w[j]) : n > 0 ? __popc(w[j] & ((1u << n) - 1u)) : 0;
+                if (n >= 0 && n < 32) bits = w[j] >> n;
+            }
+            x[i] = (live >> c) & 1u ? (D == 128 ? bits : bits & 0xffffu) : 0u;
+            at[i] = smem_u32(rec + D / 8) + 2u * unsigned(below);
+        }
     }
     __device__ void operator()(int kc, uint32_t (&b)[4]) {
-        if (kc % 2 == 0) {
-            r[0].word(kc / 2);
-            r[1].word(kc / 2);
-        }
-        const int j = 2 * (kc % 2);
-        b[0] = pair(0, j);
-        b[1] = pair(0, j + 1);
-        b[2] = pair(1, j);
-        b[3] = pair(1, j + 1);
+        b[0] = take2(x[0], 4 * kc, at[0]);
+        b[1] = take2(x[0], 4 * kc + 2, at[0]);
+        b[2] = take2(x[1], 4 * kc, at[1]);
+        b[3] = take2(x[1], 4 * kc + 2, at[1]);
     }
 };
+
+// Rows of query staging: f16 high and low parts of 8 heads, in the natural channel order and, over the
+// store, also in the lane runs' order (q_channel).
+__host__ __device__ constexpr int q_rows(bool sparse) { return sparse ? 32 : 16; }
 
 size_t mma_smem(int D, bool sparse, size_t record_bytes) {
     const size_t row = size_t(2 * D + 16);
     // Sparse: one expanded tile (K, then V) and the raw records of two steps; dense: K and V tiles of two steps.
     const size_t warp = sparse ? kTile * row + 2 * kTile * (record_bytes + 16) : 4 * kTile * row;
     const size_t fin = (size_t(kWarps) * 8 * D + 2 * kWarps * 8) * sizeof(float);
-    return std::max(16 * row + kWarps * warp, fin);
+    return std::max(q_rows(sparse) * row + kWarps * warp, fin);
 }
 
 template <int D, bool kSparse>
@@ -634,11 +634,9 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
     const int G = p.n_head / p.n_head_kv;
     const Place pl = place(p, tl, splits);
-    uint8_t* qh = smem;
-    uint8_t* ql = smem + 8 * kRow;
     const size_t rec = kSparse ? cc.k_stride + cc.v_stride : 0, raw_row = rec + 16;
     const size_t warp_bytes = kSparse ? kTile * kRow + 2 * kTile * raw_row : 4 * kTile * kRow;
-    uint8_t* mine = smem + 16 * kRow + warp * warp_bytes;
+    uint8_t* mine = smem + q_rows(kSparse) * kRow + warp * warp_bytes;
     const __half* mrow = mask_row(p, pl);
     const int64_t row0 = kSparse ? int64_t(pl.seq) * cc.seq_rows : 0;
 
@@ -655,19 +653,32 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     // other sequences' cells): their K and V are neither read nor computed on.
     auto live_of = [&](float mv) { return __ballot_sync(0xffffffffu, mv != -INFINITY) & 0xffffu; };
 
+    constexpr int kRounds = ((D / 8 + 2 * D + 15) / 16 + 1) / 2;  // copy rounds of the largest record (no pruning)
+
     auto issue = [&](int64_t base, int buf, uint32_t live) {
         if constexpr (kSparse) {
             // Lanes 2u and 2u + 1 copy cell u's K record, then its V record, 32 bytes a round: each copy
-            // instruction reads 16 records' whole 32-byte sectors.
-            const int u = lane >> 1, par = lane & 1;
+            // instruction reads 16 records' whole 32-byte sectors. The rounds are unrolled (a loop bounded
+            // at run time cost about 170 instructions a step in the sm_90 SASS of CUDA 11.8 and 12.4).
+            const int u = lane >> 1;
             if ((live >> u) & 1u) {
-                const unsigned dst = smem_u32(mine + kTile * kRow + size_t(buf) * kTile * raw_row + size_t(u) * raw_row) + 16u * par;
+                const unsigned dst = smem_u32(mine + kTile * kRow + size_t(buf) * kTile * raw_row + size_t(u) * raw_row) + 16u * unsigned(lane & 1);
+                // Recomputed each step from the kernel's parameters: kept in registers, these pushed the
+                // kernel past its 128 (four blocks a multiprocessor).
                 const size_t rr = size_t(row0 + base + u) * p.n_head_kv + pl.hk;
-                const uint8_t* ks = cc.k_records + rr * cc.k_stride + 16 * par;
-                for (unsigned r = par, o = 0; r < unsigned(cc.k_stride / 16); r += 2, o += 32) cp_async16(dst + o, ks + o);
-                const uint8_t* vs = cc.v_records + rr * cc.v_stride + 16 * par;
-                const unsigned vdst = dst + unsigned(cc.k_stride);
-                for (unsigned r = par, o = 0; r < unsigned(cc.v_stride / 16); r += 2, o += 32) cp_async16(vdst + o, vs + o);
+                const uint8_t* ks = cc.k_records + rr * cc.k_stride + 16 * (lane & 1);
+                const uint8_t* vs = cc.v_records + rr * cc.v_stride + 16 * (lane & 1);
+                const int k_rounds = (int(cc.k_stride / 16) - (lane & 1) + 1) / 2, v_rounds = (int(cc.v_stride / 16) - (lane & 1) + 1) / 2;
+#pragma unroll
+                for (int i = 0; i < kRounds; ++i) {
+                    if (i >= k_rounds) break;
+                    cp_async16(dst + 32u * i, ks + 32 * i);
+                }
+#pragma unroll
+                for (int i = 0; i < kRounds; ++i) {
+                    if (i >= v_rounds) break;
+                    cp_async16(dst + unsigned(cc.k_stride) + 32u * i, vs + 32 * i);
+                }
             }
         } else {
             uint8_t* dst = mine + size_t(buf) * 2 * kTile * kRow;
@@ -703,7 +714,9 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     // fragments of channel block kc for cells 0-7 (b[0], b[1]) and 8-15 (b[2], b[3]); vfrag(n, b) those
     // of V's channel tiles n (b[0], b[1]) and n + 1 (b[2], b[3]); between() runs after the scores,
     // before V is read (where K's tile expanded, V expands there into the same tile).
-    auto compute = [&](float mv, auto&& kfrag, auto&& between, auto&& vfrag) {
+    // qh: the queries' staging in the order kfrag takes the channels (high parts; the low ones 8 rows on).
+    auto compute = [&](const uint8_t* qh, float mv, auto&& kfrag, auto&& between, auto&& vfrag) {
+        const uint8_t* ql = qh + 8 * kRow;
         // C rows g: Q_high K^T, rows g + 8: Q_low K^T, for cells 0-7 and 8-15.
         float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
@@ -802,14 +815,16 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     // memory together (a batch-1 split walks only a few steps).
     {  // the group's queries in log2 units, as f16 high and low parts; rows >= G stay zero
         const float f = p.scale * kLog2e;
-        for (int i = threadIdx.x; i < 8 * D; i += kThreads) {
-            const int r = i / D, d = i % D;
+        for (int i = threadIdx.x; i < q_rows(kSparse) / 2 * D; i += kThreads) {
+            const int r = (i / D) % 8, pos = i % D;
+            const int d = i < 8 * D ? pos : q_channel(D, pos / 16, pos % 16);  // rows 16-31: the runs' order
             float x = 0.0f;
             if (r < G)
                 x = reinterpret_cast<const float*>(p.q + size_t(pl.row) * p.q_nb1 + size_t(pl.hk * G + r) * p.q_nb2 + size_t(pl.seq) * p.q_nb3)[d] * f;
             const __half hi = __float2half_rn(x);
-            reinterpret_cast<__half*>(qh + r * kRow)[d] = hi;
-            reinterpret_cast<__half*>(ql + r * kRow)[d] = __float2half_rn(x - __half2float(hi));
+            uint8_t* qb = smem + (i < 8 * D ? 0 : 16 * kRow);
+            reinterpret_cast<__half*>(qb + r * kRow)[pos] = hi;
+            reinterpret_cast<__half*>(qb + (8 + r) * kRow)[pos] = __float2half_rn(x - __half2float(hi));
         }
     }
     __syncthreads();
@@ -834,11 +849,11 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
                 if (!__any_sync(0xffffffffu, ks >= 0)) {
                     expand_step(raw, 1, live, vs);
                     __syncwarp();
-                    compute(mv, DirectK<D>(raw, live, lane, raw_row), [] {}, tile_v(mine));
+                    compute(smem + 16 * kRow, mv, RunK<D>(raw, live, lane, raw_row), [] {}, tile_v(mine));
                 } else {
                     expand_step(raw, 0, live, ks);
                     __syncwarp();
-                    compute(mv, tile_k(mine), [&] {
+                    compute(smem, mv, tile_k(mine), [&] {
                         __syncwarp();  // every lane has its K fragments
                         expand_step(raw, 1, live, vs);
                         __syncwarp();
@@ -846,7 +861,7 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
                 }
             } else {
                 const uint8_t* tile = mine + size_t(buf) * 2 * kTile * kRow;
-                compute(mv, tile_k(tile), [] {}, tile_v(tile + kTile * kRow));
+                compute(smem, mv, tile_k(tile), [] {}, tile_v(tile + kTile * kRow));
             }
         }
         __syncwarp();
