@@ -558,6 +558,16 @@ __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_
 
 // The channel that MMA kc's k position k takes, for the lane runs above.
 __host__ __device__ constexpr int q_channel(int D, int kc, int k) { return ((k % 8) / 2) * (D / 4) + 4 * kc + 2 * (k / 8) + k % 2; }
+// Where channel d sits in that order (kc * 16 + k).
+__host__ __device__ constexpr int q_position(int D, int d) {
+    return (d % (D / 4)) / 4 * 16 + 2 * (d / (D / 4)) + d % 2 + 8 * ((d % 4) / 2);
+}
+constexpr bool q_order_inverts(int D) {
+    for (int pos = 0; pos < D; ++pos)
+        if (q_position(D, q_channel(D, pos / 16, pos % 16)) != pos) return false;
+    return true;
+}
+static_assert(q_order_inverts(64) && q_order_inverts(128), "q_position inverts q_channel");
 
 // Two channels of a run (bits `bit` and `bit + 1` of x) as an f16 pair, pruned ones 0; `at` moves past
 // the kept values.
@@ -814,17 +824,26 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     // The queries are staged after the first step's copies are on their way, so that both wait on
     // memory together (a batch-1 split walks only a few steps).
     {  // the group's queries in log2 units, as f16 high and low parts; rows >= G stay zero
+        // Each value is loaded once, all of a thread's loads first; over the store it is written in both orders.
         const float f = p.scale * kLog2e;
-        for (int i = threadIdx.x; i < q_rows(kSparse) / 2 * D; i += kThreads) {
-            const int r = (i / D) % 8, pos = i % D;
-            const int d = i < 8 * D ? pos : q_channel(D, pos / 16, pos % 16);  // rows 16-31: the runs' order
-            float x = 0.0f;
-            if (r < G)
-                x = reinterpret_cast<const float*>(p.q + size_t(pl.row) * p.q_nb1 + size_t(pl.hk * G + r) * p.q_nb2 + size_t(pl.seq) * p.q_nb3)[d] * f;
-            const __half hi = __float2half_rn(x);
-            uint8_t* qb = smem + (i < 8 * D ? 0 : 16 * kRow);
-            reinterpret_cast<__half*>(qb + r * kRow)[pos] = hi;
-            reinterpret_cast<__half*>(qb + (8 + r) * kRow)[pos] = __float2half_rn(x - __half2float(hi));
+        constexpr int kPer = 8 * D / kThreads;
+        float x[kPer];
+#pragma unroll
+        for (int j = 0; j < kPer; ++j) {
+            const int i = threadIdx.x + j * kThreads, r = i / D, d = i % D;
+            x[j] = r < G ? reinterpret_cast<const float*>(p.q + size_t(pl.row) * p.q_nb1 + size_t(pl.hk * G + r) * p.q_nb2 + size_t(pl.seq) * p.q_nb3)[d] * f : 0.0f;
+        }
+#pragma unroll
+        for (int j = 0; j < kPer; ++j) {
+            const int i = threadIdx.x + j * kThreads, r = i / D, d = i % D;
+            const __half hi = __float2half_rn(x[j]), lo = __float2half_rn(x[j] - __half2float(hi));
+            reinterpret_cast<__half*>(smem + r * kRow)[d] = hi;
+            reinterpret_cast<__half*>(smem + (8 + r) * kRow)[d] = lo;
+            if constexpr (kSparse) {  // rows 16-31: the K runs' order
+                const int pos = q_position(D, d);
+                reinterpret_cast<__half*>(smem + (16 + r) * kRow)[pos] = hi;
+                reinterpret_cast<__half*>(smem + (24 + r) * kRow)[pos] = lo;
+            }
         }
     }
     __syncthreads();
