@@ -459,7 +459,7 @@ __global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, C
 // A (g, 2t..2t+1), (g+8, ..), (g, 2t+8..), (g+8, 2t+8..); B (k 2t..2t+1, n g), (k 2t+8.., n g);
 // C (g, 2t..2t+1), (g+8, 2t..2t+1). Dense K and V fragments come from ldmatrix (V transposed).
 // Each warp streams its steps into shared memory with asynchronous 16-byte copies, two steps deep.
-// Over the store, K's fragments come straight from the staged records (DirectK), V's records expand
+// Over the store, K's fragments come straight from the staged records (RunK), V's records expand
 // into a dense tile first (lane = cell and half row); a step's mask values and row-table entries are
 // loaded a step or two ahead, so that no load waits in the step's critical path.
 constexpr int kTile = 16;
@@ -553,8 +553,9 @@ __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_
 // record. MMA kc's k positions 2t, 2t + 1, 2t + 8 and 2t + 9 are the run's channels 4 kc + 0, 1, 2 and 3;
 // a permuted copy of the queries (q_channel) matches them. A lane then walks its two runs with one
 // moving shared address each: per channel a bit test, a predicated 2-byte load and a predicated add,
-// where the pairs of the natural order each needed a popcount and an address (DirectK, d50a959).
-// Window cells' K (dense rows in the pool) still goes through the natural-order tile and queries.
+// where the pairs of the natural order each needed a popcount and an address (d50a959). On the H200,
+// batch 8, 32K, s = 0.7: 272 us before, 251 us after. Window cells' K (dense rows in the pool) still
+// goes through the natural-order tile and queries.
 
 // The channel that MMA kc's k position k takes, for the lane runs above.
 __host__ __device__ constexpr int q_channel(int D, int kc, int k) { return ((k % 8) / 2) * (D / 4) + 4 * kc + 2 * (k / 8) + k % 2; }
@@ -668,13 +669,11 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     auto issue = [&](int64_t base, int buf, uint32_t live) {
         if constexpr (kSparse) {
             // Lanes 2u and 2u + 1 copy cell u's K record, then its V record, 32 bytes a round: each copy
-            // instruction reads 16 records' whole 32-byte sectors. The rounds are unrolled (a loop bounded
-            // at run time cost about 170 instructions a step in the sm_90 SASS of CUDA 11.8 and 12.4).
+            // instruction reads 16 records' whole 32-byte sectors. The rounds are unrolled: loops bounded at
+            // run time compiled to general loops with remainders.
             const int u = lane >> 1;
             if ((live >> u) & 1u) {
                 const unsigned dst = smem_u32(mine + kTile * kRow + size_t(buf) * kTile * raw_row + size_t(u) * raw_row) + 16u * unsigned(lane & 1);
-                // Recomputed each step from the kernel's parameters: kept in registers, these pushed the
-                // kernel past its 128 (four blocks a multiprocessor).
                 const size_t rr = size_t(row0 + base + u) * p.n_head_kv + pl.hk;
                 const uint8_t* ks = cc.k_records + rr * cc.k_stride + 16 * (lane & 1);
                 const uint8_t* vs = cc.v_records + rr * cc.v_stride + 16 * (lane & 1);
