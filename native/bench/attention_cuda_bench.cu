@@ -159,6 +159,7 @@ double dense_time(int batch, int64_t ctx, int sms, double* bytes_out, int rows =
 // from random vectors, each sequence's last kWindow cells dense in the pool.
 struct Store {
     kv::RecordLayout layout;
+    int64_t rows = 0;  // records are head-major: head h's start rows * stride bytes after head h - 1's
     std::unique_ptr<DevMem> k, v, slot, k_pool, v_pool;
     double bytes = 0;  // what one attention call reads
 };
@@ -166,7 +167,7 @@ struct Store {
 Store make_store(int batch, int64_t ctx, double s) {
     Store st;
     st.layout = kv::make_layout(kD, s);
-    const int64_t rows = int64_t(batch) * ctx;
+    const int64_t rows = st.rows = int64_t(batch) * ctx;
     const size_t rec_bytes = size_t(rows) * kHeadsKv * st.layout.stride, row_bytes = size_t(kHeadsKv) * kD * 2;
     st.k = std::make_unique<DevMem>(rec_bytes);
     st.v = std::make_unique<DevMem>(rec_bytes);
@@ -183,7 +184,7 @@ Store make_store(int batch, int64_t ctx, double s) {
         for (int kvi = 0; kvi < 2; ++kvi) {
             fill(dense.p, size_t(m) * row_bytes / 2, uint32_t(2 * n + kvi + 1));
             if (!mc::compress_rows(dense.as<char>(), row_bytes, src_rows.as<int32_t>(), dst_rows.as<int32_t>(), int(m), kHeadsKv, kD, st.layout.kept,
-                                   st.layout.stride, (kvi == 0 ? st.k : st.v)->as<uint8_t>(), nullptr))
+                                   st.layout.stride, size_t(rows) * st.layout.stride, (kvi == 0 ? st.k : st.v)->as<uint8_t>(), nullptr))
                 std::exit(3);
         }
         CK(cudaDeviceSynchronize());
@@ -209,6 +210,7 @@ mc::CompressedCache compressed_cache(const Store& st, int64_t seq_rows) {
     c.v_records = st.v->as<uint8_t>();
     c.k_kept = c.v_kept = st.layout.kept;
     c.k_stride = c.v_stride = st.layout.stride;
+    c.k_head_bytes = c.v_head_bytes = size_t(st.rows) * st.layout.stride;
     c.k_slot = c.v_slot = st.slot->as<int32_t>();
     c.k_pool = st.k_pool->as<char>();
     c.v_pool = st.v_pool->as<char>();
@@ -287,7 +289,7 @@ double compress_us(int64_t n, int layers, int reps, double s) {
     return t.us_per_call(reps, [&](int) {
         for (int layer = 0; layer < layers; ++layer)
             for (int kvi = 0; kvi < 2; ++kvi)
-                if (!mc::compress_rows(dense.as<char>(), row_bytes, rows.as<int32_t>(), rows.as<int32_t>(), int(n), kHeadsKv, kD, l.kept, l.stride,
+                if (!mc::compress_rows(dense.as<char>(), row_bytes, rows.as<int32_t>(), rows.as<int32_t>(), int(n), kHeadsKv, kD, l.kept, l.stride, size_t(n) * l.stride,
                                        rec.as<uint8_t>(), nullptr))
                     std::exit(3);
     });

@@ -82,12 +82,12 @@ void test_compress(std::mt19937_64& rng) {
                 std::vector<uint8_t> expected(size_t(rows) * heads * layout.stride, 0xab);
                 for (int i = 0; i < n; ++i)
                     for (int h = 0; h < heads; ++h)
-                        kv::compress(&src[(size_t(src_rows[i]) * heads + h) * D], layout, &expected[(size_t(dst_rows[i]) * heads + h) * layout.stride]);
+                        kv::compress(&src[(size_t(src_rows[i]) * heads + h) * D], layout, &expected[(size_t(h) * rows + dst_rows[i]) * layout.stride]);
                 Dev<uint16_t> d_src(src);
                 Dev<int32_t> d_src_rows(src_rows), d_dst_rows(dst_rows);
                 Dev<uint8_t> d_records(std::vector<uint8_t>(expected.size(), 0xab));
                 const bool launched = mc::compress_rows(reinterpret_cast<const char*>(d_src.p), size_t(heads) * D * 2, d_src_rows.p, d_dst_rows.p, n,
-                                                        heads, D, layout.kept, layout.stride, d_records.p, nullptr);
+                                                        heads, D, layout.kept, layout.stride, size_t(rows) * layout.stride, d_records.p, nullptr);
                 CK(cudaDeviceSynchronize());
                 const std::string what = "compress D=" + std::to_string(D) + " s=" + std::to_string(s) + (ties ? " ties" : "");
                 check(launched, what + " launched");
@@ -292,8 +292,8 @@ void test_compressed(std::mt19937_64& rng, int sms) {
                         continue;
                     }
                     for (int h = 0; h < p.n_head_kv; ++h) {
-                        kv::compress(&p.k[p.at(s, c, h)], lk, &krec[(size_t(row) * p.n_head_kv + h) * lk.stride]);
-                        kv::compress(&p.v[p.at(s, c, h)], lv, &vrec[(size_t(row) * p.n_head_kv + h) * lv.stride]);
+                        kv::compress(&p.k[p.at(s, c, h)], lk, &krec[(size_t(h) * rows + row) * lk.stride]);  // head-major, as on the device
+                        kv::compress(&p.v[p.at(s, c, h)], lv, &vrec[(size_t(h) * rows + row) * lv.stride]);
                     }
                 }
             auto fetch = [&](const std::vector<uint16_t>& dense, const std::vector<uint8_t>& rec, const kv::RecordLayout& l, int s, int64_t c, int h,
@@ -303,7 +303,7 @@ void test_compressed(std::mt19937_64& rng, int sms) {
                 if (slot[row] >= 0)
                     std::copy_n(&dense[p.at(s, c, h)], p.D, tmp.begin());
                 else
-                    kv::decompress(&rec[(size_t(row) * p.n_head_kv + h) * l.stride], l, tmp.data());
+                    kv::decompress(&rec[(size_t(h) * rows + row) * l.stride], l, tmp.data());
                 for (int d = 0; d < p.D; ++d) x[d] = fp16_to_fp32(tmp[d]);
             };
             const auto ref = reference(
@@ -321,6 +321,8 @@ void test_compressed(std::mt19937_64& rng, int sms) {
             cache.v_kept = lv.kept;
             cache.k_stride = lk.stride;
             cache.v_stride = lv.stride;
+            cache.k_head_bytes = size_t(rows) * lk.stride;
+            cache.v_head_bytes = size_t(rows) * lv.stride;
             cache.k_slot = cache.v_slot = dslot.p;
             cache.k_pool = reinterpret_cast<const char*>(dkp.p);
             cache.v_pool = reinterpret_cast<const char*>(dvp.p);

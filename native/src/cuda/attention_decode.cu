@@ -386,8 +386,9 @@ __global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, C
             const int u = j / cn, r = j - u * cn;
             const int64_t cell = base + u;
             if (cell < p.n_kv) {
-                const size_t rr = size_t(row0 + cell) * p.n_head_kv + pl.hk;
-                const uint8_t* src = r < ck ? c.k_records + rr * c.k_stride + size_t(r) * 16 : c.v_records + rr * c.v_stride + size_t(r - ck) * 16;
+                const size_t row = size_t(row0 + cell);
+                const uint8_t* src = r < ck ? c.k_records + pl.hk * c.k_head_bytes + row * c.k_stride + size_t(r) * 16
+                                            : c.v_records + pl.hk * c.v_head_bytes + row * c.v_stride + size_t(r - ck) * 16;
                 __pipeline_memcpy_async(dst + size_t(u) * rec + size_t(r) * 16, src, 16);
             }
         }
@@ -664,29 +665,32 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     // other sequences' cells): their K and V are neither read nor computed on.
     auto live_of = [&](float mv) { return __ballot_sync(0xffffffffu, mv != -INFINITY) & 0xffffu; };
 
-    constexpr int kRounds = ((D / 8 + 2 * D + 15) / 16 + 1) / 2;  // copy rounds of the largest record (no pruning)
+    // Copy rounds of a step's records at the most (no pruning), and the reciprocals of the chunks per record.
+    constexpr int kCopyRounds = (kTile * ((D / 8 + 2 * D + 15) / 16) + 31) / 32;
+    const uint32_t k_magic = kSparse ? 0xffffffffu / uint32_t(cc.k_stride / 16) + 1u : 0u;
+    const uint32_t v_magic = kSparse ? 0xffffffffu / uint32_t(cc.v_stride / 16) + 1u : 0u;
 
     auto issue = [&](int64_t base, int buf, uint32_t live) {
         if constexpr (kSparse) {
-            // Lanes 2u and 2u + 1 copy cell u's K record, then its V record, 32 bytes a round: each copy
-            // instruction reads 16 records' whole 32-byte sectors. The rounds are unrolled: loops bounded at
-            // run time compiled to general loops with remainders.
-            const int u = lane >> 1;
-            if ((live >> u) & 1u) {
-                const unsigned dst = smem_u32(mine + kTile * kRow + size_t(buf) * kTile * raw_row + size_t(u) * raw_row) + 16u * unsigned(lane & 1);
-                const size_t rr = size_t(row0 + base + u) * p.n_head_kv + pl.hk;
-                const uint8_t* ks = cc.k_records + rr * cc.k_stride + 16 * (lane & 1);
-                const uint8_t* vs = cc.v_records + rr * cc.v_stride + 16 * (lane & 1);
-                const int k_rounds = (int(cc.k_stride / 16) - (lane & 1) + 1) / 2, v_rounds = (int(cc.v_stride / 16) - (lane & 1) + 1) / 2;
+            // A step's 16 records of K (and of V) are one block of the head-major store: lane l copies its
+            // 16-byte chunks l, l + 32, ..., chunk j being chunk j % chunks of cell j / chunks (a multiply
+            // by the reciprocal). Each copy instruction reads 512 contiguous bytes; with row-major records
+            // it read 32 bytes of each of 16 records, about 24 shared-memory wavefronts an instruction.
+            const int n_valid = int(min(int64_t(kTile), p.n_kv - base));
+            const unsigned raw = smem_u32(mine + kTile * kRow + size_t(buf) * kTile * raw_row);
 #pragma unroll
-                for (int i = 0; i < kRounds; ++i) {
-                    if (i >= k_rounds) break;
-                    cp_async16(dst + 32u * i, ks + 32 * i);
-                }
+            for (int kv = 0; kv < 2; ++kv) {
+                const int chunks = int((kv == 0 ? cc.k_stride : cc.v_stride) / 16);
+                const uint32_t magic = kv == 0 ? k_magic : v_magic;
+                const uint8_t* src = kv == 0 ? cc.k_records + pl.hk * cc.k_head_bytes + size_t(row0 + base) * cc.k_stride
+                                             : cc.v_records + pl.hk * cc.v_head_bytes + size_t(row0 + base) * cc.v_stride;
+                const unsigned at = raw + (kv == 0 ? 0u : unsigned(cc.k_stride));
 #pragma unroll
-                for (int i = 0; i < kRounds; ++i) {
-                    if (i >= v_rounds) break;
-                    cp_async16(dst + unsigned(cc.k_stride) + 32u * i, vs + 32 * i);
+                for (int i = 0; i < kCopyRounds; ++i) {
+                    const int j = lane + 32 * i;
+                    if (j >= kTile * chunks) break;
+                    const int u = int(__umulhi(unsigned(j), magic)), c = j - u * chunks;
+                    if (u < n_valid && ((live >> u) & 1u)) cp_async16(at + unsigned(u) * unsigned(raw_row) + 16u * unsigned(c), src + 16 * j);
                 }
             }
         } else {
@@ -1043,8 +1047,9 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
                 const int u = j / cn, r = j - u * cn, kv = r < ck ? 0 : 1;
                 const int cell = base + u;
                 if (cell < c_hi && slot_of(kv, cell) < 0) {
-                    const size_t rr = size_t(store_row0 + cell) * p.n_head_kv + hk;
-                    const uint8_t* src = kv == 0 ? cc.k_records + rr * cc.k_stride + size_t(r) * 16 : cc.v_records + rr * cc.v_stride + size_t(r - ck) * 16;
+                    const size_t row = size_t(store_row0 + cell);
+                    const uint8_t* src = kv == 0 ? cc.k_records + hk * cc.k_head_bytes + row * cc.k_stride + size_t(r) * 16
+                                                 : cc.v_records + hk * cc.v_head_bytes + row * cc.v_stride + size_t(r - ck) * 16;
                     __pipeline_memcpy_async(raw + size_t(u) * raw_row + size_t(r) * 16, src, 16);
                 }
             }

@@ -45,7 +45,8 @@ struct DenseCache {
 };
 
 // The Mustafar store of one layer. Cell c of sequence index s is row c + s*seq_rows; its K record for
-// KV head h is at k_records + (row*n_head_kv + h)*k_stride. k_slot[row] >= 0: the row's K is dense,
+// KV head h is at k_records + h*k_head_bytes + row*k_stride (head-major: a head's records lie row after
+// row, so that a decode step's 16 cells are one block of memory). k_slot[row] >= 0: the row's K is dense,
 // at k_pool + slot*pool_row_bytes + h*D*2 (f16); k_slot[row] < 0: compressed. Likewise for V (the
 // K and V stores keep their own row tables).
 struct CompressedCache {
@@ -53,6 +54,7 @@ struct CompressedCache {
     const uint8_t* v_records = nullptr;
     int k_kept = 0, v_kept = 0;
     size_t k_stride = 0, v_stride = 0;
+    size_t k_head_bytes = 0, v_head_bytes = 0;  // from one KV head's records to the next's
     const int32_t* k_slot = nullptr;
     const int32_t* v_slot = nullptr;
     const char* k_pool = nullptr;
@@ -143,14 +145,14 @@ struct RowList {
     __host__ __device__ int32_t at(int array, int i) const { return dev[array] != nullptr ? dev[array][i] : in[array][i]; }
 };
 
-// Prune + compress: for each i < n, every KV head of dense row src_rows[i] (f16, src_row_bytes per
-// row, heads of D values side by side) becomes record dst_rows[i] of `records` (kv/record.h: the
-// kept largest magnitudes, ties to the lower index). One warp per vector.
+// Prune + compress: for each i < n, every KV head h of dense row src_rows[i] (f16, src_row_bytes per
+// row, heads of D values side by side) becomes the record at records + h*head_bytes + dst_rows[i]*stride
+// (kv/record.h: the kept largest magnitudes, ties to the lower index). One warp per vector.
 bool compress_rows(const char* src, size_t src_row_bytes, const int32_t* src_rows, const int32_t* dst_rows, int n,
-                   int n_head_kv, int head_dim, int kept, size_t stride, uint8_t* records, cudaStream_t stream);
+                   int n_head_kv, int head_dim, int kept, size_t stride, size_t head_bytes, uint8_t* records, cudaStream_t stream);
 // The same with the rows in a RowList (array 0: source rows, 1: destination rows); a non-null
 // slot_table gets -1 at each destination row (the row is no longer dense).
 bool compress_rows(const char* src, size_t src_row_bytes, const RowList& rows, int n_head_kv, int head_dim, int kept, size_t stride,
-                   uint8_t* records, int32_t* slot_table, cudaStream_t stream);
+                   size_t head_bytes, uint8_t* records, int32_t* slot_table, cudaStream_t stream);
 
 }  // namespace mustafar::cuda

@@ -18,7 +18,7 @@ constexpr int kMaxPerLane = 8;        // D <= 256
 constexpr int kMaxRecord = 32 + 512;  // bitmap + values at D = 256, a multiple of 16
 
 __global__ void __launch_bounds__(kWarps * 32) compress_kernel(const char* src, size_t src_row_bytes, RowList rows, int n_head_kv, int D, int kept,
-                                                               size_t stride, uint8_t* records, int32_t* slot_table) {
+                                                               size_t stride, size_t head_bytes, uint8_t* records, int32_t* slot_table) {
     __shared__ __align__(16) uint8_t staging[kWarps][kMaxRecord];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t vec = int64_t(blockIdx.x) * kWarps + warp;
@@ -69,30 +69,30 @@ __global__ void __launch_bounds__(kWarps * 32) compress_kernel(const char* src, 
         below += __popc(word);
     }
     __syncwarp();
-    uint8_t* dst = records + (size_t(dst_row) * n_head_kv + h) * stride;
+    uint8_t* dst = records + size_t(h) * head_bytes + size_t(dst_row) * stride;
     for (int o = lane * 16; o < int(stride); o += 32 * 16) *reinterpret_cast<uint4*>(dst + o) = *reinterpret_cast<const uint4*>(rec + o);
 }
 
 }  // namespace
 
 bool compress_rows(const char* src, size_t src_row_bytes, const RowList& rows, int n_head_kv, int head_dim, int kept, size_t stride,
-                   uint8_t* records, int32_t* slot_table, cudaStream_t stream) {
+                   size_t head_bytes, uint8_t* records, int32_t* slot_table, cudaStream_t stream) {
     if (head_dim <= 0 || head_dim > 256 || head_dim % 8 != 0 || stride % 16 != 0 || stride > size_t(kMaxRecord) || kept < 0 || kept > head_dim)
         return false;
     if (rows.n == 0) return true;
     const int64_t vectors = int64_t(rows.n) * n_head_kv;
     const unsigned blocks = unsigned((vectors + kWarps - 1) / kWarps);
-    compress_kernel<<<blocks, kWarps * 32, 0, stream>>>(src, src_row_bytes, rows, n_head_kv, head_dim, kept, stride, records, slot_table);
+    compress_kernel<<<blocks, kWarps * 32, 0, stream>>>(src, src_row_bytes, rows, n_head_kv, head_dim, kept, stride, head_bytes, records, slot_table);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
 bool compress_rows(const char* src, size_t src_row_bytes, const int32_t* src_rows, const int32_t* dst_rows, int n, int n_head_kv, int head_dim,
-                   int kept, size_t stride, uint8_t* records, cudaStream_t stream) {
+                   int kept, size_t stride, size_t head_bytes, uint8_t* records, cudaStream_t stream) {
     RowList rows;
     rows.n = n;
     rows.dev[0] = src_rows;
     rows.dev[1] = dst_rows;
-    return compress_rows(src, src_row_bytes, rows, n_head_kv, head_dim, kept, stride, records, nullptr, stream);
+    return compress_rows(src, src_row_bytes, rows, n_head_kv, head_dim, kept, stride, head_bytes, records, nullptr, stream);
 }
 
 }  // namespace mustafar::cuda

@@ -128,17 +128,17 @@ struct DenseOperand {
 // K or V in a Mustafar store (records and slots start at the view's first row): element d of a
 // compressed vector is its bitmap bit and, when set, the packed value after the set bits below it.
 struct StoreOperand {
-    const uint8_t* records;
+    const uint8_t* records;  // row 0 of head 0 (head-major: DeviceStore::head_bytes)
     const int32_t* slot;
     const __half* pool;
-    size_t stride;
+    size_t stride, head_bytes;
     int64_t seq_rows, pool_row_elems;
-    int heads, D;
+    int D;
     __device__ float at(int64_t ic, int64_t h, int64_t seq, int64_t d) const {
         const int64_t row = ic + seq * seq_rows;
         const int32_t s = slot[row];
         if (s >= 0) return __half2float(pool[size_t(s) * pool_row_elems + h * D + d]);
-        const uint8_t* rec = records + (size_t(row) * heads + h) * stride;
+        const uint8_t* rec = records + size_t(h) * head_bytes + size_t(row) * stride;
         const int byte = int(d >> 3), bit = int(d & 7);
         if (((rec[byte] >> bit) & 1) == 0) return 0.0f;
         int below = __popc(rec[byte] & ((1u << bit) - 1u));
@@ -399,13 +399,13 @@ bool store_view(const ggml_tensor* t, const kv::KvStore& store, StoreView& out) 
 
 StoreOperand store_operand(const kv::KvStore& store, const StoreView& view) {
     StoreOperand o;
-    o.records = store.records() + size_t(view.first) * store.heads() * store.layout().stride;
+    o.records = store.records() + size_t(view.first) * store.layout().stride;
+    o.head_bytes = device_of(store).head_bytes();
     o.slot = device_of(store).slot_table() + view.first;
     o.pool = reinterpret_cast<const __half*>(store.pool());
     o.stride = store.layout().stride;
     o.seq_rows = view.seq_rows;
     o.pool_row_elems = int64_t(store.dense_row_bytes() / 2);
-    o.heads = store.heads();
     o.D = store.head_dim();
     return o;
 }
@@ -458,6 +458,8 @@ bool attention_over_store(const ggml_tensor* node, kv::KvStore& ks, kv::KvStore&
     cc.v_kept = vs.layout().kept;
     cc.k_stride = ko.stride;
     cc.v_stride = vo.stride;
+    cc.k_head_bytes = ko.head_bytes;
+    cc.v_head_bytes = vo.head_bytes;
     cc.k_slot = ko.slot;
     cc.v_slot = vo.slot;
     cc.k_pool = reinterpret_cast<const char*>(ko.pool);

@@ -111,8 +111,10 @@ void DeviceStore::read_slot(int32_t slot, uint16_t* out) {
 
 void DeviceStore::read_records(int64_t row, uint8_t* out) {
     flush_now();  // the row's compression may be queued
-    const size_t bytes = size_t(n_heads_) * layout_.stride;
-    if (!MUSTAFAR_CUDA_OK(cudaMemcpy(out, records_ + size_t(row) * bytes, bytes, cudaMemcpyDeviceToHost))) std::fill_n(out, bytes, uint8_t(0));
+    // The row's record of each head, side by side (the host's layout), from the head-major device layout.
+    const size_t stride = layout_.stride, bytes = size_t(n_heads_) * stride;
+    if (!MUSTAFAR_CUDA_OK(cudaMemcpy2D(out, stride, records_ + size_t(row) * stride, head_bytes(), stride, size_t(n_heads_), cudaMemcpyDeviceToHost)))
+        std::fill_n(out, bytes, uint8_t(0));
 }
 
 void DeviceStore::compress(int64_t row, int32_t slot) {
@@ -136,7 +138,7 @@ bool DeviceStore::launch(cudaStream_t stream, UploadArena& arena) {
         RowList rows;
         ok = stage_rows(n, compress_slots_.data(), compress_rows_.data(), nullptr, rows, stream, arena) &&
              compress_rows(reinterpret_cast<const char*>(pool_), size_t(n_embd_) * 2, rows, n_heads_, layout_.head_dim, layout_.kept,
-                           layout_.stride, records_, slots_, stream);
+                           layout_.stride, head_bytes(), records_, slots_, stream);
         // The kernel marks its rows not dense; a row placed again since keeps its pending slot.
         for (int32_t row : compress_rows_) {
             const auto it = slot_changes_.find(row);

@@ -1,5 +1,6 @@
 // The device side of a Mustafar store in the CUDA flavour: records and pool stay in the ggml
-// buffer's device memory, the row table on the host (kv::KvStore), and a device copy of the slot
+// buffer's device memory (records head-major, unlike the host flavour's row-major ones: a decode
+// step's cells of one head are one block), the row table on the host (kv::KvStore), and a device copy of the slot
 // of every row for the attention kernels. Compressions and slot changes that the host decides are
 // queued and launched together (flush), so a step needs no synchronisation with the GPU.
 #pragma once
@@ -60,6 +61,8 @@ public:
     bool flush_now();
 
     int32_t* slot_table() const { return slots_; }
+    // Records are head-major: head h's record of row r at records + h * head_bytes() + r * stride.
+    size_t head_bytes() const { return size_t(n_rows_) * layout_.stride; }
     // The caller's kernel writes this row's slot into the table itself (a cache write).
     void forget_slot_change(int64_t row) { slot_changes_.erase(row); }
 

@@ -82,8 +82,9 @@ public:
     int64_t dense_rows() const { return dense_count_; }
     int64_t compressed_rows() const { return compressed_count_; }
 
-    // Where the bytes are: records of row r, head h at records() + (r * heads() + h) * stride;
-    // dense rows at pool() + slot * dense_row_bytes().
+    // Where the bytes are: records of row r, head h at records() + (r * heads() + h) * stride (the
+    // CUDA flavour lays them out head-major: cuda::DeviceStore::head_bytes); dense rows at
+    // pool() + slot * dense_row_bytes().
     uint8_t* records() const { return records_; }
     uint8_t* pool() const { return reinterpret_cast<uint8_t*>(pool_); }
     int32_t slot_of(int64_t row) const { return slot_of_[row]; }
