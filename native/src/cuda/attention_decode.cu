@@ -501,6 +501,19 @@ __device__ __forceinline__ void split2(float x, float y, uint32_t& hi, uint32_t&
     lo = as_u32(__floats2half2_rn(x - __low2float(h), y - __high2float(h)));
 }
 
+// Channels `bit` and `bit` + 1 of bitmap word x as an f16 pair, pruned ones 0; `at`, the shared address of
+// the next kept value, moves past the kept ones.
+__device__ __forceinline__ uint32_t take2(uint32_t x, int bit, unsigned& at) {
+    uint32_t lo = 0, hi = 0;
+    asm volatile(
+        "{\n .reg .pred p;\n"
+        " setp.ne.b32 p, %3, 0;\n @p ld.shared.u16 %0, [%2];\n @p add.u32 %2, %2, 2;\n"
+        " setp.ne.b32 p, %4, 0;\n @p ld.shared.u16 %1, [%2];\n @p add.u32 %2, %2, 2;\n}"
+        : "+r"(lo), "+r"(hi), "+r"(at)
+        : "r"(x & (1u << bit)), "r"(x & (2u << bit)));
+    return __byte_perm(lo, hi, 0x5410);
+}
+
 // Half a record's D channels (half 0: the first D/2) into a dense f16 row half, pruned ones as 0.
 template <int D>
 __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_t* dst) {
@@ -534,14 +547,7 @@ __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int bit = b * 8 + 2 * e;
-                uint32_t lo = 0, hi = 0;
-                asm volatile(
-                    "{\n .reg .pred p;\n"
-                    " setp.ne.b32 p, %3, 0;\n @p ld.shared.u16 %0, [%2];\n @p add.u32 %2, %2, 2;\n"
-                    " setp.ne.b32 p, %4, 0;\n @p ld.shared.u16 %1, [%2];\n @p add.u32 %2, %2, 2;\n}"
-                    : "+r"(lo), "+r"(hi), "+r"(at)
-                    : "r"(word & (1u << bit)), "r"(word & (2u << bit)));
-                packed[e] = __byte_perm(lo, hi, 0x5410);
+                packed[e] = take2(word, bit, at);
             }
             *reinterpret_cast<uint4*>(dst + (w * 4 + b) * 16) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
         }
@@ -570,19 +576,6 @@ constexpr bool q_order_inverts(int D) {
     return true;
 }
 static_assert(q_order_inverts(64) && q_order_inverts(128), "q_position inverts q_channel");
-
-// Two channels of a run (bits `bit` and `bit + 1` of x) as an f16 pair, pruned ones 0; `at` moves past
-// the kept values.
-__device__ __forceinline__ uint32_t take2(uint32_t x, int bit, unsigned& at) {
-    uint32_t lo = 0, hi = 0;
-    asm volatile(
-        "{\n .reg .pred p;\n"
-        " setp.ne.b32 p, %3, 0;\n @p ld.shared.u16 %0, [%2];\n @p add.u32 %2, %2, 2;\n"
-        " setp.ne.b32 p, %4, 0;\n @p ld.shared.u16 %1, [%2];\n @p add.u32 %2, %2, 2;\n}"
-        : "+r"(lo), "+r"(hi), "+r"(at)
-        : "r"(x & (1u << bit)), "r"(x & (2u << bit)));
-    return __byte_perm(lo, hi, 0x5410);
-}
 
 template <int D>
 struct RunK {
