@@ -5,7 +5,7 @@
 // sequences fit next to the model's weights. Caches smaller than 256 MB are rotated over several
 // copies so that the L2 cache does not serve them. Writes a Markdown table.
 // Usage: attention_cuda_bench <results.md> [commit]
-//        attention_cuda_bench --one <s> <batch> <context>   (one configuration, for a profiler; s = 0: dense)
+//        attention_cuda_bench --one <s> <batch> <context> [splits]   (one configuration, for a profiler; s = 0: dense)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -132,7 +132,7 @@ mc::DenseCache dense_cache(const DevMem& k, const DevMem& v, int64_t n_kv) {
     return c;
 }
 
-double dense_time(int batch, int64_t ctx, int sms, double* bytes_out, int rows = 1) {
+double dense_time(int batch, int64_t ctx, int sms, double* bytes_out, int rows = 1, int splits = 0) {
     const size_t cache = size_t(batch) * ctx * kHeadsKv * kD * 2;  // K or V
     const int copies = copies_for(2 * cache);
     std::vector<std::unique_ptr<DevMem>> k, v;
@@ -149,7 +149,7 @@ double dense_time(int batch, int64_t ctx, int sms, double* bytes_out, int rows =
     mc::DecodeWorkspace ws;
     Timer t;
     const double us = t.us_per_call(rows > 1 ? 10 : 50, [&](int i) {
-        if (!mc::decode_attention_dense(p, dense_cache(*k[i % copies], *v[i % copies], ctx), ws, sms, nullptr)) std::exit(3);
+        if (!mc::decode_attention_dense(p, dense_cache(*k[i % copies], *v[i % copies], ctx), ws, sms, nullptr, splits)) std::exit(3);
     });
     *bytes_out = 2.0 * double(cache);
     return us;
@@ -219,7 +219,7 @@ mc::CompressedCache compressed_cache(const Store& st, int64_t seq_rows) {
     return c;
 }
 
-double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_out, int rows = 1) {
+double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_out, int rows = 1, int splits = 0) {
     const size_t one = size_t(batch) * ctx * kHeadsKv * 2 * kv::make_layout(kD, s).stride;
     const int copies = copies_for(one);
     std::vector<Store> stores;
@@ -231,7 +231,7 @@ double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_
     mc::DecodeWorkspace ws;
     Timer t;
     const double us = t.us_per_call(rows > 1 ? 10 : 50, [&](int i) {
-        if (!mc::decode_attention_compressed(p, compressed_cache(stores[i % copies], ctx), ws, sms, nullptr)) std::exit(3);
+        if (!mc::decode_attention_compressed(p, compressed_cache(stores[i % copies], ctx), ws, sms, nullptr, splits)) std::exit(3);
     });
     *bytes_out = stores[0].bytes;
     return us;
@@ -342,9 +342,10 @@ int main(int argc, char** argv) {
         const double s = std::atof(argv[2]);
         const int batch = std::atoi(argv[3]);
         const int64_t ctx = std::atoll(argv[4]);
+        const int splits = argc >= 6 ? std::atoi(argv[5]) : 0;  // 0: the launcher's choice
         double bytes = 0;
-        const double us = s == 0.0 ? dense_time(batch, ctx, sms, &bytes) : compressed_time(batch, ctx, s, sms, &bytes);
-        std::printf("s=%.2f b=%d ctx=%lld: %.1f us, %.0f GB/s\n", s, batch, (long long)ctx, us, bytes / (us * 1e-6) / 1e9);
+        const double us = s == 0.0 ? dense_time(batch, ctx, sms, &bytes, 1, splits) : compressed_time(batch, ctx, s, sms, &bytes, 1, splits);
+        std::printf("s=%.2f b=%d ctx=%lld splits=%d: %.1f us, %.0f GB/s\n", s, batch, (long long)ctx, splits, us, bytes / (us * 1e-6) / 1e9);
         return 0;
     }
     const double bw = copy_bandwidth();

@@ -19,6 +19,7 @@
 
 #include "attention_decode.h"
 #include "cuda_check.h"
+#include "launch_cuda.h"
 
 namespace mustafar::cuda {
 namespace {
@@ -303,6 +304,7 @@ __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, co
 
 template <int D, int G>
 __global__ void __launch_bounds__(kThreads) dense_kernel(DecodeProblem p, DenseCache c, TileLists tl, float* part, int splits) {
+    start_after_previous();
     constexpr int L = D / 8, CPW = 32 / L, SUB = kStepCells / CPW;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, grp = lane / L, li = lane % L;
     const Place pl = place(p, tl, splits);
@@ -367,6 +369,7 @@ __device__ __forceinline__ void expand(const uint8_t* rec, int li, float (&x)[8]
 
 template <int D, int G>
 __global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, CompressedCache c, TileLists tl, float* part, int splits) {
+    start_after_previous();
     constexpr int L = D / 8, CPW = 32 / L, SUB = kStepCells / CPW;
     extern __shared__ __align__(16) uint8_t stage[];  // [warp][buffer][cell][K record | V record]
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, grp = lane / L, li = lane % L;
@@ -634,6 +637,7 @@ size_t mma_smem(int D, bool sparse, size_t record_bytes) {
 template <int D, bool kSparse>
 __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, TileLists tl, float* part, int splits,
                                                        int* counters) {
+    start_after_previous();
     extern __shared__ __align__(16) uint8_t smem[];
     constexpr int kRow = 2 * D + 16;  // a padded tile row: the fragment loads are free of bank conflicts
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
@@ -936,6 +940,7 @@ size_t prompt_smem(int D, bool sparse, size_t record_bytes) {
 
 template <int D, bool kSparse>
 __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int2* ranges) {
+    start_after_previous();
     extern __shared__ __align__(16) uint8_t smem[];
     constexpr int kRow = 2 * D + 16, kChunks = D / 8;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
@@ -1212,6 +1217,7 @@ __device__ float block_reduce(float v, bool take_max, float* red) {
 // One block per (head, row): the splits' weights exp2(m_s - m) go to shared memory once, then each
 // thread sums one channel over the splits.
 __global__ void merge_kernel(DecodeProblem p, const float* part, int splits) {
+    start_after_previous();
     extern __shared__ float weight[];
     __shared__ float red[32];
     const int D = p.head_dim, h = blockIdx.x, rs = blockIdx.y;
@@ -1268,6 +1274,7 @@ __device__ __forceinline__ uint32_t visible8(const __half* mrow, int64_t c, int6
 }
 
 __global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, int2* ranges, int* tiles, int* counts, int64_t stride) {
+    start_after_previous();
     constexpr int kWarpsR = kRangeThreads / 32;
     __shared__ int s_lo, s_hi, s_warp[kWarpsR];
     const int rs = blockIdx.x, t = threadIdx.x, lane = t % 32, warp = t / 32;
@@ -1400,7 +1407,7 @@ Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWork
     if (r.ranges == nullptr) {
         if (total > 0) ws.forget_ranges();  // the partials go where ranges were
     } else if (!ws.has_ranges(key)) {
-        range_kernel<<<unsigned(row_seqs), kRangeThreads, 0, stream>>>(p, r.ranges, const_cast<int*>(r.tiles.tiles), const_cast<int*>(r.tiles.counts),
+        launch_kernel(range_kernel, unsigned(row_seqs), kRangeThreads, 0, stream, p, r.ranges, const_cast<int*>(r.tiles.tiles), const_cast<int*>(r.tiles.counts),
                                                                        stride);
         if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return r;
     }
@@ -1410,7 +1417,7 @@ Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWork
 
 bool merge(const DecodeProblem& p, const Prepared& pr, int splits, cudaStream_t stream) {
     if (splits == 1) return true;
-    merge_kernel<<<dim3(unsigned(p.n_head), unsigned(p.n_rows * p.n_seq)), unsigned(p.head_dim), size_t(splits) * sizeof(float), stream>>>(
+    launch_kernel(merge_kernel, dim3(unsigned(p.n_head), unsigned(p.n_rows * p.n_seq)), unsigned(p.head_dim), size_t(splits) * sizeof(float), stream,
         p, pr.part, splits);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
@@ -1518,7 +1525,7 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
         counters = ws.counters(size_t(p.n_rows) * p.n_seq * p.n_head_kv);
         if (counters == nullptr) return false;
     }
-    fn<<<grid_of(p, splits), kThreads, smem, stream>>>(p, dc, cc, pr.tiles, pr.part, splits, counters);
+    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, pr.tiles, pr.part, splits, counters);
     if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
     return counters != nullptr || merge(p, pr, splits, stream);
 }
@@ -1534,7 +1541,7 @@ bool launch_prompt(const DecodeProblem& p, const DenseCache& dc, const Compresse
     const Prepared pr = prepare(p, 1, false, ws, stream);
     if (!pr.ok) return false;
     const dim3 grid(unsigned((p.n_rows + kPromptRows - 1) / kPromptRows), unsigned(p.n_head), unsigned(p.n_seq));
-    fn<<<grid, kThreads, smem, stream>>>(p, dc, cc, pr.ranges);
+    launch_kernel(fn, grid, kThreads, smem, stream, p, dc, cc, pr.ranges);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
@@ -1551,7 +1558,7 @@ bool decode_attention_dense(const DecodeProblem& p, const DenseCache& c, DecodeW
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), 0) * sm_count);
     const Prepared pr = prepare(p, splits, true, ws, stream);
     if (!pr.ok) return false;
-    fn<<<grid_of(p, splits), kThreads, 0, stream>>>(p, c, pr.tiles, pr.part, splits);
+    launch_kernel(fn, grid_of(p, splits), kThreads, 0, stream, p, c, pr.tiles, pr.part, splits);
     if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
     return merge(p, pr, splits, stream);
 }
@@ -1569,7 +1576,7 @@ bool decode_attention_compressed(const DecodeProblem& p, const CompressedCache& 
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem) * sm_count);
     const Prepared pr = prepare(p, splits, true, ws, stream);
     if (!pr.ok) return false;
-    fn<<<grid_of(p, splits), kThreads, smem, stream>>>(p, c, pr.tiles, pr.part, splits);
+    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, c, pr.tiles, pr.part, splits);
     if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
     return merge(p, pr, splits, stream);
 }

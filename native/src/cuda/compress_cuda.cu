@@ -9,6 +9,7 @@
 
 #include "attention_decode.h"
 #include "cuda_check.h"
+#include "launch_cuda.h"
 
 namespace mustafar::cuda {
 namespace {
@@ -19,6 +20,7 @@ constexpr int kMaxRecord = 32 + 512;  // bitmap + values at D = 256, a multiple 
 
 __global__ void __launch_bounds__(kWarps * 32) compress_kernel(const char* src, size_t src_row_bytes, RowList rows, int n_head_kv, int D, int kept,
                                                                size_t stride, size_t head_bytes, uint8_t* records, int32_t* slot_table) {
+    start_after_previous();
     __shared__ __align__(16) uint8_t staging[kWarps][kMaxRecord];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t vec = int64_t(blockIdx.x) * kWarps + warp;
@@ -82,7 +84,7 @@ bool compress_rows(const char* src, size_t src_row_bytes, const RowList& rows, i
     if (rows.n == 0) return true;
     const int64_t vectors = int64_t(rows.n) * n_head_kv;
     const unsigned blocks = unsigned((vectors + kWarps - 1) / kWarps);
-    compress_kernel<<<blocks, kWarps * 32, 0, stream>>>(src, src_row_bytes, rows, n_head_kv, head_dim, kept, stride, head_bytes, records, slot_table);
+    launch_kernel(compress_kernel, blocks, kWarps * 32, 0, stream, src, src_row_bytes, rows, n_head_kv, head_dim, kept, stride, head_bytes, records, slot_table);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 

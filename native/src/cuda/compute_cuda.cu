@@ -13,6 +13,7 @@
 #include "../buffer.h"
 #include "compute_cuda.h"
 #include "cuda_check.h"
+#include "launch_cuda.h"
 #include "flavour_cuda.h"
 #include "gemv_cuda.h"
 
@@ -48,6 +49,7 @@ __device__ size_t at(const T4& s, const int64_t i[4]) { return i[0] * s.nb[0] + 
 
 // dst = a (op) b, b broadcast over a (ggml_can_repeat).
 __global__ void binary_kernel(int op, const char* a, T4 sa, const char* b, T4 sb, char* dst, T4 sd, int64_t n) {
+    start_after_previous();
     for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x) {
         int64_t i[4], j[4];
         coords(sd, k, i);
@@ -66,6 +68,7 @@ __global__ void binary_kernel(int op, const char* a, T4 sa, const char* b, T4 sb
 
 // Element-wise unary maps (SCALE, SILU) over any strides.
 __global__ void map_kernel(int kind, float p0, float p1, const char* a, T4 sa, char* dst, T4 sd, int64_t n) {
+    start_after_previous();
     for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x) {
         int64_t i[4];
         coords(sd, k, i);
@@ -75,6 +78,7 @@ __global__ void map_kernel(int kind, float p0, float p1, const char* a, T4 sa, c
 }
 
 __global__ void swiglu_kernel(const char* a, T4 sa, size_t a_off, const char* b, T4 sb, size_t b_off, char* dst, T4 sd, int64_t n) {
+    start_after_previous();
     for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x) {
         int64_t i[4];
         coords(sd, k, i);
@@ -94,6 +98,7 @@ unsigned norm_threads(int64_t n) { return unsigned(std::min<int64_t>(1024, std::
 
 template <bool kMul>
 __global__ void __launch_bounds__(1024) rms_norm_kernel(const char* a, T4 sa, char* norm, T4 sn, const float* w, char* dst, T4 sd, float eps) {
+    start_after_previous();
     __shared__ float partial[32];
     const int64_t r = blockIdx.x, n = sa.ne[0];
     const int64_t i1 = r % sa.ne[1], i2 = (r / sa.ne[1]) % sa.ne[2], i3 = r / (sa.ne[1] * sa.ne[2]);
@@ -139,6 +144,7 @@ __global__ void __launch_bounds__(1024) rms_norm_kernel(const char* a, T4 sa, ch
 }
 
 __global__ void get_rows_kernel(const char* w, T4 sw, int wtype, const char* idx, T4 si, char* dst, T4 sd) {
+    start_after_previous();
     const int64_t r = blockIdx.x;  // over ne10 x ne11 x ne12 of the indices
     const int64_t i10 = r % si.ne[0], i11 = (r / si.ne[0]) % si.ne[1], i12 = r / (si.ne[0] * si.ne[1]);
     const int64_t row = *reinterpret_cast<const int32_t*>(idx + i10 * si.nb[0] + i11 * si.nb[1] + i12 * si.nb[2]);
@@ -156,6 +162,7 @@ struct RopeParams {
 
 // One thread per rotated pair; theta is built by the same repeated products as ggml's cache.
 __global__ void rope_kernel(const char* a, T4 sa, const int32_t* pos, const float* freq_factors, char* dst, T4 sd, RopeParams p) {
+    start_after_previous();
     const int64_t rows = sa.ne[1] * sa.ne[2] * sa.ne[3];
     const int64_t half = sa.ne[0] / 2;
     for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < rows * half; k += int64_t(gridDim.x) * blockDim.x) {
@@ -190,6 +197,7 @@ __global__ void rope_kernel(const char* a, T4 sa, const int32_t* pos, const floa
 }
 
 __global__ void to_half_kernel(const float* src, __half* dst, int64_t n) {
+    start_after_previous();
     for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x)
         dst[k] = __float2half_rn(src[k]);
 }
@@ -199,7 +207,7 @@ __global__ void to_half_kernel(const float* src, __half* dst, int64_t n) {
 bool ComputeOps::binary(const ggml_tensor* node) {
     const int64_t n = nelements(node);
     if (n == 0) return true;
-    binary_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(node->op, static_cast<const char*>(node->src[0]->data), t4(node->src[0]),
+    launch_kernel(binary_kernel, blocks_for(n, 256), 256, 0, stream_, node->op, static_cast<const char*>(node->src[0]->data), t4(node->src[0]),
                                                            static_cast<const char*>(node->src[1]->data), t4(node->src[1]),
                                                            static_cast<char*>(node->data), t4(node), n);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
@@ -211,7 +219,7 @@ bool ComputeOps::scale(const ggml_tensor* node) {
     std::memcpy(&b, &node->op_params[1], 4);
     const int64_t n = nelements(node);
     if (n == 0) return true;
-    map_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(0, s, b, static_cast<const char*>(node->src[0]->data), t4(node->src[0]),
+    launch_kernel(map_kernel, blocks_for(n, 256), 256, 0, stream_, 0, s, b, static_cast<const char*>(node->src[0]->data), t4(node->src[0]),
                                                         static_cast<char*>(node->data), t4(node), n);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
@@ -219,7 +227,7 @@ bool ComputeOps::scale(const ggml_tensor* node) {
 bool ComputeOps::silu(const ggml_tensor* node) {
     const int64_t n = nelements(node);
     if (n == 0) return true;
-    map_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(1, 0, 0, static_cast<const char*>(node->src[0]->data), t4(node->src[0]),
+    launch_kernel(map_kernel, blocks_for(n, 256), 256, 0, stream_, 1, 0, 0, static_cast<const char*>(node->src[0]->data), t4(node->src[0]),
                                                         static_cast<char*>(node->data), t4(node), n);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
@@ -237,7 +245,7 @@ bool ComputeOps::swiglu(const ggml_tensor* node) {
     }
     const int64_t n = nelements(node);
     if (n == 0) return true;
-    swiglu_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(static_cast<const char*>(a->data), t4(a), a_off,
+    launch_kernel(swiglu_kernel, blocks_for(n, 256), 256, 0, stream_, static_cast<const char*>(a->data), t4(a), a_off,
                                                            static_cast<const char*>(b->data), t4(b), b_off,
                                                            static_cast<char*>(node->data), t4(node), n);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
@@ -248,7 +256,7 @@ bool ComputeOps::rms_norm(const ggml_tensor* node) {
     std::memcpy(&eps, &node->op_params[0], 4);
     const int64_t rows = node->ne[1] * node->ne[2] * node->ne[3];
     if (rows == 0) return true;
-    rms_norm_kernel<false><<<unsigned(rows), norm_threads(node->ne[0]), 0, stream_>>>(
+    launch_kernel(rms_norm_kernel<false>, unsigned(rows), norm_threads(node->ne[0]), 0, stream_,
         static_cast<const char*>(node->src[0]->data), t4(node->src[0]), static_cast<char*>(node->data), t4(node), nullptr, nullptr, t4(node), eps);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
@@ -259,7 +267,7 @@ bool ComputeOps::rms_norm_mul(const ggml_tensor* norm, const ggml_tensor* mul) {
     const int64_t rows = norm->ne[1] * norm->ne[2] * norm->ne[3];
     if (rows == 0) return true;
     const ggml_tensor* w = mul->src[0] == norm ? mul->src[1] : mul->src[0];
-    rms_norm_kernel<true><<<unsigned(rows), norm_threads(norm->ne[0]), 0, stream_>>>(
+    launch_kernel(rms_norm_kernel<true>, unsigned(rows), norm_threads(norm->ne[0]), 0, stream_,
         static_cast<const char*>(norm->src[0]->data), t4(norm->src[0]), static_cast<char*>(norm->data), t4(norm), static_cast<const float*>(w->data),
         static_cast<char*>(mul->data), t4(mul), eps);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
@@ -280,7 +288,7 @@ bool ComputeOps::get_rows(const ggml_tensor* node) {
                   node->src[0]->name);
         return false;
     }
-    get_rows_kernel<<<unsigned(rows), 256, 0, stream_>>>(static_cast<const char*>(node->src[0]->data), w, wtype,
+    launch_kernel(get_rows_kernel, unsigned(rows), 256, 0, stream_, static_cast<const char*>(node->src[0]->data), w, wtype,
                                                          static_cast<const char*>(idx->data), t4(idx), static_cast<char*>(node->data), t4(node));
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
@@ -304,7 +312,7 @@ bool ComputeOps::rope(const ggml_tensor* node) {
     p.corr1 = corr[1];
     const int64_t n = nelements(node) / 2;
     if (n == 0) return true;
-    rope_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(
+    launch_kernel(rope_kernel, blocks_for(n, 256), 256, 0, stream_,
         static_cast<const char*>(node->src[0]->data), t4(node->src[0]), static_cast<const int32_t*>(node->src[1]->data),
         node->src[2] ? static_cast<const float*>(node->src[2]->data) : nullptr, static_cast<char*>(node->data), t4(node), p);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
@@ -396,7 +404,7 @@ bool ComputeOps::mul_mat(const ggml_tensor* node) {
         const int64_t n = nelements(b);
         auto* h = static_cast<__half*>(scratch(size_t(n) * 2));
         if (h == nullptr || !ggml_is_contiguous(b)) return false;
-        to_half_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(static_cast<const float*>(b->data), h, n);
+        launch_kernel(to_half_kernel, blocks_for(n, 256), 256, 0, stream_, static_cast<const float*>(b->data), h, n);
         if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
         bdata = reinterpret_cast<const char*>(h);
         b_nb1 = size_t(K) * 2;

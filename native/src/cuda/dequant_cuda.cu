@@ -14,6 +14,7 @@
 
 #include "cuda_check.h"
 #include "flavour_cuda.h"
+#include "launch_cuda.h"
 
 namespace mustafar::cuda {
 namespace {
@@ -124,6 +125,7 @@ __device__ inline __half to_f16(float v) {
 // One thread per output value, over whole blocks laid end to end.
 template <class Format>
 __global__ void blocks_to_f16(const uint8_t* blocks, __half* out, int64_t n_values) {
+    start_after_previous();
     for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n_values; k += int64_t(gridDim.x) * blockDim.x)
         out[k] = to_f16(Format::value(blocks + (k / Format::kValues) * Format::kBytes, int(k % Format::kValues)));
 }
@@ -134,7 +136,7 @@ bool launch(const void* src, __half* dst, int64_t n_blocks, cudaStream_t stream)
     if (n_values <= 0) return true;
     constexpr int kThreads = 256;
     const unsigned grid = unsigned(std::min<int64_t>((n_values + kThreads - 1) / kThreads, 1 << 20));
-    blocks_to_f16<Format><<<grid, kThreads, 0, stream>>>(static_cast<const uint8_t*>(src), dst, n_values);
+    launch_kernel(blocks_to_f16<Format>, grid, kThreads, 0, stream, static_cast<const uint8_t*>(src), dst, n_values);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 

@@ -6,11 +6,13 @@
 
 #include "cuda_check.h"
 #include "gemv_cuda.h"
+#include "launch_cuda.h"
 
 namespace mustafar::cuda {
 namespace {
 
 constexpr int kWarps = 4, kRowsPerWarp = 2, kStep = 32 * 8;
+constexpr int kPrefetchSteps = 4;  // a 4096-wide row is 16 steps
 
 __device__ __forceinline__ uint4 load_streaming(const __half* p) {
     uint4 r;
@@ -18,9 +20,12 @@ __device__ __forceinline__ uint4 load_streaming(const __half* p) {
     return r;
 }
 
+__device__ __forceinline__ void prefetch_l2(const __half* p) { asm volatile("prefetch.global.L2 [%0];\n" : : "l"(p)); }
+
 __device__ __forceinline__ float as_f16(float v) { return __half2float(__float2half_rn(v)); }
 
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvGroup g) {
+    let_next_start();
     // The block's product: parts are laid out one after the other over the grid (at most kMaxParts).
     GemvPart part = g.part[0];
 #pragma unroll
@@ -36,6 +41,17 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvGroup g) {
     const bool second = g.paired || m0 + 1 < M;
     const __half* w0 = part.w + size_t(m0) * ldw;
     const __half* w1 = g.paired ? g.part[1].w + size_t(m0) * g.part[1].ldw : second ? w0 + ldw : w0;
+    // The weights are no kernel's output: their first steps come into L2 while the kernel before
+    // this one finishes (launch_cuda.h); the activation is read only after it has.
+#pragma unroll
+    for (int i = 0; i < kPrefetchSteps; ++i) {
+        const int64_t k = int64_t(lane) * 8 + int64_t(i) * kStep;
+        if (k < K) {
+            prefetch_l2(w0 + k);
+            prefetch_l2(w1 + k);
+        }
+    }
+    wait_for_previous();
     float acc[kRowsPerWarp] = {};
 #pragma unroll 4
     for (int64_t k = int64_t(lane) * 8; k < K; k += kStep) {
@@ -96,7 +112,7 @@ bool gemv_f16(const GemvGroup& group, cudaStream_t stream) {
         }
     }
     if (blocks == 0) return true;
-    gemv_kernel<<<unsigned(blocks), kWarps * 32, 0, stream>>>(g);
+    launch_kernel(gemv_kernel, unsigned(blocks), kWarps * 32, 0, stream, g);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 

@@ -18,6 +18,7 @@
 #include "attention_decode.h"
 #include "cuda_check.h"
 #include "flavour_cuda.h"
+#include "launch_cuda.h"
 #include "store_cuda.h"
 
 namespace mustafar::cuda {
@@ -58,6 +59,7 @@ __device__ void store(int type, char* p, float v) {
 __device__ int elem_size(int type) { return type == GGML_TYPE_F32 ? 4 : 2; }
 
 __global__ void set_rows_kernel(const char* src, Shape s, const char* idx, Shape si, char* dst, Shape sd) {
+    start_after_previous();
     const int64_t r = blockIdx.x;  // over rows x ne02 x ne03
     const int64_t i = r % s.ne[1], i02 = (r / s.ne[1]) % s.ne[2], i03 = r / (s.ne[1] * s.ne[2]);
     const char* ip = idx + i * si.nb[0] + (i02 % si.ne[1]) * si.nb[1] + (i03 % si.ne[2]) * si.nb[2];
@@ -73,6 +75,7 @@ __global__ void set_rows_kernel(const char* src, Shape s, const char* idx, Shape
 // into its pool slot; the slot table learns the row's slot.
 __global__ void store_rows_kernel(const char* src, int src_type, size_t src_nb0, RowList list, __half* pool, int64_t row_elems,
                                   int32_t* slot_table) {
+    start_after_previous();
     const int i = blockIdx.x;
     const char* sp = src + list.at(0, i);
     const int32_t slot = list.at(1, i);
@@ -91,6 +94,7 @@ __device__ size_t offset_of(const Shape& s, int64_t linear) {
 }
 
 __global__ void copy_kernel(const char* src, Shape s, char* dst, Shape sd, int64_t n) {
+    start_after_previous();
     for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x)
         store(sd.type, dst + offset_of(sd, k), load(s.type, src + offset_of(s, k)));
 }
@@ -150,6 +154,7 @@ struct StoreOperand {
 
 template <typename Operand>
 __global__ void flash_attn_kernel(const char* q, Operand k, Operand v, const char* mask, char* dst, AttnParams p) {
+    start_after_previous();
     __shared__ float scratch[kThreads / 32];
     const int64_t iq1 = blockIdx.x, h = blockIdx.y, iq3 = blockIdx.z;
     const int64_t DK = p.k.ne[0], DV = p.v.ne[0];
@@ -260,7 +265,7 @@ private:
         RowList list;
         if (ok && n > 0 && (ok = stage_rows(int(n), offsets_.data(), slots_.data(), rows_.data(), list, ctx_.stream, ctx_.arena))) {
             const ggml_tensor* src = node_->src[0];
-            store_rows_kernel<<<unsigned(n), 128, 0, ctx_.stream>>>(static_cast<const char*>(src->data), src->type, src->nb[0], list,
+            launch_kernel(store_rows_kernel, unsigned(n), 128, 0, ctx_.stream, static_cast<const char*>(src->data), src->type, src->nb[0], list,
                                                                   reinterpret_cast<__half*>(store_.pool()), int64_t(store_.dense_row_bytes() / 2),
                                                                   device.slot_table());
             ok = MUSTAFAR_CUDA_OK(cudaGetLastError());
@@ -304,7 +309,7 @@ bool set_rows(const ggml_tensor* node, KvPathContext& ctx) {
     const ggml_tensor* src = node->src[0];
     const int64_t rows = src->ne[1] * src->ne[2] * src->ne[3];
     if (rows == 0) return true;
-    set_rows_kernel<<<unsigned(rows), 128, 0, ctx.stream>>>(static_cast<const char*>(src->data), shape_of(src),
+    launch_kernel(set_rows_kernel, unsigned(rows), 128, 0, ctx.stream, static_cast<const char*>(src->data), shape_of(src),
                                                             static_cast<const char*>(node->src[1]->data), shape_of(node->src[1]),
                                                             static_cast<char*>(node->data), shape_of(node));
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
@@ -315,7 +320,7 @@ bool copy(const ggml_tensor* node, cudaStream_t stream) {
     const int64_t n = src->ne[0] * src->ne[1] * src->ne[2] * src->ne[3];
     if (n == 0) return true;
     const unsigned blocks = unsigned(std::min<int64_t>((n + 255) / 256, 65535));
-    copy_kernel<<<blocks, 256, 0, stream>>>(static_cast<const char*>(src->data), shape_of(src), static_cast<char*>(node->data),
+    launch_kernel(copy_kernel, blocks, 256, 0, stream, static_cast<const char*>(src->data), shape_of(src), static_cast<char*>(node->data),
                                             shape_of(node), n);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
@@ -433,7 +438,7 @@ bool launch_plain(const ggml_tensor* node, const Operand& k, const Operand& v, c
     const AttnParams p = plain_params(node);
     if (p.q.ne[1] == 0 || p.q.ne[2] == 0 || p.q.ne[3] == 0) return true;
     const dim3 grid(unsigned(p.q.ne[1]), unsigned(p.q.ne[2]), unsigned(p.q.ne[3]));
-    flash_attn_kernel<Operand><<<grid, kThreads, 0, stream>>>(static_cast<const char*>(node->src[0]->data), k, v,
+    launch_kernel(flash_attn_kernel<Operand>, grid, kThreads, 0, stream, static_cast<const char*>(node->src[0]->data), k, v,
                                                              p.has_mask ? static_cast<const char*>(node->src[3]->data) : nullptr,
                                                              static_cast<char*>(node->data), p);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());

@@ -6,6 +6,7 @@
 #include "../registry.h"
 #include "attention_decode.h"
 #include "cuda_check.h"
+#include "launch_cuda.h"
 
 namespace mustafar::cuda {
 namespace {
@@ -14,6 +15,7 @@ constexpr size_t kArenaMin = size_t(1) << 20;
 
 // Array 0: rows, 1: their slots.
 __global__ void scatter_slots(RowList list, int32_t* table) {
+    start_after_previous();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < list.n) table[list.at(0, i)] = list.at(1, i);
 }
@@ -159,7 +161,7 @@ bool DeviceStore::launch(cudaStream_t stream, UploadArena& arena) {
         const int n = int(rows.size());
         RowList list;
         if (!stage_rows(n, rows.data(), slots.data(), nullptr, list, stream, arena)) return false;
-        scatter_slots<<<unsigned((n + 255) / 256), 256, 0, stream>>>(list, slots_);
+        launch_kernel(scatter_slots, unsigned((n + 255) / 256), 256, 0, stream, list, slots_);
         ok = MUSTAFAR_CUDA_OK(cudaGetLastError()) && ok;
     }
     return ok;
