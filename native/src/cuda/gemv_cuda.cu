@@ -25,7 +25,6 @@ __device__ __forceinline__ void prefetch_l2(const __half* p) { asm volatile("pre
 __device__ __forceinline__ float as_f16(float v) { return __half2float(__float2half_rn(v)); }
 
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvGroup g) {
-    let_next_start();
     // The block's product: parts are laid out one after the other over the grid (at most kMaxParts).
     GemvPart part = g.part[0];
 #pragma unroll
@@ -52,6 +51,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvGroup g) {
         }
     }
     wait_for_previous();
+    let_next_start();
     float acc[kRowsPerWarp] = {};
 #pragma unroll 4
     for (int64_t k = int64_t(lane) * 8; k < K; k += kStep) {

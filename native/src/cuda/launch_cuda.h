@@ -3,10 +3,12 @@
 // scheduling, address set-up, prefetches of memory no kernel writes) overlaps the other's end. A decode
 // step at batch 1 is hundreds of launches of a few microseconds each, where these starts add up.
 // The contract, kept by every kernel launched here:
-//   - it calls let_next_start() early, which allows the next kernel's launch;
 //   - it calls wait_for_previous() before it reads anything an earlier kernel writes and before it
 //     writes anything: that returns once the previous kernel has finished and its writes are visible
-//     (and so, by the same contract, every kernel before it).
+//     (and so, by the same contract, every kernel before it);
+//   - it calls let_next_start() after that wait, which allows the next kernel's launch. Before the
+//     wait, a chain of launched kernels could each hold waiting blocks on the SMs that the running
+//     one needs.
 // CUDA graphs captured from the stream keep these dependencies. MUSTAFAR_PDL=0 in the environment
 // launches plainly (for comparisons); below compute capability 9.0 the two calls compile to nothing.
 #pragma once
@@ -30,8 +32,8 @@ __device__ __forceinline__ void wait_for_previous() {
 
 // The start of a kernel that prefetches nothing: both calls.
 __device__ __forceinline__ void start_after_previous() {
-    let_next_start();
     wait_for_previous();
+    let_next_start();
 }
 
 // Whether launches ask for the overlap: the current device at the first call has compute capability
