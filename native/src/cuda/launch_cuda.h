@@ -6,9 +6,10 @@
 //   - it calls wait_for_previous() before it reads anything an earlier kernel writes and before it
 //     writes anything: that returns once the previous kernel has finished and its writes are visible
 //     (and so, by the same contract, every kernel before it);
-//   - it calls let_next_start() after that wait, which allows the next kernel's launch. Before the
-//     wait, a chain of launched kernels could each hold waiting blocks on the SMs that the running
-//     one needs.
+//   - it calls let_next_start() after that wait, which allows the next kernel's launch. Called before
+//     the wait, it lets a chain of later kernels launch, each with blocks waiting on SMs the running one
+//     needs (our reading of this): a batch-1, 4K decode step on the H200 took 6.31 ms, against 5.86 ms
+//     without the overlap (77373cd); called after it, 5.86-5.94 against 6.12 ms (3984c42).
 // CUDA graphs captured from the stream keep these dependencies. MUSTAFAR_PDL=0 in the environment
 // launches plainly (for comparisons); below compute capability 9.0 the two calls compile to nothing.
 #pragma once
