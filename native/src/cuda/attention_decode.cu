@@ -1408,7 +1408,7 @@ Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWork
         if (total > 0) ws.forget_ranges();  // the partials go where ranges were
     } else if (!ws.has_ranges(key)) {
         launch_kernel(range_kernel, unsigned(row_seqs), kRangeThreads, 0, stream, p, r.ranges, const_cast<int*>(r.tiles.tiles), const_cast<int*>(r.tiles.counts),
-                                                                       stride);
+                      stride);
         if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return r;
     }
     r.ok = true;
@@ -1418,7 +1418,7 @@ Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWork
 bool merge(const DecodeProblem& p, const Prepared& pr, int splits, cudaStream_t stream) {
     if (splits == 1) return true;
     launch_kernel(merge_kernel, dim3(unsigned(p.n_head), unsigned(p.n_rows * p.n_seq)), unsigned(p.head_dim), size_t(splits) * sizeof(float), stream,
-        p, pr.part, splits);
+                  p, pr.part, splits);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 

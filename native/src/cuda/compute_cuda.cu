@@ -13,9 +13,9 @@
 #include "../buffer.h"
 #include "compute_cuda.h"
 #include "cuda_check.h"
-#include "launch_cuda.h"
 #include "flavour_cuda.h"
 #include "gemv_cuda.h"
+#include "launch_cuda.h"
 
 namespace mustafar::cuda {
 namespace {
@@ -208,8 +208,8 @@ bool ComputeOps::binary(const ggml_tensor* node) {
     const int64_t n = nelements(node);
     if (n == 0) return true;
     launch_kernel(binary_kernel, blocks_for(n, 256), 256, 0, stream_, node->op, static_cast<const char*>(node->src[0]->data), t4(node->src[0]),
-                                                           static_cast<const char*>(node->src[1]->data), t4(node->src[1]),
-                                                           static_cast<char*>(node->data), t4(node), n);
+                  static_cast<const char*>(node->src[1]->data), t4(node->src[1]),
+                  static_cast<char*>(node->data), t4(node), n);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
@@ -220,7 +220,7 @@ bool ComputeOps::scale(const ggml_tensor* node) {
     const int64_t n = nelements(node);
     if (n == 0) return true;
     launch_kernel(map_kernel, blocks_for(n, 256), 256, 0, stream_, 0, s, b, static_cast<const char*>(node->src[0]->data), t4(node->src[0]),
-                                                        static_cast<char*>(node->data), t4(node), n);
+                  static_cast<char*>(node->data), t4(node), n);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
@@ -228,7 +228,7 @@ bool ComputeOps::silu(const ggml_tensor* node) {
     const int64_t n = nelements(node);
     if (n == 0) return true;
     launch_kernel(map_kernel, blocks_for(n, 256), 256, 0, stream_, 1, 0, 0, static_cast<const char*>(node->src[0]->data), t4(node->src[0]),
-                                                        static_cast<char*>(node->data), t4(node), n);
+                  static_cast<char*>(node->data), t4(node), n);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
@@ -246,8 +246,8 @@ bool ComputeOps::swiglu(const ggml_tensor* node) {
     const int64_t n = nelements(node);
     if (n == 0) return true;
     launch_kernel(swiglu_kernel, blocks_for(n, 256), 256, 0, stream_, static_cast<const char*>(a->data), t4(a), a_off,
-                                                           static_cast<const char*>(b->data), t4(b), b_off,
-                                                           static_cast<char*>(node->data), t4(node), n);
+                  static_cast<const char*>(b->data), t4(b), b_off,
+                  static_cast<char*>(node->data), t4(node), n);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
@@ -257,7 +257,7 @@ bool ComputeOps::rms_norm(const ggml_tensor* node) {
     const int64_t rows = node->ne[1] * node->ne[2] * node->ne[3];
     if (rows == 0) return true;
     launch_kernel(rms_norm_kernel<false>, unsigned(rows), norm_threads(node->ne[0]), 0, stream_,
-        static_cast<const char*>(node->src[0]->data), t4(node->src[0]), static_cast<char*>(node->data), t4(node), nullptr, nullptr, t4(node), eps);
+                  static_cast<const char*>(node->src[0]->data), t4(node->src[0]), static_cast<char*>(node->data), t4(node), nullptr, nullptr, t4(node), eps);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
@@ -268,8 +268,8 @@ bool ComputeOps::rms_norm_mul(const ggml_tensor* norm, const ggml_tensor* mul) {
     if (rows == 0) return true;
     const ggml_tensor* w = mul->src[0] == norm ? mul->src[1] : mul->src[0];
     launch_kernel(rms_norm_kernel<true>, unsigned(rows), norm_threads(norm->ne[0]), 0, stream_,
-        static_cast<const char*>(norm->src[0]->data), t4(norm->src[0]), static_cast<char*>(norm->data), t4(norm), static_cast<const float*>(w->data),
-        static_cast<char*>(mul->data), t4(mul), eps);
+                  static_cast<const char*>(norm->src[0]->data), t4(norm->src[0]), static_cast<char*>(norm->data), t4(norm), static_cast<const float*>(w->data),
+                  static_cast<char*>(mul->data), t4(mul), eps);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
@@ -289,7 +289,7 @@ bool ComputeOps::get_rows(const ggml_tensor* node) {
         return false;
     }
     launch_kernel(get_rows_kernel, unsigned(rows), 256, 0, stream_, static_cast<const char*>(node->src[0]->data), w, wtype,
-                                                         static_cast<const char*>(idx->data), t4(idx), static_cast<char*>(node->data), t4(node));
+                  static_cast<const char*>(idx->data), t4(idx), static_cast<char*>(node->data), t4(node));
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
@@ -313,8 +313,8 @@ bool ComputeOps::rope(const ggml_tensor* node) {
     const int64_t n = nelements(node) / 2;
     if (n == 0) return true;
     launch_kernel(rope_kernel, blocks_for(n, 256), 256, 0, stream_,
-        static_cast<const char*>(node->src[0]->data), t4(node->src[0]), static_cast<const int32_t*>(node->src[1]->data),
-        node->src[2] ? static_cast<const float*>(node->src[2]->data) : nullptr, static_cast<char*>(node->data), t4(node), p);
+                  static_cast<const char*>(node->src[0]->data), t4(node->src[0]), static_cast<const int32_t*>(node->src[1]->data),
+                  node->src[2] ? static_cast<const float*>(node->src[2]->data) : nullptr, static_cast<char*>(node->data), t4(node), p);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 

@@ -290,8 +290,8 @@ private:
         if (ok && n > 0 && (ok = stage_rows(int(n), offsets_.data(), slots_.data(), rows_.data(), list, ctx_.stream, ctx_.arena))) {
             const ggml_tensor* src = node_->src[0];
             launch_kernel(store_rows_kernel, unsigned(n), 128, 0, ctx_.stream, static_cast<const char*>(src->data), src->type, src->nb[0], list,
-                                                                  reinterpret_cast<__half*>(store_.pool()), int64_t(store_.dense_row_bytes() / 2),
-                                                                  device.slot_table());
+                          reinterpret_cast<__half*>(store_.pool()), int64_t(store_.dense_row_bytes() / 2),
+                          device.slot_table());
             ok = MUSTAFAR_CUDA_OK(cudaGetLastError());
         }
         offsets_.clear();
@@ -334,8 +334,8 @@ bool set_rows(const ggml_tensor* node, KvPathContext& ctx) {
     const int64_t rows = src->ne[1] * src->ne[2] * src->ne[3];
     if (rows == 0) return true;
     launch_kernel(set_rows_kernel, unsigned(rows), 128, 0, ctx.stream, static_cast<const char*>(src->data), shape_of(src),
-                                                            static_cast<const char*>(node->src[1]->data), shape_of(node->src[1]),
-                                                            static_cast<char*>(node->data), shape_of(node));
+                  static_cast<const char*>(node->src[1]->data), shape_of(node->src[1]),
+                  static_cast<char*>(node->data), shape_of(node));
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
@@ -345,7 +345,7 @@ bool copy(const ggml_tensor* node, cudaStream_t stream) {
     if (n == 0) return true;
     const unsigned blocks = unsigned(std::min<int64_t>((n + 255) / 256, 65535));
     launch_kernel(copy_kernel, blocks, 256, 0, stream, static_cast<const char*>(src->data), shape_of(src), static_cast<char*>(node->data),
-                                            shape_of(node), n);
+                  shape_of(node), n);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
@@ -463,8 +463,8 @@ bool launch_plain(const ggml_tensor* node, const Operand& k, const Operand& v, c
     if (p.q.ne[1] == 0 || p.q.ne[2] == 0 || p.q.ne[3] == 0) return true;
     const dim3 grid(unsigned(p.q.ne[1]), unsigned(p.q.ne[2]), unsigned(p.q.ne[3]));
     launch_kernel(flash_attn_kernel<Operand>, grid, kThreads, 0, stream, static_cast<const char*>(node->src[0]->data), k, v,
-                                                             p.has_mask ? static_cast<const char*>(node->src[3]->data) : nullptr,
-                                                             static_cast<char*>(node->data), p);
+                  p.has_mask ? static_cast<const char*>(node->src[3]->data) : nullptr,
+                  static_cast<char*>(node->data), p);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
