@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${OUT:?set OUT}"
 s=$1 batch=$2 ctx=$3
-bench=artifacts/gpu/build/attention_cuda_bench
+bench=${BENCH_BIN:-artifacts/gpu/build/attention_cuda_bench}  # BENCH_BIN: another build's
 rep="$OUT/sass-s$s-b$batch-$ctx"
 ncu --clock-control none -k regex:'mma_kernel' --launch-skip 4 --launch-count 1 --section SourceCounters -o "$rep" \
   "$bench" --one "$s" "$batch" "$ctx" > "$rep.log" 2>&1

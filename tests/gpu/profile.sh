@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-artifacts/gpu/out}"
 mkdir -p "$out"
-bench=artifacts/gpu/build/attention_cuda_bench
+bench=${BENCH_BIN:-artifacts/gpu/build/attention_cuda_bench}  # BENCH_BIN: another build's
 [ -x "$bench" ] || { echo "missing $bench: run tests/gpu/run.sh first" >&2; exit 1; }
 for cfg in "$@"; do
   IFS=, read -r s batch ctx <<< "$cfg"

@@ -485,8 +485,6 @@ __device__ __forceinline__ unsigned smem_u32(const void* p) { return static_cast
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
 }
 
-__device__ __forceinline__ uint32_t lds32(const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
-
 // Four 8x8 f16 matrices from shared memory; lane l gives the address of row l % 8 of matrix l / 8.
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint8_t* p) {
     const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
@@ -651,15 +649,19 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     const int G = p.n_head / p.n_head_kv;
     const Place pl = place(p, tl, splits);
     const size_t rec = kSparse ? cc.k_stride + cc.v_stride : 0, raw_row = rec + 16;
-    // Over the store from compute capability 9.0 on, a step's 16 K records and 16 V records come as two
-    // bulk copies (bulk_copy_cuda.h), K's block then V's; below, 16-byte copies interleave them per cell,
-    // padded (raw_row). Staged cell u's records: K at u * k_at, V at v_first + u * v_at.
+    // Over the store from compute capability 9.0 on, a step's 16 K records and 16 V records come as
+    // three bulk copies (bulk_copy_cuda.h): K's block, then V's cells 0-7 and, 16 bytes further on, its
+    // cells 8-15; below, 16-byte copies interleave them per cell, padded (raw_row). Staged cell u's
+    // records: K at u * k_at, V at v_first + u * v_at (+ v_gap from cell 8 on).
     // On the H200 (batch 8, 32K): s = 0.7 250 against 259 us, s = 0.5 282 against 322; one bulk copy per
     // record instead was slower (293). The dense cache keeps the 16-byte copies: bulk copies of its
     // rows were 2 % slower at batch 1, 32K (45.9 against 45.1 us), 3 % faster at batch 8.
+    // The gap: at s = 0.7 (96-byte records) cells u and u + 4 begin on the same bank; V's expansion reads
+    // all 16 cells at once, and with cells 8-15 moved by 4 banks its loads need about 111 wavefronts a
+    // step instead of 135 (a simulation of the loads with random bitmaps).
     constexpr bool kBulk = kSparse && kBulkCopies;
     const size_t k_at = kBulk ? cc.k_stride : raw_row, v_at = kBulk ? cc.v_stride : raw_row;
-    const size_t v_first = kBulk ? kTile * cc.k_stride : cc.k_stride;
+    const size_t v_first = kBulk ? kTile * cc.k_stride : cc.k_stride, v_gap = kBulk ? 16 : 0;
     const size_t warp_bytes = kSparse ? kTile * kRow + 2 * kTile * raw_row : 4 * kTile * kRow;
     uint8_t* mine = smem + q_rows(kSparse) * kRow + warp * warp_bytes;
     const __half* mrow = mask_row(p, pl);
@@ -695,14 +697,16 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
 
     auto issue = [&](int64_t base, int buf, uint32_t live) {
         if constexpr (kBulk) {
-            // Lane 0 copies the K block, lane 1 the V block: the step's cells inside [0, n_kv), seen or not.
+            // Lane 0 copies the K block, lanes 1 and 2 V's two halves: the step's cells inside [0, n_kv), seen or not.
             const unsigned bar = bars + 8u * unsigned(buf), n_valid = unsigned(min(int64_t(kTile), p.n_kv - base));
             if (lane == 0) expect_bytes(bar, live != 0u ? n_valid * unsigned(rec) : 0u);
-            if (lane < 2 && live != 0u) {
+            const unsigned first = lane == 2 ? 8u : 0u, cells = lane == 0 ? n_valid : lane == 1 ? min(n_valid, 8u) : n_valid - min(n_valid, 8u);
+            if (lane < 3 && live != 0u && cells > 0u) {
                 const size_t stride = lane == 0 ? cc.k_stride : cc.v_stride;
                 const uint8_t* src = lane == 0 ? cc.k_records + pl.hk * cc.k_head_bytes : cc.v_records + pl.hk * cc.v_head_bytes;
                 const unsigned raw = smem_u32(mine + kTile * kRow + size_t(buf) * kTile * raw_row);
-                bulk_copy(raw + (lane == 0 ? 0u : unsigned(v_first)), src + size_t(row0 + base) * stride, n_valid * unsigned(stride), bar);
+                const unsigned dst = lane == 0 ? raw : raw + unsigned(v_first + first * v_at) + (lane == 2 ? unsigned(v_gap) : 0u);
+                bulk_copy(dst, src + size_t(row0 + base + first) * stride, cells * unsigned(stride), bar);
             }
         } else if constexpr (kSparse) {
             // A step's 16 records of K (and of V) are one block of the head-major store: lane l copies its
@@ -756,6 +760,7 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     // channels + 8 * ((lane >> 4) & 1)).
     const int k_row = ((lane >> 4) & 1) * 8 + (lane & 7), k_col = ((lane >> 3) & 1) * 16;
     const int v_row = ((lane >> 3) & 1) * 8 + (lane & 7), v_col = ((lane >> 4) & 1) * 16;
+    const int a_row = v_row, a_col = v_col;  // A (the queries) by the same matrices as V^T, untransposed
 
     // mv: the step's mask values (mask_value), lane l holding cell l % 16's. kfrag(kc, b) gives the B
     // fragments of channel block kc for cells 0-7 (b[0], b[1]) and 8-15 (b[2], b[3]); vfrag(n, b) those
@@ -763,18 +768,16 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     // before V is read (where K's tile expanded, V expands there into the same tile).
     // qh: the queries' staging in the order kfrag takes the channels (high parts; the low ones 8 rows on).
     auto compute = [&](const uint8_t* qh, float mv, auto&& kfrag, auto&& between, auto&& vfrag) {
-        const uint8_t* ql = qh + 8 * kRow;
         // C rows g: Q_high K^T, rows g + 8: Q_low K^T, for cells 0-7 and 8-15.
         float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
         for (int kc = 0; kc < D / 16; ++kc) {
-            const int col = (kc * 16 + 2 * t) * 2;
-            const uint32_t a0 = lds32(qh + g * kRow + col), a1 = lds32(ql + g * kRow + col);
-            const uint32_t a2 = lds32(qh + g * kRow + col + 16), a3 = lds32(ql + g * kRow + col + 16);
+            uint32_t a[4];  // A: the high parts (rows 0-7) and low parts (8-15), channels kc*16 + 0..7, + 8..15
+            ldsm_x4(a, qh + a_row * kRow + kc * 32 + a_col);
             uint32_t b[4];  // B of cells 0-7 (channels kc*16 + 0..7, + 8..15), then of cells 8-15
             kfrag(kc, b);
-            mma16816_split(sc[0], a0, a1, a2, a3, b[0], b[1]);
-            mma16816_split(sc[1], a0, a1, a2, a3, b[2], b[3]);
+            mma16816_split(sc[0], a[0], a[1], a[2], a[3], b[0], b[1]);
+            mma16816_split(sc[1], a[0], a[1], a[2], a[3], b[2], b[3]);
         }
         float s4[4];
 #pragma unroll
@@ -835,7 +838,7 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
 #pragma unroll
             for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = load16(src + o16);
         } else {
-            expand_half<D>(raw + (kv == 0 ? size_t(u) * k_at : v_first + size_t(u) * v_at), half, dst);
+            expand_half<D>(raw + (kv == 0 ? size_t(u) * k_at : v_first + size_t(u) * v_at + (u >= 8 ? v_gap : 0)), half, dst);
         }
     };
 
