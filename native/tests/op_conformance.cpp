@@ -349,6 +349,9 @@ Case copy_case(const char* what, ggml_type src_type, ggml_type dst_type, bool tr
 int main(int argc, char** argv) {
     const uint64_t seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : std::random_device{}();
     std::printf("op_conformance seed %llu\n", (unsigned long long)seed);
+    // The replay checks below need CUDA graphs, which the CUDA flavour leaves off by default where
+    // launches overlap (compute capability 9.0 on): turned on here unless the environment decides.
+    setenv("MUSTAFAR_CUDA_GRAPHS", "1", 0);
 
     ggml_backend_reg_t reg = ggml_backend_init();
     if (reg == nullptr) {
@@ -424,7 +427,7 @@ int main(int argc, char** argv) {
         const uint64_t before = replayed();
         const std::vector<Result> ref = run_rounds(cpu, ggml_backend_cpu_buffer_type(), nullptr, decode_layer(), seed, 0, kRounds);
         const std::vector<Result> got = run_rounds(ours, our_buft, dev, decode_layer(), seed, 0, kRounds);
-        // Rounds 3 and 4 are replays, unless MUSTAFAR_CUDA_GRAPHS=0 turns them off.
+        // Rounds 3 and 4 are replays, unless MUSTAFAR_CUDA_GRAPHS=0 turns them off (main turns them on).
         const char* graphs = std::getenv("MUSTAFAR_CUDA_GRAPHS");
         const uint64_t want = graphs != nullptr && std::strcmp(graphs, "0") == 0 ? 0 : kRounds - 2;
         const bool replays_ok = replayed() - before == want;

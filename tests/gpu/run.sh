@@ -67,6 +67,14 @@ if [ -f artifacts/gpu/apps.tar.xz ] && [ "${TESTS:-1}" = 1 ]; then
       status=1
     fi
   done
+  # CUDA graphs replay by default only without programmatic dependent launch; their path, forced on.
+  MUSTAFAR_CUDA_GRAPHS=1 tests/gpu/e2e.sh artifacts/gpu/publish artifacts/gpu/models "$out/e2e-cuda-s0-graphs.txt" 0 || status=1
+  if cmp -s "$out/e2e-cuda-s0-graphs.txt" artifacts/gpu/expected/e2e-s0.txt; then
+    echo "e2e s=0 with CUDA graphs: identical to the CPU flavour" | tee -a "$out/e2e-compare.txt"
+  else
+    echo "e2e s=0 with CUDA graphs: DIFFERS from the CPU flavour" | tee -a "$out/e2e-compare.txt"
+    status=1
+  fi
   "artifacts/gpu/publish/Mustafar.Chat" --model artifacts/gpu/models/stories260K-f32.gguf --temperature 0 --max-tokens 16 \
     --stats-json "Once upon a time" 2>&1 | tail -1 > "$out/flavour-check.txt" || status=1
   # Where llama.cpp put the layers, weights and cache of each model.

@@ -14,6 +14,7 @@
 #include "compute_cuda.h"
 #include "fusion_cuda.h"
 #include "gemv_cuda.h"
+#include "launch_cuda.h"
 #include "profile_cuda.h"
 #include "replay_cuda.h"
 #include "cuda_check.h"
@@ -232,10 +233,16 @@ private:
     std::vector<uint8_t> done_;  // per node of the current graph: already run
     ggml_cgraph* graph_ = nullptr;
     // Replay of repeated graphs (replay_cuda.h); not while profiling, whose events time each node.
-    std::unique_ptr<cuda::GraphReplay> replay_ =
-        profile_->enabled() || (std::getenv("MUSTAFAR_CUDA_GRAPHS") != nullptr && std::strcmp(std::getenv("MUSTAFAR_CUDA_GRAPHS"), "0") == 0)
-            ? nullptr
-            : std::make_unique<cuda::GraphReplay>();
+    std::unique_ptr<cuda::GraphReplay> replay_ = !profile_->enabled() && replay_wanted() ? std::make_unique<cuda::GraphReplay>() : nullptr;
+
+    // MUSTAFAR_CUDA_GRAPHS=0 or 1 decides; by default graphs replay only where launches do not overlap
+    // (launch_cuda.h). With the overlap, replay measured level at batch 1 and 4-10 % slower at batch 8, 4K
+    // (H200, dense decode; bench/results/gpu-e2e-2026-11-30.md, run 16); without it, it saved 3 % (run 10).
+    static bool replay_wanted() {
+        const char* env = std::getenv("MUSTAFAR_CUDA_GRAPHS");
+        if (env != nullptr) return std::strcmp(env, "0") != 0;
+        return !cuda::early_launch();
+    }
     Mode mode_ = Mode::run;
 };
 

@@ -3,7 +3,8 @@
 // buffers) step after step until the cache view grows. The second of two identical graphs is
 // captured while it runs; from the third on, one cudaGraphLaunch replaces the launches.
 // Graphs that read or write a Mustafar store are never captured: the host decides per step which
-// rows to write and compress. MUSTAFAR_CUDA_GRAPHS=0 in the environment turns replay off.
+// rows to write and compress. By default replay is on only where launches do not overlap (below
+// compute capability 9.0, or MUSTAFAR_PDL=0); MUSTAFAR_CUDA_GRAPHS=1 or 0 in the environment decides.
 #pragma once
 #include <cuda_runtime.h>
 
