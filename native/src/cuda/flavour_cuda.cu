@@ -236,9 +236,9 @@ private:
     std::unique_ptr<cuda::GraphReplay> replay_ = !profile_->enabled() && replay_wanted() ? std::make_unique<cuda::GraphReplay>() : nullptr;
 
     // MUSTAFAR_CUDA_GRAPHS=0 or 1 decides; by default graphs replay only where launches do not overlap
-    // (launch_cuda.h). With the overlap, replay was never faster in nine pairs of dense decodes on three
-    // H200 machines: level in seven, 4 % and 10 % slower at batch 8, 4K in two (bench/results/
-    // gpu-e2e-2026-11-30.md, runs 15-17); without it, it saved 3 % (run 10).
+    // (launch_cuda.h). With the overlap, replay was not faster in nine pairs of dense decodes on three
+    // H200 machines: within 1 % in six, 3 % to 11 % slower in three (bench/results/gpu-e2e-2026-11-30.md,
+    // runs 15-17); without it, it saved 3 % (run 10).
     static bool replay_wanted() {
         const char* env = std::getenv("MUSTAFAR_CUDA_GRAPHS");
         if (env != nullptr) return std::strcmp(env, "0") != 0;
