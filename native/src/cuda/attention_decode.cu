@@ -658,7 +658,7 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     // rows were 2 % slower at batch 1, 32K (45.9 against 45.1 us), 3 % faster at batch 8.
     // The gap: at s = 0.7 (96-byte records) cells u and u + 4 begin on the same bank; V's expansion reads
     // all 16 cells at once, and with cells 8-15 moved by 4 banks its loads need about 111 wavefronts a
-    // step instead of 135 (a simulation of the loads with random bitmaps).
+    // step instead of 135 (tests/gpu/bank_conflicts.py, a model of the loads with random bitmaps).
     constexpr bool kBulk = kSparse && kBulkCopies;
     const size_t k_at = kBulk ? cc.k_stride : raw_row, v_at = kBulk ? cc.v_stride : raw_row;
     const size_t v_first = kBulk ? kTile * cc.k_stride : cc.k_stride, v_gap = kBulk ? 16 : 0;
