@@ -464,7 +464,7 @@ __global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, C
 // A (g, 2t..2t+1), (g+8, ..), (g, 2t+8..), (g+8, 2t+8..); B (k 2t..2t+1, n g), (k 2t+8.., n g);
 // C (g, 2t..2t+1), (g+8, 2t..2t+1). Dense K and V fragments come from ldmatrix (V transposed).
 // Each warp streams its steps into shared memory with asynchronous copies (over the store from compute
-// capability 9.0 on, two bulk copies a step), two steps deep.
+// capability 9.0 on, three bulk copies a step), two steps deep.
 // Over the store, K's fragments come straight from the staged records (RunK), V's records expand
 // into a dense tile first (lane = cell and half row); a step's mask values and row-table entries are
 // loaded a step or two ahead, so that no load waits in the step's critical path.

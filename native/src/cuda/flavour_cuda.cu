@@ -232,9 +232,6 @@ private:
     const bool fuse_ = std::getenv("MUSTAFAR_NO_FUSION") == nullptr;
     std::vector<uint8_t> done_;  // per node of the current graph: already run
     ggml_cgraph* graph_ = nullptr;
-    // Replay of repeated graphs (replay_cuda.h); not while profiling, whose events time each node.
-    std::unique_ptr<cuda::GraphReplay> replay_ = !profile_->enabled() && replay_wanted() ? std::make_unique<cuda::GraphReplay>() : nullptr;
-
     // MUSTAFAR_CUDA_GRAPHS=0 or 1 decides; by default graphs replay only where launches do not overlap
     // (launch_cuda.h). With the overlap, replay was not faster in nine pairs of dense decodes on three
     // H200 machines: within 1 % in six, 3 % to 11 % slower in three (bench/results/gpu-e2e-2026-11-30.md,
@@ -244,6 +241,8 @@ private:
         if (env != nullptr) return std::strcmp(env, "0") != 0;
         return !cuda::early_launch();
     }
+    // Replay of repeated graphs (replay_cuda.h); not while profiling, whose events time each node.
+    std::unique_ptr<cuda::GraphReplay> replay_ = !profile_->enabled() && replay_wanted() ? std::make_unique<cuda::GraphReplay>() : nullptr;
     Mode mode_ = Mode::run;
 };
 
