@@ -666,8 +666,8 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     uint8_t* mine = smem + q_rows(kSparse) * kRow + warp * warp_bytes;
     const __half* mrow = mask_row(p, pl);
     const int64_t row0 = kSparse ? int64_t(pl.seq) * cc.seq_rows : 0;
-    // This warp's barriers of buffers 0 and 1, and the parity of each one's next phase.
-    const unsigned bars = smem_u32(smem + mma_body_bytes(D, kSparse, rec)) + 16u * unsigned(warp);
+    // With bulk copies: this warp's barriers of buffers 0 and 1, and the parity of each one's next phase.
+    const unsigned bars = kBulk ? smem_u32(smem + mma_body_bytes(D, kSparse, rec)) + 16u * unsigned(warp) : 0u;
     unsigned parity = 0;
     if constexpr (kBulk) {
         if (lane == 0) {
@@ -690,10 +690,11 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     // other sequences' cells): their K and V are neither read nor computed on.
     auto live_of = [&](float mv) { return __ballot_sync(0xffffffffu, mv != -INFINITY) & 0xffffu; };
 
-    // Copy rounds of a step's records at the most (no pruning), and the reciprocals of the chunks per record.
+    // 16-byte copies of the store: copy rounds of a step's records at the most (no pruning), and the
+    // reciprocals of the chunks per record.
     constexpr int kCopyRounds = (kTile * ((D / 8 + 2 * D + 15) / 16) + 31) / 32;
-    const uint32_t k_magic = kSparse ? 0xffffffffu / uint32_t(cc.k_stride / 16) + 1u : 0u;
-    const uint32_t v_magic = kSparse ? 0xffffffffu / uint32_t(cc.v_stride / 16) + 1u : 0u;
+    const uint32_t k_magic = kSparse && !kBulk ? 0xffffffffu / uint32_t(cc.k_stride / 16) + 1u : 0u;
+    const uint32_t v_magic = kSparse && !kBulk ? 0xffffffffu / uint32_t(cc.v_stride / 16) + 1u : 0u;
 
     auto issue = [&](int64_t base, int buf, uint32_t live) {
         if constexpr (kBulk) {
