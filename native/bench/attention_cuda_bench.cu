@@ -6,6 +6,7 @@
 // copies so that the L2 cache does not serve them. Writes a Markdown table.
 // Usage: attention_cuda_bench <results.md> [commit]
 //        attention_cuda_bench --one <s> <batch> <context> [splits]   (one configuration, for a profiler; s = 0: dense)
+//        attention_cuda_bench --read <bytes>   (the plain read of that many bytes)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -91,6 +92,40 @@ double copy_bandwidth() {  // bytes read + written per second
     return 2.0 * double(bytes) / (us * 1e-6);
 }
 
+int copies_for(size_t bytes) { return int(std::max<size_t>(1, std::min<size_t>(8, (kRotateBytes + bytes - 1) / bytes))); }
+
+// The floor for a kernel that reads `bytes` once: a plain read of them (16-byte loads, four in flight
+// per thread, every SM full), launched the way the attention kernels are, one call after another.
+__global__ void read_all(const uint4* x, size_t n, uint32_t* sink) {
+    uint32_t acc = 0;
+    const size_t stride = size_t(gridDim.x) * blockDim.x;
+    size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
+    for (; i + 3 * stride < n; i += 4 * stride) {
+        uint4 r[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) r[j] = __ldcs(x + i + j * stride);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc ^= r[j].x ^ r[j].y ^ r[j].z ^ r[j].w;
+    }
+    for (; i < n; i += stride) acc ^= x[i].x;
+    if (acc == 0x9e3779b9u) sink[blockIdx.x] = acc;  // keeps the loads
+}
+
+double read_time(size_t bytes, int sms) {
+    const int copies = copies_for(bytes);
+    std::vector<std::unique_ptr<DevMem>> bufs;
+    for (int c = 0; c < copies; ++c) {
+        bufs.push_back(std::make_unique<DevMem>(bytes));
+        CK(cudaMemset(bufs.back()->p, c + 1, bytes));
+    }
+    DevMem sink(size_t(sms) * 4 * 4);
+    Timer t;
+    return t.us_per_call(50, [&](int i) {
+        read_all<<<sms * 4, 512>>>(bufs[i % copies]->as<uint4>(), bytes / 16, sink.as<uint32_t>());
+        CK(cudaGetLastError());
+    });
+}
+
 // `rows` query rows per sequence (1: decode; a prompt's micro-batch), each seeing all ctx cells.
 mc::DecodeProblem problem(int batch, int64_t ctx, const float* q, float* out, int rows) {
     mc::DecodeProblem p;
@@ -118,8 +153,6 @@ struct Row {
     int64_t ctx;
     double us, bytes, target_us;
 };
-
-int copies_for(size_t bytes) { return int(std::max<size_t>(1, std::min<size_t>(8, (kRotateBytes + bytes - 1) / bytes))); }
 
 // llama.cpp's cache layout over K and V buffers of n_kv cells per sequence.
 mc::DenseCache dense_cache(const DevMem& k, const DevMem& v, int64_t n_kv) {
@@ -348,6 +381,12 @@ int main(int argc, char** argv) {
         std::printf("s=%.2f b=%d ctx=%lld splits=%d: %.1f us, %.0f GB/s\n", s, batch, (long long)ctx, splits, us, bytes / (us * 1e-6) / 1e9);
         return 0;
     }
+    if (std::string(argv[1]) == "--read" && argc >= 3) {
+        const size_t bytes = size_t(std::atoll(argv[2])) / 16 * 16;
+        const double us = read_time(bytes, sms);
+        std::printf("read %zu bytes: %.1f us, %.0f GB/s\n", bytes, us, double(bytes) / (us * 1e-6) / 1e9);
+        return 0;
+    }
     const double bw = copy_bandwidth();
     std::ostringstream md;
     char date[32];
@@ -364,13 +403,15 @@ int main(int argc, char** argv) {
                                                                  {{8, 4096}, 70}, {{8, 32768}, 389}};
     const std::map<std::pair<int, int64_t>, double> sparse_target = {{{8, 32768}, 160}, {{1, 32768}, 45}, {{1, 131072}, 110}};
 
-    md << "## Dense f16 cache (flash-decoding)\n\n| batch | context | time (µs) | GB/s | % of copy | llama.cpp f16 (µs) | verdict |\n|---|---|---|---|---|---|---|\n";
+    md << "## Dense f16 cache (flash-decoding)\n\nPlain read: `read_all`, a kernel that only reads the same bytes, launched the same way (the floor).\n\n"
+       << "| batch | context | time (µs) | GB/s | % of copy | plain read (µs) | llama.cpp f16 (µs) | verdict |\n|---|---|---|---|---|---|---|---|\n";
     std::printf("copy bandwidth %.2f TB/s\n", bw / 1e12);
     std::map<std::pair<int, int64_t>, double> dense_us;
     for (int batch : {1, 4, 8})
         for (int64_t ctx : {4096, 16384, 32768, 131072}) {
             double bytes = 0;
             const double us = dense_time(batch, ctx, sms, &bytes);
+            const double read_us = read_time(size_t(bytes), sms);
             dense_us[{batch, ctx}] = us;
             const auto it = llama_f16.find({batch, ctx});
             const double pct = 100.0 * bytes / (us * 1e-6) / bw;
@@ -378,8 +419,10 @@ int main(int argc, char** argv) {
             if (it != llama_f16.end()) verdict = us <= it->second ? "faster" : "SLOWER";
             if (batch == 1 && ctx >= 32768) verdict += pct >= 80.0 ? ", >= 80 % of copy" : ", below 80 % of copy";
             md << "| " << batch << " | " << ctx_name(ctx) << " | " << fmt("%.1f", us) << " | " << fmt("%.0f", bytes / (us * 1e-6) / 1e9) << " | "
-               << fmt("%.0f", pct) << " | " << (it != llama_f16.end() ? fmt("%.1f", it->second) : "-") << " | " << verdict << " |\n";
-            std::printf("dense  b=%d ctx=%6lld %8.1f us %6.0f GB/s %3.0f %%\n", batch, (long long)ctx, us, bytes / (us * 1e-6) / 1e9, pct);
+               << fmt("%.0f", pct) << " | " << fmt("%.1f", read_us) << " | " << (it != llama_f16.end() ? fmt("%.1f", it->second) : "-") << " | " << verdict
+               << " |\n";
+            std::printf("dense  b=%d ctx=%6lld %8.1f us %6.0f GB/s %3.0f %% (plain read %.1f us)\n", batch, (long long)ctx, us, bytes / (us * 1e-6) / 1e9, pct,
+                        read_us);
         }
 
     md << "\n## Mustafar store (K and V at the same sparsity, 32 dense window cells per sequence)\n\n"
