@@ -247,8 +247,8 @@ __device__ void finish(const DecodeProblem& p, const Place& pl, State<G>& st, fl
 // The last block sets the counter back to 0 for the next launch.
 // The first batch of each thread's partial sums loads together with every split's m and l: three waits
 // on L2 at 49 splits (batch-1 decode, 32K) where m, then l, then the sums 16 at a time took about
-// eight. The merge still takes about 4 us there (H200, globaltimer stamps per block); a call without it
-// took 5.7 us less.
+// eight. The last merge still ends 5-7 us after the last arrival there (H200, globaltimer stamps per
+// block); a call without the merge took 5.7 us less.
 __host__ __device__ constexpr size_t merge_floats(int G, int splits) { return size_t(G) * (2 * size_t(splits) + 1); }
 
 template <int D>
@@ -905,9 +905,9 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     uint32_t live = live_of(mv);
     int32_t ks, vs;
     slots_of(base, live, ks, vs);
-    // Both buffers' copies go out before the queries are staged, the queries' loads first. The staging
-    // ends 4-6 us after the start at batch 1 (H200, globaltimer stamps per block), and with one step
-    // in flight per warp until then memory idled (batch 4, 4K: 28.7 against 25.9 us).
+    // Both buffers' copies go out before the queries are staged, the queries' loads first: the staging
+    // ends 3-7 us after the start at batch 1 (H200, globaltimer stamps per block), and only one step
+    // per warp was in flight until then (batch 1, 4K: 14.4 against 15.3 us; batch 4, 4K: 27.8 against 28.7).
     const float f = p.scale * kLog2e;
     constexpr int kPer = 8 * D / kThreads;
     float x[kPer];

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+# Makes an instrumented copy of native/src/cuda/attention_decode.cu for tests/gpu/ab.sh: thread 0 of every
+# block of the tensor-core decode kernel writes %globaltimer at ten points (0 entry, 1 after waiting for the
+# previous kernel, 2 queries staged, 3 first step's data in, 4 walk done, 5 warps' states in shared memory,
+# 6 partial written, 7 arrival counted, 8 last block's merge done), for two consecutive calls (the 44th and
+# 45th launch of a process); the 53rd launch prints, per point, min / 10 % / median / 90 % / max over the
+# blocks in ns from the first block's entry of call 44. The timing of that build is not the kernel's (the
+# printing synchronises): compare phases, not totals.
+# Usage: python3 tests/gpu/stamps.py native/src/cuda/attention_decode.cu artifacts/gpu/ref/stamps.cu
+#        REF=artifacts/gpu/ref/stamps.cu OUT=... POINTS="0,1,32768" tests/gpu/ab.sh 2> stamps.txt
+# It patches by exact text: when the kernel changes, the assertion names the anchor to update.
+import sys
+
+src = open(sys.argv[1]).read()
+s = src
+s=s.replace('''namespace mustafar::cuda {
+namespace {
+''','''namespace mustafar::cuda {
+namespace {
+constexpr int kStamps = 10, kMaxBlocks = 8192;
+__device__ unsigned long long g_st[2][kMaxBlocks][kStamps];
+__device__ __forceinline__ unsigned long long gtime() { unsigned long long t; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); return t; }
+#define STAMP(i) do { if (slot >= 0 && threadIdx.x == 0) { const unsigned b_ = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z); if (b_ < kMaxBlocks) g_st[slot][b_][i] = gtime(); } } while (0)
+''',1)
+def rep(old,new):
+    global s
+    assert old in s, old
+    s=s.replace(old,new,1)
+rep('''                                                       int* counters) {
+    start_after_previous();''','''                                                       int* counters, int slot) {
+    STAMP(0);
+    start_after_previous();
+    STAMP(1);''')
+if '''    __syncthreads();
+    while (base >= 0) {''' in s:
+    rep('''    __syncthreads();
+    while (base >= 0) {''','''    __syncthreads();
+    STAMP(2);
+    bool first_ = true;
+    while (base >= 0) {''')
+else:
+    rep('''    __syncthreads();
+    // Step s's copies''','''    __syncthreads();
+    STAMP(2);
+    bool first_ = true;
+    // Step s's copies''')
+rep('''            __pipeline_wait_prior(1);
+        }
+        __syncwarp();
+        if (live != 0u) {''','''            __pipeline_wait_prior(1);
+        }
+        __syncwarp();
+        if (first_) { STAMP(3); first_ = false; }
+        if (live != 0u) {''')
+rep('''    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    __syncthreads();  // the merge arrays overlay''','''    STAMP(4);
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    __syncthreads();  // the merge arrays overlay''')
+rep('''    merge_warps<D>(p, pl, G, s_acc, s_m, s_l, part, splits);
+    if (counters != nullptr) merge_if_last<D>(p, pl, G, part, splits, counters, reinterpret_cast<float*>(smem));
+}''','''    STAMP(5);
+    merge_warps<D>(p, pl, G, s_acc, s_m, s_l, part, splits);
+    STAMP(6);
+    if (counters != nullptr) merge_if_last<D>(p, pl, G, part, splits, counters, reinterpret_cast<float*>(smem), slot);
+}''')
+rep('''__device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, const float* part, int splits, int* counters, float* w) {''','''__device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, const float* part, int splits, int* counters, float* w, int slot) {''')
+rep('''    __syncthreads();
+    if (!s_last) return;
+    __threadfence();''','''    __syncthreads();
+    STAMP(7);
+    if (!s_last) return;
+    __threadfence();''')
+if 'a.w / l;\n    }\n}' in s:
+    rep('a.w / l;\n    }\n}','a.w / l;\n    }\n    __syncthreads();\n    STAMP(8);\n}')
+else:
+    i=s.index('out[3] = l == 0.0f ? 0.0f : a3 / l;')
+    j=s.index('\n}\n',i)
+    s=s[:j]+'\n    __syncthreads();\n    STAMP(8);'+s[j:]
+rep('''    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, pr.tiles, pr.part, splits, counters);''','''    static int calls_ = 0;
+    ++calls_;
+    int slot_ = calls_ == 44 ? 0 : calls_ == 45 ? 1 : -1;
+    if (calls_ == 44) {
+        void* a_ = nullptr;
+        cudaGetSymbolAddress(&a_, g_st);
+        cudaMemsetAsync(a_, 0, sizeof(g_st), stream);
+    }
+    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, pr.tiles, pr.part, splits, counters, slot_);
+    if (calls_ == 53) dump_stamps(grid_of(p, splits));''')
+rep('''// The tensor-core kernels for D = 64 and 128 (up to 8 query heads per KV head).
+bool launch_mma(''','''void dump_stamps(dim3 g) {
+    static unsigned long long h[2][kMaxBlocks][kStamps];
+    cudaDeviceSynchronize();
+    cudaMemcpyFromSymbol(h, g_st, sizeof(h));
+    const unsigned n = std::min<unsigned>(g.x * g.y * g.z, kMaxBlocks);
+    unsigned long long t0 = ~0ull;
+    for (unsigned b = 0; b < n; ++b) t0 = std::min(t0, h[0][b][0]);
+    fprintf(stderr, "stamps: %u blocks; ns from the first block's entry of call 44 (min / 10%% / median / 90%% / max; n)\\n", n);
+    for (int c = 0; c < 2; ++c)
+        for (int i = 0; i < kStamps; ++i) {
+            std::vector<long long> v;
+            for (unsigned b = 0; b < n; ++b) if (h[c][b][i] != 0) v.push_back((long long)(h[c][b][i] - t0));
+            if (v.empty()) continue;
+            std::sort(v.begin(), v.end());
+            fprintf(stderr, "  call %d stamp %d: %lld / %lld / %lld / %lld / %lld; %zu\\n", 44 + c, i, v[0], v[v.size() / 10], v[v.size() / 2], v[v.size() * 9 / 10], v.back(), v.size());
+        }
+}
+
+// The tensor-core kernels for D = 64 and 128 (up to 8 query heads per KV head).
+bool launch_mma(''')
+s=s.replace('using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, TileLists, float*, int, int*);','using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, TileLists, float*, int, int*, int);')
+s=s.replace('#include <cmath>\n','#include <cmath>\n#include <cstdio>\n#include <vector>\n',1)
+open(sys.argv[2],'w').write(s)
