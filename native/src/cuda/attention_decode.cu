@@ -1615,10 +1615,11 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem) * sm_count);
     const Prepared pr = prepare(p, splits, true, ws, stream);
     if (!pr.ok) return false;
-    // The splits merge inside the kernel when their weights fit in its shared memory.
+    // The splits merge inside the kernel when their weights fit in its shared memory below the copy
+    // barriers (whose memory is not reused).
     int* counters = nullptr;
     const size_t G = size_t(p.n_head / p.n_head_kv);
-    if (splits > 1 && merge_floats(int(G), splits) * sizeof(float) <= smem) {
+    if (splits > 1 && merge_floats(int(G), splits) * sizeof(float) <= mma_body_bytes(p.head_dim, sparse, cc.k_stride + cc.v_stride)) {
         counters = ws.counters(size_t(p.n_rows) * p.n_seq * p.n_head_kv);
         if (counters == nullptr) return false;
     }
