@@ -31,15 +31,7 @@ rep('''                                                       int* counters) {
     STAMP(0);
     start_after_previous();
     STAMP(1);''')
-if '''    __syncthreads();
-    while (base >= 0) {''' in s:
-    rep('''    __syncthreads();
-    while (base >= 0) {''','''    __syncthreads();
-    STAMP(2);
-    bool first_ = true;
-    while (base >= 0) {''')
-else:
-    rep('''    __syncthreads();
+rep('''    __syncthreads();
     // Step s's copies''','''    __syncthreads();
     STAMP(2);
     bool first_ = true;
@@ -72,12 +64,7 @@ rep('''    __syncthreads();
     STAMP(7);
     if (!s_last) return;
     __threadfence();''')
-if 'a.w / l;\n    }\n}' in s:
-    rep('a.w / l;\n    }\n}','a.w / l;\n    }\n    __syncthreads();\n    STAMP(8);\n}')
-else:
-    i=s.index('out[3] = l == 0.0f ? 0.0f : a3 / l;')
-    j=s.index('\n}\n',i)
-    s=s[:j]+'\n    __syncthreads();\n    STAMP(8);'+s[j:]
+rep('a.w / l;\n    }\n}', 'a.w / l;\n    }\n    __syncthreads();\n    STAMP(8);\n}')
 rep('''    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, pr.tiles, pr.part, splits, counters);''','''    static int calls_ = 0;
     ++calls_;
     int slot_ = calls_ == 44 ? 0 : calls_ == 45 ? 1 : -1;
