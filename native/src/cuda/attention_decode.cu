@@ -494,7 +494,7 @@ __global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, C
 // A (g, 2t..2t+1), (g+8, ..), (g, 2t+8..), (g+8, 2t+8..); B (k 2t..2t+1, n g), (k 2t+8.., n g);
 // C (g, 2t..2t+1), (g+8, 2t..2t+1). Dense K and V fragments come from ldmatrix (V transposed).
 // Each warp streams its steps into shared memory with asynchronous copies (over the store from compute
-// capability 9.0 on, three bulk copies a step), two steps deep.
+// capability 9.0 on, three bulk copies a step), two steps deep over the store and three over the dense cache.
 // Over the store, K's fragments come straight from the staged records (RunK), V's records expand
 // into a dense tile first (lane = cell and half row); a step's mask values and row-table entries are
 // loaded a step or two ahead, so that no load waits in the step's critical path.
@@ -652,6 +652,11 @@ struct RunK {
     }
 };
 
+// Steps in flight per warp: the dense walk keeps three (two blocks a multiprocessor at D = 128, so fewer
+// splits with longer walks: H200, batch 1, 4K 12.8 against 15.0 us with two, 32K 42.4 against 44.4);
+// over the store two, with four blocks a multiprocessor.
+__host__ __device__ constexpr int mma_stages(bool sparse) { return sparse ? 2 : 3; }
+
 // Rows of query staging: f16 high and low parts of 8 heads, in the natural channel order and, over the
 // store, also in the lane runs' order (q_channel).
 __host__ __device__ constexpr int q_rows(bool sparse) { return sparse ? 32 : 16; }
@@ -659,8 +664,8 @@ __host__ __device__ constexpr int q_rows(bool sparse) { return sparse ? 32 : 16;
 // Shared memory before the copy barriers: the queries and the warps' tiles, or (overlaying them) the merge.
 __host__ __device__ inline size_t mma_body_bytes(int D, bool sparse, size_t record_bytes) {
     const size_t row = size_t(2 * D + 16);
-    // Sparse: one expanded tile (K, then V) and the raw records of two steps; dense: K and V tiles of two steps.
-    const size_t warp = sparse ? kTile * row + 2 * kTile * (record_bytes + 16) : 4 * kTile * row;
+    // Sparse: one expanded tile (K, then V) and the raw records of two steps; dense: K and V tiles of each step in flight.
+    const size_t warp = sparse ? kTile * row + 2 * kTile * (record_bytes + 16) : 2 * mma_stages(false) * kTile * row;
     const size_t fin = (size_t(kWarps) * 8 * D + 2 * kWarps * 8) * sizeof(float);
     const size_t tiles = q_rows(sparse) * row + kWarps * warp;
     return ((tiles > fin ? tiles : fin) + 15) / 16 * 16;
@@ -692,7 +697,8 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     constexpr bool kBulk = kSparse && kBulkCopies;
     const size_t k_at = kBulk ? cc.k_stride : raw_row, v_at = kBulk ? cc.v_stride : raw_row;
     const size_t v_first = kBulk ? kTile * cc.k_stride : cc.k_stride, v_gap = kBulk ? 16 : 0;
-    const size_t warp_bytes = kSparse ? kTile * kRow + 2 * kTile * raw_row : 4 * kTile * kRow;
+    constexpr int kStages = mma_stages(kSparse);
+    const size_t warp_bytes = kSparse ? kTile * kRow + 2 * kTile * raw_row : 2 * kStages * kTile * kRow;
     uint8_t* mine = smem + q_rows(kSparse) * kRow + warp * warp_bytes;
     const __half* mrow = mask_row(p, pl);
     const int64_t row0 = kSparse ? int64_t(pl.seq) * cc.seq_rows : 0;
@@ -900,12 +906,14 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
             }
         }
     };
+    // The warp's steps in flight: base (computed next), next and, with three stages, next2.
     int64_t step = warp, base = pl.step_base(step, kTile), next = pl.step_base(step + kWarps, kTile);
-    float mv = mask_value(base), mv_next = mask_value(next);
+    int64_t next2 = kStages > 2 ? pl.step_base(step + 2 * kWarps, kTile) : -1;
+    float mv = mask_value(base), mv_next = mask_value(next), mv_next2 = mask_value(next2);
     uint32_t live = live_of(mv);
     int32_t ks, vs;
     slots_of(base, live, ks, vs);
-    // Both buffers' copies go out before the queries are staged, the queries' loads first: the staging
+    // Every buffer's copies go out before the queries are staged, the queries' loads first: the staging
     // ends 3-7 us after the start at batch 1 (H200, globaltimer stamps per block), and only one step
     // per warp was in flight until then (batch 1, 4K: 14.4 against 15.3 us; batch 4, 4K: 27.8 against 28.7).
     const float f = p.scale * kLog2e;
@@ -923,6 +931,13 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     } else if constexpr (!kBulk) {
         __pipeline_commit();
     }
+    if constexpr (kStages > 2) {
+        if (next2 >= 0) {
+            issue(next2, 2, live_of(mv_next2));
+        } else if constexpr (!kBulk) {
+            __pipeline_commit();
+        }
+    }
     // The group's queries in log2 units, as f16 high and low parts; rows >= G stay zero. Over the store
     // they are written in both orders.
 #pragma unroll
@@ -939,18 +954,19 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
         }
     }
     __syncthreads();
-    // Step s's copies are in buffer s % 2; after its computation the buffer takes step s + 2's.
+    // Step s's copies are in buffer s % kStages; after its computation the buffer takes step s + kStages's
+    // (far), whose mask values load at the step's start.
     while (base >= 0) {
-        const int64_t next2 = pl.step_base(step + 2 * kWarps, kTile);
+        const int64_t far = pl.step_base(step + kStages * kWarps, kTile);
         const uint32_t live_next = live_of(mv_next);
         int32_t ks_next, vs_next;
         slots_of(next, live_next, ks_next, vs_next);
-        const float mv_next2 = mask_value(next2);
+        const float mv_far = mask_value(far);
         if constexpr (kBulk) {
             wait_phase(bars + 8u * unsigned(buf), (parity >> buf) & 1u);
             parity ^= 1u << buf;
         } else {
-            __pipeline_wait_prior(1);
+            __pipeline_wait_prior(kStages - 1);
         }
         __syncwarp();
         if (live != 0u) {
@@ -977,17 +993,24 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
             }
         }
         __syncwarp();
-        if (next2 >= 0) {
-            issue(next2, buf, live_of(mv_next2));
+        if (far >= 0) {
+            issue(far, buf, live_of(mv_far));
         } else if constexpr (!kBulk) {
             __pipeline_commit();
         }
-        buf ^= 1;
+        buf = buf + 1 == kStages ? 0 : buf + 1;
         step += kWarps;
         base = next;
-        next = next2;
         mv = mv_next;
-        mv_next = mv_next2;
+        if constexpr (kStages > 2) {
+            next = next2;
+            mv_next = mv_next2;
+            next2 = far;
+            mv_next2 = mv_far;
+        } else {
+            next = far;
+            mv_next = mv_far;
+        }
         live = live_next;
         ks = ks_next;
         vs = vs_next;
