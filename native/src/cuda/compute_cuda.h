@@ -27,7 +27,10 @@ public:
     // MUL_MATs that take the matrix-vector kernel and share their activation, one launch; `add`, when
     // set, is an ADD of the last product and a residual, computed in the same pass; `glu`, when set,
     // the SWIGLU of two products of the same rows, nodes[0] its silu operand.
-    bool mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add, const ggml_tensor* glu = nullptr);
+    // `norm`, when set: the products' activation is that RMS_NORM's output times a weight row (the
+    // MUL `norm_mul`), computed by the products' kernel; the two nodes' outputs are written when asked.
+    bool mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add, const ggml_tensor* glu = nullptr,
+                     const struct NormIntoProducts* norm = nullptr);
 
 private:
     void* scratch(size_t bytes);
@@ -38,6 +41,16 @@ private:
     void* scratch_ = nullptr;
     size_t scratch_bytes_ = 0;
 };
+
+// An RMS_NORM and the MUL of its output by a weight row that the matrix-vector kernel computes as its
+// activation (fusion_cuda.h), writing their outputs where another node may read them.
+struct NormIntoProducts {
+    const ggml_tensor* norm = nullptr;
+    const ggml_tensor* mul = nullptr;
+    bool write_norm = true, write_mul = true;
+};
+// The pair fits: one contiguous f32 row, the weight row the MUL's other operand, aligned as the kernel needs.
+bool norm_mul_fits_gemv(const ggml_tensor* norm, const ggml_tensor* mul);
 
 bool supports_compute(const ggml_tensor* op);
 // A MUL_MAT the matrix-vector kernel takes: f16 (or converted) weights, one activation column.

@@ -149,12 +149,19 @@ private:
                 }
                 const ggml_tensor* add = f.add >= 0 ? ggml_graph_node(graph, f.add) : nullptr;
                 const ggml_tensor* glu = f.glu >= 0 ? ggml_graph_node(graph, f.glu) : nullptr;
-                for (int j : {f.add, f.glu}) {
+                for (int j : {f.add, f.glu, f.norm, f.mul}) {
                     if (j < 0) continue;
                     overwritten(ggml_graph_node(graph, j));
                     done_[j] = 1;
                 }
-                launched = ops_->mul_mat_vec(mats, int(f.mats.size()), add, glu);
+                cuda::NormIntoProducts norm;
+                if (f.norm >= 0) {
+                    norm.norm = ggml_graph_node(graph, f.norm);
+                    norm.mul = ggml_graph_node(graph, f.mul);
+                    norm.write_norm = f.write_norm;
+                    norm.write_mul = f.write_mul;
+                }
+                launched = ops_->mul_mat_vec(mats, int(f.mats.size()), add, glu, f.norm >= 0 ? &norm : nullptr);
                 break;
             }
             case cuda::Fusion::Kind::none: break;
@@ -165,9 +172,12 @@ private:
     static std::string describe(const cuda::Fusion& f) {
         switch (f.kind) {
             case cuda::Fusion::Kind::norm_mul: return "RMS_NORM + MUL";
-            case cuda::Fusion::Kind::gemv:
-                if (f.glu >= 0) return "MUL_MAT x2 + GLU";
-                return f.add >= 0 ? "MUL_MAT + ADD" : f.mats.size() > 1 ? "MUL_MAT x" + std::to_string(f.mats.size()) : "";
+            case cuda::Fusion::Kind::gemv: {
+                const std::string norm = f.norm >= 0 ? "RMS_NORM + MUL + " : "";
+                if (f.glu >= 0) return norm + "MUL_MAT x2 + GLU";
+                if (f.add >= 0) return norm + "MUL_MAT + ADD";
+                return f.mats.size() > 1 ? norm + "MUL_MAT x" + std::to_string(f.mats.size()) : f.norm >= 0 ? norm + "MUL_MAT" : "";
+            }
             case cuda::Fusion::Kind::none: break;
         }
         return "";
