@@ -262,6 +262,24 @@ std::vector<Case> compute_cases() {
         ggml_tensor* g = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 4096, 72, 1, 1, "wg"), mul);
         ggml_tensor* u = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 4096, 72, 1, 1, "wu"), mul);
         return ggml_swiglu_split(c, g, u); }));
+    // Q and K of a decode step: the products rotate their rows as the ROPEs that follow them would.
+    for (bool yarn : {false, true}) {
+        const char* name = yarn ? "RMS_NORM, MUL, two 1-column MUL_MATs, each then a ROPE (one launch), YaRN"
+                                : "RMS_NORM, MUL, two 1-column MUL_MATs, each then a ROPE (one launch)";
+        cs.push_back(compute_case(name, 1000, [=](ggml_context* c) {
+            ggml_tensor* norm = ggml_rms_norm(c, t(c, GGML_TYPE_F32, 256, 1, 1, 1, "x"), 1e-5f);
+            ggml_tensor* mul = ggml_mul(c, norm, t(c, GGML_TYPE_F32, 256, 1, 1, 1, "wn"));
+            ggml_tensor* pos = t(c, GGML_TYPE_I32, 1, 1, 1, 1, "pos");
+            auto rope = [&](ggml_tensor* y, int64_t heads) {
+                ggml_tensor* rows = ggml_view_4d(c, y, 64, heads, 1, 1, 64 * sizeof(float), heads * 64 * sizeof(float), heads * 64 * sizeof(float), 0);
+                return ggml_rope_ext(c, rows, pos, nullptr, 64, 0, yarn ? 4096 : 0, 10000.0f,
+                                     yarn ? 0.25f : 1.0f, yarn ? 1.0f : 0.0f, 1.0f, 32.0f, 1.0f);
+            };
+            ggml_tensor* q = rope(ggml_mul_mat(c, t(c, GGML_TYPE_F16, 256, 256, 1, 1, "wq"), mul), 4);
+            ggml_tensor* k = rope(ggml_mul_mat(c, t(c, GGML_TYPE_F16, 256, 128, 1, 1, "wk"), mul), 2);
+            auto flat128 = [c](ggml_tensor* y, size_t offset) { return ggml_view_4d(c, y, 128, 1, 1, 1, 512, 512, 512, offset); };
+            return ggml_add(c, ggml_add(c, flat128(q, 0), flat128(q, 512)), flat128(k, 0)); }));
+    }
     cs.push_back(compute_case("three 1-column MUL_MATs of one activation (grouped), 40, 24 and 40 rows", 0, [=](ggml_context* c) {
         auto first24 = [c](ggml_tensor* y, size_t offset) { return ggml_view_4d(c, y, 24, 1, 1, 1, 96, 96, 96, offset); };
         ggml_tensor* x = t(c, GGML_TYPE_F32, 264, 1, 1, 1, "x");

@@ -16,6 +16,7 @@
 #include "flavour_cuda.h"
 #include "gemv_cuda.h"
 #include "launch_cuda.h"
+#include "rope_cuda.h"
 
 namespace mustafar::cuda {
 namespace {
@@ -155,12 +156,7 @@ __global__ void get_rows_kernel(const char* w, T4 sw, int wtype, const char* idx
                                                                        : reinterpret_cast<const float*>(src)[c];
 }
 
-struct RopeParams {
-    int n_dims, neox;
-    float freq_scale, ext_factor, attn_factor, theta_scale, corr0, corr1;
-};
-
-// One thread per rotated pair; theta is built by the same repeated products as ggml's cache.
+// One thread per rotated pair (rope_cuda.h).
 __global__ void rope_kernel(const char* a, T4 sa, const int32_t* pos, const float* freq_factors, char* dst, T4 sd, RopeParams p) {
     start_after_previous();
     const int64_t rows = sa.ne[1] * sa.ne[2] * sa.ne[3];
@@ -176,23 +172,13 @@ __global__ void rope_kernel(const char* a, T4 sa, const int32_t* pos, const floa
             *reinterpret_cast<float*>(out + (i0 + 1) * sd.nb[0]) = *reinterpret_cast<const float*>(src + (i0 + 1) * sa.nb[0]);
             continue;
         }
-        float theta_extrap = float(pos[i2]);
-        for (int64_t j = 0; j < pair; ++j) theta_extrap *= p.theta_scale;
-        if (freq_factors != nullptr) theta_extrap /= freq_factors[pair];
-        const float theta_interp = p.freq_scale * theta_extrap;
-        float theta = theta_interp, mscale = p.attn_factor;
-        if (p.ext_factor != 0.0f) {
-            const float y = (i0 / 2 - p.corr0) / fmaxf(0.001f, p.corr1 - p.corr0);
-            const float ramp = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * p.ext_factor;
-            theta = theta_interp * (1 - ramp) + theta_extrap * ramp;
-            mscale *= 1.0f + 0.1f * logf(1.0f / p.freq_scale);
-        }
-        const float c = cosf(theta) * mscale, s = sinf(theta) * mscale;
         const int64_t a0 = p.neox ? pair : i0, a1 = p.neox ? pair + p.n_dims / 2 : i0 + 1;
         const float x0 = *reinterpret_cast<const float*>(src + a0 * sa.nb[0]);
         const float x1 = *reinterpret_cast<const float*>(src + a1 * sa.nb[0]);
-        *reinterpret_cast<float*>(out + a0 * sd.nb[0]) = x0 * c - x1 * s;
-        *reinterpret_cast<float*>(out + a1 * sd.nb[0]) = x0 * s + x1 * c;
+        float y0, y1;
+        rope_rotate(p, pos[i2], pair, freq_factors, x0, x1, y0, y1);
+        *reinterpret_cast<float*>(out + a0 * sd.nb[0]) = y0;
+        *reinterpret_cast<float*>(out + a1 * sd.nb[0]) = y1;
     }
 }
 
@@ -293,7 +279,8 @@ bool ComputeOps::get_rows(const ggml_tensor* node) {
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
-bool ComputeOps::rope(const ggml_tensor* node) {
+namespace {
+RopeParams rope_params(const ggml_tensor* node) {
     const int32_t* op = node->op_params;
     RopeParams p{};
     p.n_dims = op[1];
@@ -310,6 +297,12 @@ bool ComputeOps::rope(const ggml_tensor* node) {
     ggml_rope_yarn_corr_dims(p.n_dims, op[4], freq_base, beta_fast, beta_slow, corr);
     p.corr0 = corr[0];
     p.corr1 = corr[1];
+    return p;
+}
+}  // namespace
+
+bool ComputeOps::rope(const ggml_tensor* node) {
+    const RopeParams p = rope_params(node);
     const int64_t n = nelements(node) / 2;
     if (n == 0) return true;
     launch_kernel(rope_kernel, blocks_for(n, 256), 256, 0, stream_,
@@ -367,7 +360,19 @@ bool norm_mul_fits_gemv(const ggml_tensor* norm, const ggml_tensor* mul) {
            gemv_norm_ok(static_cast<const float*>(norm->src[0]->data), static_cast<const float*>(w->data), int(norm_threads(norm->ne[0])));
 }
 
-bool ComputeOps::mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add, const ggml_tensor* glu, const NormIntoProducts* norm) {
+bool rope_fits_gemv(const ggml_tensor* product, const ggml_tensor* rope) {
+    const ggml_tensor* in = rope->src[0];
+    const int32_t* op = rope->op_params;
+    const int64_t D = in->ne[0];
+    return rope->op == GGML_OP_ROPE && op[2] == 0 && in->data == product->data && in->type == GGML_TYPE_F32 && rope->type == GGML_TYPE_F32 &&
+           D > 0 && D % 2 == 0 && in->nb[0] == 4 && in->nb[1] == size_t(D) * 4 && in->ne[1] * D == product->ne[0] && in->ne[2] == 1 &&
+           in->ne[3] == 1 && rope->ne[0] == D && rope->ne[1] == in->ne[1] && rope->ne[2] == 1 && rope->ne[3] == 1 && rope->nb[0] == 4 &&
+           rope->nb[1] % 4 == 0 && op[1] > 0 && op[1] <= D && op[1] % 2 == 0 && rope->src[1]->type == GGML_TYPE_I32 && rope->src[1]->ne[0] >= 1 &&
+           (rope->src[2] == nullptr || rope->src[2]->type == GGML_TYPE_F32);
+}
+
+bool ComputeOps::mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add, const ggml_tensor* glu, const NormIntoProducts* norm,
+                             const ggml_tensor* const* ropes) {
     GemvGroup g;
     if (n < 1 || n > GemvGroup::kMaxParts) return false;
     g.n = n;
@@ -379,6 +384,17 @@ bool ComputeOps::mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_
         g.part[i].ldw = weight_row_bytes(a) / 2;
         g.part[i].M = a->ne[1];
         g.part[i].y = static_cast<float*>(nodes[i]->data);
+        const ggml_tensor* rope = ropes != nullptr ? ropes[i] : nullptr;
+        if (rope != nullptr) {
+            if (!rope_fits_gemv(nodes[i], rope) || glu != nullptr) return false;
+            GemvRope& r = g.part[i].rope;
+            r.out = static_cast<float*>(rope->data);
+            r.head_dim = rope->ne[0];
+            r.head_stride = int64_t(rope->nb[1] / 4);
+            r.pos = static_cast<const int32_t*>(rope->src[1]->data);
+            r.freq_factors = rope->src[2] != nullptr ? static_cast<const float*>(rope->src[2]->data) : nullptr;
+            r.p = rope_params(rope);
+        }
     }
     if (add != nullptr) {  // the residual ADD that follows the last product
         const ggml_tensor* y = nodes[n - 1];

@@ -29,8 +29,9 @@ public:
     // the SWIGLU of two products of the same rows, nodes[0] its silu operand.
     // `norm`, when set: the products' activation is that RMS_NORM's output times a weight row (the
     // MUL `norm_mul`), computed by the products' kernel; the two nodes' outputs are written when asked.
+    // `ropes`, when set: per product, a ROPE (normal mode) of its output that the kernel computes too, or null.
     bool mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add, const ggml_tensor* glu = nullptr,
-                     const struct NormIntoProducts* norm = nullptr);
+                     const struct NormIntoProducts* norm = nullptr, const ggml_tensor* const* ropes = nullptr);
 
 private:
     void* scratch(size_t bytes);
@@ -51,6 +52,10 @@ struct NormIntoProducts {
 };
 // The pair fits: one contiguous f32 row, the weight row the MUL's other operand, aligned as the kernel needs.
 bool norm_mul_fits_gemv(const ggml_tensor* norm, const ggml_tensor* mul);
+
+// A ROPE of a product's output that the matrix-vector kernel can compute with it: normal mode, one token,
+// the product's rows read as heads of an even number of channels.
+bool rope_fits_gemv(const ggml_tensor* product, const ggml_tensor* rope);
 
 bool supports_compute(const ggml_tensor* op);
 // A MUL_MAT the matrix-vector kernel takes: f16 (or converted) weights, one activation column.

@@ -142,10 +142,18 @@ private:
             }
             case cuda::Fusion::Kind::gemv: {
                 const ggml_tensor* mats[cuda::GemvGroup::kMaxParts];
+                const ggml_tensor* ropes[cuda::GemvGroup::kMaxParts] = {};
+                bool any_rope = false;
                 for (size_t m = 0; m < f.mats.size(); ++m) {
                     mats[m] = ggml_graph_node(graph, f.mats[m]);
                     overwritten(mats[m]);
                     done_[f.mats[m]] = 1;
+                    const int r = m < f.ropes.size() ? f.ropes[m] : -1;
+                    if (r < 0) continue;
+                    ropes[m] = ggml_graph_node(graph, r);
+                    overwritten(ropes[m]);
+                    done_[r] = 1;
+                    any_rope = true;
                 }
                 const ggml_tensor* add = f.add >= 0 ? ggml_graph_node(graph, f.add) : nullptr;
                 const ggml_tensor* glu = f.glu >= 0 ? ggml_graph_node(graph, f.glu) : nullptr;
@@ -161,7 +169,7 @@ private:
                     norm.write_norm = f.write_norm;
                     norm.write_mul = f.write_mul;
                 }
-                launched = ops_->mul_mat_vec(mats, int(f.mats.size()), add, glu, f.norm >= 0 ? &norm : nullptr);
+                launched = ops_->mul_mat_vec(mats, int(f.mats.size()), add, glu, f.norm >= 0 ? &norm : nullptr, any_rope ? ropes : nullptr);
                 break;
             }
             case cuda::Fusion::Kind::none: break;
@@ -174,9 +182,13 @@ private:
             case cuda::Fusion::Kind::norm_mul: return "RMS_NORM + MUL";
             case cuda::Fusion::Kind::gemv: {
                 const std::string norm = f.norm >= 0 ? "RMS_NORM + MUL + " : "";
+                int ropes = 0;
+                for (int r : f.ropes) ropes += r >= 0;
+                const std::string rope = ropes > 0 ? " + ROPE x" + std::to_string(ropes) : "";
                 if (f.glu >= 0) return norm + "MUL_MAT x2 + GLU";
                 if (f.add >= 0) return norm + "MUL_MAT + ADD";
-                return f.mats.size() > 1 ? norm + "MUL_MAT x" + std::to_string(f.mats.size()) : f.norm >= 0 ? norm + "MUL_MAT" : "";
+                if (f.mats.size() == 1 && f.norm < 0 && ropes == 0) return "";
+                return norm + "MUL_MAT x" + std::to_string(f.mats.size()) + rope;
             }
             case cuda::Fusion::Kind::none: break;
         }

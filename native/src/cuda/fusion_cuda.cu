@@ -79,6 +79,8 @@ void plan_norm_into_products(ggml_cgraph* graph, int i, const std::vector<uint8_
     for (int m : g.mats) outs.push_back(range_of(ggml_graph_node(graph, m)));
     for (int m : {g.add, g.glu})
         if (m >= 0) outs.push_back(range_of(ggml_graph_node(graph, m)));
+    for (int r : g.ropes)
+        if (r >= 0) outs.push_back(range_of(ggml_graph_node(graph, r)));
     auto overlaps_out = [&](const Range& r) {
         for (const Range& o : outs)
             if (o.overlaps(r)) return true;
@@ -138,6 +140,42 @@ void plan_glu(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fusio
     f.glu = j;
 }
 
+// For each product of the group, a later ROPE of its output that may run at i's place joins it. Its
+// output must not meet the group's other outputs or its activation; it may be its own product's output
+// (in place: the kernel writes the product's value, then the rotated one).
+void plan_ropes(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fusion& f) {
+    f.ropes.assign(f.mats.size(), -1);
+    const int n = ggml_graph_n_nodes(graph);
+    const Range x = range_of(ggml_graph_node(graph, f.mats[0])->src[1]);
+    std::vector<int> moved = f.mats;
+    for (size_t p = 0; p < f.mats.size(); ++p) {
+        const ggml_tensor* product = ggml_graph_node(graph, f.mats[p]);
+        int scanned = 0;
+        for (int k = i + 1; k < n && scanned < kLookahead; ++k) {
+            const ggml_tensor* node = ggml_graph_node(graph, k);
+            if (is_view_op(node->op) || done[k]) continue;
+            ++scanned;
+            if (node->op != GGML_OP_ROPE || !rope_fits_gemv(product, node)) continue;
+            const Range out = range_of(node);
+            bool clear = !out.overlaps(x);
+            for (int m : f.mats) {
+                const ggml_tensor* other = ggml_graph_node(graph, m);
+                if (other != product && range_of(other).overlaps(out)) clear = false;
+            }
+            for (int r : f.ropes)
+                if (r >= 0 && range_of(ggml_graph_node(graph, r)).overlaps(out)) clear = false;
+            // In place only as the same rows: element m of the product is element m of the rotation.
+            const Range own = range_of(product);
+            if (own.overlaps(out) && !(node->data == product->data && size_t(node->nb[1]) == size_t(node->ne[0]) * 4)) clear = false;
+            if (clear && can_move_forward(graph, i, k, done, moved)) {
+                f.ropes[p] = k;
+                moved.push_back(k);
+            }
+            break;  // the first ROPE of this product decides
+        }
+    }
+}
+
 Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
     Fusion f;
     const ggml_tensor* lead = ggml_graph_node(graph, i);
@@ -153,7 +191,8 @@ Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
         if (can_move_forward(graph, i, k, done, f.mats)) f.mats.push_back(k);
     }
     if (f.mats.size() == 2) plan_glu(graph, i, done, f);
-    if (f.mats.size() > 1) return f;
+    if (f.glu < 0) plan_ropes(graph, i, done, f);
+    if (f.mats.size() > 1 || f.ropes[0] >= 0) return f;
     // One product: a residual ADD right after it joins it.
     const int j = next_compute(graph, i, done);
     if (j < 0) return f;

@@ -10,7 +10,9 @@
 //   writes its output's memory (ggml's allocator reuses memory);
 // - two such MUL_MATs of the same rows (gate and up) and the SWIGLU of their outputs: the warp that
 //   computes row m of both writes the SWIGLU's row m too;
-// - one such MUL_MAT, then an ADD of its output and a residual: the sum in the same pass.
+// - one such MUL_MAT, then an ADD of its output and a residual: the sum in the same pass;
+// - a ROPE (normal mode, one token) of such a MUL_MAT's output (Q and K of a decode step): the kernel
+//   rotates the pairs of rows it computed and writes the ROPE's output too.
 // MUSTAFAR_NO_FUSION in the environment turns it off (for comparisons).
 #pragma once
 #include <cstdint>
@@ -24,6 +26,7 @@ struct Fusion {
     enum class Kind { none, norm_mul, gemv };
     Kind kind = Kind::none;
     std::vector<int> mats;  // gemv: the grouped MUL_MATs, node i first
+    std::vector<int> ropes; // gemv: per MUL_MAT, the fused ROPE of its output or -1
     int add = -1;           // gemv: the fused ADD (only with one MUL_MAT)
     int glu = -1;           // gemv: the fused SWIGLU (two MUL_MATs, mats[0] its silu operand)
     int mul = -1;           // norm_mul, and gemv with `norm`: the MUL

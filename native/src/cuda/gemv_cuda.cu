@@ -152,6 +152,16 @@ __global__ void __launch_bounds__(kWarps * 32, 4) gemv_kernel(GemvGroup g) {
         const float r = part.add != nullptr ? part.add[m] : 0.0f;
         part.y[m] = y;
         if (part.add != nullptr) part.sum[m] = y + r;
+        const GemvRope& rp = part.rope;
+        if (rp.out != nullptr) {  // written after y: the ROPE may be in place
+            const int64_t d = m % rp.head_dim, pair = d / 2;
+            float r0 = y, r1 = y;
+            if (2 * pair < rp.p.n_dims) {
+                const float other = total(t ^ 1);  // row m ^ 1, the pair's other channel, is this block's too
+                rope_rotate(rp.p, *rp.pos, pair, rp.freq_factors, d % 2 == 0 ? y : other, d % 2 == 0 ? other : y, r0, r1);
+            }
+            rp.out[(m / rp.head_dim) * rp.head_stride + d] = d % 2 == 0 ? r0 : r1;
+        }
     }
 }
 

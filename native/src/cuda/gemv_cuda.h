@@ -10,10 +10,24 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "rope_cuda.h"
+
 namespace mustafar::cuda {
 
 // One product of a group: y[m] = sum_k w[m * ldw + k] * x[k] for m < M, k < K (ldw in elements), and,
 // when `add` is set, also sum[m] = y[m] + add[m] (a residual ADD that follows the product).
+// When `rope.out` is set, y read as rows of rope.head_dim values (heads) also goes through a ROPE of
+// normal mode at position *rope.pos: channel d of head h to rope.out[h * rope.head_stride + d] (the pairs
+// (2i, 2i + 1) are rows of one block).
+struct GemvRope {
+    float* out = nullptr;
+    int64_t head_dim = 0;
+    int64_t head_stride = 0;  // in floats
+    const int32_t* pos = nullptr;
+    const float* freq_factors = nullptr;
+    RopeParams p{};
+};
+
 struct GemvPart {
     const __half* w = nullptr;
     size_t ldw = 0;
@@ -21,6 +35,7 @@ struct GemvPart {
     float* y = nullptr;
     const float* add = nullptr;
     float* sum = nullptr;
+    GemvRope rope;
     unsigned first_block = 0;  // set by gemv_f16
 };
 
