@@ -28,37 +28,6 @@ __device__ __forceinline__ void prefetch_l2(const __half* p) { asm volatile("pre
 
 __device__ __forceinline__ float as_f16(float v) { return __half2float(__float2half_rn(v)); }
 
-// The norm's scale 1 / sqrt(mean(in^2) + eps) as rms_norm_kernel (compute_cuda.cu) computes it with
-// nm.threads threads: thread t sums in[t], in[t + threads], ... in order, each warp's sums meet by the
-// same shuffles, and the warps' sums are added in warp order. This block's 4 warps play its warps in turn.
-// Blocks then write the norm's and the MUL's outputs, a few values each.
-__device__ float norm_scale(const GemvGroup::Norm& nm, int64_t K) {
-    __shared__ float part[32];
-    const int lane = threadIdx.x % 32;
-    for (int vt = threadIdx.x; vt < nm.threads; vt += kWarps * 32) {  // whole warps of the norm kernel per round
-        float sum = 0.0f;
-#pragma unroll 4
-        for (int64_t c = vt; c < K; c += nm.threads) {
-            const float v = nm.in[c];
-            sum += v * v;
-        }
-        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-        if (lane == 0) part[vt / 32] = sum;
-    }
-    __syncthreads();
-    float total = 0.0f;
-    for (int i = 0; i < nm.threads / 32; ++i) total += part[i];
-    const float scale = rsqrtf(total / float(K) + nm.eps);
-    if (nm.norm_out != nullptr || nm.mul_out != nullptr)
-        for (int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; c < K; c += int64_t(gridDim.x) * blockDim.x) {
-            const float y = nm.in[c] * scale;
-            if (nm.norm_out != nullptr) nm.norm_out[c] = y;
-            if (nm.mul_out != nullptr) nm.mul_out[c] = y * nm.w[c];
-        }
-    return scale;
-}
-
-template <bool kNorm>
 __global__ void __launch_bounds__(kWarps * 32, 4) gemv_kernel(GemvGroup g) {
     // The block's product: parts are laid out one after the other over the grid (at most kMaxParts).
     GemvPart part = g.part[0];
@@ -89,8 +58,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4) gemv_kernel(GemvGroup g) {
     }
     wait_for_previous();
     let_next_start();
-    const float* x = kNorm ? g.norm.in : g.x;
-    const float scale = kNorm ? norm_scale(g.norm, K) : 1.0f;
+    const float* x = g.x;
     float acc[kRows] = {};
 #pragma unroll 2
     for (int64_t c = c0 + lane; c < c1; c += 32) {
@@ -98,12 +66,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4) gemv_kernel(GemvGroup g) {
         uint4 v[kRows];
 #pragma unroll
         for (int r = 0; r < kRows; ++r) v[r] = load_streaming(w[r] + k);
-        float4 x0 = __ldg(reinterpret_cast<const float4*>(x + k)), x1 = __ldg(reinterpret_cast<const float4*>(x + k + 4));
-        if constexpr (kNorm) {  // the norm's output times the MUL's weights, as the two kernels round them
-            const float4 w0 = __ldg(reinterpret_cast<const float4*>(g.norm.w + k)), w1 = __ldg(reinterpret_cast<const float4*>(g.norm.w + k + 4));
-            x0 = make_float4((x0.x * scale) * w0.x, (x0.y * scale) * w0.y, (x0.z * scale) * w0.z, (x0.w * scale) * w0.w);
-            x1 = make_float4((x1.x * scale) * w1.x, (x1.y * scale) * w1.y, (x1.z * scale) * w1.z, (x1.w * scale) * w1.w);
-        }
+        const float4 x0 = __ldg(reinterpret_cast<const float4*>(x + k)), x1 = __ldg(reinterpret_cast<const float4*>(x + k + 4));
         const float xv[8] = {as_f16(x0.x), as_f16(x0.y), as_f16(x0.z), as_f16(x0.w), as_f16(x1.x), as_f16(x1.y), as_f16(x1.z), as_f16(x1.w)};
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
@@ -172,11 +135,6 @@ bool gemv_shape_ok(const void* w, size_t ldw, int64_t K, const float* x) {
            K < (int64_t(1) << 31);
 }
 
-bool gemv_norm_ok(const float* in, const float* w, int threads) {
-    return reinterpret_cast<uintptr_t>(in) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 && threads > 0 && threads % 32 == 0 &&
-           threads <= 1024;
-}
-
 bool gemv_f16(const GemvGroup& group, cudaStream_t stream) {
     GemvGroup g = group;
     int64_t blocks = 0;
@@ -190,12 +148,7 @@ bool gemv_f16(const GemvGroup& group, cudaStream_t stream) {
         }
     }
     if (blocks == 0) return true;
-    if (g.norm.in != nullptr) {
-        if (!gemv_norm_ok(g.norm.in, g.norm.w, g.norm.threads)) return false;
-        launch_kernel(gemv_kernel<true>, unsigned(blocks), kWarps * 32, 0, stream, g);
-    } else {
-        launch_kernel(gemv_kernel<false>, unsigned(blocks), kWarps * 32, 0, stream, g);
-    }
+    launch_kernel(gemv_kernel, unsigned(blocks), kWarps * 32, 0, stream, g);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
