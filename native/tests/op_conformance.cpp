@@ -248,15 +248,14 @@ std::vector<Case> compute_cases() {
     cs.push_back(compute_case("RMS_NORM then MUL by a weight row (fused), norm read again", 0, [=](ggml_context* c) {
         ggml_tensor* norm = ggml_rms_norm(c, t(c, GGML_TYPE_F32, 256, 3, 1, 1, "a"), 1e-5f);
         return ggml_add(c, ggml_mul(c, norm, t(c, GGML_TYPE_F32, 256, 1, 1, 1, "w")), norm); }));
-    // The products compute the norm and the MUL themselves (rows of 264: the norm kernel's 96 threads).
-    cs.push_back(compute_case("RMS_NORM, MUL, then two 1-column MUL_MATs (norm in the products), norm and MUL read again", 0, [=](ggml_context* c) {
+    cs.push_back(compute_case("RMS_NORM, MUL, then two 1-column MUL_MATs (grouped), norm and MUL read again", 0, [=](ggml_context* c) {
         auto first24 = [c](ggml_tensor* y) { return ggml_view_4d(c, y, 24, 1, 1, 1, 96, 96, 96, 0); };
         ggml_tensor* norm = ggml_rms_norm(c, t(c, GGML_TYPE_F32, 264, 1, 1, 1, "x"), 1e-5f);
         ggml_tensor* mul = ggml_mul(c, norm, t(c, GGML_TYPE_F32, 264, 1, 1, 1, "wn"));
         ggml_tensor* q = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 40, 1, 1, "wq"), mul);
         ggml_tensor* k = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 24, 1, 1, "wk"), mul);
         return ggml_add(c, ggml_add(c, ggml_add(c, first24(q), k), first24(mul)), first24(norm)); }));
-    cs.push_back(compute_case("RMS_NORM, MUL, gate and up 1-column MUL_MATs, SWIGLU (one launch)", 0, [=](ggml_context* c) {
+    cs.push_back(compute_case("RMS_NORM, MUL, gate and up 1-column MUL_MATs, SWIGLU (two launches)", 0, [=](ggml_context* c) {
         ggml_tensor* norm = ggml_rms_norm(c, t(c, GGML_TYPE_F32, 4096, 1, 1, 1, "x"), 1e-6f);
         ggml_tensor* mul = ggml_mul(c, norm, t(c, GGML_TYPE_F32, 4096, 1, 1, 1, "wn"));
         ggml_tensor* g = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 4096, 72, 1, 1, "wg"), mul);
@@ -264,8 +263,8 @@ std::vector<Case> compute_cases() {
         return ggml_swiglu_split(c, g, u); }));
     // Q and K of a decode step: the products rotate their rows as the ROPEs that follow them would.
     for (bool yarn : {false, true}) {
-        const char* name = yarn ? "RMS_NORM, MUL, two 1-column MUL_MATs, each then a ROPE (one launch), YaRN"
-                                : "RMS_NORM, MUL, two 1-column MUL_MATs, each then a ROPE (one launch)";
+        const char* name = yarn ? "RMS_NORM, MUL, two 1-column MUL_MATs, each then a ROPE (fused), YaRN"
+                                : "RMS_NORM, MUL, two 1-column MUL_MATs, each then a ROPE (fused)";
         cs.push_back(compute_case(name, 1000, [=](ggml_context* c) {
             ggml_tensor* norm = ggml_rms_norm(c, t(c, GGML_TYPE_F32, 256, 1, 1, 1, "x"), 1e-5f);
             ggml_tensor* mul = ggml_mul(c, norm, t(c, GGML_TYPE_F32, 256, 1, 1, 1, "wn"));

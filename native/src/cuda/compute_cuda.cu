@@ -346,20 +346,6 @@ bool takes_gemv(const ggml_tensor* node) {
            gemv_shape_ok(a->data, weight_row_bytes(a) / 2, a->ne[0], static_cast<const float*>(b->data));
 }
 
-namespace {
-const ggml_tensor* mul_weight(const ggml_tensor* norm, const ggml_tensor* mul) { return mul->src[0] == norm ? mul->src[1] : mul->src[0]; }
-bool one_f32_row(const ggml_tensor* t) {
-    return t->type == GGML_TYPE_F32 && t->ne[1] == 1 && t->ne[2] == 1 && t->ne[3] == 1 && t->nb[0] == 4;
-}
-}  // namespace
-
-bool norm_mul_fits_gemv(const ggml_tensor* norm, const ggml_tensor* mul) {
-    const ggml_tensor* w = mul_weight(norm, mul);
-    return one_f32_row(norm) && one_f32_row(mul) && one_f32_row(norm->src[0]) && one_f32_row(w) && w->ne[0] == norm->ne[0] &&
-           mul->ne[0] == norm->ne[0] &&
-           gemv_norm_ok(static_cast<const float*>(norm->src[0]->data), static_cast<const float*>(w->data), int(norm_threads(norm->ne[0])));
-}
-
 bool rope_fits_gemv(const ggml_tensor* product, const ggml_tensor* rope) {
     const ggml_tensor* in = rope->src[0];
     const int32_t* op = rope->op_params;
@@ -371,8 +357,7 @@ bool rope_fits_gemv(const ggml_tensor* product, const ggml_tensor* rope) {
            (rope->src[2] == nullptr || rope->src[2]->type == GGML_TYPE_F32);
 }
 
-bool ComputeOps::mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add, const ggml_tensor* glu, const NormIntoProducts* norm,
-                             const ggml_tensor* const* ropes) {
+bool ComputeOps::mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add, const ggml_tensor* glu, const ggml_tensor* const* ropes) {
     GemvGroup g;
     if (n < 1 || n > GemvGroup::kMaxParts) return false;
     g.n = n;
@@ -406,17 +391,7 @@ bool ComputeOps::mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_
         g.paired = true;
         g.glu = static_cast<float*>(glu->data);
     }
-    if (norm != nullptr) {
-        if (!norm_mul_fits_gemv(norm->norm, norm->mul) || nodes[0]->src[1] != norm->mul || norm->norm->ne[0] != g.K) return false;
-        g.norm.in = static_cast<const float*>(norm->norm->src[0]->data);
-        g.norm.w = static_cast<const float*>(mul_weight(norm->norm, norm->mul)->data);
-        std::memcpy(&g.norm.eps, &norm->norm->op_params[0], 4);
-        g.norm.threads = int(norm_threads(g.K));
-        g.norm.norm_out = norm->write_norm ? static_cast<float*>(norm->norm->data) : nullptr;
-        g.norm.mul_out = norm->write_mul ? static_cast<float*>(norm->mul->data) : nullptr;
-    }
-    if (norm != nullptr && gemv_resident_ == 0) gemv_resident_ = gemv_norm_resident_blocks();
-    return gemv_f16(g, stream_, gemv_resident_);
+    return gemv_f16(g, stream_);
 }
 
 // dst[m, n] = sum_k src0[k, m] * src1[k, n] per (i2, i3), src0 broadcast over the batch dims:

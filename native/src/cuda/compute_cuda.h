@@ -27,11 +27,9 @@ public:
     // MUL_MATs that take the matrix-vector kernel and share their activation, one launch; `add`, when
     // set, is an ADD of the last product and a residual, computed in the same pass; `glu`, when set,
     // the SWIGLU of two products of the same rows, nodes[0] its silu operand.
-    // `norm`, when set: the products' activation is that RMS_NORM's output times a weight row (the
-    // MUL `norm_mul`), computed by the products' kernel; the two nodes' outputs are written when asked.
     // `ropes`, when set: per product, a ROPE (normal mode) of its output that the kernel computes too, or null.
     bool mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add, const ggml_tensor* glu = nullptr,
-                     const struct NormIntoProducts* norm = nullptr, const ggml_tensor* const* ropes = nullptr);
+                     const ggml_tensor* const* ropes = nullptr);
 
 private:
     void* scratch(size_t bytes);
@@ -41,18 +39,7 @@ private:
     bool ok_ = false;
     void* scratch_ = nullptr;
     size_t scratch_bytes_ = 0;
-    int gemv_resident_ = 0;  // gemv_norm_resident_blocks(), once asked
 };
-
-// An RMS_NORM and the MUL of its output by a weight row that the matrix-vector kernel computes as its
-// activation (fusion_cuda.h), writing their outputs where another node may read them.
-struct NormIntoProducts {
-    const ggml_tensor* norm = nullptr;
-    const ggml_tensor* mul = nullptr;
-    bool write_norm = true, write_mul = true;
-};
-// The pair fits: one contiguous f32 row, the weight row the MUL's other operand, aligned as the kernel needs.
-bool norm_mul_fits_gemv(const ggml_tensor* norm, const ggml_tensor* mul);
 
 // A ROPE of a product's output that the matrix-vector kernel can compute with it: normal mode, one token,
 // the product's rows read as heads of an even number of channels.

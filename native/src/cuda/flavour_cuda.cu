@@ -157,19 +157,12 @@ private:
                 }
                 const ggml_tensor* add = f.add >= 0 ? ggml_graph_node(graph, f.add) : nullptr;
                 const ggml_tensor* glu = f.glu >= 0 ? ggml_graph_node(graph, f.glu) : nullptr;
-                for (int j : {f.add, f.glu, f.norm, f.mul}) {
+                for (int j : {f.add, f.glu}) {
                     if (j < 0) continue;
                     overwritten(ggml_graph_node(graph, j));
                     done_[j] = 1;
                 }
-                cuda::NormIntoProducts norm;
-                if (f.norm >= 0) {
-                    norm.norm = ggml_graph_node(graph, f.norm);
-                    norm.mul = ggml_graph_node(graph, f.mul);
-                    norm.write_norm = f.write_norm;
-                    norm.write_mul = f.write_mul;
-                }
-                launched = ops_->mul_mat_vec(mats, int(f.mats.size()), add, glu, f.norm >= 0 ? &norm : nullptr, any_rope ? ropes : nullptr);
+                launched = ops_->mul_mat_vec(mats, int(f.mats.size()), add, glu, any_rope ? ropes : nullptr);
                 break;
             }
             case cuda::Fusion::Kind::none: break;
@@ -181,14 +174,12 @@ private:
         switch (f.kind) {
             case cuda::Fusion::Kind::norm_mul: return "RMS_NORM + MUL";
             case cuda::Fusion::Kind::gemv: {
-                const std::string norm = f.norm >= 0 ? "RMS_NORM + MUL + " : "";
                 int ropes = 0;
                 for (int r : f.ropes) ropes += r >= 0;
-                const std::string rope = ropes > 0 ? " + ROPE x" + std::to_string(ropes) : "";
-                if (f.glu >= 0) return norm + "MUL_MAT x2 + GLU";
-                if (f.add >= 0) return norm + "MUL_MAT + ADD";
-                if (f.mats.size() == 1 && f.norm < 0 && ropes == 0) return "";
-                return norm + "MUL_MAT x" + std::to_string(f.mats.size()) + rope;
+                if (f.glu >= 0) return "MUL_MAT x2 + GLU";
+                if (f.add >= 0) return "MUL_MAT + ADD";
+                if (f.mats.size() == 1 && ropes == 0) return "";
+                return "MUL_MAT x" + std::to_string(f.mats.size()) + (ropes > 0 ? " + ROPE x" + std::to_string(ropes) : "");
             }
             case cuda::Fusion::Kind::none: break;
         }

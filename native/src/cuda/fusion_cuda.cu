@@ -61,43 +61,6 @@ bool can_move_forward(ggml_cgraph* graph, int i, int k, const std::vector<uint8_
     return true;
 }
 
-Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done);
-
-// RMS_NORM i and its MUL f.mul, then products of the MUL's output: one launch of the products. The
-// products' kernel reads the norm's input and writes the norm's and the MUL's outputs (other nodes may
-// read them) unless their memory is one of the launch's outputs: ggml's allocator gives a tensor's memory
-// to another only once every reader of the first has been allocated, all of them in this launch then.
-void plan_norm_into_products(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fusion& f) {
-    const ggml_tensor* norm = ggml_graph_node(graph, i);
-    const ggml_tensor* mul = ggml_graph_node(graph, f.mul);
-    const int k = next_compute(graph, f.mul, done);
-    if (k < 0 || !norm_mul_fits_gemv(norm, mul)) return;
-    const ggml_tensor* lead = ggml_graph_node(graph, k);
-    if (!takes_gemv(lead) || lead->src[1] != mul) return;
-    Fusion g = plan_gemv(graph, k, done);
-    std::vector<Range> outs;
-    for (int m : g.mats) outs.push_back(range_of(ggml_graph_node(graph, m)));
-    for (int m : {g.add, g.glu})
-        if (m >= 0) outs.push_back(range_of(ggml_graph_node(graph, m)));
-    for (int r : g.ropes)
-        if (r >= 0) outs.push_back(range_of(ggml_graph_node(graph, r)));
-    auto overlaps_out = [&](const Range& r) {
-        for (const Range& o : outs)
-            if (o.overlaps(r)) return true;
-        return false;
-    };
-    const Range in = range_of(norm->src[0]), w = range_of(mul->src[0] == norm ? mul->src[1] : mul->src[0]);
-    const Range norm_out = range_of(norm), mul_out = range_of(mul);
-    // Every block reads the norm's input and weights while blocks write the outputs.
-    if (overlaps_out(in) || overlaps_out(w) || norm_out.overlaps(in) || mul_out.overlaps(in) || norm_out.overlaps(w) || mul_out.overlaps(w))
-        return;
-    g.norm = i;
-    g.mul = f.mul;
-    g.write_norm = !overlaps_out(norm_out);
-    g.write_mul = !overlaps_out(mul_out);
-    f = g;
-}
-
 Fusion plan_norm_mul(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
     Fusion f;
     const ggml_tensor* norm = ggml_graph_node(graph, i);
@@ -111,7 +74,6 @@ Fusion plan_norm_mul(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done
         return f;
     f.kind = Fusion::Kind::norm_mul;
     f.mul = j;
-    plan_norm_into_products(graph, i, done, f);
     return f;
 }
 

@@ -1,10 +1,7 @@
 // Which later nodes of a graph the CUDA executor runs together with node i, one launch instead of
 // several, where the result is bit for bit the unfused one (a decode step at batch 1 is mostly small
 // launches besides the weight reads):
-// - RMS_NORM, then a MUL of its output by a weight row: one kernel writes both outputs; where products
-//   on the matrix-vector kernel follow that read the MUL (one row), their kernel computes the pair itself
-//   (each block the same sums in the same order) and writes the two outputs only where they may still be
-//   read (their memory is not one of the products' outputs, which ggml's allocator gives only to dead ones);
+// - RMS_NORM, then a MUL of its output by a weight row: one kernel writes both outputs;
 // - MUL_MATs on the matrix-vector kernel that read the same activation (the Q, K and V projections;
 //   gate and up): one grid. A later product moves forward only when no node it passes reads or
 //   writes its output's memory (ggml's allocator reuses memory);
@@ -29,9 +26,7 @@ struct Fusion {
     std::vector<int> ropes; // gemv: per MUL_MAT, the fused ROPE of its output or -1
     int add = -1;           // gemv: the fused ADD (only with one MUL_MAT)
     int glu = -1;           // gemv: the fused SWIGLU (two MUL_MATs, mats[0] its silu operand)
-    int mul = -1;           // norm_mul, and gemv with `norm`: the MUL
-    int norm = -1;          // gemv: the RMS_NORM whose output times the MUL's weights is the products' activation
-    bool write_norm = true, write_mul = true;  // gemv with `norm`: their outputs to write
+    int mul = -1;           // norm_mul: the MUL
 };
 
 // What to run with node i; `done` marks the nodes already run (moved forward or fused).

@@ -52,28 +52,10 @@ struct GemvGroup {
     // receives silu(part 0's y) * part 1's y: the SWIGLU that follows them, in the same pass.
     bool paired = false;
     float* glu = nullptr;
-    // When `norm.in` is set the activation is an RMS_NORM of norm.in (one row of K values) times the
-    // weight row norm.w, and x is not read: each block computes it as the norm kernel does, with the same
-    // sums in the same order (norm.threads: that kernel's block size), so that the products are bit for
-    // bit those of the unfused nodes. The norm's and the MUL's outputs are written where set.
-    struct Norm {
-        const float* in = nullptr;
-        const float* w = nullptr;
-        float eps = 0.0f;
-        int threads = 0;
-        float* norm_out = nullptr;
-        float* mul_out = nullptr;
-    } norm;
 };
 
 // Needs K and ldw multiples of 8, w and x 16-byte aligned.
 bool gemv_shape_ok(const void* w, size_t ldw, int64_t K, const float* x);
-// A GemvGroup::Norm the kernel takes: 16-byte aligned rows, the norm kernel's block a whole number of warps.
-bool gemv_norm_ok(const float* in, const float* w, int threads);
-// resident_blocks: the blocks of the kernel that fit on the device at once (a block per slot takes
-// several row groups when the norm is computed in the kernel).
-bool gemv_f16(const GemvGroup& group, cudaStream_t stream, int resident_blocks);
-// The blocks of the kernel with the norm (GemvGroup::norm) that the device holds at once; 0 on failure.
-int gemv_norm_resident_blocks();
+bool gemv_f16(const GemvGroup& group, cudaStream_t stream);
 
 }  // namespace mustafar::cuda
