@@ -36,10 +36,10 @@ rep('''    __syncthreads();
     STAMP(2);
     bool first_ = true;
     // Step s's copies''')
-rep('''            __pipeline_wait_prior(1);
+rep('''            __pipeline_wait_prior(kStages - 1);
         }
         __syncwarp();
-        if (live != 0u) {''','''            __pipeline_wait_prior(1);
+        if (live != 0u) {''','''            __pipeline_wait_prior(kStages - 1);
         }
         __syncwarp();
         if (first_) { STAMP(3); first_ = false; }
