@@ -2,8 +2,9 @@
 # A/B timing of the attention kernels on one machine: the work tree's native/src/cuda/attention_decode.cu
 # against reference copies of that file (REF: one or more files, space-separated, default
 # artifacts/gpu/ref/attention_decode.cu; make one with `git show <commit>:native/src/cuda/attention_decode.cu
-# > artifacts/gpu/ref/attention_decode.cu` and carry artifacts/gpu/ref). Trees: new, ref1, ref2, ... Dense times of one point differ by a few per cent between machines of one kind, so a
-# change is judged against its reference in the same call. Both builds run the kernel tests.
+# > artifacts/gpu/ref/attention_decode.cu` and carry artifacts/gpu/ref). Trees: new, ref1, ref2, ...
+# Dense times of one point differ by a few per cent between machines of one kind, so a change is judged
+# against its reference in the same call. Every build runs the kernel tests.
 # POINTS: "s,batch,context[,splits]" (s = 0: dense; splits 0 or absent: the launcher's choice).
 # Usage on the GPU machine: OUT=<folder> POINTS="..." tests/gpu/ab.sh
 set -uo pipefail

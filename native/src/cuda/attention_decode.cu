@@ -914,8 +914,8 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     int32_t ks, vs;
     slots_of(base, live, ks, vs);
     // Every buffer's copies go out before the queries are staged, the queries' loads first: the staging
-    // ends 3-7 us after the start at batch 1 (H200, globaltimer stamps per block), and only one step
-    // per warp was in flight until then (batch 1, 4K: 14.4 against 15.3 us; batch 4, 4K: 27.8 against 28.7).
+    // ends 3-7 us after the start at batch 1 (H200, globaltimer stamps per block); with only the first
+    // step's copies out before it, batch 1, 4K took 15.3 against 14.4 us and batch 4, 4K 28.7 against 27.8.
     const float f = p.scale * kLog2e;
     constexpr int kPer = 8 * D / kThreads;
     float x[kPer];
