@@ -674,7 +674,11 @@ __host__ __device__ inline size_t mma_body_bytes(int D, bool sparse, size_t reco
 // The body, then each warp's two copy barriers (one per buffer; 16 bytes a warp).
 size_t mma_smem(int D, bool sparse, size_t record_bytes) { return mma_body_bytes(D, sparse, record_bytes) + kWarps * 16; }
 
-template <int D, bool kSparse>
+// kPacked (the store, G <= 4): the scores' A rows 0-3 are the queries' f16 high parts, rows 4-7 their low
+// parts (rows 8-15 zero), and the values' product is O^T = V^T P^T (M: 16 channels, N: the 4 heads' P high
+// and low parts), so a lane accumulates 32 floats instead of 64 and the queries of the K runs stay in 16
+// registers (the step's 8 query ldmatrix of 4 wavefronts each are gone); 24 MMAs a step instead of 32.
+template <int D, bool kSparse, bool kPacked = false>
 __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, TileLists tl, float* part, int splits,
                                                        int* counters) {
     start_after_previous();
@@ -802,10 +806,15 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
         if constexpr (!kBulk) __pipeline_commit();
     };
 
-    float o[D / 8][4];
+    static_assert(!kPacked || kSparse, "the packed rows serve the store");
+    constexpr int kOut = kPacked ? D / 16 : D / 8;  // accumulator tiles: 16 channels (packed) or 8
+    float o[kOut][4];
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    for (int n = 0; n < kOut; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m = -INFINITY, l = 0.0f;
+    // Packed: the A fragments of the K runs' order. Lane (g, t) holds row g (head g % 4, high part for g < 4)
+    // at channels t D/4 + 4 kc + 0, 1 (qa[kc][0]) and + 2, 3 (qa[kc][1]): its run's channels.
+    uint32_t qa[kPacked ? D / 16 : 1][2];
 
     // ldmatrix row addresses of this lane: S uses K as (cell = 8 * ((lane >> 4) & 1) + lane % 8,
     // channels + 8 * ((lane >> 3) & 1)); P V uses V transposed as (cell = 8 * ((lane >> 3) & 1) + lane % 8,
@@ -819,13 +828,13 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     // of V's channel tiles n (b[0], b[1]) and n + 1 (b[2], b[3]); between() runs after the scores,
     // before V is read (where K's tile expanded, V expands there into the same tile).
     // qh: the queries' staging in the order kfrag takes the channels (high parts; the low ones 8 rows on).
-    auto compute = [&](const uint8_t* qh, float mv, auto&& kfrag, auto&& between, auto&& vfrag) {
+    auto compute = [&](auto&& qfrag, float mv, auto&& kfrag, auto&& between, auto&& vfrag) {
         // C rows g: Q_high K^T, rows g + 8: Q_low K^T, for cells 0-7 and 8-15.
         float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
         for (int kc = 0; kc < D / 16; ++kc) {
             uint32_t a[4];  // A: the high parts (rows 0-7) and low parts (8-15), channels kc*16 + 0..7, + 8..15
-            ldsm_x4(a, qh + a_row * kRow + kc * 32 + a_col);
+            qfrag(kc, a);
             uint32_t b[4];  // B of cells 0-7 (channels kc*16 + 0..7, + 8..15), then of cells 8-15
             kfrag(kc, b);
             mma16816_split(sc[0], a[0], a[1], a[2], a[3], b[0], b[1]);
@@ -871,7 +880,75 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
         }
     };
 
-    // Fragments from a dense tile in shared memory (ldmatrix), K as is and V transposed.
+    // The packed step (kPacked): qfrag's A rows 0-7 only (rows 0-3 high parts, 4-7 low parts of the
+    // heads), V's tile vt. Lane (g, t) holds row g's scores (head g % 4) and, of O^T, channels g and g + 8
+    // of each 16-channel tile for columns 2t and 2t + 1 (heads 2 (t % 2) + 0 and 1; high parts for t < 2).
+    auto compute_packed = [&](auto&& qfrag, float mv, auto&& kfrag, auto&& between, const uint8_t* vt) {
+        float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc) {
+            uint32_t a[4];
+            qfrag(kc, a);
+            uint32_t b[4];
+            kfrag(kc, b);
+            mma16816_split(sc[0], a[0], 0u, a[2], 0u, b[0], b[1]);
+            mma16816_split(sc[1], a[0], 0u, a[2], 0u, b[2], b[3]);
+        }
+        float s4[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float own = sc[i / 2][i % 2], whole = own + __shfl_xor_sync(0xffffffffu, own, 16);  // high + low parts
+            const float mk = __shfl_sync(0xffffffffu, mv, (i / 2) * 8 + 2 * t + (i % 2));
+            s4[i] = mk != -INFINITY ? whole + mk * kLog2e : -INFINITY;
+        }
+        float tmax = fmaxf(fmaxf(s4[0], s4[1]), fmaxf(s4[2], s4[3]));
+        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+        const bool grow = tmax > m;
+        float alpha = 1.0f;
+        if (grow) {
+            alpha = exp2f(m - tmax);
+            l *= alpha;
+            m = tmax;
+        }
+        if (__any_sync(0xffffffffu, grow)) {  // this lane's columns' heads take their rows' factors (lanes 4 h)
+            const float fa = __shfl_sync(0xffffffffu, alpha, 8 * (t % 2)), fb = __shfl_sync(0xffffffffu, alpha, 8 * (t % 2) + 4);
+#pragma unroll
+            for (int n = 0; n < kOut; ++n) {
+                o[n][0] *= fa;
+                o[n][1] *= fb;
+                o[n][2] *= fa;
+                o[n][3] *= fb;
+            }
+        }
+        float pr[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            pr[i] = s4[i] == -INFINITY ? 0.0f : exp2f(s4[i] - m);
+            l += pr[i];
+        }
+        uint32_t ph0, pl0, ph2, pl2;
+        split2(pr[0], pr[1], ph0, pl0);
+        split2(pr[2], pr[3], ph2, pl2);
+        // B = P^T: column g is head g % 4's high (g < 4) or low part, for cells 2t, 2t + 1 and 2t + 8, 2t + 9.
+        const uint32_t b0 = g < 4 ? ph0 : pl0, b1 = g < 4 ? ph2 : pl2;
+        between();
+#pragma unroll
+        for (int n = 0; n < kOut; ++n) {
+            uint32_t a[4];  // A = V^T: channels n*16 + g (a0, a2) and + 8 (a1, a3), cells 2t.. (a0, a1) and 2t + 8.. (a2, a3)
+            ldsm_x4_trans(a, vt + k_row * kRow + n * 32 + k_col);
+            mma16816_split(o[n], a[0], a[1], a[2], a[3], b0, b1);
+        }
+    };
+
+    // Fragments from a dense tile in shared memory (ldmatrix), K as is and V transposed; the queries' A
+    // from their staging (qh: rows 0-15 in one channel order), or (packed, the K runs' order) from registers.
+    auto tile_q = [&](const uint8_t* qh) { return [=](int kc, uint32_t(&a)[4]) { ldsm_x4(a, qh + a_row * kRow + kc * 32 + a_col); }; };
+    auto reg_q = [&](int kc, uint32_t(&a)[4]) {
+        a[0] = qa[kc][0];
+        a[2] = qa[kc][1];
+        a[1] = a[3] = 0u;
+    };
     auto tile_k = [&](const uint8_t* kt) { return [=](int kc, uint32_t(&b)[4]) { ldsm_x4(b, kt + k_row * kRow + kc * 32 + k_col); }; };
     auto tile_v = [&](const uint8_t* vt) { return [=](int n, uint32_t(&b)[4]) { ldsm_x4_trans(b, vt + v_row * kRow + n * 16 + v_col); }; };
 
@@ -939,21 +1016,36 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
         }
     }
     // The group's queries in log2 units, as f16 high and low parts; rows >= G stay zero. Over the store
-    // they are written in both orders.
+    // they are written in both orders (packed: the natural order only, the runs' order is in qa).
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
         const int i = threadIdx.x + j * kThreads, r = i / D, d = i % D;
         const float v = x[j] * f;
         const __half hi = __float2half_rn(v), lo = __float2half_rn(v - __half2float(hi));
-        reinterpret_cast<__half*>(smem + r * kRow)[d] = hi;
-        reinterpret_cast<__half*>(smem + (8 + r) * kRow)[d] = lo;
-        if constexpr (kSparse) {  // rows 16-31: the K runs' order
-            const int pos = q_position(D, d);
-            reinterpret_cast<__half*>(smem + (16 + r) * kRow)[pos] = hi;
-            reinterpret_cast<__half*>(smem + (24 + r) * kRow)[pos] = lo;
+        if constexpr (kPacked) {  // rows 0-3 the high parts, 4-7 the low ones (for steps with window cells)
+            if (r < 4) {
+                reinterpret_cast<__half*>(smem + r * kRow)[d] = hi;
+                reinterpret_cast<__half*>(smem + (4 + r) * kRow)[d] = lo;
+            }
+        } else {
+            reinterpret_cast<__half*>(smem + r * kRow)[d] = hi;
+            reinterpret_cast<__half*>(smem + (8 + r) * kRow)[d] = lo;
+            if constexpr (kSparse) {  // rows 16-31: the K runs' order
+                const int pos = q_position(D, d);
+                reinterpret_cast<__half*>(smem + (16 + r) * kRow)[pos] = hi;
+                reinterpret_cast<__half*>(smem + (24 + r) * kRow)[pos] = lo;
+            }
         }
     }
     __syncthreads();
+    if constexpr (kPacked) {
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc) {
+            const uint2 a = *reinterpret_cast<const uint2*>(smem + g * kRow + (t * (D / 4) + 4 * kc) * 2);
+            qa[kc][0] = a.x;
+            qa[kc][1] = a.y;
+        }
+    }
     // Step s's copies are in buffer s % kStages; after its computation the buffer takes step s + kStages's
     // (far), whose mask values load at the step's start.
     while (base >= 0) {
@@ -977,19 +1069,28 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
                 if (!__any_sync(0xffffffffu, ks >= 0)) {
                     expand_step(raw, 1, live, vs);
                     __syncwarp();
-                    compute(smem + 16 * kRow, mv, RunK<D>(raw, live, lane, k_at), [] {}, tile_v(mine));
+                    if constexpr (kPacked) {
+                        compute_packed(reg_q, mv, RunK<D>(raw, live, lane, k_at), [] {}, mine);
+                    } else {
+                        compute(tile_q(smem + 16 * kRow), mv, RunK<D>(raw, live, lane, k_at), [] {}, tile_v(mine));
+                    }
                 } else {
                     expand_step(raw, 0, live, ks);
                     __syncwarp();
-                    compute(smem, mv, tile_k(mine), [&] {
+                    auto v_after_k = [&] {
                         __syncwarp();  // every lane has its K fragments
                         expand_step(raw, 1, live, vs);
                         __syncwarp();
-                    }, tile_v(mine));
+                    };
+                    if constexpr (kPacked) {
+                        compute_packed(tile_q(smem), mv, tile_k(mine), v_after_k, mine);
+                    } else {
+                        compute(tile_q(smem), mv, tile_k(mine), v_after_k, tile_v(mine));
+                    }
                 }
             } else {
                 const uint8_t* tile = mine + size_t(buf) * 2 * kTile * kRow;
-                compute(smem, mv, tile_k(tile), [] {}, tile_v(tile + kTile * kRow));
+                compute(tile_q(smem), mv, tile_k(tile), [] {}, tile_v(tile + kTile * kRow));
             }
         }
         __syncwarp();
@@ -1022,11 +1123,32 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     float* s_acc = reinterpret_cast<float*>(smem);
     float* s_m = s_acc + kWarps * G * D;
     float* s_l = s_m + kWarps * G;
-    if (g < G) {
+    if constexpr (kPacked) {
+        // Columns c and c + 4 (lanes t and t + 2): a head's high and low parts.
 #pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-            s_acc[(warp * G + g) * D + n * 8 + 2 * t] = o[n][0] + o[n][2];
-            s_acc[(warp * G + g) * D + n * 8 + 2 * t + 1] = o[n][1] + o[n][3];
+        for (int n = 0; n < kOut; ++n)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) o[n][j] += __shfl_xor_sync(0xffffffffu, o[n][j], 2);
+        if (t < 2) {
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                const int h = 2 * t + j;
+                if (h >= G) continue;
+#pragma unroll
+                for (int n = 0; n < kOut; ++n) {
+                    s_acc[(warp * G + h) * D + n * 16 + g] = o[n][j];
+                    s_acc[(warp * G + h) * D + n * 16 + g + 8] = o[n][2 + j];
+                }
+            }
+        }
+    }
+    if (g < G) {
+        if constexpr (!kPacked) {
+#pragma unroll
+            for (int n = 0; n < D / 8; ++n) {
+                s_acc[(warp * G + g) * D + n * 8 + 2 * t] = o[n][0] + o[n][2];
+                s_acc[(warp * G + g) * D + n * 8 + 2 * t + 1] = o[n][1] + o[n][3];
+            }
         }
         if (t == 0) {
             s_m[warp * G + g] = m;
@@ -1312,10 +1434,11 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
 
 using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, TileLists, float*, int, int*);
 
-MmaFn mma_fn(int d, bool sparse) {
+// packed: over the store with at most 4 query heads per KV head.
+MmaFn mma_fn(int d, bool sparse, bool packed) {
     switch (d) {
-        case 64: return sparse ? mma_kernel<64, true> : mma_kernel<64, false>;
-        case 128: return sparse ? mma_kernel<128, true> : mma_kernel<128, false>;
+        case 64: return sparse ? (packed ? mma_kernel<64, true, true> : mma_kernel<64, true>) : mma_kernel<64, false>;
+        case 128: return sparse ? (packed ? mma_kernel<128, true, true> : mma_kernel<128, true>) : mma_kernel<128, false>;
         default: return nullptr;
     }
 }
@@ -1632,7 +1755,7 @@ namespace {
 // The tensor-core kernels for D = 64 and 128 (up to 8 query heads per KV head).
 bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCache& cc, bool sparse, DecodeWorkspace& ws, int sm_count,
                 cudaStream_t stream, int splits) {
-    const MmaFn fn = mma_fn(p.head_dim, sparse);
+    const MmaFn fn = mma_fn(p.head_dim, sparse, sparse && p.n_head / p.n_head_kv <= 4);
     const size_t smem = mma_smem(p.head_dim, sparse, cc.k_stride + cc.v_stride);
     if (!ws.allow_smem(reinterpret_cast<const void*>(fn), smem)) return false;
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem) * sm_count);
