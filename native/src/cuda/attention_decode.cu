@@ -674,10 +674,10 @@ __host__ __device__ inline size_t mma_body_bytes(int D, bool sparse, size_t reco
 // The body, then each warp's two copy barriers (one per buffer; 16 bytes a warp).
 size_t mma_smem(int D, bool sparse, size_t record_bytes) { return mma_body_bytes(D, sparse, record_bytes) + kWarps * 16; }
 
-// kPacked (the store, G <= 4): the scores' A rows 0-3 are the queries' f16 high parts, rows 4-7 their low
-// parts (rows 8-15 zero), and the values' product is O^T = V^T P^T (M: 16 channels, N: the 4 heads' P high
-// and low parts), so a lane accumulates 32 floats instead of 64 and the queries of the K runs stay in 16
-// registers (the step's 8 query ldmatrix of 4 wavefronts each are gone); 24 MMAs a step instead of 32.
+// kPacked (the store, G <= 4): the scores' A rows 4-7 and 12-15 repeat rows 0-3 and 8-11 (the heads' f16
+// high and low parts), so lanes g and g + 4 both hold head g % 4's scores; the values' product is
+// O^T = V^T P^T (M: 16 channels, N: the 4 heads' P high parts, then their low parts, column g from lane g),
+// so a lane accumulates 32 floats instead of 64, with 24 MMAs a step instead of 32.
 template <int D, bool kSparse, bool kPacked = false>
 __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, TileLists tl, float* part, int splits,
                                                        int* counters) {
@@ -812,9 +812,6 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
 #pragma unroll
     for (int n = 0; n < kOut; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m = -INFINITY, l = 0.0f;
-    // Packed: the A fragments of the K runs' order. Lane (g, t) holds row g (head g % 4, high part for g < 4)
-    // at channels t D/4 + 4 kc + 0, 1 (qa[kc][0]) and + 2, 3 (qa[kc][1]): its run's channels.
-    uint32_t qa[kPacked ? D / 16 : 1][2];
 
     // ldmatrix row addresses of this lane: S uses K as (cell = 8 * ((lane >> 4) & 1) + lane % 8,
     // channels + 8 * ((lane >> 3) & 1)); P V uses V transposed as (cell = 8 * ((lane >> 3) & 1) + lane % 8,
@@ -880,9 +877,9 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
         }
     };
 
-    // The packed step (kPacked): qfrag's A rows 0-7 only (rows 0-3 high parts, 4-7 low parts of the
-    // heads), V's tile vt. Lane (g, t) holds row g's scores (head g % 4) and, of O^T, channels g and g + 8
-    // of each 16-channel tile for columns 2t and 2t + 1 (heads 2 (t % 2) + 0 and 1; high parts for t < 2).
+    // The packed step (kPacked), V's tile vt. Lane (g, t) holds the scores of head g % 4 and, of O^T,
+    // channels g and g + 8 of each 16-channel tile for columns 2t and 2t + 1 (heads 2 (t % 2) + 0 and 1;
+    // high parts for t < 2).
     auto compute_packed = [&](auto&& qfrag, float mv, auto&& kfrag, auto&& between, const uint8_t* vt) {
         float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
@@ -891,15 +888,14 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
             qfrag(kc, a);
             uint32_t b[4];
             kfrag(kc, b);
-            mma16816_split(sc[0], a[0], 0u, a[2], 0u, b[0], b[1]);
-            mma16816_split(sc[1], a[0], 0u, a[2], 0u, b[2], b[3]);
+            mma16816_split(sc[0], a[0], a[1], a[2], a[3], b[0], b[1]);
+            mma16816_split(sc[1], a[0], a[1], a[2], a[3], b[2], b[3]);
         }
         float s4[4];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const float own = sc[i / 2][i % 2], whole = own + __shfl_xor_sync(0xffffffffu, own, 16);  // high + low parts
             const float mk = __shfl_sync(0xffffffffu, mv, (i / 2) * 8 + 2 * t + (i % 2));
-            s4[i] = mk != -INFINITY ? whole + mk * kLog2e : -INFINITY;
+            s4[i] = mk != -INFINITY ? sc[i / 2][i % 2] + sc[i / 2][i % 2 + 2] + mk * kLog2e : -INFINITY;
         }
         float tmax = fmaxf(fmaxf(s4[0], s4[1]), fmaxf(s4[2], s4[3]));
         tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
@@ -942,13 +938,8 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     };
 
     // Fragments from a dense tile in shared memory (ldmatrix), K as is and V transposed; the queries' A
-    // from their staging (qh: rows 0-15 in one channel order), or (packed, the K runs' order) from registers.
+    // from their staging (qh: rows 0-15 in one channel order).
     auto tile_q = [&](const uint8_t* qh) { return [=](int kc, uint32_t(&a)[4]) { ldsm_x4(a, qh + a_row * kRow + kc * 32 + a_col); }; };
-    auto reg_q = [&](int kc, uint32_t(&a)[4]) {
-        a[0] = qa[kc][0];
-        a[2] = qa[kc][1];
-        a[1] = a[3] = 0u;
-    };
     auto tile_k = [&](const uint8_t* kt) { return [=](int kc, uint32_t(&b)[4]) { ldsm_x4(b, kt + k_row * kRow + kc * 32 + k_col); }; };
     auto tile_v = [&](const uint8_t* vt) { return [=](int n, uint32_t(&b)[4]) { ldsm_x4_trans(b, vt + v_row * kRow + n * 16 + v_col); }; };
 
@@ -998,8 +989,8 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
     float x[kPer];
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
-        const int i = threadIdx.x + j * kThreads, r = i / D, d = i % D;
-        x[j] = r < G ? reinterpret_cast<const float*>(p.q + size_t(pl.row) * p.q_nb1 + size_t(pl.hk * G + r) * p.q_nb2 + size_t(pl.seq) * p.q_nb3)[d] : 0.0f;
+        const int i = threadIdx.x + j * kThreads, h = kPacked ? i / D % 4 : i / D, d = i % D;
+        x[j] = h < G ? reinterpret_cast<const float*>(p.q + size_t(pl.row) * p.q_nb1 + size_t(pl.hk * G + h) * p.q_nb2 + size_t(pl.seq) * p.q_nb3)[d] : 0.0f;
     }
     int buf = 0;
     if (base >= 0) issue(base, 0, live);
@@ -1015,37 +1006,22 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
             __pipeline_commit();
         }
     }
-    // The group's queries in log2 units, as f16 high and low parts; rows >= G stay zero. Over the store
-    // they are written in both orders (packed: the natural order only, the runs' order is in qa).
+    // The group's queries in log2 units, as f16 high and low parts; rows >= G stay zero (packed: rows 4-7
+    // and 12-15 repeat 0-3 and 8-11). Over the store they are written in both orders.
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
         const int i = threadIdx.x + j * kThreads, r = i / D, d = i % D;
         const float v = x[j] * f;
         const __half hi = __float2half_rn(v), lo = __float2half_rn(v - __half2float(hi));
-        if constexpr (kPacked) {  // rows 0-3 the high parts, 4-7 the low ones (for steps with window cells)
-            if (r < 4) {
-                reinterpret_cast<__half*>(smem + r * kRow)[d] = hi;
-                reinterpret_cast<__half*>(smem + (4 + r) * kRow)[d] = lo;
-            }
-        } else {
-            reinterpret_cast<__half*>(smem + r * kRow)[d] = hi;
-            reinterpret_cast<__half*>(smem + (8 + r) * kRow)[d] = lo;
-            if constexpr (kSparse) {  // rows 16-31: the K runs' order
-                const int pos = q_position(D, d);
-                reinterpret_cast<__half*>(smem + (16 + r) * kRow)[pos] = hi;
-                reinterpret_cast<__half*>(smem + (24 + r) * kRow)[pos] = lo;
-            }
+        reinterpret_cast<__half*>(smem + r * kRow)[d] = hi;
+        reinterpret_cast<__half*>(smem + (8 + r) * kRow)[d] = lo;
+        if constexpr (kSparse) {  // rows 16-31: the K runs' order
+            const int pos = q_position(D, d);
+            reinterpret_cast<__half*>(smem + (16 + r) * kRow)[pos] = hi;
+            reinterpret_cast<__half*>(smem + (24 + r) * kRow)[pos] = lo;
         }
     }
     __syncthreads();
-    if constexpr (kPacked) {
-#pragma unroll
-        for (int kc = 0; kc < D / 16; ++kc) {
-            const uint2 a = *reinterpret_cast<const uint2*>(smem + g * kRow + (t * (D / 4) + 4 * kc) * 2);
-            qa[kc][0] = a.x;
-            qa[kc][1] = a.y;
-        }
-    }
     // Step s's copies are in buffer s % kStages; after its computation the buffer takes step s + kStages's
     // (far), whose mask values load at the step's start.
     while (base >= 0) {
@@ -1070,7 +1046,7 @@ __global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodePr
                     expand_step(raw, 1, live, vs);
                     __syncwarp();
                     if constexpr (kPacked) {
-                        compute_packed(reg_q, mv, RunK<D>(raw, live, lane, k_at), [] {}, mine);
+                        compute_packed(tile_q(smem + 16 * kRow), mv, RunK<D>(raw, live, lane, k_at), [] {}, mine);
                     } else {
                         compute(tile_q(smem + 16 * kRow), mv, RunK<D>(raw, live, lane, k_at), [] {}, tile_v(mine));
                     }
