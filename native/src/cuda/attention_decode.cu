@@ -678,8 +678,11 @@ size_t mma_smem(int D, bool sparse, size_t record_bytes) { return mma_body_bytes
 // high and low parts), so lanes g and g + 4 both hold head g % 4's scores; the values' product is
 // O^T = V^T P^T (M: 16 channels, N: the 4 heads' P high parts, then their low parts, column g from lane g),
 // so a lane accumulates 32 floats instead of 64, with 24 MMAs a step instead of 32.
-template <int D, bool kSparse, bool kPacked = false>
-__global__ void __launch_bounds__(kThreads, kSparse ? 4 : 0) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, TileLists tl, float* part, int splits,
+// kBlocks: the blocks a multiprocessor is to hold over the store (the register cap follows: 128 at 4, 168
+// at 3); 4 where the staging fits four, else 3 (s = 0.5 at D = 128: 65 KB a block), where the cap of 4 only
+// made the kernel spill (H200, s = 0.5, batch 8, 32K: 261.1 against 277.5 us, one call).
+template <int D, bool kSparse, bool kPacked = false, int kBlocks = kSparse ? 4 : 0>
+__global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, TileLists tl, float* part, int splits,
                                                        int* counters) {
     start_after_previous();
     extern __shared__ __align__(16) uint8_t smem[];
@@ -1410,11 +1413,18 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
 
 using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, TileLists, float*, int, int*);
 
-// packed: over the store with at most 4 query heads per KV head.
-MmaFn mma_fn(int d, bool sparse, bool packed) {
+template <int D>
+MmaFn store_fn(bool packed, bool four_fit) {
+    if (packed) return four_fit ? mma_kernel<D, true, true, 4> : mma_kernel<D, true, true, 3>;
+    return four_fit ? mma_kernel<D, true, false, 4> : mma_kernel<D, true, false, 3>;
+}
+
+// packed: over the store with at most 4 query heads per KV head; four_fit: four blocks' shared memory fits
+// a multiprocessor (the store's variant for four blocks).
+MmaFn mma_fn(int d, bool sparse, bool packed, bool four_fit) {
     switch (d) {
-        case 64: return sparse ? (packed ? mma_kernel<64, true, true> : mma_kernel<64, true>) : mma_kernel<64, false>;
-        case 128: return sparse ? (packed ? mma_kernel<128, true, true> : mma_kernel<128, true>) : mma_kernel<128, false>;
+        case 64: return sparse ? store_fn<64>(packed, four_fit) : mma_kernel<64, false>;
+        case 128: return sparse ? store_fn<128>(packed, four_fit) : mma_kernel<128, false>;
         default: return nullptr;
     }
 }
@@ -1731,9 +1741,14 @@ namespace {
 // The tensor-core kernels for D = 64 and 128 (up to 8 query heads per KV head).
 bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCache& cc, bool sparse, DecodeWorkspace& ws, int sm_count,
                 cudaStream_t stream, int splits) {
-    const MmaFn fn = mma_fn(p.head_dim, sparse, sparse && p.n_head / p.n_head_kv <= 4);
+    const bool packed = sparse && p.n_head / p.n_head_kv <= 4;
+    MmaFn fn = mma_fn(p.head_dim, sparse, packed, true);
     const size_t smem = mma_smem(p.head_dim, sparse, cc.k_stride + cc.v_stride);
     if (!ws.allow_smem(reinterpret_cast<const void*>(fn), smem)) return false;
+    if (sparse && ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem) < 4) {
+        fn = mma_fn(p.head_dim, sparse, packed, false);
+        if (!ws.allow_smem(reinterpret_cast<const void*>(fn), smem)) return false;
+    }
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem) * sm_count);
     const Prepared pr = prepare(p, splits, true, ws, stream);
     if (!pr.ok) return false;
