@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 # Makes an instrumented copy of native/src/cuda/attention_decode.cu for tests/gpu/ab.sh: thread 0 of every
-# block of the tensor-core decode kernel writes %globaltimer at ten points (0 entry, 1 after waiting for the
+# block of the tensor-core decode kernel writes %globaltimer at twelve points (0 entry, 1 after waiting for the
 # previous kernel, 2 queries staged, 3 first step's data in, 4 walk done, 5 warps' states in shared memory,
-# 6 partial written, 7 arrival counted, 8 last block's merge done), for two consecutive calls (the 44th and
+# 6 partial written, 11 partial fenced, 7 arrival counted; the last block of a group: 9 every split's m and l in
+# shared memory, 10 weights computed, 8 merge done), for two consecutive calls (the 44th and
 # 45th launch of a process); the 53rd launch prints, per point, min / 10 % / median / 90 % / max over the
 # blocks in ns from the first block's entry of call 44. The timing of that build is not the kernel's (the
 # printing synchronises): compare phases, not totals.
@@ -17,7 +18,7 @@ s=s.replace('''namespace mustafar::cuda {
 namespace {
 ''','''namespace mustafar::cuda {
 namespace {
-constexpr int kStamps = 10, kMaxBlocks = 8192;
+constexpr int kStamps = 12, kMaxBlocks = 8192;
 __device__ unsigned long long g_st[2][kMaxBlocks][kStamps];
 __device__ __forceinline__ unsigned long long gtime() { unsigned long long t; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); return t; }
 #define STAMP(i) do { if (slot >= 0 && threadIdx.x == 0) { const unsigned b_ = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z); if (b_ < kMaxBlocks) g_st[slot][b_][i] = gtime(); } } while (0)
@@ -64,6 +65,22 @@ rep('''    __syncthreads();
     STAMP(7);
     if (!s_last) return;
     __threadfence();''')
+rep('''    __threadfence();  // this block's partial is visible before its arrival counts
+    __syncthreads();''','''    __threadfence();  // this block's partial is visible before its arrival counts
+    __syncthreads();
+    STAMP(11);''')
+rep('''    __syncthreads();
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    for (int g = warp; g < G; g += kWarps) {''','''    __syncthreads();
+    STAMP(9);
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    for (int g = warp; g < G; g += kWarps) {''')
+rep('''        if (lane == 0) s_sum[g] = l;
+    }
+    __syncthreads();''','''        if (lane == 0) s_sum[g] = l;
+    }
+    __syncthreads();
+    STAMP(10);''')
 rep('a.w / l;\n    }\n}', 'a.w / l;\n    }\n    __syncthreads();\n    STAMP(8);\n}')
 rep('''    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, pr.tiles, pr.part, splits, counters);''','''    static int calls_ = 0;
     ++calls_;
