@@ -27,8 +27,8 @@ def rep(old,new):
     global s
     assert old in s, old
     s=s.replace(old,new,1)
-rep('''                                                       int* counters) {
-    start_after_previous();''','''                                                       int* counters, int slot) {
+rep('''                                                       int* counters, int mergers) {
+    start_after_previous();''','''                                                       int* counters, int mergers, int slot) {
     STAMP(0);
     start_after_previous();
     STAMP(1);''')
@@ -52,19 +52,19 @@ rep('''    l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
     __syncthreads();  // the merge arrays overlay''')
 rep('''    merge_warps<D>(p, pl, G, s_acc, s_m, s_l, part, splits);
-    if (counters != nullptr) merge_if_last<D>(p, pl, G, part, splits, counters, reinterpret_cast<float*>(smem));
+    if (counters != nullptr) merge_if_last<D>(p, pl, G, part, splits, mergers, counters, reinterpret_cast<float*>(smem));
 }''','''    STAMP(5);
     merge_warps<D>(p, pl, G, s_acc, s_m, s_l, part, splits);
     STAMP(6);
-    if (counters != nullptr) merge_if_last<D>(p, pl, G, part, splits, counters, reinterpret_cast<float*>(smem), slot);
+    if (counters != nullptr) merge_if_last<D>(p, pl, G, part, splits, mergers, counters, reinterpret_cast<float*>(smem), slot);
 }''')
-rep('''__device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, const float* part, int splits, int* counters, float* w) {''','''__device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, const float* part, int splits, int* counters, float* w, int slot) {''')
+rep('''__device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, const float* part, int splits, int mergers, int* counters, float* w) {''','''__device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, const float* part, int splits, int mergers, int* counters, float* w, int slot) {''')
 rep('''    __syncthreads();
-    if (!s_last) return;
-    __threadfence();''','''    __syncthreads();
+    const int role = s_role;
+    if (role < 0) return;''','''    __syncthreads();
     STAMP(7);
-    if (!s_last) return;
-    __threadfence();''')
+    const int role = s_role;
+    if (role < 0) return;''')
 rep('''    __threadfence();  // this block's partial is visible before its arrival counts
     __syncthreads();''','''    __threadfence();  // this block's partial is visible before its arrival counts
     __syncthreads();
@@ -81,8 +81,8 @@ rep('''        if (lane == 0) s_sum[g] = l;
     }
     __syncthreads();
     STAMP(10);''')
-rep('a.w / l;\n    }\n}', 'a.w / l;\n    }\n    __syncthreads();\n    STAMP(8);\n}')
-rep('''    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, pr.tiles, pr.part, splits, counters);''','''    static int calls_ = 0;
+rep('a.w / l;\n        }\n    }\n}', 'a.w / l;\n        }\n    }\n    __syncthreads();\n    STAMP(8);\n}')
+rep('''    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, pr.tiles, pr.part, splits, counters, mergers);''','''    static int calls_ = 0;
     ++calls_;
     int slot_ = calls_ == 44 ? 0 : calls_ == 45 ? 1 : -1;
     if (calls_ == 44) {
@@ -90,7 +90,7 @@ rep('''    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, 
         cudaGetSymbolAddress(&a_, g_st);
         cudaMemsetAsync(a_, 0, sizeof(g_st), stream);
     }
-    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, pr.tiles, pr.part, splits, counters, slot_);
+    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, pr.tiles, pr.part, splits, counters, mergers, slot_);
     if (calls_ == 53) dump_stamps(grid_of(p, splits));''')
 rep('''// The tensor-core kernels for D = 64 and 128 (up to 8 query heads per KV head).
 bool launch_mma(''','''void dump_stamps(dim3 g) {
@@ -113,6 +113,6 @@ bool launch_mma(''','''void dump_stamps(dim3 g) {
 
 // The tensor-core kernels for D = 64 and 128 (up to 8 query heads per KV head).
 bool launch_mma(''')
-s=s.replace('using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, TileLists, float*, int, int*);','using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, TileLists, float*, int, int*, int);')
+rep('using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, TileLists, float*, int, int*, int);','using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, TileLists, float*, int, int*, int, int);')
 s=s.replace('#include <cmath>\n','#include <cmath>\n#include <cstdio>\n#include <vector>\n',1)
 open(sys.argv[2],'w').write(s)

@@ -242,43 +242,60 @@ __device__ void finish(const DecodeProblem& p, const Place& pl, State<G>& st, fl
 }
 
 // The merge of the context splits inside the decode kernel: each block counts its arrival once its
-// partial is written, and the last of a (row, KV head)'s splits merges them all (a second launch
-// would add its start-up to every layer's step). `w` is shared memory for merge_floats(G, splits).
-// The last block sets the counter back to 0 for the next launch.
-// The first batch of each thread's partial sums loads together with every split's m and l: three waits
-// on L2 at 49 splits (batch-1 decode, 32K) where m, then l, then the sums 16 at a time took about
-// eight. The last merge still ends 5-7 us after the last arrival there (H200, globaltimer stamps per
-// block); a call without the merge took 5.7 us less.
-__host__ __device__ constexpr size_t merge_floats(int G, int splits) { return size_t(G) * (2 * size_t(splits) + 1); }
+// partial is written, and the last `mergers` blocks of a (row, KV head)'s splits merge them, each a share of
+// the group's channels (a second launch would add its start-up to every layer's step). A merger that is
+// not the last arrival waits for it, so the launcher asks for more than one only where all of the launch's
+// blocks are resident at once. The counter counts the arrivals, then the mergers; the last merger to count
+// sets it back to 0 for the next launch. `w` is shared memory for merge_floats(G, splits).
+// With one merger (H200, batch 1, 32K, dense: 33 splits) the merge ended about 4 us after the last arrival,
+// about 1.4 us for each 34 KB batch of sums that its one multiprocessor read (globaltimer stamps per block).
+// The first batch of each thread's partial sums loads together with every split's m and l.
+__host__ __device__ constexpr size_t merge_floats(int G, int splits) {
+    return (size_t(G) * (2 * size_t(splits) + 1) + 3) / 4 * 4 + 4 * size_t(kThreads);
+}
+constexpr int kMaxMergers = 8;
 
 template <int D>
-__device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, const float* part, int splits, int* counters, float* w) {
-    __shared__ int s_last;
+__device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, const float* part, int splits, int mergers, int* counters, float* w) {
+    __shared__ int s_role;
     __threadfence();  // this block's partial is visible before its arrival counts
     __syncthreads();
     if (threadIdx.x == 0) {
         int* c = counters + (size_t(pl.seq) * p.n_rows + pl.row) * p.n_head_kv + pl.hk;
-        s_last = atomicAdd(c, 1) == splits - 1;
-        if (s_last) atomicExch(c, 0);
+        const int arrived = atomicAdd(c, 1), role = arrived - (splits - mergers);
+        if (role >= 0) {
+            while (arrived != splits - 1 && *reinterpret_cast<volatile int*>(c) < splits) __nanosleep(64);
+            if (atomicAdd(c, 1) == splits + mergers - 1) atomicExch(c, 0);
+        }
+        s_role = role;
     }
     __syncthreads();
-    if (!s_last) return;
+    const int role = s_role;
+    if (role < 0) return;
     __threadfence();
     constexpr int P = part_stride(D), kBatch = 17;
     // Pair i = g * splits + s (head g, split s) at base + i * P; loads bypass L1 (other blocks wrote them).
     const float* base = part + ((size_t(pl.seq) * p.n_rows + pl.row) * p.n_head + size_t(pl.hk) * G) * size_t(splits) * P;
-    const int n = G * splits, items = G * (D / 4);  // item t: head t / (D / 4), channels 4 (t % (D / 4)) + 0..3
+    // Item t: head t / (D / 4), channels 4 (t % (D / 4)) + 0..3; this merger's are first .. first + count - 1,
+    // R a round, each summed by `parts` threads (thread: item it0 of the round, splits q, q + parts, ...).
+    const int n = G * splits, items = G * (D / 4), per = (items + mergers - 1) / mergers, first = role * per;
+    const int count = min(per, items - first), parts = per < kThreads ? kThreads / per : 1, R = kThreads / parts;
+    const int it0 = int(threadIdx.x) % R, q = int(threadIdx.x) / R;
+    const bool active = q < parts;
     float* s_w = w;           // [n]: each pair's m, then its weight
     float* s_l = w + n;       // [n]: each pair's l
     float* s_sum = w + 2 * n; // [G]: each head's weighted sum of l
+    float4* s_red = reinterpret_cast<float4*>(w + (size_t(G) * (2 * size_t(splits) + 1) + 3) / 4 * 4);  // [kThreads]
     auto sums_of = [&](int t) { return base + size_t(t / (D / 4)) * splits * P + (t % (D / 4)) * 4; };
     float4 x[kBatch];
-    auto load = [&](const float* hb, int s0) {
+    auto load = [&](const float* hb, int k0) {
 #pragma unroll
-        for (int j = 0; j < kBatch; ++j)
-            x[j] = s0 + j < splits ? __ldcg(reinterpret_cast<const float4*>(hb + size_t(s0 + j) * P)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        for (int j = 0; j < kBatch; ++j) {
+            const int sp = q + parts * (k0 + j);
+            x[j] = sp < splits ? __ldcg(reinterpret_cast<const float4*>(hb + size_t(sp) * P)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
     };
-    if (threadIdx.x < items) load(sums_of(threadIdx.x), 0);
+    if (active && it0 < count) load(sums_of(first + it0), 0);
     for (int i0 = threadIdx.x; i0 < n; i0 += 4 * kThreads) {
         float2 ml[4];
 #pragma unroll
@@ -309,27 +326,46 @@ __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, co
         if (lane == 0) s_sum[g] = l;
     }
     __syncthreads();
-    for (int t = threadIdx.x; t < items; t += kThreads) {
-        const int g = t / (D / 4);
-        const float* hb = sums_of(t);
+    for (int r0 = 0; r0 < count; r0 += R) {
+        const int it = r0 + it0, t = first + it, g = t / (D / 4);
+        const bool mine = active && it < count;
         float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        for (int s0 = 0; s0 < splits; s0 += kBatch) {
-            if (s0 > 0 || t != int(threadIdx.x)) load(hb, s0);
+        if (mine) {
+            const float* hb = sums_of(t);
+            for (int k0 = 0; q + parts * k0 < splits; k0 += kBatch) {
+                if (k0 > 0 || r0 > 0) load(hb, k0);
 #pragma unroll
-            for (int j = 0; j < kBatch; ++j) {
-                const float f = s0 + j < splits ? s_w[g * splits + s0 + j] : 0.0f;
-                a.x += x[j].x * f;
-                a.y += x[j].y * f;
-                a.z += x[j].z * f;
-                a.w += x[j].w * f;
+                for (int j = 0; j < kBatch; ++j) {
+                    const int sp = q + parts * (k0 + j);
+                    const float f = sp < splits ? s_w[g * splits + sp] : 0.0f;
+                    a.x += x[j].x * f;
+                    a.y += x[j].y * f;
+                    a.z += x[j].z * f;
+                    a.w += x[j].w * f;
+                }
             }
         }
-        const float l = s_sum[g];
-        float* out = out_row(p, pl.hk * G + g, pl.row, pl.seq) + (t % (D / 4)) * 4;
-        out[0] = l == 0.0f ? 0.0f : a.x / l;
-        out[1] = l == 0.0f ? 0.0f : a.y / l;
-        out[2] = l == 0.0f ? 0.0f : a.z / l;
-        out[3] = l == 0.0f ? 0.0f : a.w / l;
+        if (parts > 1) {
+            s_red[threadIdx.x] = a;
+            __syncthreads();
+            if (mine && q == 0)
+                for (int k = 1; k < parts; ++k) {
+                    const float4 b = s_red[threadIdx.x + k * R];
+                    a.x += b.x;
+                    a.y += b.y;
+                    a.z += b.z;
+                    a.w += b.w;
+                }
+            __syncthreads();
+        }
+        if (mine && q == 0) {
+            const float l = s_sum[g];
+            float* out = out_row(p, pl.hk * G + g, pl.row, pl.seq) + (t % (D / 4)) * 4;
+            out[0] = l == 0.0f ? 0.0f : a.x / l;
+            out[1] = l == 0.0f ? 0.0f : a.y / l;
+            out[2] = l == 0.0f ? 0.0f : a.z / l;
+            out[3] = l == 0.0f ? 0.0f : a.w / l;
+        }
     }
 }
 
@@ -683,7 +719,7 @@ size_t mma_smem(int D, bool sparse, size_t record_bytes) { return mma_body_bytes
 // made the kernel spill (H200, s = 0.5, batch 8, 32K: 261.1 against 277.5 us, one call).
 template <int D, bool kSparse, bool kPacked = false, int kBlocks = kSparse ? 4 : 0>
 __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, TileLists tl, float* part, int splits,
-                                                       int* counters) {
+                                                       int* counters, int mergers) {
     start_after_previous();
     extern __shared__ __align__(16) uint8_t smem[];
     constexpr int kRow = 2 * D + 16;  // a padded tile row: the fragment loads are free of bank conflicts
@@ -1136,7 +1172,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     }
     __syncthreads();
     merge_warps<D>(p, pl, G, s_acc, s_m, s_l, part, splits);
-    if (counters != nullptr) merge_if_last<D>(p, pl, G, part, splits, counters, reinterpret_cast<float*>(smem));
+    if (counters != nullptr) merge_if_last<D>(p, pl, G, part, splits, mergers, counters, reinterpret_cast<float*>(smem));
 }
 
 // ---- Tensor-core attention for many query rows (prompts), D = 64 and 128 -------------------------
@@ -1411,7 +1447,7 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
     }
 }
 
-using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, TileLists, float*, int, int*);
+using MmaFn = void (*)(DecodeProblem, DenseCache, CompressedCache, TileLists, float*, int, int*, int);
 
 template <int D>
 MmaFn store_fn(bool packed, bool four_fit) {
@@ -1749,18 +1785,21 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
         fn = mma_fn(p.head_dim, sparse, packed, false);
         if (!ws.allow_smem(reinterpret_cast<const void*>(fn), smem)) return false;
     }
-    if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem) * sm_count);
+    const int64_t resident = int64_t(ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem)) * sm_count;
+    if (splits <= 0) splits = decode_splits(p, int(resident));
     const Prepared pr = prepare(p, splits, true, ws, stream);
     if (!pr.ok) return false;
     // The splits merge inside the kernel when their weights fit in its shared memory below the copy
-    // barriers (whose memory is not reused).
+    // barriers (whose memory is not reused); several blocks share the merge when all blocks are resident.
     int* counters = nullptr;
     const size_t G = size_t(p.n_head / p.n_head_kv);
     if (splits > 1 && merge_floats(int(G), splits) * sizeof(float) <= mma_body_bytes(p.head_dim, sparse, cc.k_stride + cc.v_stride)) {
         counters = ws.counters(size_t(p.n_rows) * p.n_seq * p.n_head_kv);
         if (counters == nullptr) return false;
     }
-    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, pr.tiles, pr.part, splits, counters);
+    const int64_t blocks = int64_t(splits) * p.n_head_kv * p.n_rows * p.n_seq;
+    const int mergers = blocks <= resident ? std::min(kMaxMergers, splits) : 1;
+    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, pr.tiles, pr.part, splits, counters, mergers);
     if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
     return counters != nullptr || merge(p, pr, splits, stream);
 }
