@@ -248,7 +248,9 @@ __device__ void finish(const DecodeProblem& p, const Place& pl, State<G>& st, fl
 // blocks are resident at once. The counter counts the arrivals, then the mergers; the last merger to count
 // sets it back to 0 for the next launch. `w` is shared memory for merge_floats(G, splits).
 // With one merger (H200, batch 1, 32K, dense: 33 splits) the merge ended about 4 us after the last arrival,
-// about 1.4 us for each 34 KB batch of sums that its one multiprocessor read (globaltimer stamps per block).
+// about 1.4 us for each 34 KB batch of sums that its one multiprocessor read (globaltimer stamps per block);
+// with eight, 2.9 us (store, s = 0.7: 3.3 against 7.7 us; its batch-1, 32K call 40.3 against 43.2 us). Batch 4
+// and 8 at 4K became about 1 us slower with this code, also with one merger (not explained yet).
 // The first batch of each thread's partial sums loads together with every split's m and l.
 __host__ __device__ constexpr size_t merge_floats(int G, int splits) {
     return (size_t(G) * (2 * size_t(splits) + 1) + 3) / 4 * 4 + 4 * size_t(kThreads);
@@ -713,10 +715,12 @@ size_t mma_smem(int D, bool sparse, size_t record_bytes) { return mma_body_bytes
 // kPacked (the store, G <= 4): the scores' A rows 4-7 and 12-15 repeat rows 0-3 and 8-11 (the heads' f16
 // high and low parts), so lanes g and g + 4 both hold head g % 4's scores; the values' product is
 // O^T = V^T P^T (M: 16 channels, N: the 4 heads' P high parts, then their low parts, column g from lane g),
-// so a lane accumulates 32 floats instead of 64, with 24 MMAs a step instead of 32.
+// so a lane accumulates 32 floats instead of 64, with 24 MMAs a step instead of 32 (H200, one call: s = 0.7,
+// batch 8, 32K 232.2 against 235.1 us; s = 0.5 268.4 against 279.4). Holding the K runs' query fragments in
+// registers instead (16 with the low parts in rows 4-7 and a shuffle to add them, or 32) spilled and was not faster.
 // kBlocks: the blocks a multiprocessor is to hold over the store (the register cap follows: 128 at 4, 168
 // at 3); 4 where the staging fits four, else 3 (s = 0.5 at D = 128: 65 KB a block), where the cap of 4 only
-// made the kernel spill (H200, s = 0.5, batch 8, 32K: 261.1 against 277.5 us, one call).
+// made the kernel spill (H200, s = 0.5, batch 8, 32K, packed: 264.8 against 269.5 us, one call).
 template <int D, bool kSparse, bool kPacked = false, int kBlocks = kSparse ? 4 : 0>
 __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, TileLists tl, float* part, int splits,
                                                        int* counters, int mergers) {
