@@ -867,7 +867,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     // fragments of channel block kc for cells 0-7 (b[0], b[1]) and 8-15 (b[2], b[3]); vfrag(n, b) those
     // of V's channel tiles n (b[0], b[1]) and n + 1 (b[2], b[3]); between() runs after the scores,
     // before V is read (where K's tile expanded, V expands there into the same tile).
-    // qh: the queries' staging in the order kfrag takes the channels (high parts; the low ones 8 rows on).
+    // qfrag(kc, a): the queries' A fragments in the order kfrag takes the channels (high parts in rows 0-7, low 8-15).
     auto compute = [&](auto&& qfrag, float mv, auto&& kfrag, auto&& between, auto&& vfrag) {
         // C rows g: Q_high K^T, rows g + 8: Q_low K^T, for cells 0-7 and 8-15.
         float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
