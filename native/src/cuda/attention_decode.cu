@@ -868,7 +868,9 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     // of V's channel tiles n (b[0], b[1]) and n + 1 (b[2], b[3]); between() runs after the scores,
     // before V is read (where K's tile expanded, V expands there into the same tile).
     // qfrag(kc, a): the queries' A fragments in the order kfrag takes the channels (high parts in rows 0-7, low 8-15).
-    auto compute = [&](auto&& qfrag, float mv, auto&& kfrag, auto&& between, auto&& vfrag) {
+    // The step's scores in log2 units (s4[i]: cell (i / 2) * 8 + 2t + i % 2 of row g, -inf where masked), and
+    // their maximum over the row's 16 cells.
+    auto scores_of = [&](auto&& qfrag, float mv, auto&& kfrag, float (&s4)[4]) {
         // C rows g: Q_high K^T, rows g + 8: Q_low K^T, for cells 0-7 and 8-15.
         float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
@@ -880,7 +882,6 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
             mma16816_split(sc[0], a[0], a[1], a[2], a[3], b[0], b[1]);
             mma16816_split(sc[1], a[0], a[1], a[2], a[3], b[2], b[3]);
         }
-        float s4[4];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             const float mk = __shfl_sync(0xffffffffu, mv, (i / 2) * 8 + 2 * t + (i % 2));
@@ -888,7 +889,11 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
         }
         float tmax = fmaxf(fmaxf(s4[0], s4[1]), fmaxf(s4[2], s4[3]));
         tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
-        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+        return fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+    };
+    auto compute = [&](auto&& qfrag, float mv, auto&& kfrag, auto&& between, auto&& vfrag) {
+        float s4[4];
+        const float tmax = scores_of(qfrag, mv, kfrag, s4);
         if (tmax > m) {
             const float a = exp2f(m - tmax);
             l *= a;
@@ -924,25 +929,8 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     // channels g and g + 8 of each 16-channel tile for columns 2t and 2t + 1 (heads 2 (t % 2) + 0 and 1;
     // high parts for t < 2).
     auto compute_packed = [&](auto&& qfrag, float mv, auto&& kfrag, auto&& between, const uint8_t* vt) {
-        float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
-#pragma unroll
-        for (int kc = 0; kc < D / 16; ++kc) {
-            uint32_t a[4];
-            qfrag(kc, a);
-            uint32_t b[4];
-            kfrag(kc, b);
-            mma16816_split(sc[0], a[0], a[1], a[2], a[3], b[0], b[1]);
-            mma16816_split(sc[1], a[0], a[1], a[2], a[3], b[2], b[3]);
-        }
         float s4[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const float mk = __shfl_sync(0xffffffffu, mv, (i / 2) * 8 + 2 * t + (i % 2));
-            s4[i] = mk != -INFINITY ? sc[i / 2][i % 2] + sc[i / 2][i % 2 + 2] + mk * kLog2e : -INFINITY;
-        }
-        float tmax = fmaxf(fmaxf(s4[0], s4[1]), fmaxf(s4[2], s4[3]));
-        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
-        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+        const float tmax = scores_of(qfrag, mv, kfrag, s4);
         const bool grow = tmax > m;
         float alpha = 1.0f;
         if (grow) {
