@@ -891,6 +891,18 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
         tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
         return fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
     };
+    // The step's probabilities against the running maximum m, added to l, as f16 pairs (cells 2t, 2t + 1 and
+    // 2t + 8, 2t + 9): high parts ph, low parts pl.
+    auto probabilities = [&](const float (&s4)[4], uint32_t& ph0, uint32_t& pl0, uint32_t& ph2, uint32_t& pl2) {
+        float pr[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            pr[i] = s4[i] == -INFINITY ? 0.0f : exp2f(s4[i] - m);
+            l += pr[i];
+        }
+        split2(pr[0], pr[1], ph0, pl0);
+        split2(pr[2], pr[3], ph2, pl2);
+    };
     auto compute = [&](auto&& qfrag, float mv, auto&& kfrag, auto&& between, auto&& vfrag) {
         float s4[4];
         const float tmax = scores_of(qfrag, mv, kfrag, s4);
@@ -906,15 +918,8 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
             }
             m = tmax;
         }
-        float pr[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            pr[i] = s4[i] == -INFINITY ? 0.0f : exp2f(s4[i] - m);
-            l += pr[i];
-        }
         uint32_t ph0, pl0, ph2, pl2;
-        split2(pr[0], pr[1], ph0, pl0);
-        split2(pr[2], pr[3], ph2, pl2);
+        probabilities(s4, ph0, pl0, ph2, pl2);
         between();
 #pragma unroll
         for (int n = 0; n < D / 8; n += 2) {
@@ -948,15 +953,8 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
                 o[n][3] *= fb;
             }
         }
-        float pr[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            pr[i] = s4[i] == -INFINITY ? 0.0f : exp2f(s4[i] - m);
-            l += pr[i];
-        }
         uint32_t ph0, pl0, ph2, pl2;
-        split2(pr[0], pr[1], ph0, pl0);
-        split2(pr[2], pr[3], ph2, pl2);
+        probabilities(s4, ph0, pl0, ph2, pl2);
         // B = P^T: column g is head g % 4's high (g < 4) or low part, for cells 2t, 2t + 1 and 2t + 8, 2t + 9.
         const uint32_t b0 = g < 4 ? ph0 : pl0, b1 = g < 4 ? ph2 : pl2;
         between();
