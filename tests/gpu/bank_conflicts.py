@@ -7,7 +7,9 @@ next kept value of their record. A load instruction costs one wavefront per dist
 used bank (32 banks of 4 bytes). This model places the records as a staging layout does and counts, per warp
 step of 16 cells:
   - K: lane (g, t) walks channels t*D/4 .. (t+1)*D/4 - 1 of cell g (first 32 loads) and of cell g + 8 (next 32);
-  - V: lane l expands half l // 16 of cell l % 16's record, one channel per load.
+  - V: lane l expands half l // 16 of cell l % 16's record, one channel per load;
+  - V runs (a candidate, artifacts/gpu/try/s8/runv.cu): lane (g, t) walks channels g*D/8 .. (g+1)*D/8 - 1 of
+    cells 2t, 2t + 1, 2t + 8 and 2t + 9 (O^T's A fragments straight from the records, no V tile).
 Usage: bank_conflicts.py [kept values per record, default 39 (D = 128, s = 0.7)] [trials, default 200]
 Prints the layouts compared in bench/results/gpu-attention-2026-11-30.md (fifth session).
 """
@@ -64,6 +66,22 @@ def v_halves(records, at):
     return total
 
 
+def v_runs(records, at):
+    total = 0
+    for i in range(4):
+        for p in range(D // 8):
+            loads = []
+            for lane in range(32):
+                g, t = lane // 4, lane % 4
+                u = 2 * t + (i % 2) + 8 * (i // 2)
+                bits, prefix = records[u]
+                c = g * D // 8 + p
+                if bits[c]:
+                    loads.append(at(u) + D // 8 + 2 * prefix[c])
+            total += wavefronts(loads)
+    return total
+
+
 def main():
     kept = int(sys.argv[1]) if len(sys.argv) > 1 else 39
     trials = int(sys.argv[2]) if len(sys.argv) > 2 else 200
@@ -78,14 +96,15 @@ def main():
     }
     random.seed(1)
     print(f"D = {D}, {kept} kept values, records of {stride} bytes; wavefronts a warp step, mean of {trials} steps")
-    print(f"{'layout':64s} {'K':>7s} {'V':>7s}")
+    print(f"{'layout':64s} {'K':>7s} {'V':>7s} {'V runs':>7s}")
     for name, (k_at, v_at) in layouts.items():
-        k = v = 0
+        k = v = vr = 0
         for _ in range(trials):
             records = [random_record(kept) for _ in range(16)]
             k += k_runs(records, k_at)
             v += v_halves(records, v_at)
-        print(f"{name:64s} {k / trials:7.1f} {v / trials:7.1f}")
+            vr += v_runs(records, v_at)
+        print(f"{name:64s} {k / trials:7.1f} {v / trials:7.1f} {vr / trials:7.1f}")
 
 
 if __name__ == "__main__":
