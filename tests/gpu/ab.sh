@@ -39,3 +39,5 @@ for point in ${POINTS:-"0.7,8,32768"}; do
     "artifacts/gpu/build-$tree/attention_cuda_bench" --one "$s" "$batch" "$ctx" "${splits:-0}"
   done
 done | tee "$OUT/ab.txt"
+# The same as a Markdown table (TREES: names for the header, in the order new ref1 ref2 ...).
+if command -v python3 > /dev/null; then python3 tests/gpu/ab_table.py "$OUT/ab.txt" ${TREES:-} | tee "$OUT/ab.md"; fi
