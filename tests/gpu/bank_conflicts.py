@@ -37,49 +37,31 @@ def random_record(kept):
     return bits, prefix
 
 
-def k_runs(records, at):
+def step_wavefronts(records, at, instructions):
+    """Wavefronts of a step's load instructions; each instruction lists its lanes' (cell, channel)."""
     total = 0
-    for first in (0, 8):
-        for p in range(D // 4):
-            loads = []
-            for g in range(8):
-                bits, prefix = records[first + g]
-                for t in range(4):
-                    c = t * D // 4 + p
-                    if bits[c]:
-                        loads.append(at(first + g) + D // 8 + 2 * prefix[c])
-            total += wavefronts(loads)
-    return total
-
-
-def v_halves(records, at):
-    total = 0
-    for p in range(D // 2):
+    for lanes in instructions:
         loads = []
-        for lane in range(32):
-            u, half = lane % 16, lane // 16
+        for u, c in lanes:
             bits, prefix = records[u]
-            c = half * D // 2 + p
             if bits[c]:
                 loads.append(at(u) + D // 8 + 2 * prefix[c])
         total += wavefronts(loads)
     return total
 
 
+def k_runs(records, at):
+    return step_wavefronts(records, at, ([(first + g, t * D // 4 + p) for g in range(8) for t in range(4)]
+                                         for first in (0, 8) for p in range(D // 4)))
+
+
+def v_halves(records, at):
+    return step_wavefronts(records, at, ([(lane % 16, lane // 16 * D // 2 + p) for lane in range(32)] for p in range(D // 2)))
+
+
 def v_runs(records, at):
-    total = 0
-    for i in range(4):
-        for p in range(D // 8):
-            loads = []
-            for lane in range(32):
-                g, t = lane // 4, lane % 4
-                u = 2 * t + (i % 2) + 8 * (i // 2)
-                bits, prefix = records[u]
-                c = g * D // 8 + p
-                if bits[c]:
-                    loads.append(at(u) + D // 8 + 2 * prefix[c])
-            total += wavefronts(loads)
-    return total
+    return step_wavefronts(records, at, ([(2 * (lane % 4) + i % 2 + 8 * (i // 2), lane // 4 * D // 8 + p) for lane in range(32)]
+                                         for i in range(4) for p in range(D // 8)))
 
 
 def main():
