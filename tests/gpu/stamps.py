@@ -2,7 +2,7 @@
 # Makes an instrumented copy of native/src/cuda/attention_decode.cu for tests/gpu/ab.sh: thread 0 of every
 # block of the tensor-core decode kernel writes %globaltimer at twelve points (0 entry, 1 after waiting for the
 # previous kernel, 2 queries staged, 3 first step's data in, 4 walk done, 5 warps' states in shared memory,
-# 6 partial written, 11 partial fenced, 7 arrival counted; the last block of a group: 9 every split's m and l in
+# 6 partial written, 11 partial fenced, 7 arrival counted; each merging block: 9 every split's m and l in
 # shared memory, 10 weights computed, 8 merge done), for two consecutive calls (the 44th and
 # 45th launch of a process); the 53rd launch prints, per point, min / 10 % / median / 90 % / max over the
 # blocks in ns from the first block's entry of call 44. The timing of that build is not the kernel's (the
