@@ -95,7 +95,8 @@ double copy_bandwidth() {  // bytes read + written per second
 int copies_for(size_t bytes) { return int(std::max<size_t>(1, std::min<size_t>(8, (kRotateBytes + bytes - 1) / bytes))); }
 
 // The floor for a kernel that reads `bytes` once: a plain read of them (16-byte loads, four in flight
-// per thread, every SM full), launched the way the attention kernels are, one call after another.
+// per thread, every SM full), one call after another like the attention kernels (plain launches, without
+// their programmatic dependent launch).
 __global__ void read_all(const uint4* x, size_t n, uint32_t* sink) {
     uint32_t acc = 0;
     const size_t stride = size_t(gridDim.x) * blockDim.x;
@@ -403,7 +404,7 @@ int main(int argc, char** argv) {
                                                                  {{8, 4096}, 70}, {{8, 32768}, 389}};
     const std::map<std::pair<int, int64_t>, double> sparse_target = {{{8, 32768}, 160}, {{1, 32768}, 45}, {{1, 131072}, 110}};
 
-    md << "## Dense f16 cache (flash-decoding)\n\nPlain read: `read_all`, a kernel that only reads the same bytes, launched the same way (the floor).\n\n"
+    md << "## Dense f16 cache (flash-decoding)\n\nPlain read: `read_all`, a kernel that only reads the same bytes, one call after another (plain launches; the floor).\n\n"
        << "| batch | context | time (µs) | GB/s | % of copy | plain read (µs) | llama.cpp f16 (µs) | verdict |\n|---|---|---|---|---|---|---|---|\n";
     std::printf("copy bandwidth %.2f TB/s\n", bw / 1e12);
     std::map<std::pair<int, int64_t>, double> dense_us;
