@@ -245,12 +245,15 @@ __device__ void finish(const DecodeProblem& p, const Place& pl, State<G>& st, fl
 // partial is written, and the last `mergers` blocks of a (row, KV head)'s splits merge them, each a share of
 // the group's channels (a second launch would add its start-up to every layer's step). A merger that is
 // not the last arrival waits for it, so the launcher asks for more than one only where all of the launch's
-// blocks are resident at once. The counter counts the arrivals, then the mergers; the last merger to count
+// blocks are resident at once. The counter counts the arrivals, then the mergers that waited (the last
+// arrival does not wait on a second atomic); the last to count, or the last arrival when it merges alone,
 // sets it back to 0 for the next launch. `w` is shared memory for merge_floats(G, splits).
 // With one merger (H200, batch 1, 32K, dense: 33 splits) the merge ended about 4 us after the last arrival,
 // about 1.4 us for each 34 KB batch of sums that its one multiprocessor read (globaltimer stamps per block);
-// with eight, 2.9 us (store, s = 0.7: 3.3 against 7.7 us; its batch-1, 32K call 40.3 against 43.2 us). Batch 4
-// and 8 at 4K became about 1 us slower with this code, also with one merger (not explained yet).
+// with eight, 2.9 us (store, s = 0.7: 3.3 against 7.7 us; its batch-1, 32K call 40.3 against 43.2 us).
+// Mergers for every split, with the last arrival waiting on its second atomic, made batch 4 and 8 at 4K
+// about 1 us slower; this protocol with mergers only from 16 splits on took back half of it (one call:
+// batch 4, 4K 25.1 against 25.6 us; 0240899, without several mergers, 24.5).
 // The first batch of each thread's partial sums loads together with every split's m and l.
 __host__ __device__ constexpr size_t merge_floats(int G, int splits) {
     return (size_t(G) * (2 * size_t(splits) + 1) + 3) / 4 * 4 + 4 * size_t(kThreads);
@@ -262,12 +265,15 @@ __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, co
     __shared__ int s_role;
     __threadfence();  // this block's partial is visible before its arrival counts
     __syncthreads();
+    int counted = -1;  // a waiting merger's second count, read only once its share is merged
     if (threadIdx.x == 0) {
         int* c = counters + (size_t(pl.seq) * p.n_rows + pl.row) * p.n_head_kv + pl.hk;
         const int arrived = atomicAdd(c, 1), role = arrived - (splits - mergers);
-        if (role >= 0) {
-            while (arrived != splits - 1 && *reinterpret_cast<volatile int*>(c) < splits) __nanosleep(64);
-            if (atomicAdd(c, 1) == splits + mergers - 1) atomicExch(c, 0);
+        if (arrived == splits - 1) {
+            if (mergers == 1) atomicExch(c, 0);
+        } else if (role >= 0) {
+            while (*reinterpret_cast<volatile int*>(c) < splits) __nanosleep(64);
+            counted = atomicAdd(c, 1);
         }
         s_role = role;
     }
@@ -369,6 +375,7 @@ __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, co
             out[3] = l == 0.0f ? 0.0f : a.w / l;
         }
     }
+    if (counted == splits + mergers - 2) atomicExch(counters + (size_t(pl.seq) * p.n_rows + pl.row) * p.n_head_kv + pl.hk, 0);  // the last waiting merger
 }
 
 template <int D, int G>
@@ -1780,7 +1787,8 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
     const Prepared pr = prepare(p, splits, true, ws, stream);
     if (!pr.ok) return false;
     // The splits merge inside the kernel when their weights fit in its shared memory below the copy
-    // barriers (whose memory is not reused); several blocks share the merge when all blocks are resident.
+    // barriers (whose memory is not reused); a quarter of the splits (at most 8) share the merge from 16
+    // splits on, when all blocks are resident.
     int* counters = nullptr;
     const size_t G = size_t(p.n_head / p.n_head_kv);
     if (splits > 1 && merge_floats(int(G), splits) * sizeof(float) <= mma_body_bytes(p.head_dim, sparse, cc.k_stride + cc.v_stride)) {
@@ -1788,7 +1796,7 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
         if (counters == nullptr) return false;
     }
     const int64_t blocks = int64_t(splits) * p.n_head_kv * p.n_rows * p.n_seq;
-    const int mergers = blocks <= resident ? std::min(kMaxMergers, splits) : 1;
+    const int mergers = blocks <= resident && splits >= 16 ? std::min(kMaxMergers, splits / 4) : 1;
     launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, pr.tiles, pr.part, splits, counters, mergers);
     if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
     return counters != nullptr || merge(p, pr, splits, stream);
