@@ -61,6 +61,8 @@ enum ggml_op : int {
 constexpr int32_t kGgmlUnaryOpSilu = 10;
 constexpr int32_t kGgmlGluOpSwiglu = 2;
 constexpr int kGgmlRopeTypeNeox = 2;
+// ggml_tensor::flags: the graph's caller reads the tensor after the computation.
+constexpr int32_t kGgmlTensorFlagOutput = 2;
 
 enum ggml_status : int {
     GGML_STATUS_ALLOC_FAILED = -2,

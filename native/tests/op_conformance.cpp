@@ -106,6 +106,21 @@ std::vector<Result> run_rounds(ggml_backend_t backend, ggml_backend_buffer_type_
     ggml_build_forward_expand(graph, out);
     Result r;
     ggml_backend_buffer_t buffer = ggml_backend_alloc_ctx_tensors_from_buft(ctx, buft);
+    // A node named "reuses:<name>" takes over the memory of node <name>, as ggml's graph allocator gives a
+    // new output the memory of a tensor whose last reader has run (views of it follow).
+    for (int i = 0; i < ggml_graph_n_nodes(graph); ++i) {
+        ggml_tensor* node = ggml_graph_node(graph, i);
+        if (std::strncmp(node->name, "reuses:", 7) != 0) continue;
+        for (int j = 0; j < ggml_graph_n_nodes(graph); ++j) {
+            const ggml_tensor* old = ggml_graph_node(graph, j);
+            if (std::strcmp(old->name, node->name + 7) != 0 || ggml_nbytes(old) < ggml_nbytes(node)) continue;
+            node->data = old->data;
+            for (int k = 0; k < ggml_graph_n_nodes(graph); ++k) {
+                ggml_tensor* view = ggml_graph_node(graph, k);
+                if (view->view_src == node) view->data = static_cast<char*>(old->data) + view->view_offs;
+            }
+        }
+    }
     if (dev != nullptr) {
         for (int i = 0; i < ggml_graph_n_nodes(graph); ++i)
             if (!ggml_backend_dev_supports_op(dev, ggml_graph_node(graph, i))) r.supported = false;
@@ -279,6 +294,21 @@ std::vector<Case> compute_cases() {
             auto flat128 = [c](ggml_tensor* y, size_t offset) { return ggml_view_4d(c, y, 128, 1, 1, 1, 512, 512, 512, offset); };
             return ggml_add(c, ggml_add(c, flat128(q, 0), flat128(q, 512)), flat128(k, 0)); }));
     }
+    // V after the roped K, its output in K's unrotated output (ggml's allocator frees that once the ROPE has
+    // read it): the three products in one launch, which leaves K's own output unwritten.
+    cs.push_back(compute_case("Q and K 1-column MUL_MATs each then a ROPE, V's MUL_MAT in K's output memory (grouped)", 1000, [=](ggml_context* c) {
+        ggml_tensor* x = t(c, GGML_TYPE_F32, 256, 1, 1, 1, "x");
+        ggml_tensor* pos = t(c, GGML_TYPE_I32, 1, 1, 1, 1, "pos");
+        auto rope = [&](ggml_tensor* y, int64_t heads) {
+            ggml_tensor* rows = ggml_view_4d(c, y, 64, heads, 1, 1, 64 * sizeof(float), heads * 64 * sizeof(float), heads * 64 * sizeof(float), 0);
+            return ggml_rope_ext(c, rows, pos, nullptr, 64, 0, 0, 10000.0f, 1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
+        };
+        auto flat128 = [c](ggml_tensor* y, size_t offset) { return ggml_view_4d(c, y, 128, 1, 1, 1, 512, 512, 512, offset); };
+        ggml_tensor* q = rope(ggml_mul_mat(c, t(c, GGML_TYPE_F16, 256, 256, 1, 1, "wq"), x), 4);
+        ggml_tensor* qsum = ggml_add(c, flat128(q, 0), flat128(q, 512));
+        ggml_tensor* k = rope(ggml_set_name(ggml_mul_mat(c, t(c, GGML_TYPE_F16, 256, 128, 1, 1, "wk"), x), "Kcur"), 2);
+        ggml_tensor* v = ggml_set_name(ggml_mul_mat(c, t(c, GGML_TYPE_F16, 256, 128, 1, 1, "wv"), x), "reuses:Kcur");
+        return ggml_add(c, qsum, ggml_add(c, flat128(k, 0), v)); }));
     cs.push_back(compute_case("three 1-column MUL_MATs of one activation (grouped), 40, 24 and 40 rows", 0, [=](ggml_context* c) {
         auto first24 = [c](ggml_tensor* y, size_t offset) { return ggml_view_4d(c, y, 24, 1, 1, 1, 96, 96, 96, offset); };
         ggml_tensor* x = t(c, GGML_TYPE_F32, 264, 1, 1, 1, "x");

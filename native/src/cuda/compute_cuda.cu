@@ -357,7 +357,8 @@ bool rope_fits_gemv(const ggml_tensor* product, const ggml_tensor* rope) {
            (rope->src[2] == nullptr || rope->src[2]->type == GGML_TYPE_F32);
 }
 
-bool ComputeOps::mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add, const ggml_tensor* glu, const ggml_tensor* const* ropes) {
+bool ComputeOps::mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add, const ggml_tensor* glu, const ggml_tensor* const* ropes,
+                             const uint8_t* rope_only) {
     GemvGroup g;
     if (n < 1 || n > GemvGroup::kMaxParts) return false;
     g.n = n;
@@ -379,6 +380,9 @@ bool ComputeOps::mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_
             r.pos = static_cast<const int32_t*>(rope->src[1]->data);
             r.freq_factors = rope->src[2] != nullptr ? static_cast<const float*>(rope->src[2]->data) : nullptr;
             r.p = rope_params(rope);
+            if (rope_only != nullptr && rope_only[i]) g.part[i].y = nullptr;
+        } else if (rope_only != nullptr && rope_only[i]) {
+            return false;
         }
     }
     if (add != nullptr) {  // the residual ADD that follows the last product

@@ -27,9 +27,10 @@ public:
     // MUL_MATs that take the matrix-vector kernel and share their activation, one launch; `add`, when
     // set, is an ADD of the last product and a residual, computed in the same pass; `glu`, when set,
     // the SWIGLU of two products of the same rows, nodes[0] its silu operand.
-    // `ropes`, when set: per product, a ROPE (normal mode) of its output that the kernel computes too, or null.
+    // `ropes`, when set: per product, a ROPE (normal mode) of its output that the kernel computes too, or null;
+    // `rope_only`, when set: per product, 1 where only its ROPE's output is written (nothing reads its own).
     bool mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add, const ggml_tensor* glu = nullptr,
-                     const ggml_tensor* const* ropes = nullptr);
+                     const ggml_tensor* const* ropes = nullptr, const uint8_t* rope_only = nullptr);
 
 private:
     void* scratch(size_t bytes);

@@ -48,6 +48,10 @@ public:
         if (done_.size() != size_t(n)) {  // the graph's first node (finish() clears done_)
             done_.assign(size_t(n), 0);
             graph_ = graph;
+            if (dumps_left_ > 0) {
+                --dumps_left_;
+                dump(graph);
+            }
             mode_ = replay_ != nullptr ? replay_->begin(graph, stream_) : Mode::run;
             if (mode_ == Mode::replay) {
                 replayed(graph);
@@ -86,6 +90,21 @@ public:
 
 private:
     using Mode = cuda::GraphReplay::Mode;
+
+    // Every node with its memory and sources, to see why nodes were or were not fused (the allocator's
+    // reuse of memory decides much of it).
+    static void dump(ggml_cgraph* graph) {
+        const int n = ggml_graph_n_nodes(graph);
+        ggml_log_internal(GGML_LOG_LEVEL_WARN, "%s graph of %d nodes\n", kDeviceName, n);
+        for (int i = 0; i < n; ++i) {
+            const ggml_tensor* node = ggml_graph_node(graph, i);
+            std::string srcs;
+            for (const ggml_tensor* s : node->src)
+                if (s != nullptr) srcs += std::string(" ") + s->name;
+            ggml_log_internal(GGML_LOG_LEVEL_WARN, "%s node %d %s %s [%p +%zu] <-%s\n", kDeviceName, i, ggml_op_name(node->op), node->name,
+                              node->data, ggml_nbytes(node), srcs.c_str());
+        }
+    }
 
     // Nodes 0..last again, without capture (a capture failed: none of its work ran).
     ggml_status rerun(ggml_cgraph* graph, int last) {
@@ -162,7 +181,8 @@ private:
                     overwritten(ggml_graph_node(graph, j));
                     done_[j] = 1;
                 }
-                launched = ops_->mul_mat_vec(mats, int(f.mats.size()), add, glu, any_rope ? ropes : nullptr);
+                launched = ops_->mul_mat_vec(mats, int(f.mats.size()), add, glu, any_rope ? ropes : nullptr,
+                                             f.rope_only.empty() ? nullptr : f.rope_only.data());
                 break;
             }
             case cuda::Fusion::Kind::none: break;
@@ -243,6 +263,8 @@ private:
     cuda::KvPathContext kv_;
     std::unique_ptr<cuda::OpProfile> profile_ = std::make_unique<cuda::OpProfile>(std::getenv("MUSTAFAR_PROFILE") != nullptr);
     const bool fuse_ = std::getenv("MUSTAFAR_NO_FUSION") == nullptr;
+    // MUSTAFAR_DUMP_GRAPHS=n: the first n graphs' nodes to the log (dump()).
+    int dumps_left_ = std::getenv("MUSTAFAR_DUMP_GRAPHS") != nullptr ? std::atoi(std::getenv("MUSTAFAR_DUMP_GRAPHS")) : 0;
     std::vector<uint8_t> done_;  // per node of the current graph: already run
     ggml_cgraph* graph_ = nullptr;
     // MUSTAFAR_CUDA_GRAPHS=0 or 1 decides; by default graphs replay only where launches do not overlap

@@ -138,6 +138,65 @@ void plan_ropes(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fus
     }
 }
 
+bool contains(const std::vector<int>& v, int x) {
+    for (int y : v)
+        if (y == x) return true;
+    return false;
+}
+
+// The product's own output is read by its fused ROPE alone (directly or through views), and is no
+// graph output: the group may leave it unwritten.
+bool read_by_rope_only(ggml_cgraph* graph, int i, const ggml_tensor* product, const ggml_tensor* rope) {
+    if (product->flags & kGgmlTensorFlagOutput) return false;
+    const int n = ggml_graph_n_nodes(graph);
+    for (int k = i + 1; k < n; ++k) {
+        const ggml_tensor* node = ggml_graph_node(graph, k);
+        if (node == rope || is_view_op(node->op)) continue;
+        for (const ggml_tensor* src : node->src)
+            if (src != nullptr && root_of(src) == product) return false;
+    }
+    return true;
+}
+
+// After the ROPEs have joined: ggml's allocator may have given a later product of the same activation
+// the memory of a roped product's output, which it frees once the ROPE has read it (at batch 1 the V
+// projection takes that of K, so that V ran alone). Such a product joins the group when that output
+// has no other reader; the group then writes only the rotation (rope_only).
+void plan_reusing_products(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fusion& f) {
+    const ggml_tensor* lead = ggml_graph_node(graph, i);
+    std::vector<int> moved = f.mats;
+    for (int r : f.ropes)
+        if (r >= 0) moved.push_back(r);
+    f.rope_only.assign(f.mats.size(), 0);
+    const int n = ggml_graph_n_nodes(graph);
+    int scanned = 0;
+    for (int k = i + 1; k < n && scanned < kLookahead && int(f.mats.size()) < GemvGroup::kMaxParts; ++k) {
+        const ggml_tensor* node = ggml_graph_node(graph, k);
+        if (is_view_op(node->op) || done[k]) continue;
+        ++scanned;
+        if (contains(moved, k) || node->src[1] != lead->src[1] || !takes_gemv(node) || node->src[0]->ne[0] != lead->src[0]->ne[0] ||
+            !can_move_forward(graph, i, k, done, moved))
+            continue;
+        const Range out = range_of(node);
+        bool ok = !out.overlaps(range_of(lead->src[1]));
+        std::vector<size_t> reused;
+        for (size_t p = 0; p < f.mats.size() && ok; ++p) {
+            const ggml_tensor* product = ggml_graph_node(graph, f.mats[p]);
+            const ggml_tensor* rope = f.ropes[p] >= 0 ? ggml_graph_node(graph, f.ropes[p]) : nullptr;
+            if (rope != nullptr && range_of(rope).overlaps(out)) ok = false;
+            if (!range_of(product).overlaps(out)) continue;
+            if (rope == nullptr || range_of(rope).overlaps(range_of(product)) || !read_by_rope_only(graph, i, product, rope)) ok = false;
+            reused.push_back(p);
+        }
+        if (!ok) continue;
+        for (size_t p : reused) f.rope_only[p] = 1;
+        f.mats.push_back(k);
+        f.ropes.push_back(-1);
+        f.rope_only.push_back(0);
+        moved.push_back(k);
+    }
+}
+
 Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
     Fusion f;
     const ggml_tensor* lead = ggml_graph_node(graph, i);
@@ -153,7 +212,12 @@ Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
         if (can_move_forward(graph, i, k, done, f.mats)) f.mats.push_back(k);
     }
     if (f.mats.size() == 2) plan_glu(graph, i, done, f);
-    if (f.glu < 0) plan_ropes(graph, i, done, f);
+    if (f.glu < 0) {
+        plan_ropes(graph, i, done, f);
+        bool any_rope = false;
+        for (int r : f.ropes) any_rope = any_rope || r >= 0;
+        if (any_rope) plan_reusing_products(graph, i, done, f);
+    }
     if (f.mats.size() > 1 || f.ropes[0] >= 0) return f;
     // One product: a residual ADD right after it joins it.
     const int j = next_compute(graph, i, done);

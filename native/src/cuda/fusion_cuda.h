@@ -9,7 +9,9 @@
 //   computes row m of both writes the SWIGLU's row m too;
 // - one such MUL_MAT, then an ADD of its output and a residual: the sum in the same pass;
 // - a ROPE (normal mode, one token) of such a MUL_MAT's output (Q and K of a decode step): the kernel
-//   rotates the pairs of rows it computed and writes the ROPE's output too.
+//   rotates the pairs of rows it computed and writes the ROPE's output too; a later product whose
+//   output reuses the memory of such a MUL_MAT's output joins too when nothing else reads that output,
+//   which is then left unwritten (V after the roped K).
 // MUSTAFAR_NO_FUSION in the environment turns it off (for comparisons).
 #pragma once
 #include <cstdint>
@@ -24,6 +26,7 @@ struct Fusion {
     Kind kind = Kind::none;
     std::vector<int> mats;  // gemv: the grouped MUL_MATs, node i first
     std::vector<int> ropes; // gemv: per MUL_MAT, the fused ROPE of its output or -1
+    std::vector<uint8_t> rope_only;  // gemv: per MUL_MAT, 1 where only its ROPE's output is written
     int add = -1;           // gemv: the fused ADD (only with one MUL_MAT)
     int glu = -1;           // gemv: the fused SWIGLU (two MUL_MATs, mats[0] its silu operand)
     int mul = -1;           // norm_mul: the MUL

@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4) gemv_kernel(GemvGroup g) {
         const float y = total(t);
         // Read the addend before any write: the sum may share memory with it or with y (in-place ADD).
         const float r = part.add != nullptr ? part.add[m] : 0.0f;
-        part.y[m] = y;
+        if (part.y != nullptr) part.y[m] = y;
         if (part.add != nullptr) part.sum[m] = y + r;
         const GemvRope& rp = part.rope;
         if (rp.out != nullptr) {  // written after y: the ROPE may be in place

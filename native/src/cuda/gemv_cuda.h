@@ -32,7 +32,7 @@ struct GemvPart {
     const __half* w = nullptr;
     size_t ldw = 0;
     int64_t M = 0;
-    float* y = nullptr;
+    float* y = nullptr;  // null: not written (only with a ROPE, whose output is)
     const float* add = nullptr;
     float* sum = nullptr;
     GemvRope rope;
