@@ -260,19 +260,34 @@ __host__ __device__ constexpr size_t merge_floats(int G, int splits) {
 }
 constexpr int kMaxMergers = 8;
 
+// The arrival count as a release (the block's partial, written before the barrier that precedes it, is
+// visible to whoever acquires the count) and an acquire (the earlier arrivals' partials are visible to this
+// block after the barrier that follows it): no full fence on either side. Against __threadfence() in every
+// thread and plain atomics (H200, one call): dense batch 1, 4K 12.6-12.7 against 13.0 us, 32K 41.8-41.9
+// against 42.2; batch 4 and 8 at 4K 0.2 us less; long contexts level.
+__device__ __forceinline__ int add_acq_rel(int* p, int v) {
+    int old;
+    asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+    return old;
+}
+__device__ __forceinline__ int load_acquire(const int* p) {
+    int v;
+    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
 template <int D>
 __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, const float* part, int splits, int mergers, int* counters, float* w) {
     __shared__ int s_role;
-    __threadfence();  // this block's partial is visible before its arrival counts
-    __syncthreads();
+    __syncthreads();  // the block's partial is written
     int counted = -1;  // a waiting merger's second count, read only once its share is merged
     if (threadIdx.x == 0) {
         int* c = counters + (size_t(pl.seq) * p.n_rows + pl.row) * p.n_head_kv + pl.hk;
-        const int arrived = atomicAdd(c, 1), role = arrived - (splits - mergers);
+        const int arrived = add_acq_rel(c, 1), role = arrived - (splits - mergers);
         if (arrived == splits - 1) {
             if (mergers == 1) atomicExch(c, 0);
         } else if (role >= 0) {
-            while (*reinterpret_cast<volatile int*>(c) < splits) __nanosleep(64);
+            while (load_acquire(c) < splits) __nanosleep(64);
             counted = atomicAdd(c, 1);
         }
         s_role = role;
@@ -280,7 +295,6 @@ __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, co
     __syncthreads();
     const int role = s_role;
     if (role < 0) return;
-    __threadfence();
     constexpr int P = part_stride(D), kBatch = 17;
     // Pair i = g * splits + s (head g, split s) at base + i * P; loads bypass L1 (other blocks wrote them).
     const float* base = part + ((size_t(pl.seq) * p.n_rows + pl.row) * p.n_head + size_t(pl.hk) * G) * size_t(splits) * P;
