@@ -159,9 +159,9 @@ bool read_by_rope_only(ggml_cgraph* graph, int i, const ggml_tensor* product, co
 }
 
 // After the ROPEs have joined: ggml's allocator may have given a later product of the same activation
-// the memory of a roped product's output, which it frees once the ROPE has read it (at batch 1 the V
-// projection takes that of K, so that V ran alone). Such a product joins the group when that output
-// has no other reader; the group then writes only the rotation (rope_only).
+// the memory of a roped product's output, which it frees once the ROPE has read it (llama.cpp's decode
+// graph: Q, its ROPE, V in Q's unrotated output, K, its ROPE; V ran alone). Such a product joins the group
+// when that output has no other reader; the group then writes only the rotation (rope_only).
 void plan_reusing_products(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fusion& f) {
     const ggml_tensor* lead = ggml_graph_node(graph, i);
     std::vector<int> moved = f.mats;

@@ -11,7 +11,7 @@
 // - a ROPE (normal mode, one token) of such a MUL_MAT's output (Q and K of a decode step): the kernel
 //   rotates the pairs of rows it computed and writes the ROPE's output too; a later product whose
 //   output reuses the memory of such a MUL_MAT's output joins too when nothing else reads that output,
-//   which is then left unwritten (V after the roped K).
+//   which is then left unwritten (V, in llama.cpp's graph after the roped Q, in Q's memory).
 // MUSTAFAR_NO_FUSION in the environment turns it off (for comparisons).
 #pragma once
 #include <cstdint>
