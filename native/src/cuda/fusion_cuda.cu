@@ -144,6 +144,25 @@ bool contains(const std::vector<int>& v, int x) {
     return false;
 }
 
+// The later products of node i's activation on the matrix-vector kernel (rows of the same length) within
+// the lookahead, not in `moved`, that may run at i's place (with `moved`), in order; take(k) returns false
+// to stop.
+template <typename Take>
+void scan_products(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, const std::vector<int>& moved, Take&& take) {
+    const ggml_tensor* lead = ggml_graph_node(graph, i);
+    const int n = ggml_graph_n_nodes(graph);
+    int scanned = 0;
+    for (int k = i + 1; k < n && scanned < kLookahead; ++k) {
+        const ggml_tensor* node = ggml_graph_node(graph, k);
+        if (is_view_op(node->op) || done[k]) continue;
+        ++scanned;
+        if (contains(moved, k) || node->src[1] != lead->src[1] || !takes_gemv(node) || node->src[0]->ne[0] != lead->src[0]->ne[0] ||
+            !can_move_forward(graph, i, k, done, moved))
+            continue;
+        if (!take(k)) return;
+    }
+}
+
 // The product's own output is read by its fused ROPE alone (directly or through views), and is no
 // graph output: the group may leave it unwritten.
 bool read_by_rope_only(ggml_cgraph* graph, int i, const ggml_tensor* product, const ggml_tensor* rope) {
@@ -168,16 +187,9 @@ void plan_reusing_products(ggml_cgraph* graph, int i, const std::vector<uint8_t>
     for (int r : f.ropes)
         if (r >= 0) moved.push_back(r);
     f.rope_only.assign(f.mats.size(), 0);
-    const int n = ggml_graph_n_nodes(graph);
-    int scanned = 0;
-    for (int k = i + 1; k < n && scanned < kLookahead && int(f.mats.size()) < GemvGroup::kMaxParts; ++k) {
-        const ggml_tensor* node = ggml_graph_node(graph, k);
-        if (is_view_op(node->op) || done[k]) continue;
-        ++scanned;
-        if (contains(moved, k) || node->src[1] != lead->src[1] || !takes_gemv(node) || node->src[0]->ne[0] != lead->src[0]->ne[0] ||
-            !can_move_forward(graph, i, k, done, moved))
-            continue;
-        const Range out = range_of(node);
+    if (int(f.mats.size()) >= GemvGroup::kMaxParts) return;
+    scan_products(graph, i, done, moved, [&](int k) {
+        const Range out = range_of(ggml_graph_node(graph, k));
         bool ok = !out.overlaps(range_of(lead->src[1]));
         std::vector<size_t> reused;
         for (size_t p = 0; p < f.mats.size() && ok; ++p) {
@@ -188,13 +200,14 @@ void plan_reusing_products(ggml_cgraph* graph, int i, const std::vector<uint8_t>
             if (rope == nullptr || range_of(rope).overlaps(range_of(product)) || !read_by_rope_only(graph, i, product, rope)) ok = false;
             reused.push_back(p);
         }
-        if (!ok) continue;
+        if (!ok) return true;
         for (size_t p : reused) f.rope_only[p] = 1;
         f.mats.push_back(k);
         f.ropes.push_back(-1);
         f.rope_only.push_back(0);
         moved.push_back(k);
-    }
+        return int(f.mats.size()) < GemvGroup::kMaxParts;
+    });
 }
 
 Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
@@ -202,15 +215,10 @@ Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
     const ggml_tensor* lead = ggml_graph_node(graph, i);
     f.kind = Fusion::Kind::gemv;
     f.mats.push_back(i);
-    const int n = ggml_graph_n_nodes(graph);
-    int scanned = 0;
-    for (int k = i + 1; k < n && scanned < kLookahead && int(f.mats.size()) < GemvGroup::kMaxParts; ++k) {
-        const ggml_tensor* node = ggml_graph_node(graph, k);
-        if (is_view_op(node->op) || done[k]) continue;
-        ++scanned;
-        if (node->src[1] != lead->src[1] || !takes_gemv(node) || node->src[0]->ne[0] != lead->src[0]->ne[0]) continue;
-        if (can_move_forward(graph, i, k, done, f.mats)) f.mats.push_back(k);
-    }
+    scan_products(graph, i, done, f.mats, [&](int k) {
+        f.mats.push_back(k);
+        return int(f.mats.size()) < GemvGroup::kMaxParts;
+    });
     if (f.mats.size() == 2) plan_glu(graph, i, done, f);
     if (f.glu < 0) {
         plan_ropes(graph, i, done, f);
