@@ -163,12 +163,13 @@ void scan_products(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, 
     }
 }
 
-// The product's own output is read by its fused ROPE alone (directly or through views), and is no
-// graph output: the group may leave it unwritten.
-bool read_by_rope_only(ggml_cgraph* graph, int i, const ggml_tensor* product, const ggml_tensor* rope) {
+// Between nodes i and `over` (a later product that writes over it), the product's own output is read by its
+// fused ROPE alone (directly or through views), and it is no graph output: the group may leave it
+// unwritten. From `over` on that memory holds the later product's values in the graph's own order too, so
+// the scan ends there (a decode step's host time: the whole graph once per layer would be ~1000 nodes).
+bool read_by_rope_only(ggml_cgraph* graph, int i, int over, const ggml_tensor* product, const ggml_tensor* rope) {
     if (product->flags & kGgmlTensorFlagOutput) return false;
-    const int n = ggml_graph_n_nodes(graph);
-    for (int k = i + 1; k < n; ++k) {
+    for (int k = i + 1; k < over; ++k) {
         const ggml_tensor* node = ggml_graph_node(graph, k);
         if (node == rope || is_view_op(node->op)) continue;
         for (const ggml_tensor* src : node->src)
@@ -197,7 +198,7 @@ void plan_reusing_products(ggml_cgraph* graph, int i, const std::vector<uint8_t>
             const ggml_tensor* rope = f.ropes[p] >= 0 ? ggml_graph_node(graph, f.ropes[p]) : nullptr;
             if (rope != nullptr && range_of(rope).overlaps(out)) ok = false;
             if (!range_of(product).overlaps(out)) continue;
-            if (rope == nullptr || range_of(rope).overlaps(range_of(product)) || !read_by_rope_only(graph, i, product, rope)) ok = false;
+            if (rope == nullptr || range_of(rope).overlaps(range_of(product)) || !read_by_rope_only(graph, i, k, product, rope)) ok = false;
             reused.push_back(p);
         }
         if (!ok) return true;
