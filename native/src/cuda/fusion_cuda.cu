@@ -165,8 +165,8 @@ void scan_products(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, 
 
 // Between nodes i and `over` (a later product that writes over it), the product's own output is read by its
 // fused ROPE alone (directly or through views), and it is no graph output: the group may leave it
-// unwritten. From `over` on that memory holds the later product's values in the graph's own order too, so
-// the scan ends there (a decode step's host time: the whole graph once per layer would be ~1000 nodes).
+// unwritten. Nothing from `over` on reads it: ggml's allocator gives memory to a new output only after the
+// last reader of what was there (scanning the whole graph, ~1000 nodes, once per layer would cost host time).
 bool read_by_rope_only(ggml_cgraph* graph, int i, int over, const ggml_tensor* product, const ggml_tensor* rope) {
     if (product->flags & kGgmlTensorFlagOutput) return false;
     for (int k = i + 1; k < over; ++k) {
