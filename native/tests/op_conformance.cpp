@@ -119,6 +119,7 @@ std::vector<Result> run_rounds(ggml_backend_t backend, ggml_backend_buffer_type_
                 ggml_tensor* view = ggml_graph_node(graph, k);
                 if (view->view_src == node) view->data = static_cast<char*>(old->data) + view->view_offs;
             }
+            break;
         }
     }
     if (dev != nullptr) {

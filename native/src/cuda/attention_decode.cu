@@ -255,9 +255,9 @@ __device__ void finish(const DecodeProblem& p, const Place& pl, State<G>& st, fl
 // about 1 us slower; this protocol with mergers only from 16 splits on took back half of it (one call:
 // batch 4, 4K 25.1 against 25.6 us; 0240899, without several mergers, 24.5).
 // The first batch of each thread's partial sums loads together with every split's m and l.
-__host__ __device__ constexpr size_t merge_floats(int G, int splits) {
-    return (size_t(G) * (2 * size_t(splits) + 1) + 3) / 4 * 4 + 4 * size_t(kThreads);
-}
+// The per-pair m and l and the per-head sums, then (16-byte aligned) kThreads float4 for the mergers' reductions.
+__host__ __device__ constexpr size_t merge_red_at(int G, int splits) { return (size_t(G) * (2 * size_t(splits) + 1) + 3) / 4 * 4; }
+__host__ __device__ constexpr size_t merge_floats(int G, int splits) { return merge_red_at(G, splits) + 4 * size_t(kThreads); }
 constexpr int kMaxMergers = 8;
 
 // The arrival count as a release (the block's partial, written before the barrier that precedes it, is
@@ -307,7 +307,7 @@ __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, co
     float* s_w = w;           // [n]: each pair's m, then its weight
     float* s_l = w + n;       // [n]: each pair's l
     float* s_sum = w + 2 * n; // [G]: each head's weighted sum of l
-    float4* s_red = reinterpret_cast<float4*>(w + (size_t(G) * (2 * size_t(splits) + 1) + 3) / 4 * 4);  // [kThreads]
+    float4* s_red = reinterpret_cast<float4*>(w + merge_red_at(G, splits));  // [kThreads]
     auto sums_of = [&](int t) { return base + size_t(t / (D / 4)) * splits * P + (t % (D / 4)) * 4; };
     float4 x[kBatch];
     auto load = [&](const float* hb, int k0) {

@@ -40,6 +40,12 @@ int next_compute(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
     return -1;
 }
 
+bool contains(const std::vector<int>& v, int x) {
+    for (int y : v)
+        if (y == x) return true;
+    return false;
+}
+
 // Node k can run at i's place: no node between them that is still to run touches k's output, or
 // writes what k reads.
 bool can_move_forward(ggml_cgraph* graph, int i, int k, const std::vector<uint8_t>& done, const std::vector<int>& moved) {
@@ -48,9 +54,7 @@ bool can_move_forward(ggml_cgraph* graph, int i, int k, const std::vector<uint8_
     for (int m = i + 1; m < k; ++m) {
         const ggml_tensor* between = ggml_graph_node(graph, m);
         if (is_view_op(between->op) || done[m]) continue;
-        bool in_group = false;
-        for (int g : moved) in_group = in_group || g == m;
-        if (in_group) continue;
+        if (contains(moved, m)) continue;
         const Range written = range_of(between);
         if (written.overlaps(out)) return false;
         for (const ggml_tensor* src : between->src)
@@ -136,12 +140,6 @@ void plan_ropes(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fus
             break;  // the first ROPE of this product decides
         }
     }
-}
-
-bool contains(const std::vector<int>& v, int x) {
-    for (int y : v)
-        if (y == x) return true;
-    return false;
 }
 
 // The later products of node i's activation on the matrix-vector kernel (rows of the same length) within
