@@ -144,7 +144,16 @@ std::vector<Result> run_rounds(ggml_backend_t backend, ggml_backend_buffer_type_
         Result got = r;
         if (got.supported) {
             if (ggml_backend_graph_compute(backend, graph) != GGML_STATUS_SUCCESS) got.supported = false;
-            else got.values = to_floats(out->op == GGML_OP_SET_ROWS || out->op == GGML_OP_CPY ? mustafar::root_of(out) : out);
+            else {
+                got.values = to_floats(out->op == GGML_OP_SET_ROWS || out->op == GGML_OP_CPY ? mustafar::root_of(out) : out);
+                // Every cache the graph writes, also where the output only reads it.
+                for (int i = 0; i < ggml_graph_n_nodes(graph); ++i) {
+                    const ggml_tensor* node = ggml_graph_node(graph, i);
+                    if (node == out || node->op != GGML_OP_SET_ROWS) continue;
+                    const std::vector<float> cache = to_floats(mustafar::root_of(node));
+                    got.values.insert(got.values.end(), cache.begin(), cache.end());
+                }
+            }
         }
         results.push_back(std::move(got));
     }
@@ -264,19 +273,56 @@ std::vector<Case> compute_cases() {
     cs.push_back(compute_case("RMS_NORM then MUL by a weight row (fused), norm read again", 0, [=](ggml_context* c) {
         ggml_tensor* norm = ggml_rms_norm(c, t(c, GGML_TYPE_F32, 256, 3, 1, 1, "a"), 1e-5f);
         return ggml_add(c, ggml_mul(c, norm, t(c, GGML_TYPE_F32, 256, 1, 1, 1, "w")), norm); }));
-    cs.push_back(compute_case("RMS_NORM, MUL, then two 1-column MUL_MATs (grouped), norm and MUL read again", 0, [=](ggml_context* c) {
+    cs.push_back(compute_case("RMS_NORM, MUL, then two 1-column MUL_MATs (one launch), norm and MUL read again", 0, [=](ggml_context* c) {
         auto first24 = [c](ggml_tensor* y) { return ggml_view_4d(c, y, 24, 1, 1, 1, 96, 96, 96, 0); };
         ggml_tensor* norm = ggml_rms_norm(c, t(c, GGML_TYPE_F32, 264, 1, 1, 1, "x"), 1e-5f);
         ggml_tensor* mul = ggml_mul(c, norm, t(c, GGML_TYPE_F32, 264, 1, 1, 1, "wn"));
         ggml_tensor* q = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 40, 1, 1, "wq"), mul);
         ggml_tensor* k = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 24, 1, 1, "wk"), mul);
         return ggml_add(c, ggml_add(c, ggml_add(c, first24(q), k), first24(mul)), first24(norm)); }));
-    cs.push_back(compute_case("RMS_NORM, MUL, gate and up 1-column MUL_MATs, SWIGLU (two launches)", 0, [=](ggml_context* c) {
+    cs.push_back(compute_case("RMS_NORM, MUL, gate and up 1-column MUL_MATs, SWIGLU (one launch)", 0, [=](ggml_context* c) {
         ggml_tensor* norm = ggml_rms_norm(c, t(c, GGML_TYPE_F32, 4096, 1, 1, 1, "x"), 1e-6f);
         ggml_tensor* mul = ggml_mul(c, norm, t(c, GGML_TYPE_F32, 4096, 1, 1, 1, "wn"));
         ggml_tensor* g = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 4096, 72, 1, 1, "wg"), mul);
         ggml_tensor* u = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 4096, 72, 1, 1, "wu"), mul);
         return ggml_swiglu_split(c, g, u); }));
+    // Rows longer than 8 values a thread of the RMS_NORM kernel (its other order of sums); the MUL in place
+    // over the norm, as ggml's allocator places it (the norm has no other reader).
+    cs.push_back(compute_case("RMS_NORM of 8200 values, MUL, a 1-column MUL_MAT (one launch)", 0, [=](ggml_context* c) {
+        ggml_tensor* norm = ggml_rms_norm(c, t(c, GGML_TYPE_F32, 8200, 1, 1, 1, "x"), 1e-5f);
+        ggml_tensor* mul = ggml_mul(c, norm, t(c, GGML_TYPE_F32, 8200, 1, 1, 1, "wn"));
+        return ggml_mul_mat(c, t(c, GGML_TYPE_F16, 8200, 24, 1, 1, "w"), mul); }));
+    cs.push_back(compute_case("RMS_NORM, MUL in place over it, three 1-column MUL_MATs (one launch)", 0, [=](ggml_context* c) {
+        ggml_tensor* norm = ggml_set_name(ggml_rms_norm(c, t(c, GGML_TYPE_F32, 4096, 1, 1, 1, "x"), 1e-5f), "normed");
+        ggml_tensor* mul = ggml_set_name(ggml_mul(c, norm, t(c, GGML_TYPE_F32, 4096, 1, 1, 1, "wn")), "reuses:normed");
+        ggml_tensor* q = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 4096, 64, 1, 1, "wq"), mul);
+        ggml_tensor* k = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 4096, 16, 1, 1, "wk"), mul);
+        ggml_tensor* v = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 4096, 16, 1, 1, "wv"), mul);
+        return ggml_add(c, ggml_add(c, ggml_view_4d(c, q, 16, 1, 1, 1, 64, 64, 64, 0), k), v); }));
+    // A decode step's K and V stored into f16 caches by the products' kernel (dense cache); the attention
+    // reads the caches through the SET_ROWS outputs, and both caches are compared too.
+    cs.push_back(compute_case("RMS_NORM, MUL, Q, K, V 1-column MUL_MATs, ROPEs, SET_ROWS of K and V (one launch), attention", 40, [=](ggml_context* c) {
+        constexpr int64_t D = 64, heads = 4, heads_kv = 2, E = D * heads, n_kv = 40;
+        ggml_tensor* norm = ggml_rms_norm(c, t(c, GGML_TYPE_F32, E, 1, 1, 1, "x"), 1e-5f);
+        ggml_tensor* mul = ggml_mul(c, norm, t(c, GGML_TYPE_F32, E, 1, 1, 1, "wn"));
+        ggml_tensor* pos = t(c, GGML_TYPE_I32, 1, 1, 1, 1, "pos");
+        auto rope = [&](ggml_tensor* y, int64_t h) {
+            ggml_tensor* rows = ggml_view_4d(c, y, D, h, 1, 1, D * sizeof(float), h * D * sizeof(float), h * D * sizeof(float), 0);
+            return ggml_rope_ext(c, rows, pos, nullptr, int(D), 0, 0, 10000.0f, 1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
+        };
+        ggml_tensor* q = rope(ggml_mul_mat(c, t(c, GGML_TYPE_F16, E, E, 1, 1, "wq"), mul), heads);
+        ggml_tensor* k = rope(ggml_mul_mat(c, t(c, GGML_TYPE_F16, E, D * heads_kv, 1, 1, "wk"), mul), heads_kv);
+        ggml_tensor* v = ggml_mul_mat(c, t(c, GGML_TYPE_F16, E, D * heads_kv, 1, 1, "wv"), mul);
+        ggml_tensor* idx = t(c, GGML_TYPE_I64, 1, 1, 1, 1, "idx");
+        auto store = [&](ggml_tensor* y, const char* name) {
+            ggml_tensor* row = ggml_view_4d(c, y, D * heads_kv, 1, 1, 1, D * heads_kv * 4, D * heads_kv * 4, D * heads_kv * 4, 0);
+            ggml_tensor* set = ggml_set_rows(c, t(c, GGML_TYPE_F16, D * heads_kv, n_kv, 1, 1, name), row, idx);
+            return ggml_view_4d(c, set, D, n_kv, heads_kv, 1, set->nb[1], D * 2, set->nb[1] * n_kv, 0);
+        };
+        ggml_tensor* ks = store(k, "kcache");
+        ggml_tensor* vs = store(v, "vcache");
+        ggml_tensor* qv = ggml_view_4d(c, q, D, 1, heads, 1, D * 4, D * 4, E * 4, 0);
+        return ggml_flash_attn_ext(c, qv, ks, vs, t(c, GGML_TYPE_F16, n_kv, 1, 1, 1, "mask"), 1.0f / std::sqrt(float(D)), 0.0f, 0.0f); }));
     // Q and K of a decode step: the products rotate their rows as the ROPEs that follow them would.
     for (bool yarn : {false, true}) {
         const char* name = yarn ? "RMS_NORM, MUL, two 1-column MUL_MATs, each then a ROPE (fused), YaRN"
@@ -429,6 +475,16 @@ int main(int argc, char** argv) {
     using SetThreads = void (*)(ggml_backend_t, int);
     reinterpret_cast<SetThreads>(reg->iface.get_proc_address(reg, "ggml_backend_set_n_threads"))(ours, n_threads);
     ggml_backend_buffer_type_t our_buft = ggml_backend_dev_buffer_type(dev);
+    // The same device without fusions (fusion_cuda.h): fused launches must give the unfused results bit
+    // for bit.
+    const bool computes_model_ops = std::strcmp(mustafar_flavour(), "cuda") == 0;
+    ggml_backend_t unfused = nullptr;
+    if (computes_model_ops) {
+        setenv("MUSTAFAR_NO_FUSION", "1", 1);
+        unfused = ggml_backend_dev_init(dev, nullptr);
+        unsetenv("MUSTAFAR_NO_FUSION");
+        reinterpret_cast<SetThreads>(reg->iface.get_proc_address(reg, "ggml_backend_set_n_threads"))(unfused, n_threads);
+    }
 
     std::vector<Case> cases;
     for (ggml_type dt : {GGML_TYPE_F16, GGML_TYPE_F32})
@@ -456,7 +512,6 @@ int main(int argc, char** argv) {
     cases.push_back(flash_attn_case(128, 8, 2, 70, 200, 1, GGML_TYPE_F16, true, 0, 0));    // prompt batch: f32 tiles
     cases.push_back(flash_attn_case(16, 8, 4, 100, 200, 2, GGML_TYPE_F16, true, 0, 0));
 
-    const bool computes_model_ops = std::strcmp(mustafar_flavour(), "cuda") == 0;
     for (Case& c : compute_cases()) cases.push_back(std::move(c));
 
     int failed = 0;
@@ -475,8 +530,17 @@ int main(int argc, char** argv) {
             continue;
         }
         const double e = nmse(got.values, ref.values);
-        const bool ok = got.values.size() == ref.values.size() && e <= c.max_nmse;
-        std::printf("%s %s: nmse %.3g (limit %.1g)\n", ok ? "ok  " : "FAIL", c.name.c_str(), e, c.max_nmse);
+        bool ok = got.values.size() == ref.values.size() && e <= c.max_nmse;
+        std::string unfused_note;
+        if (c.compute && unfused != nullptr) {
+            const Result plain = run(unfused, our_buft, dev, c.build, seed, c.index_range);
+            const bool same_size = plain.values.size() == got.values.size();
+            size_t differ = 0;
+            for (size_t k = 0; same_size && k < got.values.size(); ++k) differ += std::memcmp(&got.values[k], &plain.values[k], sizeof(float)) != 0;
+            ok = ok && same_size && differ == 0;
+            unfused_note = !same_size ? ", unfused: another size" : differ == 0 ? ", bits as unfused" : ", " + std::to_string(differ) + " values differ from unfused";
+        }
+        std::printf("%s %s: nmse %.3g (limit %.1g)%s\n", ok ? "ok  " : "FAIL", c.name.c_str(), e, c.max_nmse, unfused_note.c_str());
         failed += ok ? 0 : 1;
     }
 
@@ -507,6 +571,7 @@ int main(int argc, char** argv) {
     }
 
     ggml_backend_free(ours);
+    if (unfused != nullptr) ggml_backend_free(unfused);
     ggml_backend_free(cpu);
     std::printf("%d of %zu cases failed\n", failed, checks);
     return failed == 0 ? 0 : 1;

@@ -93,6 +93,7 @@ __global__ void swiglu_kernel(const char* a, T4 sa, size_t a_off, const char* b,
 // (fusion_cuda.h) in the same pass, both outputs written. Rows of up to kNormPer values a thread keep
 // their values in registers: the loads are issued together, so a decode step's single-row norm waits
 // for memory once, not once per value. Each element is read before its own writes (in-place outputs).
+// The matrix-vector kernel computes norms in the same order (stage_norm in gemv_cuda.cu): change both.
 constexpr int kNormPer = 8;
 
 unsigned norm_threads(int64_t n) { return unsigned(std::min<int64_t>(1024, std::max<int64_t>(32, ((n + 3) / 4 + 31) / 32 * 32))); }
@@ -357,22 +358,24 @@ bool rope_fits_gemv(const ggml_tensor* product, const ggml_tensor* rope) {
            (rope->src[2] == nullptr || rope->src[2]->type == GGML_TYPE_F32);
 }
 
-bool ComputeOps::mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add, const ggml_tensor* glu, const ggml_tensor* const* ropes,
-                             const uint8_t* rope_only) {
-    GemvGroup g;
+static_assert(GemvNodes::kMax == GemvGroup::kMaxParts);
+
+bool ComputeOps::mul_mat_vec(const GemvNodes& nodes) {
+    const int n = nodes.n;
     if (n < 1 || n > GemvGroup::kMaxParts) return false;
+    GemvGroup g;
     g.n = n;
-    g.K = nodes[0]->src[0]->ne[0];
-    g.x = static_cast<const float*>(nodes[0]->src[1]->data);
+    g.K = nodes.mats[0]->src[0]->ne[0];
+    g.x = static_cast<const float*>(nodes.mats[0]->src[1]->data);
     for (int i = 0; i < n; ++i) {
-        const ggml_tensor* a = nodes[i]->src[0];
+        const ggml_tensor* a = nodes.mats[i]->src[0];
         g.part[i].w = static_cast<const __half*>(a->data);
         g.part[i].ldw = weight_row_bytes(a) / 2;
         g.part[i].M = a->ne[1];
-        g.part[i].y = static_cast<float*>(nodes[i]->data);
-        const ggml_tensor* rope = ropes != nullptr ? ropes[i] : nullptr;
+        g.part[i].y = static_cast<float*>(nodes.mats[i]->data);
+        const ggml_tensor* rope = nodes.ropes[i];
         if (rope != nullptr) {
-            if (!rope_fits_gemv(nodes[i], rope) || glu != nullptr) return false;
+            if (!rope_fits_gemv(nodes.mats[i], rope) || nodes.glu != nullptr) return false;
             GemvRope& r = g.part[i].rope;
             r.out = static_cast<float*>(rope->data);
             r.head_dim = rope->ne[0];
@@ -380,20 +383,41 @@ bool ComputeOps::mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_
             r.pos = static_cast<const int32_t*>(rope->src[1]->data);
             r.freq_factors = rope->src[2] != nullptr ? static_cast<const float*>(rope->src[2]->data) : nullptr;
             r.p = rope_params(rope);
-            if (rope_only != nullptr && rope_only[i]) g.part[i].y = nullptr;
-        } else if (rope_only != nullptr && rope_only[i]) {
+            if (nodes.rope_only[i]) g.part[i].y = nullptr;
+        } else if (nodes.rope_only[i]) {
             return false;
         }
+        if (const ggml_tensor* set = nodes.cache_rows[i]) {
+            if (set->type != GGML_TYPE_F16 || nodes.glu != nullptr || (rope != nullptr && g.part[i].rope.head_stride != g.part[i].rope.head_dim))
+                return false;
+            GemvCacheRow& c = g.part[i].cache;
+            c.dst = static_cast<__half*>(set->data);
+            c.row_stride = set->nb[1] / 2;
+            c.rows = set->ne[1];
+            c.idx = set->src[1]->data;
+            c.idx64 = set->src[1]->type == GGML_TYPE_I64;
+        }
     }
-    if (add != nullptr) {  // the residual ADD that follows the last product
-        const ggml_tensor* y = nodes[n - 1];
-        g.part[n - 1].add = static_cast<const float*>((add->src[0] == y ? add->src[1] : add->src[0])->data);
-        g.part[n - 1].sum = static_cast<float*>(add->data);
+    if (nodes.add != nullptr) {  // the residual ADD that follows the last product
+        const ggml_tensor* y = nodes.mats[n - 1];
+        if (nodes.cache_rows[n - 1] != nullptr) return false;
+        g.part[n - 1].add = static_cast<const float*>((nodes.add->src[0] == y ? nodes.add->src[1] : nodes.add->src[0])->data);
+        g.part[n - 1].sum = static_cast<float*>(nodes.add->data);
     }
-    if (glu != nullptr) {
+    if (nodes.glu != nullptr) {
         if (n != 2) return false;
         g.paired = true;
-        g.glu = static_cast<float*>(glu->data);
+        g.glu = static_cast<float*>(nodes.glu->data);
+    }
+    if (const ggml_tensor* mul = nodes.norm_mul) {
+        const ggml_tensor* norm = mul->src[0];
+        if (nodes.mats[0]->src[1] != mul || norm->op != GGML_OP_RMS_NORM || norm->ne[0] != g.K) return false;
+        g.norm.x = static_cast<const float*>(norm->src[0]->data);
+        g.norm.w = static_cast<const float*>(mul->src[1]->data);
+        g.norm.norm = static_cast<float*>(norm->data);
+        g.norm.mul = static_cast<float*>(mul->data);
+        std::memcpy(&g.norm.eps, &norm->op_params[0], 4);
+        g.norm.threads = int(norm_threads(g.K));
     }
     return gemv_f16(g, stream_);
 }
@@ -416,7 +440,12 @@ bool ComputeOps::mul_mat(const ggml_tensor* node) {
     const size_t a_nb2 = converted ? a_nb1 * size_t(M) : a->nb[2];
     const size_t a_nb3 = converted ? a_nb2 * size_t(a->ne[2]) : a->nb[3];
     // Batch-1 decode steps (one column, no batch dimensions): one kernel that reads the weights once.
-    if (takes_gemv(node)) return mul_mat_vec(&node, 1, nullptr);
+    if (takes_gemv(node)) {
+        GemvNodes one;
+        one.mats[0] = node;
+        one.n = 1;
+        return mul_mat_vec(one);
+    }
     const char* bdata = static_cast<const char*>(b->data);
     size_t b_nb1 = b->nb[1], b_nb2 = b->nb[2], b_nb3 = b->nb[3];
     if (half) {  // the activations in f16, contiguous

@@ -6,6 +6,20 @@
 
 namespace mustafar::cuda {
 
+// MUL_MATs that take the matrix-vector kernel and share their activation, with the nodes computed in the
+// same launch (fusion_cuda.h).
+struct GemvNodes {
+    static constexpr int kMax = 4;
+    const ggml_tensor* mats[kMax] = {};
+    int n = 0;
+    const ggml_tensor* add = nullptr;       // an ADD of the last product and a residual
+    const ggml_tensor* glu = nullptr;       // the SWIGLU of two products of the same rows, mats[0] its silu operand
+    const ggml_tensor* ropes[kMax] = {};    // per product, a ROPE (normal mode) of its output, or null
+    bool rope_only[kMax] = {};              // per product: only its ROPE's output is written (nothing reads its own)
+    const ggml_tensor* cache_rows[kMax] = {};  // per product, a SET_ROWS of its final output into an f16 cache, or null
+    const ggml_tensor* norm_mul = nullptr;  // the activation: a MUL of an RMS_NORM's output, computed by the kernel
+};
+
 // The non-KV ops of one stream (compute_cuda.cu); owns the stream's cuBLAS handle and scratch memory.
 class ComputeOps {
 public:
@@ -24,13 +38,8 @@ public:
     bool get_rows(const ggml_tensor* node);
     bool rope(const ggml_tensor* node);
     bool mul_mat(const ggml_tensor* node);
-    // MUL_MATs that take the matrix-vector kernel and share their activation, one launch; `add`, when
-    // set, is an ADD of the last product and a residual, computed in the same pass; `glu`, when set,
-    // the SWIGLU of two products of the same rows, nodes[0] its silu operand.
-    // `ropes`, when set: per product, a ROPE (normal mode) of its output that the kernel computes too, or null;
-    // `rope_only`, when set: per product, 1 where only its ROPE's output is written (nothing reads its own).
-    bool mul_mat_vec(const ggml_tensor* const* nodes, int n, const ggml_tensor* add, const ggml_tensor* glu = nullptr,
-                     const ggml_tensor* const* ropes = nullptr, const uint8_t* rope_only = nullptr);
+    // A group of MUL_MATs on the matrix-vector kernel and what joins them (GemvNodes), one launch.
+    bool mul_mat_vec(const GemvNodes& g);
 
 private:
     void* scratch(size_t bytes);

@@ -160,29 +160,26 @@ private:
                 break;
             }
             case cuda::Fusion::Kind::gemv: {
-                const ggml_tensor* mats[cuda::GemvGroup::kMaxParts];
-                const ggml_tensor* ropes[cuda::GemvGroup::kMaxParts] = {};
-                bool any_rope = false;
-                for (size_t m = 0; m < f.mats.size(); ++m) {
-                    mats[m] = ggml_graph_node(graph, f.mats[m]);
-                    overwritten(mats[m]);
-                    done_[f.mats[m]] = 1;
-                    const int r = m < f.ropes.size() ? f.ropes[m] : -1;
-                    if (r < 0) continue;
-                    ropes[m] = ggml_graph_node(graph, r);
-                    overwritten(ropes[m]);
-                    done_[r] = 1;
-                    any_rope = true;
-                }
-                const ggml_tensor* add = f.add >= 0 ? ggml_graph_node(graph, f.add) : nullptr;
-                const ggml_tensor* glu = f.glu >= 0 ? ggml_graph_node(graph, f.glu) : nullptr;
-                for (int j : {f.add, f.glu}) {
-                    if (j < 0) continue;
-                    overwritten(ggml_graph_node(graph, j));
+                cuda::GemvNodes g;
+                g.n = int(f.mats.size());
+                auto take = [&](int j) {  // a node of the group: run here
+                    if (j < 0) return static_cast<const ggml_tensor*>(nullptr);
+                    const ggml_tensor* node = ggml_graph_node(graph, j);
+                    overwritten(node);
                     done_[j] = 1;
+                    return node;
+                };
+                for (size_t m = 0; m < f.mats.size(); ++m) {
+                    g.mats[m] = take(f.mats[m]);
+                    g.ropes[m] = take(f.ropes.size() > m ? f.ropes[m] : -1);
+                    g.rope_only[m] = f.rope_only.size() > m && f.rope_only[m] != 0;
+                    g.cache_rows[m] = take(f.cache_rows.size() > m ? f.cache_rows[m] : -1);
                 }
-                launched = ops_->mul_mat_vec(mats, int(f.mats.size()), add, glu, any_rope ? ropes : nullptr,
-                                             f.rope_only.empty() ? nullptr : f.rope_only.data());
+                g.add = take(f.add);
+                g.glu = take(f.glu);
+                take(f.norm);
+                g.norm_mul = take(f.norm >= 0 ? f.mul : -1);
+                launched = ops_->mul_mat_vec(g);
                 break;
             }
             case cuda::Fusion::Kind::none: break;
@@ -196,10 +193,14 @@ private:
             case cuda::Fusion::Kind::gemv: {
                 int ropes = 0;
                 for (int r : f.ropes) ropes += r >= 0;
-                if (f.glu >= 0) return "MUL_MAT x2 + GLU";
-                if (f.add >= 0) return "MUL_MAT + ADD";
-                if (f.mats.size() == 1 && ropes == 0) return "";
-                return "MUL_MAT x" + std::to_string(f.mats.size()) + (ropes > 0 ? " + ROPE x" + std::to_string(ropes) : "");
+                int sets = 0;
+                for (int r : f.cache_rows) sets += r >= 0;
+                const std::string norm = f.norm >= 0 ? "RMS_NORM + MUL + " : "";
+                if (f.glu >= 0) return norm + "MUL_MAT x2 + GLU";
+                if (f.add >= 0) return norm + "MUL_MAT + ADD";
+                if (f.mats.size() == 1 && ropes == 0 && sets == 0) return norm.empty() ? "" : norm + "MUL_MAT";
+                return norm + "MUL_MAT x" + std::to_string(f.mats.size()) + (ropes > 0 ? " + ROPE x" + std::to_string(ropes) : "") +
+                       (sets > 0 ? " + SET_ROWS x" + std::to_string(sets) : "");
             }
             case cuda::Fusion::Kind::none: break;
         }

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <utility>
 
+#include "../kv/view.h"
 #include "compute_cuda.h"
 #include "gemv_cuda.h"
 
@@ -209,6 +210,45 @@ void plan_reusing_products(ggml_cgraph* graph, int i, const std::vector<uint8_t>
     });
 }
 
+// SET_ROWS of one row of a product's final output (its ROPE's, or its own where it has none and no ADD)
+// into an f16 cache that is no Mustafar store: the kernel stores the row's values as it computes them.
+void plan_cache_rows(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fusion& f) {
+    f.cache_rows.assign(f.mats.size(), -1);
+    std::vector<int> moved = f.mats;
+    std::vector<const ggml_tensor*> finals;
+    for (size_t p = 0; p < f.mats.size(); ++p) {
+        const int r = p < f.ropes.size() ? f.ropes[p] : -1;
+        if (r >= 0) moved.push_back(r);
+        finals.push_back(ggml_graph_node(graph, r >= 0 ? r : f.mats[p]));
+    }
+    const Range x = range_of(ggml_graph_node(graph, i)->src[1]);
+    const int n = ggml_graph_n_nodes(graph);
+    int scanned = 0;
+    for (int k = i + 1; k < n && scanned < kLookahead; ++k) {
+        const ggml_tensor* set = ggml_graph_node(graph, k);
+        if (is_view_op(set->op) || done[k]) continue;
+        ++scanned;
+        if (set->op != GGML_OP_SET_ROWS || contains(moved, k)) continue;
+        const ggml_tensor* src = set->src[0];
+        const ggml_tensor* idx = set->src[1];
+        size_t p = 0;
+        while (p < finals.size() && root_of(src) != finals[p]) ++p;
+        if (p == finals.size() || f.cache_rows[p] >= 0) continue;
+        const ggml_tensor* out = finals[p];
+        const int64_t values = out->ne[0] * out->ne[1] * out->ne[2] * out->ne[3];
+        const bool one_row = src->ne[0] == values && src->ne[1] * src->ne[2] * src->ne[3] == 1;
+        if (!one_row || src->data != out->data || !ggml_is_contiguous(src) || !ggml_is_contiguous(out) || set->type != GGML_TYPE_F16 ||
+            set->nb[0] != 2 || set->ne[0] != values || kv::store_of(set) != nullptr || (idx->type != GGML_TYPE_I64 && idx->type != GGML_TYPE_I32) ||
+            idx->data == nullptr || range_of(set).overlaps(x) || !can_move_forward(graph, i, k, done, moved))
+            continue;
+        bool clear = true;
+        for (size_t q = 0; q < finals.size(); ++q) clear = clear && !range_of(set).overlaps(range_of(finals[q]));
+        if (!clear) continue;
+        f.cache_rows[p] = k;
+        moved.push_back(k);
+    }
+}
+
 Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
     Fusion f;
     const ggml_tensor* lead = ggml_graph_node(graph, i);
@@ -224,8 +264,9 @@ Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
         bool any_rope = false;
         for (int r : f.ropes) any_rope = any_rope || r >= 0;
         if (any_rope) plan_reusing_products(graph, i, done, f);
+        plan_cache_rows(graph, i, done, f);
     }
-    if (f.mats.size() > 1 || f.ropes[0] >= 0) return f;
+    if (f.mats.size() > 1 || f.ropes[0] >= 0 || f.cache_rows[0] >= 0) return f;
     // One product: a residual ADD right after it joins it.
     const int j = next_compute(graph, i, done);
     if (j < 0) return f;
@@ -238,11 +279,57 @@ Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
     return f;
 }
 
+// RMS_NORM (node i) and its MUL (nm.mul), then products of the MUL's output: the products' group, with
+// the norm computed in its kernel. The kernel's blocks read the norm's input and weight row while others
+// write the group's outputs and the norm's and MUL's outputs: none of them may meet another (the MUL may
+// be in place over the norm: one thread writes an element of both, in order).
+Fusion plan_norm_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, const Fusion& nm) {
+    const ggml_tensor* norm = ggml_graph_node(graph, i);
+    const ggml_tensor* mul = ggml_graph_node(graph, nm.mul);
+    const ggml_tensor* x = norm->src[0];
+    const ggml_tensor* w = mul->src[1];
+    if (!is_f32(x) || !ggml_is_contiguous(x) || !ggml_is_contiguous(norm) || !ggml_is_contiguous(mul) || norm->ne[0] > kGemvNormMaxK ||
+        norm->ne[1] * norm->ne[2] * norm->ne[3] != 1)
+        return {};
+    std::vector<uint8_t> after = done;
+    after[size_t(i)] = after[size_t(nm.mul)] = 1;
+    const int k = next_compute(graph, nm.mul, after);
+    if (k < 0) return {};
+    const ggml_tensor* lead = ggml_graph_node(graph, k);
+    if (!takes_gemv(lead) || lead->src[1] != mul) return {};
+    Fusion f = plan_gemv(graph, k, after);
+    std::vector<Range> read = {range_of(x), range_of(w)}, written = {range_of(norm), range_of(mul)};
+    if (norm->data != mul->data && written[0].overlaps(written[1])) return {};
+    for (const Range& r : written)
+        for (const Range& o : read)
+            if (r.overlaps(o)) return {};
+    std::vector<int> outputs = f.mats;
+    for (int r : f.ropes)
+        if (r >= 0) outputs.push_back(r);
+    for (int j : {f.add, f.glu})
+        if (j >= 0) outputs.push_back(j);
+    for (int j : outputs) {
+        const Range out = range_of(ggml_graph_node(graph, j));
+        for (const Range& o : read)
+            if (out.overlaps(o)) return {};
+        for (const Range& o : written)
+            if (out.overlaps(o)) return {};
+    }
+    f.norm = i;
+    f.mul = nm.mul;
+    return f;
+}
+
 }  // namespace
 
 Fusion plan_fusion(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
     const ggml_tensor* node = ggml_graph_node(graph, i);
-    if (node->op == GGML_OP_RMS_NORM) return plan_norm_mul(graph, i, done);
+    if (node->op == GGML_OP_RMS_NORM) {
+        const Fusion nm = plan_norm_mul(graph, i, done);
+        if (nm.kind == Fusion::Kind::none) return nm;
+        const Fusion g = plan_norm_gemv(graph, i, done, nm);
+        return g.kind == Fusion::Kind::gemv ? g : nm;
+    }
     if (takes_gemv(node)) return plan_gemv(graph, i, done);
     return {};
 }

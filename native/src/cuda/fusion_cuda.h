@@ -7,11 +7,15 @@
 //   writes its output's memory (ggml's allocator reuses memory);
 // - two such MUL_MATs of the same rows (gate and up) and the SWIGLU of their outputs: the warp that
 //   computes row m of both writes the SWIGLU's row m too;
+// - RMS_NORM, its MUL, then such MUL_MATs of the MUL's output (with whatever joins them): every block
+//   of the products' kernel computes the norm of the row it reads anyway, one launch less a layer twice;
 // - one such MUL_MAT, then an ADD of its output and a residual: the sum in the same pass;
 // - a ROPE (normal mode, one token) of such a MUL_MAT's output (Q and K of a decode step): the kernel
 //   rotates the pairs of rows it computed and writes the ROPE's output too; a later product whose
 //   output reuses the memory of such a MUL_MAT's output joins too when nothing else reads that output,
-//   which is then left unwritten (V, in llama.cpp's graph after the roped Q, in Q's memory).
+//   which is then left unwritten (V, in llama.cpp's graph after the roped Q, in Q's memory);
+// - a SET_ROWS of one row of such a group's final output (a ROPE's, or a product's own) into an f16 cache
+//   that is no Mustafar store: the decode step's K and V into a dense cache, stored as they are computed.
 // MUSTAFAR_NO_FUSION in the environment turns it off (for comparisons).
 #pragma once
 #include <cstdint>
@@ -27,9 +31,11 @@ struct Fusion {
     std::vector<int> mats;  // gemv: the grouped MUL_MATs, node i first
     std::vector<int> ropes; // gemv: per MUL_MAT, the fused ROPE of its output or -1
     std::vector<uint8_t> rope_only;  // gemv: per MUL_MAT, 1 where only its ROPE's output is written
+    std::vector<int> cache_rows;     // gemv: per MUL_MAT, the fused SET_ROWS of its final output or -1
     int add = -1;           // gemv: the fused ADD (only with one MUL_MAT)
     int glu = -1;           // gemv: the fused SWIGLU (two MUL_MATs, mats[0] its silu operand)
-    int mul = -1;           // norm_mul: the MUL
+    int mul = -1;           // norm_mul, and gemv with `norm`: the MUL
+    int norm = -1;          // gemv: the RMS_NORM whose MUL's output the products read, or -1
 };
 
 // What to run with node i; `done` marks the nodes already run (moved forward or fused).

@@ -28,6 +28,38 @@ __device__ __forceinline__ void prefetch_l2(const __half* p) { asm volatile("pre
 
 __device__ __forceinline__ float as_f16(float v) { return __half2float(__float2half_rn(v)); }
 
+// The group's activation from the norm's input (GemvNorm) into `xs` as f16. Thread `vt` of the RMS_NORM
+// kernel's block of n.threads sums the squares of elements vt, vt + threads, ... in order, its warps
+// reduce by the same shuffles and their sums are added in warp order: here each warp takes the place of
+// every kWarps-th of those warps.
+__device__ __forceinline__ void stage_norm(const GemvNorm& n, int64_t K, __half* xs) {
+    __shared__ float partial[32];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    for (int base = warp * 32; base < n.threads; base += kWarps * 32) {
+        float sum = 0.0f;
+        for (int64_t c = base + lane; c < K; c += n.threads) {
+            const float v = __ldg(n.x + c);
+            sum += v * v;
+        }
+        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        if (lane == 0) partial[base / 32] = sum;
+    }
+    __syncthreads();
+    float total = 0.0f;
+    for (int i = 0; i < n.threads / 32; ++i) total += partial[i];
+    const float scale = rsqrtf(total / float(K) + n.eps);
+    for (int64_t c = threadIdx.x; c < K; c += blockDim.x) {
+        const float y = __ldg(n.x + c) * scale, m = y * __ldg(n.w + c);
+        xs[c] = __float2half_rn(m);
+        if ((c / 32) % gridDim.x == blockIdx.x) {  // the outputs, 32 values a block (in place: norm first)
+            n.norm[c] = y;
+            n.mul[c] = m;
+        }
+    }
+    __syncthreads();
+}
+
+template <bool kNorm>
 __global__ void __launch_bounds__(kWarps * 32, 4) gemv_kernel(GemvGroup g) {
     // The block's product: parts are laid out one after the other over the grid (at most kMaxParts).
     GemvPart part = g.part[0];
@@ -58,6 +90,8 @@ __global__ void __launch_bounds__(kWarps * 32, 4) gemv_kernel(GemvGroup g) {
     }
     wait_for_previous();
     let_next_start();
+    extern __shared__ uint4 staged[];  // kNorm: the activation in f16, K values
+    if constexpr (kNorm) stage_norm(g.norm, K, reinterpret_cast<__half*>(staged));
     const float* x = g.x;
     float acc[kRows] = {};
 #pragma unroll 2
@@ -66,8 +100,22 @@ __global__ void __launch_bounds__(kWarps * 32, 4) gemv_kernel(GemvGroup g) {
         uint4 v[kRows];
 #pragma unroll
         for (int r = 0; r < kRows; ++r) v[r] = load_streaming(w[r] + k);
-        const float4 x0 = __ldg(reinterpret_cast<const float4*>(x + k)), x1 = __ldg(reinterpret_cast<const float4*>(x + k + 4));
-        const float xv[8] = {as_f16(x0.x), as_f16(x0.y), as_f16(x0.z), as_f16(x0.w), as_f16(x1.x), as_f16(x1.y), as_f16(x1.z), as_f16(x1.w)};
+        float xv[8];
+        if constexpr (kNorm) {
+            const uint4 packed = staged[c];
+            const __half2* h = reinterpret_cast<const __half2*>(&packed);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const float2 f = __half22float2(h[i]);
+                xv[2 * i] = f.x;
+                xv[2 * i + 1] = f.y;
+            }
+        } else {
+            const float4 x0 = __ldg(reinterpret_cast<const float4*>(x + k)), x1 = __ldg(reinterpret_cast<const float4*>(x + k + 4));
+            const float f[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+            for (int i = 0; i < 8; ++i) xv[i] = as_f16(f[i]);
+        }
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
             const __half2* h = reinterpret_cast<const __half2*>(&v[r]);
@@ -115,6 +163,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4) gemv_kernel(GemvGroup g) {
         const float r = part.add != nullptr ? part.add[m] : 0.0f;
         if (part.y != nullptr) part.y[m] = y;
         if (part.add != nullptr) part.sum[m] = y + r;
+        float out = y;
         const GemvRope& rp = part.rope;
         if (rp.out != nullptr) {  // written after y: the ROPE may be in place
             const int64_t d = m % rp.head_dim, pair = d / 2;
@@ -123,7 +172,13 @@ __global__ void __launch_bounds__(kWarps * 32, 4) gemv_kernel(GemvGroup g) {
                 const float other = total(t ^ 1);  // row m ^ 1, the pair's other channel, is this block's too
                 rope_rotate(rp.p, *rp.pos, pair, rp.freq_factors, d % 2 == 0 ? y : other, d % 2 == 0 ? other : y, r0, r1);
             }
-            rp.out[(m / rp.head_dim) * rp.head_stride + d] = d % 2 == 0 ? r0 : r1;
+            out = d % 2 == 0 ? r0 : r1;
+            rp.out[(m / rp.head_dim) * rp.head_stride + d] = out;
+        }
+        const GemvCacheRow& cr = part.cache;
+        if (cr.dst != nullptr) {
+            const int64_t row = cr.idx64 ? *static_cast<const int64_t*>(cr.idx) : *static_cast<const int32_t*>(cr.idx);
+            if (row >= 0 && row < cr.rows) cr.dst[size_t(row) * cr.row_stride + size_t(m)] = __float2half_rn(out);
         }
     }
 }
@@ -148,7 +203,12 @@ bool gemv_f16(const GemvGroup& group, cudaStream_t stream) {
         }
     }
     if (blocks == 0) return true;
-    launch_kernel(gemv_kernel, unsigned(blocks), kWarps * 32, 0, stream, g);
+    if (g.norm.x != nullptr) {
+        if (g.K > kGemvNormMaxK || g.norm.threads % 32 != 0 || g.norm.threads > 1024) return false;
+        launch_kernel(gemv_kernel<true>, unsigned(blocks), kWarps * 32, size_t(g.K) * 2, stream, g);
+    } else {
+        launch_kernel(gemv_kernel<false>, unsigned(blocks), kWarps * 32, 0, stream, g);
+    }
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 

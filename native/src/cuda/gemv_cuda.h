@@ -28,6 +28,16 @@ struct GemvRope {
     RopeParams p{};
 };
 
+// A SET_ROWS of one row, the part's final output (its ROPE's, where it has one), into an f16 cache (a
+// decode step's K or V): element m to dst[row * row_stride + m], row read from idx[0] on the device.
+struct GemvCacheRow {
+    __half* dst = nullptr;
+    size_t row_stride = 0;  // in halves
+    int64_t rows = 0;       // rows outside [0, rows) are not written, as SET_ROWS does
+    const void* idx = nullptr;
+    bool idx64 = false;
+};
+
 struct GemvPart {
     const __half* w = nullptr;
     size_t ldw = 0;
@@ -36,8 +46,23 @@ struct GemvPart {
     const float* add = nullptr;
     float* sum = nullptr;
     GemvRope rope;
+    GemvCacheRow cache;  // with rope.out: only with rows of head_stride == head_dim (element m is row m)
     unsigned first_block = 0;  // set by gemv_f16
 };
+
+// The RMS_NORM and the MUL by a weight row that make a group's activation (fusion_cuda.h): every block
+// computes them from the norm's input row, in the RMS_NORM kernel's order of sums (`threads`, its block
+// size for K: compute_cuda.cu), so that the result is the unfused one bit for bit, and keeps the
+// activation in shared memory as f16. Both outputs are written too, spread over the blocks.
+struct GemvNorm {
+    const float* x = nullptr;  // the RMS_NORM's input row of K values
+    const float* w = nullptr;  // the MUL's weight row
+    float* norm = nullptr;
+    float* mul = nullptr;
+    float eps = 0.0f;
+    int threads = 0;
+};
+constexpr int64_t kGemvNormMaxK = 16384;  // the activation in f16: 32 KB of shared memory at most
 
 // Products of one activation x of K values, one launch (the Q, K and V projections of a decode step read
 // the same normed activation). The activation is rounded to f16 first, as on the cuBLAS path and in ggml's
@@ -52,6 +77,7 @@ struct GemvGroup {
     // receives silu(part 0's y) * part 1's y: the SWIGLU that follows them, in the same pass.
     bool paired = false;
     float* glu = nullptr;
+    GemvNorm norm;  // when norm.x is set, x is the MUL's output, computed by the kernel
 };
 
 // Needs K and ldw multiples of 8, w and x 16-byte aligned.
