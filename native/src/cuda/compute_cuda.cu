@@ -315,6 +315,9 @@ bool ComputeOps::rope(const ggml_tensor* node) {
 ComputeOps::ComputeOps(cudaStream_t stream) : stream_(stream) {
     ok_ = cublasCreate(&cublas_) == CUBLAS_STATUS_SUCCESS && cublasSetStream(cublas_, stream) == CUBLAS_STATUS_SUCCESS;
     if (!ok_) log_error("%s: cuBLAS could not be initialised\n", kDeviceName);
+    int device = 0, sms = 0;
+    if (ok_ && MUSTAFAR_CUDA_OK(cudaGetDevice(&device)) && MUSTAFAR_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device)))
+        gemv_norm_grid_ = unsigned(sms) * gemv_norm_blocks_per_sm();
 }
 
 ComputeOps::~ComputeOps() {
@@ -418,6 +421,7 @@ bool ComputeOps::mul_mat_vec(const GemvNodes& nodes) {
         g.norm.mul = static_cast<float*>(mul->data);
         std::memcpy(&g.norm.eps, &norm->op_params[0], 4);
         g.norm.threads = int(norm_threads(g.K));
+        g.norm_grid = gemv_norm_grid_;
     }
     return gemv_f16(g, stream_);
 }

@@ -48,6 +48,7 @@ private:
     cublasHandle_t cublas_ = nullptr;
     bool ok_ = false;
     void* scratch_ = nullptr;
+    unsigned gemv_norm_grid_ = 0;  // blocks of a matrix-vector launch that computes a norm (0: none such)
     size_t scratch_bytes_ = 0;
 };
 

@@ -288,8 +288,9 @@ Fusion plan_norm_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& don
     const ggml_tensor* mul = ggml_graph_node(graph, nm.mul);
     const ggml_tensor* x = norm->src[0];
     const ggml_tensor* w = mul->src[1];
+    const auto aligned = [](const ggml_tensor* t) { return reinterpret_cast<uintptr_t>(t->data) % 16 == 0; };  // 16-byte loads, stores
     if (!is_f32(x) || !ggml_is_contiguous(x) || !ggml_is_contiguous(norm) || !ggml_is_contiguous(mul) || norm->ne[0] > kGemvNormMaxK ||
-        norm->ne[1] * norm->ne[2] * norm->ne[3] != 1)
+        norm->ne[1] * norm->ne[2] * norm->ne[3] != 1 || !aligned(x) || !aligned(w) || !aligned(norm) || !aligned(mul))
         return {};
     std::vector<uint8_t> after = done;
     after[size_t(i)] = after[size_t(nm.mul)] = 1;

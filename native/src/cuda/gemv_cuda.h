@@ -62,7 +62,7 @@ struct GemvNorm {
     float eps = 0.0f;
     int threads = 0;
 };
-constexpr int64_t kGemvNormMaxK = 16384;  // the activation in f16: 32 KB of shared memory at most
+constexpr int64_t kGemvNormMaxK = 4096;  // rows a block loads in one round (gemv_cuda.cu)
 
 // Products of one activation x of K values, one launch (the Q, K and V projections of a decode step read
 // the same normed activation). The activation is rounded to f16 first, as on the cuBLAS path and in ggml's
@@ -78,10 +78,14 @@ struct GemvGroup {
     bool paired = false;
     float* glu = nullptr;
     GemvNorm norm;  // when norm.x is set, x is the MUL's output, computed by the kernel
+    unsigned norm_grid = 0;   // with norm.x: the most blocks of a launch (SMs x gemv_norm_blocks_per_sm())
+    unsigned row_blocks = 0;  // set by gemv_f16
 };
 
 // Needs K and ldw multiples of 8, w and x 16-byte aligned.
 bool gemv_shape_ok(const void* w, size_t ldw, int64_t K, const float* x);
 bool gemv_f16(const GemvGroup& group, cudaStream_t stream);
+// Blocks of a norm-computing launch that fit on an SM at once.
+unsigned gemv_norm_blocks_per_sm();
 
 }  // namespace mustafar::cuda
