@@ -273,26 +273,26 @@ std::vector<Case> compute_cases() {
     cs.push_back(compute_case("RMS_NORM then MUL by a weight row (fused), norm read again", 0, [=](ggml_context* c) {
         ggml_tensor* norm = ggml_rms_norm(c, t(c, GGML_TYPE_F32, 256, 3, 1, 1, "a"), 1e-5f);
         return ggml_add(c, ggml_mul(c, norm, t(c, GGML_TYPE_F32, 256, 1, 1, 1, "w")), norm); }));
-    cs.push_back(compute_case("RMS_NORM, MUL, then two 1-column MUL_MATs (one launch), norm and MUL read again", 0, [=](ggml_context* c) {
+    cs.push_back(compute_case("RMS_NORM, MUL, then two 1-column MUL_MATs (grouped), norm and MUL read again", 0, [=](ggml_context* c) {
         auto first24 = [c](ggml_tensor* y) { return ggml_view_4d(c, y, 24, 1, 1, 1, 96, 96, 96, 0); };
         ggml_tensor* norm = ggml_rms_norm(c, t(c, GGML_TYPE_F32, 264, 1, 1, 1, "x"), 1e-5f);
         ggml_tensor* mul = ggml_mul(c, norm, t(c, GGML_TYPE_F32, 264, 1, 1, 1, "wn"));
         ggml_tensor* q = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 40, 1, 1, "wq"), mul);
         ggml_tensor* k = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 24, 1, 1, "wk"), mul);
         return ggml_add(c, ggml_add(c, ggml_add(c, first24(q), k), first24(mul)), first24(norm)); }));
-    cs.push_back(compute_case("RMS_NORM, MUL, gate and up 1-column MUL_MATs, SWIGLU (one launch)", 0, [=](ggml_context* c) {
+    cs.push_back(compute_case("RMS_NORM, MUL, gate and up 1-column MUL_MATs, SWIGLU (two launches)", 0, [=](ggml_context* c) {
         ggml_tensor* norm = ggml_rms_norm(c, t(c, GGML_TYPE_F32, 4096, 1, 1, 1, "x"), 1e-6f);
         ggml_tensor* mul = ggml_mul(c, norm, t(c, GGML_TYPE_F32, 4096, 1, 1, 1, "wn"));
         ggml_tensor* g = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 4096, 72, 1, 1, "wg"), mul);
         ggml_tensor* u = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 4096, 72, 1, 1, "wu"), mul);
         return ggml_swiglu_split(c, g, u); }));
-    // Rows longer than 8 values a thread of the RMS_NORM kernel (its other order of sums); the MUL in place
-    // over the norm, as ggml's allocator places it (the norm has no other reader).
-    cs.push_back(compute_case("RMS_NORM of 8200 values, MUL, a 1-column MUL_MAT (one launch)", 0, [=](ggml_context* c) {
+    // Rows longer than 8 values a thread of the RMS_NORM kernel (its loop); the MUL in place over the norm,
+    // as ggml's allocator places it (the norm has no other reader).
+    cs.push_back(compute_case("RMS_NORM of 8200 values then MUL (fused), a 1-column MUL_MAT", 0, [=](ggml_context* c) {
         ggml_tensor* norm = ggml_rms_norm(c, t(c, GGML_TYPE_F32, 8200, 1, 1, 1, "x"), 1e-5f);
         ggml_tensor* mul = ggml_mul(c, norm, t(c, GGML_TYPE_F32, 8200, 1, 1, 1, "wn"));
         return ggml_mul_mat(c, t(c, GGML_TYPE_F16, 8200, 24, 1, 1, "w"), mul); }));
-    cs.push_back(compute_case("RMS_NORM, MUL in place over it, three 1-column MUL_MATs (one launch)", 0, [=](ggml_context* c) {
+    cs.push_back(compute_case("RMS_NORM then MUL in place over it (fused), three 1-column MUL_MATs (grouped)", 0, [=](ggml_context* c) {
         ggml_tensor* norm = ggml_set_name(ggml_rms_norm(c, t(c, GGML_TYPE_F32, 4096, 1, 1, 1, "x"), 1e-5f), "normed");
         ggml_tensor* mul = ggml_set_name(ggml_mul(c, norm, t(c, GGML_TYPE_F32, 4096, 1, 1, 1, "wn")), "reuses:normed");
         ggml_tensor* q = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 4096, 64, 1, 1, "wq"), mul);
@@ -301,7 +301,7 @@ std::vector<Case> compute_cases() {
         return ggml_add(c, ggml_add(c, ggml_view_4d(c, q, 16, 1, 1, 1, 64, 64, 64, 0), k), v); }));
     // A decode step's K and V stored into f16 caches by the products' kernel (dense cache); the attention
     // reads the caches through the SET_ROWS outputs, and both caches are compared too.
-    cs.push_back(compute_case("RMS_NORM, MUL, Q, K, V 1-column MUL_MATs, ROPEs, SET_ROWS of K and V (one launch), attention", 40, [=](ggml_context* c) {
+    cs.push_back(compute_case("Q, K, V 1-column MUL_MATs, ROPEs and SET_ROWS of K and V into f16 caches (one launch), attention", 40, [=](ggml_context* c) {
         constexpr int64_t D = 64, heads = 4, heads_kv = 2, E = D * heads, n_kv = 40;
         ggml_tensor* norm = ggml_rms_norm(c, t(c, GGML_TYPE_F32, E, 1, 1, 1, "x"), 1e-5f);
         ggml_tensor* mul = ggml_mul(c, norm, t(c, GGML_TYPE_F32, E, 1, 1, 1, "wn"));

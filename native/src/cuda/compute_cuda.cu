@@ -93,7 +93,6 @@ __global__ void swiglu_kernel(const char* a, T4 sa, size_t a_off, const char* b,
 // (fusion_cuda.h) in the same pass, both outputs written. Rows of up to kNormPer values a thread keep
 // their values in registers: the loads are issued together, so a decode step's single-row norm waits
 // for memory once, not once per value. Each element is read before its own writes (in-place outputs).
-// The matrix-vector kernel computes norms in the same order (stage_norm in gemv_cuda.cu): change both.
 constexpr int kNormPer = 8;
 
 unsigned norm_threads(int64_t n) { return unsigned(std::min<int64_t>(1024, std::max<int64_t>(32, ((n + 3) / 4 + 31) / 32 * 32))); }
@@ -315,9 +314,6 @@ bool ComputeOps::rope(const ggml_tensor* node) {
 ComputeOps::ComputeOps(cudaStream_t stream) : stream_(stream) {
     ok_ = cublasCreate(&cublas_) == CUBLAS_STATUS_SUCCESS && cublasSetStream(cublas_, stream) == CUBLAS_STATUS_SUCCESS;
     if (!ok_) log_error("%s: cuBLAS could not be initialised\n", kDeviceName);
-    int device = 0, sms = 0;
-    if (ok_ && MUSTAFAR_CUDA_OK(cudaGetDevice(&device)) && MUSTAFAR_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device)))
-        gemv_norm_grid_ = unsigned(sms) * gemv_norm_blocks_per_sm();
 }
 
 ComputeOps::~ComputeOps() {
@@ -411,17 +407,6 @@ bool ComputeOps::mul_mat_vec(const GemvNodes& nodes) {
         if (n != 2) return false;
         g.paired = true;
         g.glu = static_cast<float*>(nodes.glu->data);
-    }
-    if (const ggml_tensor* mul = nodes.norm_mul) {
-        const ggml_tensor* norm = mul->src[0];
-        if (nodes.mats[0]->src[1] != mul || norm->op != GGML_OP_RMS_NORM || norm->ne[0] != g.K) return false;
-        g.norm.x = static_cast<const float*>(norm->src[0]->data);
-        g.norm.w = static_cast<const float*>(mul->src[1]->data);
-        g.norm.norm = static_cast<float*>(norm->data);
-        g.norm.mul = static_cast<float*>(mul->data);
-        std::memcpy(&g.norm.eps, &norm->op_params[0], 4);
-        g.norm.threads = int(norm_threads(g.K));
-        g.norm_grid = gemv_norm_grid_;
     }
     return gemv_f16(g, stream_);
 }

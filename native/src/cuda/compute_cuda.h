@@ -17,7 +17,6 @@ struct GemvNodes {
     const ggml_tensor* ropes[kMax] = {};    // per product, a ROPE (normal mode) of its output, or null
     bool rope_only[kMax] = {};              // per product: only its ROPE's output is written (nothing reads its own)
     const ggml_tensor* cache_rows[kMax] = {};  // per product, a SET_ROWS of its final output into an f16 cache, or null
-    const ggml_tensor* norm_mul = nullptr;  // the activation: a MUL of an RMS_NORM's output, computed by the kernel
 };
 
 // The non-KV ops of one stream (compute_cuda.cu); owns the stream's cuBLAS handle and scratch memory.
@@ -48,7 +47,6 @@ private:
     cublasHandle_t cublas_ = nullptr;
     bool ok_ = false;
     void* scratch_ = nullptr;
-    unsigned gemv_norm_grid_ = 0;  // blocks of a matrix-vector launch that computes a norm (0: none such)
     size_t scratch_bytes_ = 0;
 };
 

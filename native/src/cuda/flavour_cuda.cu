@@ -177,8 +177,6 @@ private:
                 }
                 g.add = take(f.add);
                 g.glu = take(f.glu);
-                take(f.norm);
-                g.norm_mul = take(f.norm >= 0 ? f.mul : -1);
                 launched = ops_->mul_mat_vec(g);
                 break;
             }
@@ -195,11 +193,10 @@ private:
                 for (int r : f.ropes) ropes += r >= 0;
                 int sets = 0;
                 for (int r : f.cache_rows) sets += r >= 0;
-                const std::string norm = f.norm >= 0 ? "RMS_NORM + MUL + " : "";
-                if (f.glu >= 0) return norm + "MUL_MAT x2 + GLU";
-                if (f.add >= 0) return norm + "MUL_MAT + ADD";
-                if (f.mats.size() == 1 && ropes == 0 && sets == 0) return norm.empty() ? "" : norm + "MUL_MAT";
-                return norm + "MUL_MAT x" + std::to_string(f.mats.size()) + (ropes > 0 ? " + ROPE x" + std::to_string(ropes) : "") +
+                if (f.glu >= 0) return "MUL_MAT x2 + GLU";
+                if (f.add >= 0) return "MUL_MAT + ADD";
+                if (f.mats.size() == 1 && ropes == 0 && sets == 0) return "";
+                return "MUL_MAT x" + std::to_string(f.mats.size()) + (ropes > 0 ? " + ROPE x" + std::to_string(ropes) : "") +
                        (sets > 0 ? " + SET_ROWS x" + std::to_string(sets) : "");
             }
             case cuda::Fusion::Kind::none: break;

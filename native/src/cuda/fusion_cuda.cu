@@ -279,58 +279,11 @@ Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
     return f;
 }
 
-// RMS_NORM (node i) and its MUL (nm.mul), then products of the MUL's output: the products' group, with
-// the norm computed in its kernel. The kernel's blocks read the norm's input and weight row while others
-// write the group's outputs and the norm's and MUL's outputs: none of them may meet another (the MUL may
-// be in place over the norm: one thread writes an element of both, in order).
-Fusion plan_norm_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, const Fusion& nm) {
-    const ggml_tensor* norm = ggml_graph_node(graph, i);
-    const ggml_tensor* mul = ggml_graph_node(graph, nm.mul);
-    const ggml_tensor* x = norm->src[0];
-    const ggml_tensor* w = mul->src[1];
-    const auto aligned = [](const ggml_tensor* t) { return reinterpret_cast<uintptr_t>(t->data) % 16 == 0; };  // 16-byte loads, stores
-    if (!is_f32(x) || !ggml_is_contiguous(x) || !ggml_is_contiguous(norm) || !ggml_is_contiguous(mul) || norm->ne[0] > kGemvNormMaxK ||
-        norm->ne[1] * norm->ne[2] * norm->ne[3] != 1 || !aligned(x) || !aligned(w) || !aligned(norm) || !aligned(mul))
-        return {};
-    std::vector<uint8_t> after = done;
-    after[size_t(i)] = after[size_t(nm.mul)] = 1;
-    const int k = next_compute(graph, nm.mul, after);
-    if (k < 0) return {};
-    const ggml_tensor* lead = ggml_graph_node(graph, k);
-    if (!takes_gemv(lead) || lead->src[1] != mul) return {};
-    Fusion f = plan_gemv(graph, k, after);
-    std::vector<Range> read = {range_of(x), range_of(w)}, written = {range_of(norm), range_of(mul)};
-    if (norm->data != mul->data && written[0].overlaps(written[1])) return {};
-    for (const Range& r : written)
-        for (const Range& o : read)
-            if (r.overlaps(o)) return {};
-    std::vector<int> outputs = f.mats;
-    for (int r : f.ropes)
-        if (r >= 0) outputs.push_back(r);
-    for (int j : {f.add, f.glu})
-        if (j >= 0) outputs.push_back(j);
-    for (int j : outputs) {
-        const Range out = range_of(ggml_graph_node(graph, j));
-        for (const Range& o : read)
-            if (out.overlaps(o)) return {};
-        for (const Range& o : written)
-            if (out.overlaps(o)) return {};
-    }
-    f.norm = i;
-    f.mul = nm.mul;
-    return f;
-}
-
 }  // namespace
 
 Fusion plan_fusion(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
     const ggml_tensor* node = ggml_graph_node(graph, i);
-    if (node->op == GGML_OP_RMS_NORM) {
-        const Fusion nm = plan_norm_mul(graph, i, done);
-        if (nm.kind == Fusion::Kind::none) return nm;
-        const Fusion g = plan_norm_gemv(graph, i, done, nm);
-        return g.kind == Fusion::Kind::gemv ? g : nm;
-    }
+    if (node->op == GGML_OP_RMS_NORM) return plan_norm_mul(graph, i, done);
     if (takes_gemv(node)) return plan_gemv(graph, i, done);
     return {};
 }

@@ -7,8 +7,6 @@
 //   writes its output's memory (ggml's allocator reuses memory);
 // - two such MUL_MATs of the same rows (gate and up) and the SWIGLU of their outputs: the warp that
 //   computes row m of both writes the SWIGLU's row m too;
-// - RMS_NORM, its MUL, then such MUL_MATs of the MUL's output (with whatever joins them): every block
-//   of the products' kernel computes the norm of the row it reads anyway, one launch less a layer twice;
 // - one such MUL_MAT, then an ADD of its output and a residual: the sum in the same pass;
 // - a ROPE (normal mode, one token) of such a MUL_MAT's output (Q and K of a decode step): the kernel
 //   rotates the pairs of rows it computed and writes the ROPE's output too; a later product whose
@@ -34,8 +32,7 @@ struct Fusion {
     std::vector<int> cache_rows;     // gemv: per MUL_MAT, the fused SET_ROWS of its final output or -1
     int add = -1;           // gemv: the fused ADD (only with one MUL_MAT)
     int glu = -1;           // gemv: the fused SWIGLU (two MUL_MATs, mats[0] its silu operand)
-    int mul = -1;           // norm_mul, and gemv with `norm`: the MUL
-    int norm = -1;          // gemv: the RMS_NORM whose MUL's output the products read, or -1
+    int mul = -1;           // norm_mul: the MUL
 };
 
 // What to run with node i; `done` marks the nodes already run (moved forward or fused).

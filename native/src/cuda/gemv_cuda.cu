@@ -8,8 +8,6 @@
 // Llama-3-8B layer) kept only 4 warps on an SM and read its weights at 0.8 TB/s on the H200.
 #include <cuda_fp16.h>
 
-#include <algorithm>
-
 #include "cuda_check.h"
 #include "gemv_cuda.h"
 #include "launch_cuda.h"
@@ -30,118 +28,47 @@ __device__ __forceinline__ void prefetch_l2(const __half* p) { asm volatile("pre
 
 __device__ __forceinline__ float as_f16(float v) { return __half2float(__float2half_rn(v)); }
 
-// The group's activation from the norm's input (GemvNorm) into `staged` as f16. The row and the weight
-// row come in with one round of loads (kNormVec 16-byte loads of each a thread); the sums of squares
-// follow the RMS_NORM kernel's order: its thread vt (of n.threads) sums elements vt, vt + threads, ... in
-// order, its warps reduce by the same shuffles and their sums are added in warp order; here each warp
-// takes the place of every kWarps-th of those warps, reading the row from shared memory.
-constexpr int kNormVec = int(kGemvNormMaxK / (4 * kWarps * 32));
-
-__device__ __forceinline__ void stage_norm(const GemvNorm& n, int K, uint4* staged) {
-    __shared__ float partial[32];
-    float* row = reinterpret_cast<float*>(staged);
-    const int t = threadIdx.x, lane = t % 32, warp = t / 32, quads = K / 4;
-    float4 xv[kNormVec], wv[kNormVec];
+__global__ void __launch_bounds__(kWarps * 32, 4) gemv_kernel(GemvGroup g) {
+    // The block's product: parts are laid out one after the other over the grid (at most kMaxParts).
+    GemvPart part = g.part[0];
 #pragma unroll
-    for (int i = 0; i < kNormVec; ++i) {
-        const int q = t + i * kWarps * 32;
-        xv[i] = wv[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (q < quads) {
-            xv[i] = __ldg(reinterpret_cast<const float4*>(n.x) + q);
-            wv[i] = __ldg(reinterpret_cast<const float4*>(n.w) + q);
-        }
-    }
-#pragma unroll
-    for (int i = 0; i < kNormVec; ++i) {
-        const int q = t + i * kWarps * 32;
-        if (q < quads) reinterpret_cast<float4*>(row)[q] = xv[i];
-    }
-    __syncthreads();
-    for (int base = warp * 32; base < n.threads; base += kWarps * 32) {
-        float sum = 0.0f;
-        for (int c = base + lane; c < K; c += n.threads) sum += row[c] * row[c];
-        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-        if (lane == 0) partial[base / 32] = sum;
-    }
-    __syncthreads();  // every read of `row` done: the f16 activation takes its place
-    float total = 0.0f;
-    for (int i = 0; i < n.threads / 32; ++i) total += partial[i];
-    const float scale = rsqrtf(total / float(K) + n.eps);
-    __half2* act = reinterpret_cast<__half2*>(staged);
-#pragma unroll
-    for (int i = 0; i < kNormVec; ++i) {
-        const int q = t + i * kWarps * 32;
-        if (q >= quads) continue;
-        const float4 y = make_float4(xv[i].x * scale, xv[i].y * scale, xv[i].z * scale, xv[i].w * scale);
-        const float4 m = make_float4(y.x * wv[i].x, y.y * wv[i].y, y.z * wv[i].z, y.w * wv[i].w);
-        act[2 * q] = __floats2half2_rn(m.x, m.y);
-        act[2 * q + 1] = __floats2half2_rn(m.z, m.w);
-        if ((q / 8) % int(gridDim.x) == int(blockIdx.x)) {  // the outputs, 32 values a block (in place: norm first)
-            reinterpret_cast<float4*>(n.norm)[q] = y;
-            reinterpret_cast<float4*>(n.mul)[q] = m;
-        }
-    }
-    __syncthreads();
-}
-
-// Row block rb of the group: its product, first row and weight rows, and this warp's quarter of K.
-struct RowBlock {
-    GemvPart part;
-    int64_t m0, c0, c1;
-    const __half* w[kRows];
-
-    __device__ __forceinline__ RowBlock(const GemvGroup& g, unsigned rb) {
-        // Parts are laid out one after the other over the row blocks (at most kMaxParts).
-        part = g.part[0];
-#pragma unroll
-        for (int i = 1; i < GemvGroup::kMaxParts; ++i)
-            if (!g.paired && i < g.n && rb >= g.part[i].first_block) part = g.part[i];
-        const int64_t M = part.M;
-        m0 = g.paired ? int64_t(rb) * (kRows / 2) : int64_t(rb - part.first_block) * kRows;
-        // Row r's weights; rows past M read row M - 1 and are not written.
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-            const bool up = g.paired && r >= kRows / 2;
-            const int64_t m = min(m0 + (g.paired ? r % (kRows / 2) : r), M - 1);
-            w[r] = up ? g.part[1].w + size_t(m) * g.part[1].ldw : part.w + size_t(m) * part.ldw;
-        }
-        const int warp = threadIdx.x / 32;
-        const int64_t chunks = g.K / kChunk;
-        c0 = chunks * warp / kWarps;
-        c1 = chunks * (warp + 1) / kWarps;
-    }
-};
-
-template <bool kNorm>
-__device__ __forceinline__ void compute_rows(const GemvGroup& g, const RowBlock& b, const uint4* staged) {
-    const GemvPart& part = b.part;
-    const int64_t M = part.M, m0 = b.m0;
+    for (int i = 1; i < GemvGroup::kMaxParts; ++i)
+        if (!g.paired && i < g.n && blockIdx.x >= g.part[i].first_block) part = g.part[i];
+    const int64_t K = g.K, M = part.M;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int64_t m0 = g.paired ? int64_t(blockIdx.x) * (kRows / 2) : int64_t(blockIdx.x - part.first_block) * kRows;
+    // Row r's weights; rows past M read row M - 1 and are not written.
+    const __half* w[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+        const bool up = g.paired && r >= kRows / 2;
+        const int64_t m = min(m0 + (g.paired ? r % (kRows / 2) : r), M - 1);
+        w[r] = up ? g.part[1].w + size_t(m) * g.part[1].ldw : part.w + size_t(m) * part.ldw;
+    }
+    // This warp's quarter of K, in chunks of 8.
+    const int64_t chunks = K / kChunk, c0 = chunks * warp / kWarps, c1 = chunks * (warp + 1) / kWarps;
+    // The weights are no kernel's output: their first steps come into L2 while the kernel before this one
+    // finishes (launch_cuda.h); the activation is read only after it has.
+#pragma unroll
+    for (int i = 0; i < kPrefetchSteps; ++i) {
+        const int64_t c = c0 + lane + 32 * i;
+        if (c < c1)
+#pragma unroll
+            for (int r = 0; r < kRows; ++r) prefetch_l2(w[r] + c * kChunk);
+    }
+    wait_for_previous();
+    let_next_start();
     const float* x = g.x;
     float acc[kRows] = {};
 #pragma unroll 2
-    for (int64_t c = b.c0 + lane; c < b.c1; c += 32) {
+    for (int64_t c = c0 + lane; c < c1; c += 32) {
         const int64_t k = c * kChunk;
         uint4 v[kRows];
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) v[r] = load_streaming(b.w[r] + k);
-        float xv[8];
-        if constexpr (kNorm) {
-            const uint4 packed = staged[c];
-            const __half2* h = reinterpret_cast<const __half2*>(&packed);
+        for (int r = 0; r < kRows; ++r) v[r] = load_streaming(w[r] + k);
+        const float4 x0 = __ldg(reinterpret_cast<const float4*>(x + k)), x1 = __ldg(reinterpret_cast<const float4*>(x + k + 4));
+        const float xv[8] = {as_f16(x0.x), as_f16(x0.y), as_f16(x0.z), as_f16(x0.w), as_f16(x1.x), as_f16(x1.y), as_f16(x1.z), as_f16(x1.w)};
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const float2 f = __half22float2(h[i]);
-                xv[2 * i] = f.x;
-                xv[2 * i + 1] = f.y;
-            }
-        } else {
-            const float4 x0 = __ldg(reinterpret_cast<const float4*>(x + k)), x1 = __ldg(reinterpret_cast<const float4*>(x + k + 4));
-            const float f[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-#pragma unroll
-            for (int i = 0; i < 8; ++i) xv[i] = as_f16(f[i]);
-        }
-        #pragma unroll
         for (int r = 0; r < kRows; ++r) {
             const __half2* h = reinterpret_cast<const __half2*>(&v[r]);
 #pragma unroll
@@ -208,47 +135,7 @@ __device__ __forceinline__ void compute_rows(const GemvGroup& g, const RowBlock&
     }
 }
 
-// Without a norm, one block per row block. With one, each block first computes the activation and then
-// takes row blocks rb, rb + gridDim.x, ... (a grid of the blocks that fit at once): a block per row block
-// would repeat that start a wave at a time (gate and up: 3584 row blocks, 4 blocks an SM), which made the
-// two products twice as slow.
-template <bool kNorm>
-__global__ void __launch_bounds__(kWarps * 32, 4) gemv_kernel(GemvGroup g) {
-    extern __shared__ uint4 staged[];  // kNorm: the activation in f16 (first the norm's input row in f32)
-    {
-        // The weights are no kernel's output: the first steps of the block's first rows come into L2 while
-        // the kernel before this one finishes (launch_cuda.h); the activation is read only after it has.
-        const RowBlock b(g, blockIdx.x);
-        const int lane = threadIdx.x % 32;
-#pragma unroll
-        for (int i = 0; i < kPrefetchSteps; ++i) {
-            const int64_t c = b.c0 + lane + 32 * i;
-            if (c < b.c1)
-#pragma unroll
-                for (int r = 0; r < kRows; ++r) prefetch_l2(b.w[r] + c * kChunk);
-        }
-    }
-    wait_for_previous();
-    let_next_start();
-    if constexpr (kNorm) {
-        stage_norm(g.norm, int(g.K), staged);
-        for (unsigned rb = blockIdx.x; rb < g.row_blocks; rb += gridDim.x) {
-            compute_rows<true>(g, RowBlock(g, rb), staged);
-            __syncthreads();  // the row sums' shared memory, before the next row block writes it
-        }
-    } else {
-        compute_rows<false>(g, RowBlock(g, blockIdx.x), nullptr);
-    }
-}
-
 }  // namespace
-
-unsigned gemv_norm_blocks_per_sm() {
-    int n = 0;
-    if (!MUSTAFAR_CUDA_OK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, gemv_kernel<true>, kWarps * 32, size_t(kGemvNormMaxK) * 4)))
-        return 1;
-    return unsigned(n > 0 ? n : 1);
-}
 
 bool gemv_shape_ok(const void* w, size_t ldw, int64_t K, const float* x) {
     return K > 0 && K % 8 == 0 && ldw % 8 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
@@ -268,16 +155,7 @@ bool gemv_f16(const GemvGroup& group, cudaStream_t stream) {
         }
     }
     if (blocks == 0) return true;
-    g.row_blocks = unsigned(blocks);
-    if (g.norm.x != nullptr) {
-        const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-        if (g.K > kGemvNormMaxK || g.norm.threads % 32 != 0 || g.norm.threads > 1024 || g.norm_grid == 0 || !aligned(g.norm.x) ||
-            !aligned(g.norm.w) || !aligned(g.norm.norm) || !aligned(g.norm.mul))
-            return false;
-        launch_kernel(gemv_kernel<true>, unsigned(std::min<int64_t>(blocks, g.norm_grid)), kWarps * 32, size_t(g.K) * 4, stream, g);
-    } else {
-        launch_kernel(gemv_kernel<false>, unsigned(blocks), kWarps * 32, 0, stream, g);
-    }
+    launch_kernel(gemv_kernel, unsigned(blocks), kWarps * 32, 0, stream, g);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 

@@ -50,20 +50,6 @@ struct GemvPart {
     unsigned first_block = 0;  // set by gemv_f16
 };
 
-// The RMS_NORM and the MUL by a weight row that make a group's activation (fusion_cuda.h): every block
-// computes them from the norm's input row, in the RMS_NORM kernel's order of sums (`threads`, its block
-// size for K: compute_cuda.cu), so that the result is the unfused one bit for bit, and keeps the
-// activation in shared memory as f16. Both outputs are written too, spread over the blocks.
-struct GemvNorm {
-    const float* x = nullptr;  // the RMS_NORM's input row of K values
-    const float* w = nullptr;  // the MUL's weight row
-    float* norm = nullptr;
-    float* mul = nullptr;
-    float eps = 0.0f;
-    int threads = 0;
-};
-constexpr int64_t kGemvNormMaxK = 4096;  // rows a block loads in one round (gemv_cuda.cu)
-
 // Products of one activation x of K values, one launch (the Q, K and V projections of a decode step read
 // the same normed activation). The activation is rounded to f16 first, as on the cuBLAS path and in ggml's
 // CPU backend, and the products summed in f32.
@@ -77,15 +63,10 @@ struct GemvGroup {
     // receives silu(part 0's y) * part 1's y: the SWIGLU that follows them, in the same pass.
     bool paired = false;
     float* glu = nullptr;
-    GemvNorm norm;  // when norm.x is set, x is the MUL's output, computed by the kernel
-    unsigned norm_grid = 0;   // with norm.x: the most blocks of a launch (SMs x gemv_norm_blocks_per_sm())
-    unsigned row_blocks = 0;  // set by gemv_f16
 };
 
 // Needs K and ldw multiples of 8, w and x 16-byte aligned.
 bool gemv_shape_ok(const void* w, size_t ldw, int64_t K, const float* x);
 bool gemv_f16(const GemvGroup& group, cudaStream_t stream);
-// Blocks of a norm-computing launch that fit on an SM at once.
-unsigned gemv_norm_blocks_per_sm();
 
 }  // namespace mustafar::cuda
