@@ -92,6 +92,7 @@ struct Backends {
     ggml_backend_reg_t reg;
     ggml_backend_dev_t dev;
     ggml_backend_t ours, cpu;
+    ggml_backend_t unfused = nullptr;  // the CUDA flavour without fusions (fusion_cuda.h)
 };
 
 struct Cache {
@@ -392,6 +393,62 @@ void test_state_round_trip(const Backends& b, std::mt19937_64& rng) {
     }
 }
 
+// Decode steps whose K and V come from 1-column MUL_MATs (f16 weights): the CUDA flavour's products'
+// kernel writes the rows into the stores' pool slots itself (fusion_cuda.h), placing them and compressing
+// to make room before it runs. The caches, their rows' states and an attention over them must be those of
+// the same steps on a backend without fusions, bit for bit. The CPU flavour leaves MUL_MAT to ggml.
+void test_products_into_store(const Backends& b, std::mt19937_64& rng) {
+    if (b.unfused == nullptr) {
+        std::printf("skip products written into the store: the %s flavour has no matrix work\n", mustafar_flavour());
+        return;
+    }
+    constexpr int64_t D = 64, heads = 2, E = 256, n = 12;
+    Cache fused, plain;
+    make_cache(fused, b, D, heads, n, 0.7, 2, 1, 1);  // pool: 1 x 2 + 1 = 3 rows, so writes compress
+    make_cache(plain, b, D, heads, n, 0.7, 2, 1, 1);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<uint16_t> wk(size_t(E * D * heads)), wv(wk.size());
+    for (auto& w : wk) w = mustafar::fp32_to_fp16(0.1f * normal(rng));
+    for (auto& w : wv) w = mustafar::fp32_to_fp16(0.1f * normal(rng));
+    for (int64_t cell = 0; cell < n; ++cell) {
+        std::vector<float> x(E);
+        for (float& v : x) v = normal(rng);
+        for (auto [backend, c] : {std::pair{b.ours, &fused}, std::pair{b.unfused, &plain}}) {
+            ggml_context* ctx = ggml_init({1 << 20, nullptr, true});
+            ggml_tensor* xt = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, E, 1, 1, 1);
+            ggml_tensor* wkt = ggml_new_tensor_4d(ctx, GGML_TYPE_F16, E, D * heads, 1, 1);
+            ggml_tensor* wvt = ggml_new_tensor_4d(ctx, GGML_TYPE_F16, E, D * heads, 1, 1);
+            ggml_tensor* idx = ggml_new_tensor_4d(ctx, GGML_TYPE_I64, 1, 1, 1, 1);
+            ggml_cgraph* g = ggml_new_graph(ctx);
+            ggml_build_forward_expand(g, ggml_set_rows(ctx, c->k, ggml_mul_mat(ctx, wkt, xt), idx));
+            ggml_build_forward_expand(g, ggml_set_rows(ctx, c->v, ggml_mul_mat(ctx, wvt, xt), idx));
+            ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(ctx, ggml_backend_dev_buffer_type(b.dev));
+            ggml_backend_tensor_set(xt, x.data(), 0, x.size() * 4);
+            ggml_backend_tensor_set(wkt, wk.data(), 0, wk.size() * 2);
+            ggml_backend_tensor_set(wvt, wv.data(), 0, wv.size() * 2);
+            ggml_backend_tensor_set(idx, &cell, 0, 8);
+            check(ggml_backend_graph_compute(backend, g) == GGML_STATUS_SUCCESS, "K and V products written into the store compute");
+            ggml_backend_buffer_free(buf);
+            ggml_free(ctx);
+        }
+    }
+    bool states = true;
+    for (int64_t r = 0; r < n; ++r)
+        states = states && store(fused.k).state(r) == store(plain.k).state(r) && store(fused.v).state(r) == store(plain.v).state(r);
+    check(states && store(fused.k).compressed_rows() == n - 3, "products into the store: the rows' states as unfused (3 dense)");
+    for (auto [f, p] : {std::pair{fused.k, plain.k}, std::pair{fused.v, plain.v}}) {
+        std::vector<uint8_t> a(ggml_nbytes(f)), c(ggml_nbytes(p));
+        ggml_backend_tensor_get(f, a.data(), 0, a.size());
+        ggml_backend_tensor_get(p, c.data(), 0, c.size());
+        check(a == c, std::string("products into the store: ") + (f == fused.k ? "K" : "V") + " reads back as unfused, bit for bit");
+    }
+    std::vector<std::vector<bool>> visible(1, std::vector<bool>(n, true));
+    const std::vector<float> q(size_t(D * heads * 4), 0.1f);
+    const auto out_fused = attend(b, b.ours, fused.k, fused.v, D, heads, heads * 4, n, visible, q);
+    const auto out_plain = attend(b, b.ours, plain.k, plain.v, D, heads, heads * 4, n, visible, q);
+    check(out_fused == out_plain, "products into the store: attention over the cache as unfused, bit for bit");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -407,6 +464,11 @@ int main(int argc, char** argv) {
     b.dev = b.reg->iface.get_device(b.reg, 0);
     b.ours = ggml_backend_dev_init(b.dev, nullptr);
     b.cpu = ggml_backend_cpu_init();
+    if (std::strcmp(mustafar_flavour(), "cuda") == 0) {
+        setenv("MUSTAFAR_NO_FUSION", "1", 1);
+        b.unfused = ggml_backend_dev_init(b.dev, nullptr);
+        unsetenv("MUSTAFAR_NO_FUSION");
+    }
 
     test_pruning(rng);
     test_attention_on_compressed(b, rng);
@@ -414,6 +476,7 @@ int main(int argc, char** argv) {
     test_window_across_layers(b, rng);
     test_pool_overflow(b, rng);
     test_state_round_trip(b, rng);
+    test_products_into_store(b, rng);
 
     mustafar_cache_config bad{0.95, 0.5, 32, 128, 128, 1, 512, 1};
     check(mustafar_set_cache_config(&bad) != 0 && std::strstr(mustafar_last_error(), "sparsity") != nullptr,
@@ -423,6 +486,7 @@ int main(int argc, char** argv) {
           "head size 12 is refused with a message");
 
     ggml_backend_free(b.ours);
+    if (b.unfused != nullptr) ggml_backend_free(b.unfused);
     ggml_backend_free(b.cpu);
     std::printf("%d of %d checks failed\n", g_failed, g_checks);
     return g_failed == 0 ? 0 : 1;

@@ -390,11 +390,18 @@ bool ComputeOps::mul_mat_vec(const GemvNodes& nodes) {
             if (set->type != GGML_TYPE_F16 || nodes.glu != nullptr || (rope != nullptr && g.part[i].rope.head_stride != g.part[i].rope.head_dim))
                 return false;
             GemvCacheRow& c = g.part[i].cache;
-            c.dst = static_cast<__half*>(set->data);
-            c.row_stride = set->nb[1] / 2;
-            c.rows = set->ne[1];
-            c.idx = set->src[1]->data;
-            c.idx64 = set->src[1]->type == GGML_TYPE_I64;
+            if (const StoreRow& placed = nodes.store_rows[i]; placed.dst != nullptr) {  // the row's pool slot
+                c.dst = static_cast<__half*>(placed.dst);
+                c.rows = 1;
+                c.slot_entry = placed.slot_entry;
+                c.slot = placed.slot;
+            } else {
+                c.dst = static_cast<__half*>(set->data);
+                c.row_stride = set->nb[1] / 2;
+                c.rows = set->ne[1];
+                c.idx = set->src[1]->data;
+                c.idx64 = set->src[1]->type == GGML_TYPE_I64;
+            }
         }
     }
     if (nodes.add != nullptr) {  // the residual ADD that follows the last product

@@ -6,6 +6,14 @@
 
 namespace mustafar::cuda {
 
+// Where a decode step's row goes in a Mustafar store's pool (place_store_row in flavour_cuda.h): the
+// slot's dense row, and the row's slot-table entry to set.
+struct StoreRow {
+    void* dst = nullptr;
+    int32_t* slot_entry = nullptr;
+    int32_t slot = -1;
+};
+
 // MUL_MATs that take the matrix-vector kernel and share their activation, with the nodes computed in the
 // same launch (fusion_cuda.h).
 struct GemvNodes {
@@ -17,6 +25,7 @@ struct GemvNodes {
     const ggml_tensor* ropes[kMax] = {};    // per product, a ROPE (normal mode) of its output, or null
     bool rope_only[kMax] = {};              // per product: only its ROPE's output is written (nothing reads its own)
     const ggml_tensor* cache_rows[kMax] = {};  // per product, a SET_ROWS of its final output into an f16 cache, or null
+    StoreRow store_rows[kMax];  // per product whose SET_ROWS writes into a store: its placed row (else dst null)
 };
 
 // The non-KV ops of one stream (compute_cuda.cu); owns the stream's cuBLAS handle and scratch memory.

@@ -169,15 +169,27 @@ private:
                     done_[j] = 1;
                     return node;
                 };
+                std::vector<const ggml_tensor*> alone;  // store writes the kernel cannot take: run after it
+                bool placed = true;
                 for (size_t m = 0; m < f.mats.size(); ++m) {
                     g.mats[m] = take(f.mats[m]);
                     g.ropes[m] = take(f.ropes.size() > m ? f.ropes[m] : -1);
                     g.rope_only[m] = f.rope_only.size() > m && f.rope_only[m] != 0;
                     g.cache_rows[m] = take(f.cache_rows.size() > m ? f.cache_rows[m] : -1);
+                    if (g.cache_rows[m] == nullptr || kv::store_of(g.cache_rows[m]) == nullptr) continue;
+                    switch (cuda::place_store_row(g.cache_rows[m], kv_, g.store_rows[m])) {
+                        case cuda::Placement::yes: break;
+                        case cuda::Placement::no:
+                            alone.push_back(g.cache_rows[m]);
+                            g.cache_rows[m] = nullptr;
+                            break;
+                        case cuda::Placement::failed: placed = false; break;
+                    }
                 }
                 g.add = take(f.add);
                 g.glu = take(f.glu);
-                launched = ops_->mul_mat_vec(g);
+                launched = placed && ops_->mul_mat_vec(g);
+                for (const ggml_tensor* set : alone) launched = launched && cuda::set_rows(set, kv_);
                 break;
             }
             case cuda::Fusion::Kind::none: break;

@@ -7,6 +7,7 @@
 #include "../ggml_abi.h"
 #include "../kv/window.h"
 #include "attention_decode.h"
+#include "compute_cuda.h"
 #include "store_cuda.h"
 
 namespace mustafar::cuda {
@@ -50,6 +51,12 @@ struct KvPathContext {
 
 // Kernels (kernels_cuda.cu); each launches on the stream and returns false on a launch error.
 bool set_rows(const ggml_tensor* node, KvPathContext& ctx);
+// A SET_ROWS of one whole row into a Mustafar store whose row another kernel computes (fusion_cuda.h):
+// places the row in the pool as set_rows would and launches the compressions that make room, leaving
+// the row and its slot-table entry to that kernel (`out`, with yes). no: nothing changed, the node is
+// not one whole row of a store and runs on its own; failed: a launch error (logged).
+enum class Placement { yes, no, failed };
+Placement place_store_row(const ggml_tensor* node, KvPathContext& ctx, StoreRow& out);
 bool copy(const ggml_tensor* node, cudaStream_t stream);
 bool flash_attn_ext(const ggml_tensor* node, KvPathContext& ctx);
 }  // namespace mustafar::cuda

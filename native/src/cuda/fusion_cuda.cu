@@ -4,7 +4,6 @@
 #include <cstdint>
 #include <utility>
 
-#include "../kv/view.h"
 #include "compute_cuda.h"
 #include "gemv_cuda.h"
 
@@ -210,8 +209,10 @@ void plan_reusing_products(ggml_cgraph* graph, int i, const std::vector<uint8_t>
     });
 }
 
-// SET_ROWS of one row of a product's final output (its ROPE's, or its own where it has none and no ADD)
-// into an f16 cache that is no Mustafar store: the kernel stores the row's values as it computes them.
+// SET_ROWS of one row of a product's final output (its ROPE's, or its own where it has none; then no ADD
+// joins) into an f16 cache: the kernel stores the row's values as it computes them. Into a Mustafar store
+// the executor places the row first (place_store_row), or runs the SET_ROWS after the kernel where it
+// cannot.
 void plan_cache_rows(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fusion& f) {
     f.cache_rows.assign(f.mats.size(), -1);
     std::vector<int> moved = f.mats;
@@ -238,7 +239,7 @@ void plan_cache_rows(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done
         const int64_t values = out->ne[0] * out->ne[1] * out->ne[2] * out->ne[3];
         const bool one_row = src->ne[0] == values && src->ne[1] * src->ne[2] * src->ne[3] == 1;
         if (!one_row || src->data != out->data || !ggml_is_contiguous(src) || !ggml_is_contiguous(out) || set->type != GGML_TYPE_F16 ||
-            set->nb[0] != 2 || set->ne[0] != values || kv::store_of(set) != nullptr || (idx->type != GGML_TYPE_I64 && idx->type != GGML_TYPE_I32) ||
+            set->nb[0] != 2 || set->ne[0] != values || (idx->type != GGML_TYPE_I64 && idx->type != GGML_TYPE_I32) ||
             idx->data == nullptr || range_of(set).overlaps(x) || !can_move_forward(graph, i, k, done, moved))
             continue;
         bool clear = true;

@@ -12,8 +12,9 @@
 //   rotates the pairs of rows it computed and writes the ROPE's output too; a later product whose
 //   output reuses the memory of such a MUL_MAT's output joins too when nothing else reads that output,
 //   which is then left unwritten (V, in llama.cpp's graph after the roped Q, in Q's memory);
-// - a SET_ROWS of one row of such a group's final output (a ROPE's, or a product's own) into an f16 cache
-//   that is no Mustafar store: the decode step's K and V into a dense cache, stored as they are computed.
+// - a SET_ROWS of one row of such a group's final output (a ROPE's, or a product's own) into an f16 cache:
+//   the decode step's K and V, stored as they are computed (into a Mustafar store's pool slot that the
+//   host places first).
 // MUSTAFAR_NO_FUSION in the environment turns it off (for comparisons).
 #pragma once
 #include <cstdint>

@@ -129,8 +129,9 @@ __global__ void __launch_bounds__(kWarps * 32, 4) gemv_kernel(GemvGroup g) {
         }
         const GemvCacheRow& cr = part.cache;
         if (cr.dst != nullptr) {
-            const int64_t row = cr.idx64 ? *static_cast<const int64_t*>(cr.idx) : *static_cast<const int32_t*>(cr.idx);
+            const int64_t row = cr.idx == nullptr ? 0 : cr.idx64 ? *static_cast<const int64_t*>(cr.idx) : *static_cast<const int32_t*>(cr.idx);
             if (row >= 0 && row < cr.rows) cr.dst[size_t(row) * cr.row_stride + size_t(m)] = __float2half_rn(out);
+            if (cr.slot_entry != nullptr && m == 0) *cr.slot_entry = cr.slot;
         }
     }
 }

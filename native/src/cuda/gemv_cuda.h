@@ -29,13 +29,16 @@ struct GemvRope {
 };
 
 // A SET_ROWS of one row, the part's final output (its ROPE's, where it has one), into an f16 cache (a
-// decode step's K or V): element m to dst[row * row_stride + m], row read from idx[0] on the device.
+// decode step's K or V): element m to dst[row * row_stride + m], row read from idx[0] on the device; or,
+// without idx, to dst[m] (a Mustafar store's pool slot, placed by the host), setting *slot_entry = slot.
 struct GemvCacheRow {
     __half* dst = nullptr;
     size_t row_stride = 0;  // in halves
     int64_t rows = 0;       // rows outside [0, rows) are not written, as SET_ROWS does
     const void* idx = nullptr;
     bool idx64 = false;
+    int32_t* slot_entry = nullptr;
+    int32_t slot = -1;
 };
 
 struct GemvPart {

@@ -328,6 +328,32 @@ bool set_rows_into_store(const ggml_tensor* node, kv::KvStore& store, KvPathCont
 
 }  // namespace
 
+Placement place_store_row(const ggml_tensor* node, KvPathContext& ctx, StoreRow& out) {
+    kv::KvStore* store = kv::store_of(node);
+    if (store == nullptr || node->src[0]->ne[0] != int64_t(store->dense_row_bytes() / 2)) return Placement::no;
+    int writes = 0;
+    int64_t row = -1;
+    bool whole = true;
+    const bool read = with_host_bytes(node->src[1], ctx, [&](const char* idx) {
+        kv::for_each_store_write(node, *store, idx, [&](size_t, kv::RowHead at) {
+            ++writes;
+            row = at.row;
+            whole = whole && at.head == 0;
+        });
+    });
+    if (!read) return Placement::failed;
+    if (writes != 1 || !whole) return Placement::no;
+    // As StoreWriter with one row: place it, then the queued compressions (one may free the slot it takes).
+    DeviceStore& device = device_of(*store);
+    const int32_t slot = store->place_row(row);
+    device.forget_slot_change(row);  // the computing kernel sets it
+    if (!device.flush(ctx.stream, ctx.arena)) return Placement::failed;
+    out.dst = store->pool() + size_t(slot) * store->dense_row_bytes();
+    out.slot_entry = device.slot_table() + row;
+    out.slot = slot;
+    return Placement::yes;
+}
+
 bool set_rows(const ggml_tensor* node, KvPathContext& ctx) {
     if (kv::KvStore* store = kv::store_of(node)) return set_rows_into_store(node, *store, ctx);
     const ggml_tensor* src = node->src[0];
