@@ -37,5 +37,14 @@ for round in $(seq "${ROUNDS:-2}"); do
     done
   done
 done | tee "$OUT/e2e-libs.txt"
+# Each library's mean step time at each point, over the runs that finished.
+awk -F'|' '$1 ~ / rc=0 / {
+  split($1, w, " "); n = split(w[1], p, "-"); point = p[1]
+  for (i = 2; i <= n - 2; ++i) point = point "-" p[i]
+  key = point " " p[n - 1]; sum[key] += $(NF - 1); count[key]++
+  if (!(key in seen)) { seen[key] = 1; order[++keys] = key }
+}
+END { print "mean ms per step (point, library: mean over runs)"; for (i = 1; i <= keys; ++i) printf "%s: %.2f over %d\n", order[i], sum[order[i]] / count[order[i]], count[order[i]] }' \
+  "$OUT/e2e-libs.txt" | tee -a "$OUT/e2e-libs.txt"
 cp "$OUT/lib-$COMMIT.so" "$lib_dir/libggml-mustafar.so"
 rm -f "$OUT"/lib-*.so
