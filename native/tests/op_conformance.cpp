@@ -473,7 +473,8 @@ int main(int argc, char** argv) {
     const int n_threads = 3;
     ggml_backend_cpu_set_n_threads(cpu, n_threads);
     using SetThreads = void (*)(ggml_backend_t, int);
-    reinterpret_cast<SetThreads>(reg->iface.get_proc_address(reg, "ggml_backend_set_n_threads"))(ours, n_threads);
+    const auto set_threads = reinterpret_cast<SetThreads>(reg->iface.get_proc_address(reg, "ggml_backend_set_n_threads"));
+    set_threads(ours, n_threads);
     ggml_backend_buffer_type_t our_buft = ggml_backend_dev_buffer_type(dev);
     // The same device without fusions (fusion_cuda.h): fused launches must give the unfused results bit
     // for bit.
@@ -483,7 +484,7 @@ int main(int argc, char** argv) {
         setenv("MUSTAFAR_NO_FUSION", "1", 1);
         unfused = ggml_backend_dev_init(dev, nullptr);
         unsetenv("MUSTAFAR_NO_FUSION");
-        reinterpret_cast<SetThreads>(reg->iface.get_proc_address(reg, "ggml_backend_set_n_threads"))(unfused, n_threads);
+        set_threads(unfused, n_threads);
     }
 
     std::vector<Case> cases;

@@ -46,6 +46,20 @@ bool contains(const std::vector<int>& v, int x) {
     return false;
 }
 
+// visit(k, node) for the nodes after i that do work and have not run, at most kLookahead of them, in
+// order, until it returns false.
+template <typename Visit>
+void scan_ahead(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Visit&& visit) {
+    const int n = ggml_graph_n_nodes(graph);
+    int scanned = 0;
+    for (int k = i + 1; k < n && scanned < kLookahead; ++k) {
+        const ggml_tensor* node = ggml_graph_node(graph, k);
+        if (is_view_op(node->op) || done[k]) continue;
+        ++scanned;
+        if (!visit(k, node)) return;
+    }
+}
+
 // Node k can run at i's place: no node between them that is still to run touches k's output, or
 // writes what k reads.
 bool can_move_forward(ggml_cgraph* graph, int i, int k, const std::vector<uint8_t>& done, const std::vector<int>& moved) {
@@ -111,17 +125,12 @@ void plan_glu(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fusio
 // (in place: the kernel writes the product's value, then the rotated one).
 void plan_ropes(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fusion& f) {
     f.ropes.assign(f.mats.size(), -1);
-    const int n = ggml_graph_n_nodes(graph);
     const Range x = range_of(ggml_graph_node(graph, f.mats[0])->src[1]);
     std::vector<int> moved = f.mats;
     for (size_t p = 0; p < f.mats.size(); ++p) {
         const ggml_tensor* product = ggml_graph_node(graph, f.mats[p]);
-        int scanned = 0;
-        for (int k = i + 1; k < n && scanned < kLookahead; ++k) {
-            const ggml_tensor* node = ggml_graph_node(graph, k);
-            if (is_view_op(node->op) || done[k]) continue;
-            ++scanned;
-            if (node->op != GGML_OP_ROPE || !rope_fits_gemv(product, node)) continue;
+        scan_ahead(graph, i, done, [&](int k, const ggml_tensor* node) {
+            if (node->op != GGML_OP_ROPE || !rope_fits_gemv(product, node)) return true;
             const Range out = range_of(node);
             bool clear = !out.overlaps(x);
             for (int m : f.mats) {
@@ -137,8 +146,8 @@ void plan_ropes(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fus
                 f.ropes[p] = k;
                 moved.push_back(k);
             }
-            break;  // the first ROPE of this product decides
-        }
+            return false;  // the first ROPE of this product decides
+        });
     }
 }
 
@@ -148,17 +157,12 @@ void plan_ropes(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fus
 template <typename Take>
 void scan_products(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, const std::vector<int>& moved, Take&& take) {
     const ggml_tensor* lead = ggml_graph_node(graph, i);
-    const int n = ggml_graph_n_nodes(graph);
-    int scanned = 0;
-    for (int k = i + 1; k < n && scanned < kLookahead; ++k) {
-        const ggml_tensor* node = ggml_graph_node(graph, k);
-        if (is_view_op(node->op) || done[k]) continue;
-        ++scanned;
+    scan_ahead(graph, i, done, [&](int k, const ggml_tensor* node) {
         if (contains(moved, k) || node->src[1] != lead->src[1] || !takes_gemv(node) || node->src[0]->ne[0] != lead->src[0]->ne[0] ||
             !can_move_forward(graph, i, k, done, moved))
-            continue;
-        if (!take(k)) return;
-    }
+            return true;
+        return take(k);
+    });
 }
 
 // Between nodes i and `over` (a later product that writes over it), the product's own output is read by its
@@ -223,31 +227,26 @@ void plan_cache_rows(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done
         finals.push_back(ggml_graph_node(graph, r >= 0 ? r : f.mats[p]));
     }
     const Range x = range_of(ggml_graph_node(graph, i)->src[1]);
-    const int n = ggml_graph_n_nodes(graph);
-    int scanned = 0;
-    for (int k = i + 1; k < n && scanned < kLookahead; ++k) {
-        const ggml_tensor* set = ggml_graph_node(graph, k);
-        if (is_view_op(set->op) || done[k]) continue;
-        ++scanned;
-        if (set->op != GGML_OP_SET_ROWS || contains(moved, k)) continue;
+    scan_ahead(graph, i, done, [&](int k, const ggml_tensor* set) {
+        if (set->op != GGML_OP_SET_ROWS || contains(moved, k)) return true;
         const ggml_tensor* src = set->src[0];
         const ggml_tensor* idx = set->src[1];
         size_t p = 0;
         while (p < finals.size() && root_of(src) != finals[p]) ++p;
-        if (p == finals.size() || f.cache_rows[p] >= 0) continue;
+        if (p == finals.size() || f.cache_rows[p] >= 0) return true;
         const ggml_tensor* out = finals[p];
         const int64_t values = out->ne[0] * out->ne[1] * out->ne[2] * out->ne[3];
         const bool one_row = src->ne[0] == values && src->ne[1] * src->ne[2] * src->ne[3] == 1;
         if (!one_row || src->data != out->data || !ggml_is_contiguous(src) || !ggml_is_contiguous(out) || set->type != GGML_TYPE_F16 ||
             set->nb[0] != 2 || set->ne[0] != values || (idx->type != GGML_TYPE_I64 && idx->type != GGML_TYPE_I32) ||
             idx->data == nullptr || range_of(set).overlaps(x) || !can_move_forward(graph, i, k, done, moved))
-            continue;
-        bool clear = true;
-        for (size_t q = 0; q < finals.size(); ++q) clear = clear && !range_of(set).overlaps(range_of(finals[q]));
-        if (!clear) continue;
+            return true;
+        for (const ggml_tensor* final_out : finals)
+            if (range_of(set).overlaps(range_of(final_out))) return true;
         f.cache_rows[p] = k;
         moved.push_back(k);
-    }
+        return true;
+    });
 }
 
 Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
