@@ -34,6 +34,17 @@ struct Registry {
     // Graphs the CUDA flavour replayed as CUDA graphs (replay_cuda.h); read by the tests through
     // get_proc_address("mustafar_graphs_replayed").
     std::atomic<uint64_t> graphs_replayed{0};
+    // Host-device copies through our buffers' get/set_tensor (the CUDA flavour): count, bytes and host
+    // nanoseconds, for the profile's account of the time between graphs (profile_cuda.h).
+    struct Copies {
+        std::atomic<uint64_t> count{0}, bytes{0}, ns{0};
+        void add(uint64_t n_bytes, uint64_t n_ns) {
+            count.fetch_add(1, std::memory_order_relaxed);
+            bytes.fetch_add(n_bytes, std::memory_order_relaxed);
+            ns.fetch_add(n_ns, std::memory_order_relaxed);
+        }
+    };
+    Copies uploads, downloads;
 
     void add_buffer(const Buffer* b);
     void remove_buffer(const Buffer* b);

@@ -8,7 +8,10 @@
 //                  [--decode-tokens 64] [--k-sparsity S] [--v-sparsity S] [--out FILE.md] [--title TEXT]
 // --generate-llama3-8b writes a Llama-3-8B-shaped F16 GGUF with random weights to PATH first (16 GB) unless
 // it exists. Prompts use the synthetic models' character vocabulary (one token per character).
+// The last three columns split the engine's generation steps (MustafarMetrics): their mean time, and in
+// it llama_decode's and sampling's.
 using System.Diagnostics;
+using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Text;
 using Microsoft.Extensions.AI;
@@ -72,6 +75,7 @@ try
     using var loggers = LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Warning)
         .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
     var rows = new List<string>();
+    using var steps = new StepTimes();
     var random = new Random(7);
     foreach (int batch in batches)
     {
@@ -92,12 +96,14 @@ try
         {
             string[] prompts = Enumerable.Range(0, batch).Select(_ => RandomText(random, context - decodeTokens - 64)).ToArray();
             var prompt = await RunAsync(client, prompts, 1);
+            steps.Reset();
             var gen = await RunAsync(client, prompts, decodeTokens);
+            var split = steps.Snapshot();
             double promptRate = prompt.InputTokens / prompt.Seconds;
             double genRate = gen.OutputTokens / gen.Seconds;
             double stepMs = 1000.0 * gen.Seconds / Math.Max(1, gen.OutputTokens / (double)batch);
             string row = string.Create(CultureInfo.InvariantCulture,
-                $"| {batch} | {Label(context)} | {prompt.InputTokens} | {prompt.Seconds:F2} | {promptRate:F0} | {gen.OutputTokens} | {gen.Seconds:F2} | {genRate:F1} | {stepMs:F2} |");
+                $"| {batch} | {Label(context)} | {prompt.InputTokens} | {prompt.Seconds:F2} | {promptRate:F0} | {gen.OutputTokens} | {gen.Seconds:F2} | {genRate:F1} | {stepMs:F2} | {split.StepMs:F3} | {split.DecodeMs:F3} | {split.SampleMs:F3} |");
             rows.Add(row);
             Console.WriteLine(row);
         }
@@ -109,8 +115,9 @@ try
         md.AppendLine(CultureInfo.InvariantCulture, $"# {title ?? "End-to-end throughput"}").AppendLine();
         md.AppendLine(CultureInfo.InvariantCulture, $"Model `{Path.GetFileName(model)}`, K sparsity {kSparsity}, V sparsity {vSparsity}, {decodeTokens} generated tokens per request. Program: `samples/Mustafar.Bench`.").AppendLine();
         md.AppendLine("Prompt phase: all prompts at once, one output token each. Generation phase: the same prompts again (cached prefixes), all requests decoding together; a step is one token for every request.").AppendLine();
-        md.AppendLine("| batch | context | prompt tokens | prompt s | prompt tok/s | generated tokens | generation s | generation tok/s | ms per step |");
-        md.AppendLine("|---|---|---|---|---|---|---|---|---|");
+        md.AppendLine("The last three columns: the engine's generation steps (every token of the step a generated one; `MustafarMetrics`), mean ms: the whole step, its llama_decode call, its sampling.").AppendLine();
+        md.AppendLine("| batch | context | prompt tokens | prompt s | prompt tok/s | generated tokens | generation s | generation tok/s | ms per step | engine step ms | llama_decode ms | sampling ms |");
+        md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|");
         rows.ForEach(r => md.AppendLine(r));
         await File.WriteAllTextAsync(outFile, md.ToString());
     }
@@ -154,3 +161,68 @@ static async Task<Phase> RunAsync(IChatClient client, string[] prompts, int maxT
 }
 
 internal readonly record struct Phase(long InputTokens, long OutputTokens, double Seconds);
+
+internal readonly record struct StepSplit(long Steps, double StepMs, double DecodeMs, double SampleMs);
+
+/// <summary>Sums the engine's generation-step metrics since the last Reset.</summary>
+internal sealed class StepTimes : IDisposable
+{
+    private readonly MeterListener _listener = new();
+    private readonly Lock _lock = new();
+    private long _steps;
+    private double _step, _decode, _sample;
+
+    public StepTimes()
+    {
+        _listener.InstrumentPublished = (instrument, listener) =>
+        {
+            if (instrument.Meter.Name == MustafarMetrics.MeterName)
+            {
+                listener.EnableMeasurementEvents(instrument);
+            }
+        };
+        _listener.SetMeasurementEventCallback<double>(OnMeasurement);
+        _listener.Start();
+    }
+
+    public void Reset()
+    {
+        lock (_lock)
+        {
+            _steps = 0;
+            _step = _decode = _sample = 0;
+        }
+    }
+
+    public StepSplit Snapshot()
+    {
+        lock (_lock)
+        {
+            double n = Math.Max(1, _steps);
+            return new StepSplit(_steps, 1000 * _step / n, 1000 * _decode / n, 1000 * _sample / n);
+        }
+    }
+
+    private void OnMeasurement(Instrument instrument, double seconds, ReadOnlySpan<KeyValuePair<string, object?>> tags, object? state)
+    {
+        foreach (var tag in tags)
+        {
+            if (tag.Key == MustafarMetrics.StepKindTag && (string?)tag.Value != MustafarMetrics.GenerationStep)
+            {
+                return;
+            }
+        }
+
+        lock (_lock)
+        {
+            switch (instrument.Name)
+            {
+                case MustafarMetrics.StepDuration: _steps++; _step += seconds; break;
+                case MustafarMetrics.DecodeDuration: _decode += seconds; break;
+                case MustafarMetrics.SampleDuration: _sample += seconds; break;
+            }
+        }
+    }
+
+    public void Dispose() => _listener.Dispose();
+}

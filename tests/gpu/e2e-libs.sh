@@ -41,7 +41,7 @@ done | tee "$OUT/e2e-libs.txt"
 awk -F'|' '$1 ~ / rc=0 / {
   split($1, w, " "); n = split(w[1], p, "-"); point = p[1]
   for (i = 2; i <= n - 2; ++i) point = point "-" p[i]
-  key = point " " p[n - 1]; sum[key] += $(NF - 1); count[key]++
+  key = point " " p[n - 1]; sum[key] += $10; count[key]++
   if (!(key in seen)) { seen[key] = 1; order[++keys] = key }
 }
 END { print "mean ms per step (point, library: mean over runs)"; for (i = 1; i <= keys; ++i) printf "%s: %.2f over %d\n", order[i], sum[order[i]] / count[order[i]], count[order[i]] }' \

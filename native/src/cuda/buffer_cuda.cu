@@ -3,6 +3,7 @@
 // through get/set_tensor (is_host is false). Small uploads keep a host copy (shadows.h).
 #include <cuda_fp16.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -29,6 +30,23 @@ struct DeviceBuffer {
         registry().shadows.invalidate(base, size);
         if (base != nullptr) MUSTAFAR_CUDA_OK(cudaFree(base));
     }
+};
+
+// Counts a get/set_tensor call into the registry's copy totals when it returns.
+class Timed {
+public:
+    Timed(Registry::Copies& into, size_t bytes) : into_(into), bytes_(bytes), start_(std::chrono::steady_clock::now()) {}
+    ~Timed() {
+        const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_).count();
+        into_.add(bytes_, uint64_t(ns));
+    }
+    Timed(const Timed&) = delete;
+    Timed& operator=(const Timed&) = delete;
+
+private:
+    Registry::Copies& into_;
+    size_t bytes_;
+    std::chrono::steady_clock::time_point start_;
 };
 
 DeviceBuffer* of(ggml_backend_buffer_t b) { return static_cast<DeviceBuffer*>(b->context); }
@@ -85,6 +103,7 @@ void memset_tensor(ggml_backend_buffer_t, ggml_tensor* t, uint8_t value, size_t 
 }
 
 void set_tensor(ggml_backend_buffer_t b, ggml_tensor* t, const void* data, size_t offset, size_t size) {
+    const Timed timed(registry().uploads, size);
     if (kv::KvStore* store = kv::store_of(t)) {
         store_set(*store, t, data, offset, size);
         device_of(*store).flush_now();
@@ -108,6 +127,7 @@ void set_tensor(ggml_backend_buffer_t b, ggml_tensor* t, const void* data, size_
 }
 
 void get_tensor(ggml_backend_buffer_t, const ggml_tensor* t, void* data, size_t offset, size_t size) {
+    const Timed timed(registry().downloads, size);
     if (kv::KvStore* store = kv::store_of(t)) {
         store_get(*store, t, data, offset, size);
         return;

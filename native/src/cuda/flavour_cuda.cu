@@ -48,6 +48,7 @@ public:
         if (done_.size() != size_t(n)) {  // the graph's first node (finish() clears done_)
             done_.assign(size_t(n), 0);
             graph_ = graph;
+            if (profile_->enabled()) profile_->graph_begin(graph);
             if (dumps_left_ > 0) {
                 --dumps_left_;
                 dump(graph);
@@ -131,10 +132,10 @@ private:
         done_[index] = 1;
         ggml_tensor* node = ggml_graph_node(graph, index);
         const cuda::Fusion fusion = fuse_ ? cuda::plan_fusion(graph, index, done_) : cuda::Fusion{};
-        const std::string label = profile_->enabled() ? describe(fusion) : std::string();
-        if (profile_->enabled()) profile_->begin(node, stream_, label.empty() ? nullptr : label.c_str());
+        const std::string label = profile_->per_node() ? describe(fusion) : std::string();
+        if (profile_->per_node()) profile_->begin(node, stream_, label.empty() ? nullptr : label.c_str());
         const ggml_status status = fusion.kind == cuda::Fusion::Kind::none ? execute(node) : execute(graph, fusion);
-        if (profile_->enabled()) profile_->end(stream_);
+        if (profile_->per_node()) profile_->end(stream_);
         return status;
     }
 
@@ -271,7 +272,7 @@ private:
     bool ok_ = false;
     std::unique_ptr<cuda::ComputeOps> ops_;
     cuda::KvPathContext kv_;
-    std::unique_ptr<cuda::OpProfile> profile_ = std::make_unique<cuda::OpProfile>(std::getenv("MUSTAFAR_PROFILE") != nullptr);
+    std::unique_ptr<cuda::OpProfile> profile_ = std::make_unique<cuda::OpProfile>(cuda::OpProfile::from_env());
     const bool fuse_ = std::getenv("MUSTAFAR_NO_FUSION") == nullptr;
     // MUSTAFAR_DUMP_GRAPHS=n: the first n graphs' nodes to the log (dump()).
     int dumps_left_ = std::getenv("MUSTAFAR_DUMP_GRAPHS") != nullptr ? std::atoi(std::getenv("MUSTAFAR_DUMP_GRAPHS")) : 0;
@@ -286,8 +287,8 @@ private:
         if (env != nullptr) return std::strcmp(env, "0") != 0;
         return !cuda::early_launch();
     }
-    // Replay of repeated graphs (replay_cuda.h); not while profiling, whose events time each node.
-    std::unique_ptr<cuda::GraphReplay> replay_ = !profile_->enabled() && replay_wanted() ? std::make_unique<cuda::GraphReplay>() : nullptr;
+    // Replay of repeated graphs (replay_cuda.h); not while profiling each node with events.
+    std::unique_ptr<cuda::GraphReplay> replay_ = !profile_->per_node() && replay_wanted() ? std::make_unique<cuda::GraphReplay>() : nullptr;
     Mode mode_ = Mode::run;
 };
 

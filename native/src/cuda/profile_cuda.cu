@@ -1,6 +1,8 @@
 #include "profile_cuda.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <utility>
 
 #include "../kv/view.h"
@@ -21,7 +23,29 @@ std::string key_of(const ggml_tensor* node) {
     return key;
 }
 
+// A graph's first attention decides: fewer than 32 query rows is a decode step.
+std::string kind_of(const ggml_cgraph* graph) {
+    const int n = ggml_graph_n_nodes(const_cast<ggml_cgraph*>(graph));
+    for (int i = 0; i < n; ++i) {
+        const ggml_tensor* node = ggml_graph_node(const_cast<ggml_cgraph*>(graph), i);
+        if (node->op == GGML_OP_FLASH_ATTN_EXT) return node->src[0]->ne[1] >= 32 ? "prompt" : "decode";
+    }
+    return "other";
+}
+
 }  // namespace
+
+OpProfile::Level OpProfile::from_env() {
+    const char* env = std::getenv("MUSTAFAR_PROFILE");
+    if (env == nullptr) return Level::off;
+    return std::strcmp(env, "graphs") == 0 ? Level::graphs : Level::nodes;
+}
+
+OpProfile::CopyMark OpProfile::CopyMark::now() {
+    const Registry& r = registry();
+    return {r.uploads.count.load(), r.uploads.bytes.load(), r.uploads.ns.load(),
+            r.downloads.count.load(), r.downloads.bytes.load(), r.downloads.ns.load()};
+}
 
 cudaEvent_t OpProfile::event() {
     if (!free_events_.empty()) {
@@ -34,15 +58,25 @@ cudaEvent_t OpProfile::event() {
     return e;
 }
 
+void OpProfile::graph_begin(const ggml_cgraph* graph) {
+    graph_start_ = Clock::now();
+    in_graph_ = true;
+    kind_ = kind_of(graph);
+    if (!ended_one_) return;
+    Graphs& g = graphs_[kind_];
+    const CopyMark m = CopyMark::now();
+    ++g.gaps;
+    g.gap_ms += ms_between(graph_end_, graph_start_);
+    g.gap_copies.up_n += m.up_n - end_mark_.up_n;
+    g.gap_copies.up_bytes += m.up_bytes - end_mark_.up_bytes;
+    g.gap_copies.up_ns += m.up_ns - end_mark_.up_ns;
+    g.gap_copies.down_n += m.down_n - end_mark_.down_n;
+    g.gap_copies.down_bytes += m.down_bytes - end_mark_.down_bytes;
+    g.gap_copies.down_ns += m.down_ns - end_mark_.down_ns;
+}
+
 void OpProfile::begin(const ggml_tensor* node, cudaStream_t stream, const char* fused) {
     node_start_ = Clock::now();
-    if (!in_graph_) {
-        graph_start_ = node_start_;
-        gap_ms_ = ended_one_ ? ms_between(graph_end_, graph_start_) : 0.0;
-        in_graph_ = true;
-        graph_rows_ = 0;
-    }
-    if (node->op == GGML_OP_FLASH_ATTN_EXT) graph_rows_ = std::max(graph_rows_, node->src[0]->ne[1]);
     pending_.push_back({fused != nullptr ? std::string(fused) : key_of(node), event(), event(), 0.0});
     MUSTAFAR_CUDA_OK(cudaEventRecord(pending_.back().start, stream));
 }
@@ -55,18 +89,16 @@ void OpProfile::end(cudaStream_t stream) {
 void OpProfile::before_finish() { finish_start_ = Clock::now(); }
 
 void OpProfile::after_finish() {
-    const std::string kind = graph_rows_ >= 32 ? "prompt" : "decode";
     if (in_graph_) {
-        Graphs& g = graphs_[kind];
+        Graphs& g = graphs_[kind_];
         ++g.count;
         g.issue_ms += ms_between(graph_start_, finish_start_);
         g.wait_ms += ms_between(finish_start_, Clock::now());
-        g.gap_ms += gap_ms_;
     }
     for (const Pending& p : pending_) {
         float ms = 0;
         MUSTAFAR_CUDA_OK(cudaEventElapsedTime(&ms, p.start, p.stop));
-        Total& t = totals_[kind + ": " + p.key];
+        Total& t = totals_[kind_ + ": " + p.key];
         ++t.count;
         t.gpu_ms += ms;
         t.host_ms += p.host_us * 1e-3;
@@ -74,18 +106,24 @@ void OpProfile::after_finish() {
         free_events_.push_back(p.stop);
     }
     pending_.clear();
-    in_graph_ = false;
     graph_end_ = Clock::now();
+    end_mark_ = CopyMark::now();
     ended_one_ = true;
-    if (graphs_[kind].count % 64 == 0) log(kind);
+    if (in_graph_ && graphs_[kind_].count % 64 == 0) log(kind_);
+    in_graph_ = false;
 }
 
 // Process exit may come before the executor is freed, so the tables are logged as graphs complete.
 void OpProfile::log(const std::string& kind) {
     const Graphs& g = graphs_[kind];
     if (g.count == 0) return;
-    ggml_log_internal(GGML_LOG_LEVEL_WARN, "%s profile: %ld %s graphs, host issue %.3f ms, finish wait %.3f ms, %.3f ms since the previous graph per graph\n",
-                      kDeviceName, g.count, kind.c_str(), g.issue_ms / g.count, g.wait_ms / g.count, g.gap_ms / g.count);
+    const double gaps = double(std::max(g.gaps, 1L));
+    const CopyMark& c = g.gap_copies;
+    ggml_log_internal(GGML_LOG_LEVEL_WARN,
+                      "%s profile: %ld %s graphs, per graph: host issue %.3f ms, finish wait %.3f ms; since the previous graph %.3f ms, "
+                      "of which uploads %.1f (%.1f KB) %.3f ms, downloads %.1f (%.1f KB) %.3f ms\n",
+                      kDeviceName, g.count, kind.c_str(), g.issue_ms / g.count, g.wait_ms / g.count, g.gap_ms / gaps, c.up_n / gaps,
+                      c.up_bytes / gaps / 1024.0, c.up_ns / gaps * 1e-6, c.down_n / gaps, c.down_bytes / gaps / 1024.0, c.down_ns / gaps * 1e-6);
     std::vector<std::pair<std::string, Total>> rows;
     for (const auto& row : totals_)
         if (row.first.compare(0, kind.size() + 1, kind + ":") == 0) rows.push_back(row);

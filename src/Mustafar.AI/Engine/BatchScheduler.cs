@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using LLama;
@@ -121,6 +122,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
 
     private void Step(LoopState st)
     {
+        long start = Stopwatch.GetTimestamp();
         var handle = _context.NativeHandle;
         foreach (var r in st.Active.Where(r => r.Stopped).ToList())
         {
@@ -179,7 +181,10 @@ internal sealed class BatchScheduler : IAsyncDisposable
             }
         }
 
+        bool generationOnly = st.Active.All(r => r.StepPromptTokens == 0);
+        long decodeStart = Stopwatch.GetTimestamp();
         var result = handle.Decode(batch);
+        long decodeEnd = Stopwatch.GetTimestamp();
         if (result == DecodeResult.NoKvSlot)
         {
             // The shared cache is full: drop the least recently used cached prefix, or else end the
@@ -207,9 +212,12 @@ internal sealed class BatchScheduler : IAsyncDisposable
         }
 
         int contextSize = (int)_context.ContextSize;
+        long sampleTicks = 0;
         foreach (var r in st.Active.Where(r => r.LogitIndex >= 0 && !r.Stopped).ToList())
         {
+            long sampleStart = Stopwatch.GetTimestamp();
             var token = r.Chain.Sample(handle, r.LogitIndex);
+            sampleTicks += Stopwatch.GetTimestamp() - sampleStart;
             if (token.IsEndOfGeneration(_vocab))
             {
                 Emit(r, new GeneratedToken(token, GenerationEnd.EndOfGeneration));
@@ -225,6 +233,8 @@ internal sealed class BatchScheduler : IAsyncDisposable
                 Finish(st, r, null, keep: true);
             }
         }
+
+        EngineMetrics.RecordStep(generationOnly, start, decodeStart, decodeEnd, Stopwatch.GetTimestamp(), sampleTicks);
     }
 
     // Admits queued requests while fewer than the limit run; a prompt that shares a prefix with a

@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using Mustafar.AI.Tests.Infrastructure;
@@ -56,6 +57,53 @@ public sealed class ChatClientTests : IAsyncLifetime
         Assert.Equal(response.Usage.InputTokenCount + 40, response.Usage.TotalTokenCount);
         Assert.True(response.Usage.AdditionalCounts!["kv_bytes"] > 0);
         Assert.Equal("stories260K-f32", response.ModelId);
+    }
+
+    [SkippableFact]
+    public async Task EveryEngineStepPublishesItsDurationsToTheMeter()
+    {
+        RequireModel();
+        var seen = new List<(string Name, double Seconds, string? Kind)>();
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == MustafarMetrics.MeterName)
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<double>((instrument, seconds, tags, _) =>
+        {
+            string? kind = null;
+            foreach (var tag in tags)
+            {
+                kind = tag.Key == MustafarMetrics.StepKindTag ? (string?)tag.Value : kind;
+            }
+
+            lock (seen)
+            {
+                seen.Add((instrument.Name, seconds, kind));
+            }
+        });
+        listener.Start();
+
+        // The prompt's step gives the first token, and then one generation step per token.
+        await _client.GetResponseAsync("Once upon a time", Greedy(10));
+        listener.Dispose();
+
+        List<(string Name, double Seconds, string? Kind)> of(string name) => seen.Where(m => m.Name == name).ToList();
+        var steps = of(MustafarMetrics.StepDuration);
+        Assert.Equal(9, steps.Count(m => m.Kind == MustafarMetrics.GenerationStep));
+        Assert.Contains(steps, m => m.Kind == MustafarMetrics.PromptStep);
+        Assert.Equal(steps.Count, of(MustafarMetrics.DecodeDuration).Count);
+        Assert.Equal(steps.Count, of(MustafarMetrics.SampleDuration).Count);
+        var decode = of(MustafarMetrics.DecodeDuration);
+        var sample = of(MustafarMetrics.SampleDuration);
+        for (int i = 0; i < steps.Count; i++)
+        {
+            Assert.True(decode[i].Seconds > 0 && sample[i].Seconds > 0, "a step decodes and samples");
+            Assert.True(decode[i].Seconds + sample[i].Seconds <= steps[i].Seconds, "decode and sampling lie within the step");
+        }
     }
 
     [SkippableFact]

@@ -28,6 +28,9 @@ public sealed class BenchSampleTests
             Assert.InRange(promptTokens, batch * (context - 4 - 64), batch * context);  // one token per character, plus the template
             Assert.InRange(generated, 1, batch * 4);
             Assert.True(double.Parse(cells[4], CultureInfo.InvariantCulture) > 0 && double.Parse(cells[7], CultureInfo.InvariantCulture) > 0);
+            double step = double.Parse(cells[9], CultureInfo.InvariantCulture), decode = double.Parse(cells[10], CultureInfo.InvariantCulture),
+                sample = double.Parse(cells[11], CultureInfo.InvariantCulture);
+            Assert.True(decode > 0 && sample > 0 && decode + sample <= step, $"engine step split: {step} ms, decode {decode}, sampling {sample}");
         }
     }
 
