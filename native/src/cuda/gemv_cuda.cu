@@ -136,7 +136,94 @@ __global__ void __launch_bounds__(kWarps * 32, 4) gemv_kernel(GemvGroup g) {
     }
 }
 
+// ---- 2 to 8 columns ------------------------------------------------------------------------------
+// A block of 8 warps computes 16 weight rows for every column with mma.sync m16n8k16 (f16 inputs, f32
+// accumulation): the weights are A (rows g and g + 8 of the fragment layout), the activation's columns B
+// (column g; zero past N), each warp an eighth of K. A product's k order is free as long as A and B share
+// it, so lane (g, t) takes the 16 consecutive k of its step 16t..16t+15 from rows g and g + 8 (two
+// 16-byte loads each, four lanes covering a 128-byte line of a row) and from column g, and hands them to
+// four MMAs, pair 2j as the fragments' k 2t, 2t + 1 and pair 2j + 1 as 2t + 8, 2t + 9: no shuffles, no
+// shared memory until the warps' sums meet.
+constexpr int kFewWarps = 8, kFewRows = 16, kFewStep = 64;  // k per warp step
+
+__device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t half_pair(float a, float b) {
+    const __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+__global__ void __launch_bounds__(kFewWarps * 32) few_columns_kernel(FewColumns f) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+    const int64_t m0 = int64_t(blockIdx.x) * kFewRows;
+    // Rows past M read row M - 1 and are not written.
+    const __half* w_lo = f.w + size_t(min(m0 + g, f.M - 1)) * f.ldw + 16 * t;
+    const __half* w_hi = f.w + size_t(min(m0 + g + 8, f.M - 1)) * f.ldw + 16 * t;
+    const int64_t steps = f.K / kFewStep, s0 = steps * warp / kFewWarps, s1 = steps * (warp + 1) / kFewWarps;
+    // The weights are no kernel's output: the first steps come into L2 before the wait (launch_cuda.h).
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        if (s0 + i < s1) {
+            prefetch_l2(w_lo + (s0 + i) * kFewStep);
+            prefetch_l2(w_hi + (s0 + i) * kFewStep);
+        }
+    }
+    wait_for_previous();
+    let_next_start();
+    const bool column = g < f.N;
+    const float* x = f.x + size_t(column ? g : 0) * f.ldx + 16 * t;
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll 2
+    for (int64_t s = s0; s < s1; ++s) {
+        const int64_t k = s * kFewStep;
+        const uint4 l0 = load_streaming(w_lo + k), l1 = load_streaming(w_lo + k + 8);
+        const uint4 h0 = load_streaming(w_hi + k), h1 = load_streaming(w_hi + k + 8);
+        uint32_t xb[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        if (column) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const float4 v = __ldg(reinterpret_cast<const float4*>(x + k) + i);
+                xb[2 * i] = half_pair(v.x, v.y);
+                xb[2 * i + 1] = half_pair(v.z, v.w);
+            }
+        }
+        const uint32_t lo[8] = {l0.x, l0.y, l0.z, l0.w, l1.x, l1.y, l1.z, l1.w};
+        const uint32_t hi[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) mma16816(acc, lo[2 * j], hi[2 * j], lo[2 * j + 1], hi[2 * j + 1], xb[2 * j], xb[2 * j + 1]);
+    }
+    // C: (row g, columns 2t, 2t + 1) and (row g + 8, the same columns).
+    __shared__ float partial[kFewWarps][kFewRows][8];
+    partial[warp][g][2 * t] = acc[0];
+    partial[warp][g][2 * t + 1] = acc[1];
+    partial[warp][g + 8][2 * t] = acc[2];
+    partial[warp][g + 8][2 * t + 1] = acc[3];
+    __syncthreads();
+    const int r = threadIdx.x / 8, n = threadIdx.x % 8;
+    if (threadIdx.x < kFewRows * 8 && n < f.N && m0 + r < f.M) {
+        float sum = 0.0f;
+#pragma unroll
+        for (int q = 0; q < kFewWarps; ++q) sum += partial[q][r][n];
+        f.y[size_t(n) * f.ldy + size_t(m0 + r)] = sum;
+    }
+}
+
 }  // namespace
+
+bool few_columns_shape_ok(const FewColumns& f) {
+    return f.N >= 2 && f.N <= kFewColumnsMax && f.M > 0 && f.K > 0 && f.K % kFewStep == 0 && f.ldw % 8 == 0 && f.ldx % 4 == 0 &&
+           reinterpret_cast<uintptr_t>(f.w) % 16 == 0 && reinterpret_cast<uintptr_t>(f.x) % 16 == 0 && f.M < (int64_t(1) << 31) / kFewRows;
+}
+
+bool few_columns_f16(const FewColumns& f, cudaStream_t stream) {
+    if (!few_columns_shape_ok(f)) return false;
+    launch_kernel(few_columns_kernel, unsigned((f.M + kFewRows - 1) / kFewRows), kFewWarps * 32, 0, stream, f);
+    return MUSTAFAR_CUDA_OK(cudaGetLastError());
+}
 
 bool gemv_shape_ok(const void* w, size_t ldw, int64_t K, const float* x) {
     return K > 0 && K % 8 == 0 && ldw % 8 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
