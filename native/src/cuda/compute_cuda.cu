@@ -455,7 +455,7 @@ bool ComputeOps::mul_mat(const ggml_tensor* node) {
         f.N = int(N);
         f.y = static_cast<float*>(node->data);
         f.ldy = node->nb[1] / 4;
-        if (b->nb[1] % 4 == 0 && node->nb[1] % 4 == 0 && few_columns_shape_ok(f)) return few_columns_f16(f, stream_);
+        if (b->nb[1] % 4 == 0 && node->nb[1] % 4 == 0 && few_columns_shape_ok(f)) return few_columns_.run(f, stream_);
     }
     const char* bdata = static_cast<const char*>(b->data);
     size_t b_nb1 = b->nb[1], b_nb2 = b->nb[2], b_nb3 = b->nb[3];

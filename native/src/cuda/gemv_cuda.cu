@@ -8,6 +8,8 @@
 // Llama-3-8B layer) kept only 4 warps on an SM and read its weights at 0.8 TB/s on the H200.
 #include <cuda_fp16.h>
 
+#include <algorithm>
+
 #include "cuda_check.h"
 #include "gemv_cuda.h"
 #include "launch_cuda.h"
@@ -137,14 +139,18 @@ __global__ void __launch_bounds__(kWarps * 32, 4) gemv_kernel(GemvGroup g) {
 }
 
 // ---- 2 to 8 columns ------------------------------------------------------------------------------
-// A block of 8 warps computes 16 weight rows for every column with mma.sync m16n8k16 (f16 inputs, f32
-// accumulation): the weights are A (rows g and g + 8 of the fragment layout), the activation's columns B
-// (column g; zero past N), each warp an eighth of K. A product's k order is free as long as A and B share
-// it, so lane (g, t) takes the 16 consecutive k of its step 16t..16t+15 from rows g and g + 8 (two
-// 16-byte loads each, four lanes covering a 128-byte line of a row) and from column g, and hands them to
-// four MMAs, pair 2j as the fragments' k 2t, 2t + 1 and pair 2j + 1 as 2t + 8, 2t + 9: no shuffles, no
-// shared memory until the warps' sums meet.
-constexpr int kFewWarps = 8, kFewRows = 16, kFewStep = 64;  // k per warp step
+// mma.sync m16n8k16 (f16 inputs, f32 accumulation): 16 weight rows are A, the activation's columns B
+// (column g of the fragment layout; zero past N). A product's k order is free as long as A and B share
+// it, so lane (g, t) takes the 16 consecutive k 16t..16t+15 of a 64-wide step from rows g and g + 8 (two
+// 16-byte loads each; four lanes cover a row's 128-byte line) and from column g, and hands them to four
+// MMAs, pair 2j as the fragments' k 2t, 2t + 1 and pair 2j + 1 as 2t + 8, 2t + 9.
+// A block of 8 warps takes 128 rows (16 a warp) over one slice of K: the block first stages the slice of
+// the activation in shared memory as f16, so that it is read once per 128 rows (read by every warp from
+// memory, it was as much traffic as the weights, and the kernel was slower than cuBLAS). The slices
+// (grid y) are as many as keep the grid within one wave of resident blocks; each block writes its partial
+// sums, and the last block of a row block to finish adds them in slice order (deterministic) into y.
+constexpr int kFewWarps = 8, kFewRows = 16 * kFewWarps, kFewStep = 64;
+constexpr int kFewMaxSteps = 32;  // steps per slice at most: 32 KB of staged activation
 
 __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -157,59 +163,82 @@ __device__ __forceinline__ uint32_t half_pair(float a, float b) {
     return *reinterpret_cast<const uint32_t*>(&h);
 }
 
-__global__ void __launch_bounds__(kFewWarps * 32) few_columns_kernel(FewColumns f) {
+// A staged column's halves: the slice plus 8, so that columns start 16 bytes apart in the banks.
+__host__ __device__ constexpr int few_row_halves(int steps) { return steps * kFewStep + 8; }
+
+// partial: [slice][column][M] floats; counters: one per row block, 0 between launches.
+__global__ void __launch_bounds__(kFewWarps * 32) few_columns_kernel(FewColumns f, float* partial, int* counters) {
+    extern __shared__ __align__(16) uint8_t few_smem[];
+    __shared__ int last;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
-    const int64_t m0 = int64_t(blockIdx.x) * kFewRows;
+    const int splits = int(gridDim.y), s = int(blockIdx.y);
+    const int64_t steps = f.K / kFewStep, s0 = steps * s / splits, s1 = steps * (s + 1) / splits;
+    const int n_steps = int(s1 - s0), row_halves = few_row_halves(n_steps);
+    const int64_t m0 = int64_t(blockIdx.x) * kFewRows + warp * 16;
     // Rows past M read row M - 1 and are not written.
-    const __half* w_lo = f.w + size_t(min(m0 + g, f.M - 1)) * f.ldw + 16 * t;
-    const __half* w_hi = f.w + size_t(min(m0 + g + 8, f.M - 1)) * f.ldw + 16 * t;
-    const int64_t steps = f.K / kFewStep, s0 = steps * warp / kFewWarps, s1 = steps * (warp + 1) / kFewWarps;
+    const __half* w_lo = f.w + size_t(min(m0 + g, f.M - 1)) * f.ldw + s0 * kFewStep + 16 * t;
+    const __half* w_hi = f.w + size_t(min(m0 + g + 8, f.M - 1)) * f.ldw + s0 * kFewStep + 16 * t;
     // The weights are no kernel's output: the first steps come into L2 before the wait (launch_cuda.h).
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-        if (s0 + i < s1) {
-            prefetch_l2(w_lo + (s0 + i) * kFewStep);
-            prefetch_l2(w_hi + (s0 + i) * kFewStep);
+        if (i < n_steps) {
+            prefetch_l2(w_lo + i * kFewStep);
+            prefetch_l2(w_hi + i * kFewStep);
         }
     }
     wait_for_previous();
     let_next_start();
-    const bool column = g < f.N;
-    const float* x = f.x + size_t(column ? g : 0) * f.ldx + 16 * t;
+    __half* xs = reinterpret_cast<__half*>(few_smem);
+    const int quads = n_steps * kFewStep / 4;  // float4 of one column's slice
+    for (int i = threadIdx.x; i < 8 * quads; i += kFewWarps * 32) {
+        const int n = i / quads, q = i % quads;
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (n < f.N) v = __ldg(reinterpret_cast<const float4*>(f.x + size_t(n) * f.ldx + size_t(s0) * kFewStep) + q);
+        *reinterpret_cast<uint2*>(xs + n * row_halves + 4 * q) = make_uint2(half_pair(v.x, v.y), half_pair(v.z, v.w));
+    }
+    __syncthreads();
+    const __half* xr = xs + g * row_halves + 16 * t;
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll 2
-    for (int64_t s = s0; s < s1; ++s) {
-        const int64_t k = s * kFewStep;
+    for (int j = 0; j < n_steps; ++j) {
+        const int k = j * kFewStep;
         const uint4 l0 = load_streaming(w_lo + k), l1 = load_streaming(w_lo + k + 8);
         const uint4 h0 = load_streaming(w_hi + k), h1 = load_streaming(w_hi + k + 8);
-        uint32_t xb[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        if (column) {
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const float4 v = __ldg(reinterpret_cast<const float4*>(x + k) + i);
-                xb[2 * i] = half_pair(v.x, v.y);
-                xb[2 * i + 1] = half_pair(v.z, v.w);
-            }
-        }
+        const uint4 x0 = *reinterpret_cast<const uint4*>(xr + k), x1 = *reinterpret_cast<const uint4*>(xr + k + 8);
         const uint32_t lo[8] = {l0.x, l0.y, l0.z, l0.w, l1.x, l1.y, l1.z, l1.w};
         const uint32_t hi[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+        const uint32_t xb[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
 #pragma unroll
-        for (int j = 0; j < 4; ++j) mma16816(acc, lo[2 * j], hi[2 * j], lo[2 * j + 1], hi[2 * j + 1], xb[2 * j], xb[2 * j + 1]);
+        for (int i = 0; i < 4; ++i) mma16816(acc, lo[2 * i], hi[2 * i], lo[2 * i + 1], hi[2 * i + 1], xb[2 * i], xb[2 * i + 1]);
     }
     // C: (row g, columns 2t, 2t + 1) and (row g + 8, the same columns).
-    __shared__ float partial[kFewWarps][kFewRows][8];
-    partial[warp][g][2 * t] = acc[0];
-    partial[warp][g][2 * t + 1] = acc[1];
-    partial[warp][g + 8][2 * t] = acc[2];
-    partial[warp][g + 8][2 * t + 1] = acc[3];
-    __syncthreads();
-    const int r = threadIdx.x / 8, n = threadIdx.x % 8;
-    if (threadIdx.x < kFewRows * 8 && n < f.N && m0 + r < f.M) {
-        float sum = 0.0f;
+    const int n0 = 2 * t;
+    const int64_t rows[2] = {m0 + g, m0 + g + 8};
+    float* out = splits == 1 ? f.y : partial + size_t(s) * 8 * size_t(f.M);
+    const size_t ld = splits == 1 ? f.ldy : size_t(f.M);
 #pragma unroll
-        for (int q = 0; q < kFewWarps; ++q) sum += partial[q][r][n];
-        f.y[size_t(n) * f.ldy + size_t(m0 + r)] = sum;
+    for (int i = 0; i < 4; ++i) {
+        const int n = n0 + i % 2;
+        const int64_t m = rows[i / 2];
+        if (n < f.N && m < f.M) out[size_t(n) * ld + size_t(m)] = acc[i];
     }
+    if (splits == 1) return;
+    // The partials, written by every thread, are visible before the block counts itself.
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(&counters[blockIdx.x], 1) == splits - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int i = threadIdx.x; i < kFewRows * 8; i += kFewWarps * 32) {
+        const int n = i / kFewRows;
+        const int64_t m = int64_t(blockIdx.x) * kFewRows + i % kFewRows;
+        if (n >= f.N || m >= f.M) continue;
+        float sum = 0.0f;
+        for (int q = 0; q < splits; ++q) sum += __ldcg(partial + (size_t(q) * 8 + size_t(n)) * size_t(f.M) + size_t(m));
+        f.y[size_t(n) * f.ldy + size_t(m)] = sum;
+    }
+    if (threadIdx.x == 0) counters[blockIdx.x] = 0;  // for the next launch, which waits for this one
 }
 
 }  // namespace
@@ -219,9 +248,49 @@ bool few_columns_shape_ok(const FewColumns& f) {
            reinterpret_cast<uintptr_t>(f.w) % 16 == 0 && reinterpret_cast<uintptr_t>(f.x) % 16 == 0 && f.M < (int64_t(1) << 31) / kFewRows;
 }
 
-bool few_columns_f16(const FewColumns& f, cudaStream_t stream) {
+FewColumnsRunner::~FewColumnsRunner() {
+    if (partial_ != nullptr) MUSTAFAR_CUDA_OK(cudaFree(partial_));
+    if (counters_ != nullptr) MUSTAFAR_CUDA_OK(cudaFree(counters_));
+}
+
+bool FewColumnsRunner::run(const FewColumns& f, cudaStream_t stream) {
     if (!few_columns_shape_ok(f)) return false;
-    launch_kernel(few_columns_kernel, unsigned((f.M + kFewRows - 1) / kFewRows), kFewWarps * 32, 0, stream, f);
+    if (slots_ == 0) {  // resident blocks of the largest staging, over the device
+        int device = 0, sms = 0, per_sm = 0;
+        if (!MUSTAFAR_CUDA_OK(cudaGetDevice(&device)) || !MUSTAFAR_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device)) ||
+            !MUSTAFAR_CUDA_OK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, few_columns_kernel, kFewWarps * 32,
+                                                                          size_t(8) * few_row_halves(kFewMaxSteps) * 2)))
+            return false;
+        slots_ = std::max(1, sms * per_sm);
+    }
+    const int64_t steps = f.K / kFewStep, row_blocks = (f.M + kFewRows - 1) / kFewRows;
+    // One wave where the rows allow, slices of at least four steps, at most kFewMaxSteps.
+    int64_t splits = std::max<int64_t>(1, slots_ / row_blocks);
+    splits = std::min(splits, std::max<int64_t>(1, steps / 4));
+    splits = std::max(splits, (steps + kFewMaxSteps - 1) / kFewMaxSteps);
+    if (splits > 65535) return false;
+    const int max_steps = int((steps + splits - 1) / splits);
+    if (splits > 1) {
+        const size_t partial_bytes = size_t(splits) * 8 * size_t(f.M) * sizeof(float);
+        if (partial_bytes > partial_bytes_) {
+            if (partial_ != nullptr) MUSTAFAR_CUDA_OK(cudaFree(partial_));
+            partial_ = nullptr;
+            partial_bytes_ = 0;
+            if (!MUSTAFAR_CUDA_OK(cudaMalloc(&partial_, partial_bytes))) return false;
+            partial_bytes_ = partial_bytes;
+        }
+        if (size_t(row_blocks) > counter_count_) {
+            if (counters_ != nullptr) MUSTAFAR_CUDA_OK(cudaFree(counters_));
+            counters_ = nullptr;
+            counter_count_ = 0;
+            if (!MUSTAFAR_CUDA_OK(cudaMalloc(&counters_, size_t(row_blocks) * sizeof(int))) ||
+                !MUSTAFAR_CUDA_OK(cudaMemsetAsync(counters_, 0, size_t(row_blocks) * sizeof(int), stream)))
+                return false;
+            counter_count_ = size_t(row_blocks);
+        }
+    }
+    launch_kernel(few_columns_kernel, dim3(unsigned(row_blocks), unsigned(splits)), kFewWarps * 32, size_t(8) * few_row_halves(max_steps) * 2,
+                  stream, f, partial_, counters_);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 

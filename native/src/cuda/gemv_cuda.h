@@ -1,6 +1,6 @@
 // Products of f16 weights with few activation columns, bound by reading the weights once: one column
 // (batch-1 decode steps; gemv_f16, with the nodes fused into it) and 2 to 8 columns (batched decode;
-// few_columns_f16, tensor cores). cuBLAS plus a separate conversion of the activation to f16 cost two
+// FewColumnsRunner, tensor cores). cuBLAS plus a separate conversion of the activation to f16 cost two
 // launches and about 20 us of host time per product (H200, batch 8, 4K: 4.4 ms a step for 225
 // products, more than the GPU's time for them).
 #pragma once
@@ -88,6 +88,23 @@ struct FewColumns {
 constexpr int kFewColumnsMax = 8;
 // Needs K a multiple of 64, ldw of 8 and ldx of 4, w and x 16-byte aligned.
 bool few_columns_shape_ok(const FewColumns& f);
-bool few_columns_f16(const FewColumns& f, cudaStream_t stream);
+
+// Runs the products with few columns; owns the partial sums of K's slices and the row blocks' arrival
+// counters (device memory, grown as products need; a growth waits for the device).
+class FewColumnsRunner {
+public:
+    FewColumnsRunner() = default;
+    ~FewColumnsRunner();
+    FewColumnsRunner(const FewColumnsRunner&) = delete;
+    FewColumnsRunner& operator=(const FewColumnsRunner&) = delete;
+    bool run(const FewColumns& f, cudaStream_t stream);
+
+private:
+    float* partial_ = nullptr;
+    size_t partial_bytes_ = 0;
+    int* counters_ = nullptr;
+    size_t counter_count_ = 0;
+    int slots_ = 0;  // blocks resident at once over the device
+};
 
 }  // namespace mustafar::cuda
