@@ -246,16 +246,15 @@ std::vector<Case> compute_cases() {
     }
     cs.push_back(compute_case("MUL_MAT f16 weights 100x40, 1 column", 0, [=](ggml_context* c) {
         return ggml_mul_mat(c, t(c, GGML_TYPE_F16, 100, 40, 1, 1, "w"), t(c, GGML_TYPE_F32, 100, 1, 1, 1, "x")); }));
-    // 2 to 8 columns (batched decode) with K a multiple of 64 take the tensor-core kernel for few columns,
-    // K in slices of 4 to 32 steps of 64: K = 256 in one slice, 512 in two, 1152 in four of 4 or 5 steps
-    // (the slices' sums added by the last block of each row block); 41 rows end in a partial block.
+    // 2 to 8 columns (batched decode) on cuBLAS, K a multiple of 64 (the shapes a few-column kernel would
+    // take: bench/results/gpu-e2e-2026-12-01.md, runs 32-33).
     for (int64_t k : {256, 512, 1152})
         for (int64_t cols : {2, 5, 8}) {
             const std::string name = "MUL_MAT f16 weights " + std::to_string(k) + "x41, " + std::to_string(cols) + " columns";
             cs.push_back(compute_case(name.c_str(), 0, [=](ggml_context* c) {
                 return ggml_mul_mat(c, t(c, GGML_TYPE_F16, k, 41, 1, 1, "w"), t(c, GGML_TYPE_F32, k, cols, 1, 1, "x")); }));
         }
-    // Two in a row, the second reading the first's output (its launch may start before the first ends).
+    // Two in a row, the second reading the first's output.
     cs.push_back(compute_case("MUL_MAT f16 weights 512x192 then 192x300, 5 columns", 0, [=](ggml_context* c) {
         ggml_tensor* h = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 512, 192, 1, 1, "w1"), t(c, GGML_TYPE_F32, 512, 5, 1, 1, "x"));
         return ggml_mul_mat(c, t(c, GGML_TYPE_F16, 192, 300, 1, 1, "w2"), h); }));

@@ -442,21 +442,6 @@ bool ComputeOps::mul_mat(const ggml_tensor* node) {
         one.n = 1;
         return mul_mat_vec(one);
     }
-    // Batched decode steps (2 to 8 columns): the tensor-core kernel for few columns, one launch.
-    if (half && a->ne[2] == 1 && a->ne[3] == 1 && b->ne[2] == 1 && b->ne[3] == 1 && b->type == GGML_TYPE_F32 && b->nb[0] == 4 &&
-        node->nb[0] == 4 && N <= kFewColumnsMax) {
-        FewColumns f;
-        f.w = static_cast<const __half*>(a->data);
-        f.ldw = a_nb1 / 2;
-        f.M = M;
-        f.K = K;
-        f.x = static_cast<const float*>(b->data);
-        f.ldx = b->nb[1] / 4;
-        f.N = int(N);
-        f.y = static_cast<float*>(node->data);
-        f.ldy = node->nb[1] / 4;
-        if (b->nb[1] % 4 == 0 && node->nb[1] % 4 == 0 && few_columns_shape_ok(f)) return few_columns_.run(f, stream_);
-    }
     const char* bdata = static_cast<const char*>(b->data);
     size_t b_nb1 = b->nb[1], b_nb2 = b->nb[2], b_nb3 = b->nb[3];
     if (half) {  // the activations in f16, contiguous

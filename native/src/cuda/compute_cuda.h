@@ -3,7 +3,6 @@
 #include <cuda_runtime.h>
 
 #include "../ggml_abi.h"
-#include "gemv_cuda.h"
 
 namespace mustafar::cuda {
 
@@ -58,7 +57,6 @@ private:
     bool ok_ = false;
     void* scratch_ = nullptr;
     size_t scratch_bytes_ = 0;
-    FewColumnsRunner few_columns_;
 };
 
 // A ROPE of a product's output that the matrix-vector kernel can compute with it: normal mode, one token,

@@ -1,8 +1,9 @@
-// Products of f16 weights with few activation columns, bound by reading the weights once: one column
-// (batch-1 decode steps; gemv_f16, with the nodes fused into it) and 2 to 8 columns (batched decode;
-// FewColumnsRunner, tensor cores). cuBLAS plus a separate conversion of the activation to f16 cost two
-// launches and about 20 us of host time per product (H200, batch 8, 4K: 4.4 ms a step for 225
-// products, more than the GPU's time for them).
+// Matrix-vector products for batch-1 decode steps: MUL_MAT with f16 weights and one activation
+// column. Bound by reading the weights once; cuBLAS plus a separate conversion of the activation to f16
+// cost two launches and more host time per node. With several columns (batched decode) cuBLAS keeps
+// the product: this kernel, which re-reads the activations for every 8 rows, made a batch-8 decode
+// step slower (bench/results/gpu-e2e-sparse-2026-11-25.md), and so did a tensor-core kernel for 2 to 8
+// columns with the activation staged in shared memory (gpu-e2e-2026-12-01.md, runs 32-33).
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -71,40 +72,5 @@ struct GemvGroup {
 // Needs K and ldw multiples of 8, w and x 16-byte aligned.
 bool gemv_shape_ok(const void* w, size_t ldw, int64_t K, const float* x);
 bool gemv_f16(const GemvGroup& group, cudaStream_t stream);
-
-// y[n * ldy + m] = sum_k w[m * ldw + k] * x[n * ldx + k] for m < M, n < N (2..8), k < K; the activation
-// rounded to f16 first, the products summed in f32, as on the other paths.
-struct FewColumns {
-    const __half* w = nullptr;
-    size_t ldw = 0;  // in halves
-    int64_t M = 0, K = 0;
-    const float* x = nullptr;
-    size_t ldx = 0;  // in floats
-    int N = 0;
-    float* y = nullptr;
-    size_t ldy = 0;  // in floats
-};
-
-constexpr int kFewColumnsMax = 8;
-// Needs K a multiple of 64, ldw of 8 and ldx of 4, w and x 16-byte aligned.
-bool few_columns_shape_ok(const FewColumns& f);
-
-// Runs the products with few columns; owns the partial sums of K's slices and the row blocks' arrival
-// counters (device memory, grown as products need; a growth waits for the device).
-class FewColumnsRunner {
-public:
-    FewColumnsRunner() = default;
-    ~FewColumnsRunner();
-    FewColumnsRunner(const FewColumnsRunner&) = delete;
-    FewColumnsRunner& operator=(const FewColumnsRunner&) = delete;
-    bool run(const FewColumns& f, cudaStream_t stream);
-
-private:
-    float* partial_ = nullptr;
-    size_t partial_bytes_ = 0;
-    int* counters_ = nullptr;
-    size_t counter_count_ = 0;
-    int slots_ = 0;  // blocks resident at once over the device
-};
 
 }  // namespace mustafar::cuda
