@@ -237,8 +237,8 @@ std::vector<Case> compute_cases() {
             return ggml_mul_mat(c, t(c, wt, 128, 40, 1, 1, "w"), t(c, GGML_TYPE_F32, 128, 9, 1, 1, "x")); }));
     }
     // F16 weights with one column (batch-1 decode) take the matrix-vector kernel: rows of 264 end in a
-    // partial step, 41 rows leave one warp a single row; more columns of rows of 264 (not a multiple of
-    // 64), and rows of 100 (not a multiple of 8), stay on cuBLAS.
+    // partial step, 41 rows leave one warp a single row; more columns, and rows of 100 (not a multiple of
+    // 8), stay on cuBLAS.
     for (int64_t cols : {1, 4, 8}) {
         const std::string name = "MUL_MAT f16 weights 264x41, " + std::to_string(cols) + (cols == 1 ? " column" : " columns");
         cs.push_back(compute_case(name.c_str(), 0, [=](ggml_context* c) {
@@ -246,8 +246,8 @@ std::vector<Case> compute_cases() {
     }
     cs.push_back(compute_case("MUL_MAT f16 weights 100x40, 1 column", 0, [=](ggml_context* c) {
         return ggml_mul_mat(c, t(c, GGML_TYPE_F16, 100, 40, 1, 1, "w"), t(c, GGML_TYPE_F32, 100, 1, 1, 1, "x")); }));
-    // 2 to 8 columns (batched decode) on cuBLAS, K a multiple of 64 (the shapes a few-column kernel would
-    // take: bench/results/gpu-e2e-2026-12-01.md, runs 32-33).
+    // 2 to 8 columns (batched decode) with K a multiple of 64: the shapes a few-column kernel took
+    // (bench/results/gpu-e2e-2026-12-01.md, runs 33-34; not kept, so cuBLAS).
     for (int64_t k : {256, 512, 1152})
         for (int64_t cols : {2, 5, 8}) {
             const std::string name = "MUL_MAT f16 weights " + std::to_string(k) + "x41, " + std::to_string(cols) + " columns";

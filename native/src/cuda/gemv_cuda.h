@@ -3,7 +3,7 @@
 // cost two launches and more host time per node. With several columns (batched decode) cuBLAS keeps
 // the product: this kernel, which re-reads the activations for every 8 rows, made a batch-8 decode
 // step slower (bench/results/gpu-e2e-sparse-2026-11-25.md), and so did a tensor-core kernel for 2 to 8
-// columns with the activation staged in shared memory (gpu-e2e-2026-12-01.md, runs 32-33).
+// columns with the activation staged in shared memory (gpu-e2e-2026-12-01.md, runs 33-34).
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>

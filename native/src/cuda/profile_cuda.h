@@ -68,7 +68,7 @@ private:
     Clock::time_point node_start_, graph_start_, finish_start_, graph_end_;
     CopyMark end_mark_;  // at the previous graph's end
     bool in_graph_ = false, ended_one_ = false;
-    std::string kind_;  // of the current graph: "decode" or "prompt"
+    std::string kind_;  // of the current graph: "decode", "prompt" or "other" (no attention)
     std::unordered_map<std::string, Total> totals_;
     std::unordered_map<std::string, Graphs> graphs_;
 };
