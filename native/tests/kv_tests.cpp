@@ -17,6 +17,7 @@
 #include "ggml_graph_api.h"
 #include "kv/record.h"
 #include "kv/store.h"
+#include "shadows.h"
 #include "checks.h"
 
 namespace {
@@ -451,6 +452,40 @@ void test_products_into_store(const Backends& b, std::mt19937_64& rng) {
 
 }  // namespace
 
+// The host copies of uploads (shadows.h) that the CUDA flavour's store reads: what a read finds after
+// records at the same address (in place, growing within and beyond the copy's room, shrinking),
+// records over other copies, and invalidations.
+void test_host_shadows(std::mt19937_64& rng) {
+    mustafar::HostShadows s;
+    std::vector<uint8_t> a(4096), b(4096);
+    for (auto& x : a) x = uint8_t(rng());
+    for (auto& x : b) x = uint8_t(rng());
+    const auto at = [](size_t offset) { return reinterpret_cast<const void*>(uintptr_t(0x10000) + offset); };
+    // Reads range [offset, offset + size) and compares it with `want` (null: no copy covers it).
+    const auto reads = [&](size_t offset, size_t size, const uint8_t* want) {
+        bool same = false;
+        const bool found = s.with(at(offset), size, [&](const uint8_t* h) { same = want != nullptr && std::memcmp(h, want, size) == 0; });
+        return want == nullptr ? !found : found && same;
+    };
+    s.record(at(0), a.data(), 1000);
+    check(reads(0, 1000, a.data()) && reads(100, 50, a.data() + 100), "shadows: a record is read back, whole and in part");
+    check(reads(900, 200, nullptr), "shadows: a range beyond the copy is not found");
+    s.record(at(0), b.data(), 1000);
+    check(reads(0, 1000, b.data()), "shadows: a record of the same range replaces the bytes");
+    s.record(at(1200), a.data(), 100);
+    s.record(at(0), a.data(), 1300);  // within the first copy's room (1500), over the copy at 1200
+    check(reads(0, 1300, a.data()) && reads(1200, 100, a.data() + 1200), "shadows: a grown record replaces the copy it now covers");
+    s.record(at(2000), b.data(), 100);
+    s.record(at(0), b.data(), 3000);  // beyond the room: a new copy, over the copy at 2000
+    check(reads(0, 3000, b.data()) && reads(2000, 100, b.data() + 2000), "shadows: a record beyond the copy's room replaces both");
+    s.record(at(0), a.data(), 500);
+    check(reads(0, 500, a.data()) && reads(0, 600, nullptr), "shadows: a shorter record ends the copy");
+    s.record(at(300), b.data(), 100);  // inside the copy at 0: that copy goes
+    check(reads(300, 100, b.data()) && reads(0, 100, nullptr), "shadows: a record inside another copy drops that copy");
+    s.invalidate(at(350), 1);
+    check(reads(300, 100, nullptr), "shadows: an invalidated byte drops its copy");
+}
+
 int main(int argc, char** argv) {
     const uint64_t seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : std::random_device{}();
     std::printf("kv_tests seed %llu, %s flavour\n", (unsigned long long)seed, mustafar_flavour());
@@ -471,6 +506,7 @@ int main(int argc, char** argv) {
     }
 
     test_pruning(rng);
+    test_host_shadows(rng);
     test_attention_on_compressed(b, rng);
     test_window(b, rng);
     test_window_across_layers(b, rng);
