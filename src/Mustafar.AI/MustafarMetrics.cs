@@ -20,6 +20,9 @@ public static class MustafarMetrics
     /// <summary>Histogram, seconds: sampling the step's tokens, all requests together.</summary>
     public const string SampleDuration = "mustafar.step.sample.duration";
 
+    /// <summary>Histogram, tokens: the tokens the step decoded (one per generating request, plus prompt tokens), how full its batch was.</summary>
+    public const string StepTokens = "mustafar.step.tokens";
+
     /// <summary>Tag: <see cref="GenerationStep"/> when every token of the step was a generated one, else <see cref="PromptStep"/>.</summary>
     public const string StepKindTag = "mustafar.step.kind";
 

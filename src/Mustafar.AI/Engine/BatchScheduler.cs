@@ -234,7 +234,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
             }
         }
 
-        EngineMetrics.RecordStep(generationOnly, start, decodeStart, decodeEnd, Stopwatch.GetTimestamp(), sampleTicks);
+        EngineMetrics.RecordStep(generationOnly, batch.TokenCount, start, decodeStart, decodeEnd, Stopwatch.GetTimestamp(), sampleTicks);
     }
 
     // Admits queued requests while fewer than the limit run; a prompt that shares a prefix with a

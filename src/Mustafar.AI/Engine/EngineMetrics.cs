@@ -10,11 +10,12 @@ internal static class EngineMetrics
     private static readonly Histogram<double> Step = Meter.CreateHistogram<double>(MustafarMetrics.StepDuration, "s", "Duration of an engine step.");
     private static readonly Histogram<double> Decode = Meter.CreateHistogram<double>(MustafarMetrics.DecodeDuration, "s", "Duration of a step's llama_decode call.");
     private static readonly Histogram<double> Sample = Meter.CreateHistogram<double>(MustafarMetrics.SampleDuration, "s", "Duration of a step's sampling.");
+    private static readonly Histogram<int> Tokens = Meter.CreateHistogram<int>(MustafarMetrics.StepTokens, "{token}", "Tokens decoded in a step.");
 
-    /// <summary>Records one step from Stopwatch timestamps: its start, the decode call's start and end, its end, and the ticks spent sampling.</summary>
-    public static void RecordStep(bool generationOnly, long start, long decodeStart, long decodeEnd, long end, long sampleTicks)
+    /// <summary>Records one step of <paramref name="tokens"/> tokens from Stopwatch timestamps: its start, the decode call's start and end, its end, and the ticks spent sampling.</summary>
+    public static void RecordStep(bool generationOnly, int tokens, long start, long decodeStart, long decodeEnd, long end, long sampleTicks)
     {
-        if (!Step.Enabled && !Decode.Enabled && !Sample.Enabled)
+        if (!Step.Enabled && !Decode.Enabled && !Sample.Enabled && !Tokens.Enabled)
         {
             return;
         }
@@ -23,6 +24,7 @@ internal static class EngineMetrics
         Step.Record(Seconds(end - start), kind);
         Decode.Record(Seconds(decodeEnd - decodeStart), kind);
         Sample.Record(Seconds(sampleTicks), kind);
+        Tokens.Record(tokens, kind);
     }
 
     private static double Seconds(long ticks) => (double)ticks / Stopwatch.Frequency;

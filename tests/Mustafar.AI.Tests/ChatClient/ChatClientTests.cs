@@ -74,15 +74,17 @@ public sealed class ChatClientTests : IAsyncLifetime
         };
         listener.SetMeasurementEventCallback<double>((instrument, seconds, tags, _) =>
         {
-            string? kind = null;
-            foreach (var tag in tags)
-            {
-                kind = tag.Key == MustafarMetrics.StepKindTag ? (string?)tag.Value : kind;
-            }
-
             lock (seen)
             {
-                seen.Add((instrument.Name, seconds, kind));
+                seen.Add((instrument.Name, seconds, KindOf(tags)));
+            }
+        });
+        var tokens = new List<(int Count, string? Kind)>();
+        listener.SetMeasurementEventCallback<int>((_, count, tags, _) =>
+        {
+            lock (tokens)
+            {
+                tokens.Add((count, KindOf(tags)));
             }
         });
         listener.Start();
@@ -104,6 +106,24 @@ public sealed class ChatClientTests : IAsyncLifetime
             Assert.True(decode[i].Seconds > 0 && sample[i].Seconds > 0, "a step decodes and samples");
             Assert.True(decode[i].Seconds + sample[i].Seconds <= steps[i].Seconds, "decode and sampling lie within the step");
         }
+
+        // One request: a generation step decodes its one token, the prompt's step all of the prompt.
+        Assert.Equal(steps.Count, tokens.Count);
+        Assert.All(tokens.Where(t => t.Kind == MustafarMetrics.GenerationStep), t => Assert.Equal(1, t.Count));
+        Assert.True(tokens.Single(t => t.Kind == MustafarMetrics.PromptStep).Count > 1);
+    }
+
+    private static string? KindOf(ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        foreach (var tag in tags)
+        {
+            if (tag.Key == MustafarMetrics.StepKindTag)
+            {
+                return (string?)tag.Value;
+            }
+        }
+
+        return null;
     }
 
     [SkippableFact]
