@@ -2,18 +2,18 @@
 # Where a decode step's GPU time goes: every kernel of a short end-to-end run on the Llama-3-8B-shaped
 # model, timed alone by Nsight Compute (gpu__time_duration; CUDA graphs are profiled node by node), then
 # grouped by graph (each starts with GET_ROWS, the token embeddings) and summed by kernel for the decode
-# steps (graphs with the batch-1 matrix-vector kernel). The sum of the kernels' own times, against the
+# steps (graphs with the decode attention kernel; BATCH sets the concurrent requests). The sum of the kernels' own times, against the
 # step time of the same run without the profiler, is what launches and gaps cost.
 # After tests/gpu/run.sh (library built, publish unpacked). Usage on the GPU machine:
-#   OUT=<folder> CONTEXT=1024 S=0 tests/gpu/trace-step.sh
+#   OUT=<folder> CONTEXT=1024 S=0 [BATCH=1] tests/gpu/trace-step.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 : "${OUT:?set OUT}"
 bench=artifacts/gpu/publish/Mustafar.Bench
 model=artifacts/gpu/llama3-8b-f16.gguf
-ctx="${CONTEXT:-1024}" s="${S:-0}"
+ctx="${CONTEXT:-1024}" s="${S:-0}" batch="${BATCH:-1}"
 mkdir -p "$OUT"
-args=(--generate-llama3-8b --model "$model" --contexts "$ctx" --batches 1 --decode-tokens 16 --k-sparsity "$s" --v-sparsity "$s")
+args=(--generate-llama3-8b --model "$model" --contexts "$ctx" --batches "$batch" --decode-tokens 16 --k-sparsity "$s" --v-sparsity "$s")
 "$bench" "${args[@]}" --out "$OUT/step-s$s-$ctx.md" > "$OUT/step-s$s-$ctx.txt" 2>&1
 grep -h "^| [0-9]" "$OUT/step-s$s-$ctx.md"
 timeout "${TRACE_LIMIT:-300}" ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
@@ -37,7 +37,8 @@ for k in kern:
         cur = []
     cur.append(k)
 if cur: graphs.append(cur)
-decode = [g for g in graphs if any(n.startswith('gemv_kernel') for n, _ in g)]
+# Decode steps: graphs whose attention is the decode kernel (the prompt kernel serves 32 rows or more).
+decode = [g for g in graphs if any(n.startswith('mma_kernel') for n, _ in g) and not any(n.startswith('prompt_kernel') for n, _ in g)]
 print(f"{len(kern)} kernels timed, {len(graphs)} graphs, {len(decode)} decode steps")
 if not decode: sys.exit(0)
 decode = decode[2:] if len(decode) > 4 else decode  # the first steps run before replay begins
