@@ -35,7 +35,8 @@ HostShadows::~HostShadows() = default;
 // llama.cpp uploads each graph input to the same place every step: a copy at the same address is
 // overwritten in place when it has the room (a prompt's mask grows with the cells in use, micro-batch
 // by micro-batch, so a new copy gets half as much again in room). Freeing and allocating it again cost
-// page faults: recording a 128 MB mask took about 100 ms that way on the build machine, 13 ms in place.
+// page faults: recording a 128 MB mask took about 90 ms that way on the build machine, 15 ms in place
+// (native/bench/shadows_bench, bench/results/cpu-shadows-2026-12-01.md).
 void HostShadows::record(const void* device, const void* host, size_t size) {
     const auto begin = reinterpret_cast<uintptr_t>(device);
     std::lock_guard<std::mutex> lock(mutex_);
