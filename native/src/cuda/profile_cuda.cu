@@ -47,6 +47,15 @@ OpProfile::CopyMark OpProfile::CopyMark::now() {
             r.downloads.count.load(), r.downloads.bytes.load(), r.downloads.ns.load()};
 }
 
+void OpProfile::CopyMark::add_between(const CopyMark& from, const CopyMark& to) {
+    up_n += to.up_n - from.up_n;
+    up_bytes += to.up_bytes - from.up_bytes;
+    up_ns += to.up_ns - from.up_ns;
+    down_n += to.down_n - from.down_n;
+    down_bytes += to.down_bytes - from.down_bytes;
+    down_ns += to.down_ns - from.down_ns;
+}
+
 cudaEvent_t OpProfile::event() {
     if (!free_events_.empty()) {
         cudaEvent_t e = free_events_.back();
@@ -64,15 +73,9 @@ void OpProfile::graph_begin(const ggml_cgraph* graph) {
     kind_ = kind_of(graph);
     if (!ended_one_) return;
     Graphs& g = graphs_[kind_];
-    const CopyMark m = CopyMark::now();
     ++g.gaps;
     g.gap_ms += ms_between(graph_end_, graph_start_);
-    g.gap_copies.up_n += m.up_n - end_mark_.up_n;
-    g.gap_copies.up_bytes += m.up_bytes - end_mark_.up_bytes;
-    g.gap_copies.up_ns += m.up_ns - end_mark_.up_ns;
-    g.gap_copies.down_n += m.down_n - end_mark_.down_n;
-    g.gap_copies.down_bytes += m.down_bytes - end_mark_.down_bytes;
-    g.gap_copies.down_ns += m.down_ns - end_mark_.down_ns;
+    g.gap_copies.add_between(end_mark_, CopyMark::now());
 }
 
 void OpProfile::begin(const ggml_tensor* node, cudaStream_t stream, const char* fused) {

@@ -53,6 +53,8 @@ private:
     struct CopyMark {
         uint64_t up_n = 0, up_bytes = 0, up_ns = 0, down_n = 0, down_bytes = 0, down_ns = 0;
         static CopyMark now();
+        // Adds the copies made between `from` and `to`.
+        void add_between(const CopyMark& from, const CopyMark& to);
     };
     struct Graphs {
         long count = 0, gaps = 0;

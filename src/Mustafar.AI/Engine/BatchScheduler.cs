@@ -158,6 +158,8 @@ internal sealed class BatchScheduler : IAsyncDisposable
             budget--;
         }
 
+        int generatedTokens = batch.TokenCount;
+
         foreach (var r in st.Active.Where(r => r.PromptDone < r.Prompt.Count))
         {
             int n = Math.Min(budget, r.Prompt.Count - r.PromptDone);
@@ -181,7 +183,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
             }
         }
 
-        bool generationOnly = st.Active.All(r => r.StepPromptTokens == 0);
+        bool generationOnly = batch.TokenCount == generatedTokens;
         long decodeStart = Stopwatch.GetTimestamp();
         var result = handle.Decode(batch);
         long decodeEnd = Stopwatch.GetTimestamp();
