@@ -25,11 +25,12 @@ for point in ${POINTS:-"0,1,4096"}; do
       --batches "$batch" --decode-tokens "${DECODE_TOKENS:-130}" --k-sparsity "$s" --v-sparsity "$s" --out "$OUT/$run.md" \
       > "$OUT/$run.txt" 2>&1
     echo "$run rc=$? $(grep -h "^| [0-9]" "$OUT/$run.md" 2>/dev/null)"
-    # The last cumulative account of the decode graphs (with nodes: and its table).
+    # The last cumulative account of the decode graphs and of the prompt graphs (with nodes: and their tables).
     if [ "$variant" != plain ]; then
       grep -h "profile: " "$OUT/$run.txt" | sed 's/.*profile: //' |
-        awk '/ decode graphs,/ { block = $0; decode = 1; next } / prompt graphs,/ { decode = 0; next } decode && /^decode: / { block = block "\n" $0 }
-             END { print block }' | sed 's/^/  /'
+        awk '/ (decode|prompt) graphs,/ { kind = ($2 == "decode") ? "decode" : "prompt"; last[kind] = $0; next }
+             /^(decode|prompt): / { k = substr($1, 1, length($1) - 1); last[k] = last[k] "\n" $0 }
+             END { print last["decode"]; if ("prompt" in last) print last["prompt"] }' | sed 's/^/  /'
     fi
   done
 done | tee "$OUT/step-split.txt"

@@ -112,7 +112,8 @@ void OpProfile::after_finish() {
     graph_end_ = Clock::now();
     end_mark_ = CopyMark::now();
     ended_one_ = true;
-    if (in_graph_ && graphs_[kind_].count % 64 == 0) log(kind_);
+    // Prompt graphs are few and long: logged more often so that a short prompt still gets its account.
+    if (in_graph_ && graphs_[kind_].count % (kind_ == "prompt" ? 8 : 64) == 0) log(kind_);
     in_graph_ = false;
 }
 
