@@ -6,6 +6,7 @@
 // copies so that the L2 cache does not serve them. Writes a Markdown table.
 // Usage: attention_cuda_bench <results.md> [commit]
 //        attention_cuda_bench --one <s> <batch> <context> [splits]   (one configuration, for a profiler; s = 0: dense)
+//        attention_cuda_bench --prompt <s> <context> [causal]         (a 512-row prompt micro-batch; causal unless 0)
 //        attention_cuda_bench --read <bytes>   (the plain read of that many bytes)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -148,6 +149,25 @@ mc::DecodeProblem problem(int batch, int64_t ctx, const float* q, float* out, in
     return p;
 }
 
+// One sequence's mask over ctx cells (batch 1): null keeps the problem unmasked.
+mc::DecodeProblem with_mask(mc::DecodeProblem p, const char* mask) {
+    if (mask == nullptr) return p;
+    p.mask = mask;
+    p.mask_nb1 = size_t(p.n_kv) * 2;
+    p.mask_nb3 = p.mask_nb1 * p.n_rows;
+    return p;
+}
+
+// A causal prompt micro-batch as llama.cpp masks it: `rows` tokens at the end of ctx cells, row r
+// seeing cells [0, ctx - rows + r].
+std::unique_ptr<DevMem> causal_mask(int64_t ctx, int rows) {
+    std::vector<uint16_t> mask(size_t(ctx) * rows, 0xfc00u);
+    for (int r = 0; r < rows; ++r) std::fill_n(mask.begin() + size_t(r) * ctx, ctx - rows + r + 1, uint16_t(0));
+    auto d = std::make_unique<DevMem>(mask.size() * 2);
+    CK(cudaMemcpy(d->p, mask.data(), mask.size() * 2, cudaMemcpyHostToDevice));
+    return d;
+}
+
 struct Row {
     std::string kind;
     int batch;
@@ -166,7 +186,7 @@ mc::DenseCache dense_cache(const DevMem& k, const DevMem& v, int64_t n_kv) {
     return c;
 }
 
-double dense_time(int batch, int64_t ctx, int sms, double* bytes_out, int rows = 1, int splits = 0) {
+double dense_time(int batch, int64_t ctx, int sms, double* bytes_out, int rows = 1, int splits = 0, const char* mask = nullptr) {
     const size_t cache = size_t(batch) * ctx * kHeadsKv * kD * 2;  // K or V
     const int copies = copies_for(2 * cache);
     std::vector<std::unique_ptr<DevMem>> k, v;
@@ -179,7 +199,7 @@ double dense_time(int batch, int64_t ctx, int sms, double* bytes_out, int rows =
     const size_t qbytes = size_t(batch) * rows * kHeads * kD * 4;
     DevMem q(qbytes), out(qbytes);
     CK(cudaMemset(q.p, 0, qbytes));
-    const mc::DecodeProblem p = problem(batch, ctx, q.as<float>(), out.as<float>(), rows);
+    const mc::DecodeProblem p = with_mask(problem(batch, ctx, q.as<float>(), out.as<float>(), rows), mask);
     mc::DecodeWorkspace ws;
     Timer t;
     const double us = t.us_per_call(rows > 1 ? 10 : 50, [&](int i) {
@@ -253,7 +273,7 @@ mc::CompressedCache compressed_cache(const Store& st, int64_t seq_rows) {
     return c;
 }
 
-double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_out, int rows = 1, int splits = 0) {
+double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_out, int rows = 1, int splits = 0, const char* mask = nullptr) {
     const size_t one = size_t(batch) * ctx * kHeadsKv * 2 * kv::make_layout(kD, s).stride;
     const int copies = copies_for(one);
     std::vector<Store> stores;
@@ -261,7 +281,7 @@ double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_
     const size_t qbytes = size_t(batch) * rows * kHeads * kD * 4;
     DevMem q(qbytes), out(qbytes);
     CK(cudaMemset(q.p, 0, qbytes));
-    const mc::DecodeProblem p = problem(batch, ctx, q.as<float>(), out.as<float>(), rows);
+    const mc::DecodeProblem p = with_mask(problem(batch, ctx, q.as<float>(), out.as<float>(), rows), mask);
     mc::DecodeWorkspace ws;
     Timer t;
     const double us = t.us_per_call(rows > 1 ? 10 : 50, [&](int i) {
@@ -380,6 +400,22 @@ int main(int argc, char** argv) {
         double bytes = 0;
         const double us = s == 0.0 ? dense_time(batch, ctx, sms, &bytes, 1, splits) : compressed_time(batch, ctx, s, sms, &bytes, 1, splits);
         std::printf("s=%.2f b=%d ctx=%lld splits=%d: %.1f us, %.0f GB/s\n", s, batch, (long long)ctx, splits, us, bytes / (us * 1e-6) / 1e9);
+        return 0;
+    }
+    if (std::string(argv[1]) == "--prompt" && argc >= 4) {
+        // A prompt micro-batch of 512 rows over ctx cells, causal unless the fourth argument is 0.
+        const double s = std::atof(argv[2]);
+        const int64_t ctx = std::atoll(argv[3]);
+        const bool causal = argc < 5 || std::atoi(argv[4]) != 0;
+        constexpr int kRows = 512;
+        const std::unique_ptr<DevMem> mask = causal ? causal_mask(ctx, kRows) : nullptr;
+        const char* m = mask ? mask->as<char>() : nullptr;
+        double bytes = 0;
+        const double us = s == 0.0 ? dense_time(1, ctx, sms, &bytes, kRows, 0, m) : compressed_time(1, ctx, s, sms, &bytes, kRows, 0, m);
+        // Useful work: Q K^T and P V over the cells each row sees.
+        const double cells = causal ? double(kRows) * double(ctx - kRows) + double(kRows) * (kRows + 1) / 2.0 : double(kRows) * double(ctx);
+        const double tflops = 4.0 * kD * kHeads * cells / (us * 1e-6) / 1e12;
+        std::printf("prompt s=%.2f rows=%d ctx=%lld %s: %.1f us, %.0f TFLOPS\n", s, kRows, (long long)ctx, causal ? "causal" : "unmasked", us, tflops);
         return 0;
     }
     if (std::string(argv[1]) == "--read" && argc >= 3) {

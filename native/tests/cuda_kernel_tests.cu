@@ -99,7 +99,8 @@ void test_compress(std::mt19937_64& rng) {
 
 // Masks: none; blocks (rows' cells interleaved in blocks of 7); runs (each row's prompt one run, then
 // its decode cells interleaved with the others' at the end of the cache, as in a batched decode).
-enum class MaskKind { none, blocks, runs };
+// causal: a prompt micro-batch at the end of the cache (row r sees cells up to n_kv - n_rows + r).
+enum class MaskKind { none, blocks, runs, causal };
 
 // One attention problem on the host, with the cache in llama.cpp's layout: cell c of KV head h of
 // sequence index s at ((s * n_kv + c) * n_head_kv + h) * D.
@@ -133,6 +134,9 @@ Problem make_problem(std::mt19937_64& rng, int D, int G, int n_rows, int n_seq, 
         for (int r = 0; r < n_rows - 1; ++r)
             for (int64_t c = 0; c < n_kv; ++c)
                 if (c < 5 || (c / 7) % (n_rows - 1) == r) p.mask[size_t(r) * n_kv + c] = fp32_to_fp16(c % 3 == 0 ? -0.5f : 0.0f);
+    } else if (kind == MaskKind::causal) {
+        p.mask.assign(size_t(n_kv) * n_rows, minus_inf);
+        for (int r = 0; r < n_rows; ++r) std::fill_n(p.mask.begin() + size_t(r) * n_kv, n_kv - n_rows + r + 1, uint16_t(0));
     } else if (kind == MaskKind::runs) {
         // Row r's prompt fills cells [r, r + 1) * run of the first 90 %; the last 10 % holds the rows'
         // decode cells in turn: a split that ends a row's run must not walk the others' runs.
@@ -220,9 +224,18 @@ double relative_error(const std::vector<float>& got, const std::vector<double>& 
     return worst / peak;
 }
 
+const char* mask_name(MaskKind k) {
+    switch (k) {
+        case MaskKind::blocks: return " masked (blocks)";
+        case MaskKind::runs: return " masked (runs)";
+        case MaskKind::causal: return " masked (causal)";
+        default: return "";
+    }
+}
+
 std::string describe(const Problem& p, int splits) {
     return "D=" + std::to_string(p.D) + " G=" + std::to_string(p.G) + " rows=" + std::to_string(p.n_rows) + " seqs=" + std::to_string(p.n_seq) +
-           " n_kv=" + std::to_string(p.n_kv) + (p.kind == MaskKind::blocks ? " masked (blocks)" : p.kind == MaskKind::runs ? " masked (runs)" : "") +
+           " n_kv=" + std::to_string(p.n_kv) + mask_name(p.kind) +
            " splits=" + std::to_string(splits);
 }
 
@@ -232,7 +245,7 @@ struct Shape {
     MaskKind mask;
 };
 
-constexpr MaskKind kNo = MaskKind::none, kBlocks = MaskKind::blocks, kRuns = MaskKind::runs;
+constexpr MaskKind kNo = MaskKind::none, kBlocks = MaskKind::blocks, kRuns = MaskKind::runs, kCausal = MaskKind::causal;
 const Shape kShapes[] = {
     {128, 4, 1, 1, 1, kNo},      {128, 4, 1, 1, 37, kNo},  {128, 4, 1, 3, 3000, kNo}, {128, 4, 4, 1, 2000, kBlocks},
     {64, 1, 2, 2, 700, kNo},     {64, 8, 3, 1, 900, kBlocks}, {256, 2, 1, 2, 1500, kNo}, {256, 8, 1, 1, 600, kNo},
@@ -241,6 +254,9 @@ const Shape kShapes[] = {
     {128, 4, 8, 1, 6000, kRuns}, {64, 2, 8, 1, 4000, kRuns}, {256, 4, 4, 1, 3000, kRuns},
     // Prompt shapes (32 rows or more: the prompt kernel when the split count is left to the library).
     {128, 4, 100, 1, 700, kBlocks}, {64, 2, 64, 2, 300, kNo}, {128, 8, 40, 1, 2000, kBlocks}, {128, 1, 33, 1, 100, kBlocks},
+    // Causal prompts: tiles every row sees whole, tiles on the diagonal, rows past the last block's end;
+    // 16-byte aligned mask rows (n_kv 1024) and unaligned ones (n_kv 333).
+    {128, 4, 96, 1, 1024, kCausal}, {64, 8, 70, 1, 333, kCausal},
 };
 
 void test_dense(std::mt19937_64& rng, int sms) {

@@ -6,6 +6,7 @@
 # Dense times of one point differ by a few per cent between machines of one kind, so a change is judged
 # against its reference in the same call. Every build runs the kernel tests.
 # POINTS: "s,batch,context[,splits]" (s = 0: dense; splits 0 or absent: the launcher's choice).
+# PROMPTS: "s,context[,causal]": a 512-row prompt micro-batch over context cells (causal mask unless 0).
 # Usage on the GPU machine: OUT=<folder> POINTS="..." tests/gpu/ab.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,5 +40,12 @@ for point in ${POINTS:-"0.7,8,32768"}; do
     "artifacts/gpu/build-$tree/attention_cuda_bench" --one "$s" "$batch" "$ctx" "${splits:-0}"
   done
 done | tee "$OUT/ab.txt"
+for point in ${PROMPTS:-}; do
+  IFS=, read -r s ctx causal <<< "$point"
+  for tree in "${trees[@]}"; do
+    printf '%s ' "$tree"
+    "artifacts/gpu/build-$tree/attention_cuda_bench" --prompt "$s" "$ctx" "${causal:-1}"
+  done
+done | tee -a "$OUT/ab.txt"
 # The same as a Markdown table (TREES: names for the header, in the order new ref1 ref2 ...).
 if command -v python3 > /dev/null; then python3 tests/gpu/ab_table.py "$OUT/ab.txt" ${TREES:-} | tee "$OUT/ab.md"; fi

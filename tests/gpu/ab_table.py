@@ -7,6 +7,7 @@ import re
 import sys
 
 LINE = re.compile(r"^(\S+) s=([\d.]+) b=(\d+) ctx=(\d+) splits=(\d+): ([\d.]+) us")
+PROMPT = re.compile(r"^(\S+) prompt s=([\d.]+) rows=(\d+) ctx=(\d+) (\w+): ([\d.]+) us")
 
 
 def point_name(s, b, ctx, splits):
@@ -15,13 +16,23 @@ def point_name(s, b, ctx, splits):
     return f"{kind} b{b} {size}" + (f" ({splits} splits)" if splits != "0" else "")
 
 
+def prompt_name(s, rows, ctx, mask):
+    kind = "dense" if float(s) == 0 else f"s{float(s):g}"
+    size = f"{int(ctx) // 1024}K" if int(ctx) % 1024 == 0 else ctx
+    return f"prompt {rows} rows {kind} {size} {mask}"
+
+
 def main():
     times, trees, points = {}, [], []
     for line in open(sys.argv[1]):
         m = LINE.match(line.strip())
-        if not m:
-            continue
-        tree, key = m.group(1), point_name(*m.group(2, 3, 4, 5))
+        if m:
+            tree, key = m.group(1), point_name(*m.group(2, 3, 4, 5))
+        else:
+            m = PROMPT.match(line.strip())
+            if not m:
+                continue
+            tree, key = m.group(1), prompt_name(*m.group(2, 3, 4, 5))
         if tree not in trees:
             trees.append(tree)
         if key not in points:

@@ -1190,12 +1190,21 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
 // A block takes 64 consecutive query rows of one head (16 per warp, the A rows of the MMAs) and walks
 // the cells its rows see in tiles of 32, which the four warps load together (asynchronous copies,
 // two tiles deep) and all use: K and V are read once per 64 rows. Q and P are split into f16 high
-// and low parts (two MMAs each); one online softmax per row in f32.
+// and low parts (two MMAs each; kPromptSplitQ/P); one online softmax per row in f32. The high and low
+// parts of Q (or, unsplit, even and odd channel chunks) sum into separate scores, so that a warp has
+// eight independent MMA chains in Q K^T instead of four.
+// The block's mask tile is read once, before the tile's copies are issued, into shared memory: a tile
+// no row sees is skipped, one every row sees whole (all zeros, the usual case of a causal prompt over
+// its history) needs no mask values, and only the rest read theirs from shared memory.
 // Over the Mustafar store (a prompt's later micro-batches, a second turn), window cells come from the
 // pool straight into the tile and compressed cells' records into a staging area; once a tile has
 // arrived the block expands its 64 records there (a thread per record half), so each record is
 // expanded once for the 64 rows.
 constexpr int kPromptRows = 64, kPromptTile = 32;
+constexpr bool kPromptSplitQ = true, kPromptSplitP = true;
+// Mask tile rows of 40 halves (80 bytes): the softmax's pair reads (8 rows x 4 lanes a warp) hit 32 banks.
+constexpr int kPromptMaskRow = kPromptTile + 8;
+enum PromptTile : int { kTileDead = 0, kTilePartial = 1, kTileFull = 2 };
 
 // Staged records are padded by 16 bytes: with a stride of an odd number of 16-byte units the
 // threads of a warp, reading 16 records, spread over the banks.
@@ -1236,10 +1245,13 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
     __syncthreads();
     const int c_lo = s_lo, c_hi = s_hi;
 
-    // A fragments of the warp's 16 query rows (log2 units), high and low parts, per 16 channels.
-    uint32_t qa[D / 16][4], ql[D / 16][4];
+    // A fragments of the warp's 16 query rows per 16 channels: split, in log2 units, high and low parts;
+    // unsplit, the f16 query itself (scaled in the scores).
+    constexpr int kQParts = kPromptSplitQ ? 2 : 1;
+    uint32_t qa[kQParts][D / 16][4];
+    const float s_scale = kPromptSplitQ ? 1.0f : p.scale * kLog2e;
     {
-        const float f = p.scale * kLog2e;
+        const float f = kPromptSplitQ ? p.scale * kLog2e : 1.0f;
         auto q_at = [&](int r, int d) {
             const int row = row0 + r;
             if (row >= p.n_rows) return 0.0f;
@@ -1250,33 +1262,49 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
 #pragma unroll
             for (int i = 0; i < 4; ++i) {  // a0 (g, 2t), a1 (g+8, 2t), a2 (g, 2t+8), a3 (g+8, 2t+8)
                 const int r = g + (i % 2) * 8, d = kc * 16 + 2 * t + (i / 2) * 8;
-                split2(q_at(r, d), q_at(r, d + 1), qa[kc][i], ql[kc][i]);
+                if constexpr (kPromptSplitQ) split2(q_at(r, d), q_at(r, d + 1), qa[0][kc][i], qa[kQParts - 1][kc][i]);
+                else qa[0][kc][i] = as_u32(__floats2half2_rn(q_at(r, d), q_at(r, d + 1)));
             }
         }
-    }
-    const __half* mrow[2] = {nullptr, nullptr};
-    bool row_ok[2];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        const int row = row0 + g + i * 8;
-        row_ok[i] = row < p.n_rows;
-        if (p.mask != nullptr && row_ok[i])
-            mrow[i] = reinterpret_cast<const __half*>(p.mask + size_t(row) * p.mask_nb1 + size_t(seq % p.mask_ne3) * p.mask_nb3);
     }
 
-    // Whether any row of the block sees any cell of the tile (block-wide, so all threads agree).
-    auto tile_live = [&](int base) {
-        bool any = false;
-        if (p.mask == nullptr) {
-            any = base < c_hi;
+    // The block's mask over a tile into s_mask[mbuf] (rows past n_rows and cells past c_hi: -inf), and
+    // what the tile is to the block: dead, partial or full (block-wide, so all threads agree).
+    __shared__ __align__(16) uint16_t s_mask[2][kPromptRows][kPromptMaskRow];
+    auto tile_state = [&](int base, int mbuf) -> int {
+        if (p.mask == nullptr) return base + kPromptTile <= c_hi ? kTileFull : kTilePartial;
+        constexpr uint16_t kMinusInf = 0xfc00u;
+        const int r = threadIdx.x / 2, c0 = base + (threadIdx.x % 2) * 16, row = blockIdx.x * kPromptRows + r;
+        uint32_t w[8];
+        if (row >= p.n_rows) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) w[i] = kMinusInf * 0x10001u;
         } else {
-            const int r = blockIdx.x * kPromptRows + threadIdx.x / 2;
-            if (r < p.n_rows) {
-                const __half* mr = reinterpret_cast<const __half*>(p.mask + size_t(r) * p.mask_nb1 + size_t(seq % p.mask_ne3) * p.mask_nb3);
-                for (int c = base + (threadIdx.x % 2) * 16, e = min(c + 16, c_hi); c < e; ++c) any |= __half2float(mr[c]) != -INFINITY;
+            const __half* mr = reinterpret_cast<const __half*>(p.mask + size_t(row) * p.mask_nb1 + size_t(seq % p.mask_ne3) * p.mask_nb3) + c0;
+            if (c0 + 16 <= c_hi && reinterpret_cast<uintptr_t>(mr) % 16 == 0) {
+                const uint4 a = reinterpret_cast<const uint4*>(mr)[0], b = reinterpret_cast<const uint4*>(mr)[1];
+                w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w, w[4] = b.x, w[5] = b.y, w[6] = b.z, w[7] = b.w;
+            } else {
+#pragma unroll
+                for (int i = 0; i < 8; ++i) {
+                    const uint32_t lo = c0 + 2 * i < c_hi ? __half_as_ushort(mr[2 * i]) : kMinusInf;
+                    const uint32_t hi = c0 + 2 * i + 1 < c_hi ? __half_as_ushort(mr[2 * i + 1]) : kMinusInf;
+                    w[i] = lo | hi << 16;
+                }
             }
         }
-        return __syncthreads_or(any) != 0;
+        bool any = false, zeros = true;  // zeros: every value 0 (or -0)
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            any |= (w[i] & 0xffffu) != kMinusInf || (w[i] >> 16) != kMinusInf;
+            zeros &= (w[i] & 0x7fff7fffu) == 0u;
+        }
+        if (row >= p.n_rows) zeros = true;
+        uint4* dst = reinterpret_cast<uint4*>(&s_mask[mbuf][r][(threadIdx.x % 2) * 16]);
+        dst[0] = make_uint4(w[0], w[1], w[2], w[3]);
+        dst[1] = make_uint4(w[4], w[5], w[6], w[7]);
+        if (!__syncthreads_or(any)) return kTileDead;
+        return __syncthreads_and(zeros) ? kTileFull : kTilePartial;
     };
 
     // The store: row of cell c, staged records ([K record | V record] per cell) after the two tiles.
@@ -1344,21 +1372,21 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
     const int v_row = ((lane >> 3) & 1) * 8 + (lane & 7), v_col = ((lane >> 4) & 1) * 16;
 
     int buf = 0;
-    bool live = c_lo < c_hi && tile_live(c_lo);
-    if (c_lo < c_hi) issue(c_lo, 0, live);
+    int state = c_lo < c_hi ? tile_state(c_lo, 0) : kTileDead;
+    if (c_lo < c_hi) issue(c_lo, 0, state != kTileDead);
     for (int base = c_lo; base < c_hi; base += kPromptTile) {
-        bool next_live = false;
+        int next_state = kTileDead;
         if (base + kPromptTile < c_hi) {
-            next_live = tile_live(base + kPromptTile);
-            issue(base + kPromptTile, buf ^ 1, next_live);
+            next_state = tile_state(base + kPromptTile, buf ^ 1);
+            issue(base + kPromptTile, buf ^ 1, next_state != kTileDead);
         } else {
             __pipeline_commit();
         }
         __pipeline_wait_prior(1);
         __syncthreads();
-        if (!live) {  // no row of the block sees these cells
+        if (state == kTileDead) {  // no row of the block sees these cells
             buf ^= 1;
-            live = next_live;
+            state = next_state;
             continue;
         }
         if constexpr (kSparse) {
@@ -1367,19 +1395,24 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
         }
         const uint8_t* kt = smem + size_t(buf) * 2 * kPromptTile * kRow;
         const uint8_t* vt = kt + kPromptTile * kRow;
-        float sc[4][4];  // n-tiles of 8 cells; C rows g (c0, c1) and g + 8 (c2, c3)
+        float sc[2][4][4];  // two independent sums; n-tiles of 8 cells; C rows g (c0, c1) and g + 8 (c2, c3)
 #pragma unroll
-        for (int nt = 0; nt < 4; ++nt) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+        for (int j = 0; j < 2; ++j)
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt) sc[j][nt][0] = sc[j][nt][1] = sc[j][nt][2] = sc[j][nt][3] = 0.0f;
 #pragma unroll
         for (int kc = 0; kc < D / 16; ++kc) {
 #pragma unroll
             for (int half = 0; half < 2; ++half) {  // cells 0-15, 16-31
                 uint32_t b[4];
                 ldsm_x4(b, kt + (half * 16 + k_row) * kRow + kc * 32 + k_col);
-                mma16816_split(sc[half * 2], qa[kc][0], qa[kc][1], qa[kc][2], qa[kc][3], b[0], b[1]);
-                mma16816_split(sc[half * 2], ql[kc][0], ql[kc][1], ql[kc][2], ql[kc][3], b[0], b[1]);
-                mma16816_split(sc[half * 2 + 1], qa[kc][0], qa[kc][1], qa[kc][2], qa[kc][3], b[2], b[3]);
-                mma16816_split(sc[half * 2 + 1], ql[kc][0], ql[kc][1], ql[kc][2], ql[kc][3], b[2], b[3]);
+#pragma unroll
+                for (int part = 0; part < kQParts; ++part) {
+                    float (&acc)[4][4] = sc[kPromptSplitQ ? part : kc % 2];
+                    const uint32_t (&a)[4] = qa[part][kc];
+                    mma16816_split(acc[half * 2], a[0], a[1], a[2], a[3], b[0], b[1]);
+                    mma16816_split(acc[half * 2 + 1], a[0], a[1], a[2], a[3], b[2], b[3]);
+                }
             }
         }
         // Masks and the online softmax of the lane's two rows (i = 0: row g, 1: row g + 8).
@@ -1387,19 +1420,23 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
             float tmax = -INFINITY;
+            const uint16_t* ms = s_mask[buf][warp * 16 + g + i * 8];
 #pragma unroll
-            for (int nt = 0; nt < 4; ++nt)
+            for (int nt = 0; nt < 4; ++nt) {
+                const int c = nt * 8 + 2 * t;
+                float2 mk = make_float2(0.0f, 0.0f);
+                if (state == kTilePartial) {
+                    if (p.mask != nullptr) mk = __half22float2(*reinterpret_cast<const __half2*>(ms + c));
+                    else mk = make_float2(base + c < c_hi ? 0.0f : -INFINITY, base + c + 1 < c_hi ? 0.0f : -INFINITY);
+                }
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
-                    const int cell = base + nt * 8 + 2 * t + e;
-                    float v = -INFINITY;
-                    if (row_ok[i] && cell < c_hi) {
-                        const float mk = mrow[i] != nullptr ? __half2float(mrow[i][cell]) : 0.0f;
-                        if (mk != -INFINITY) v = sc[nt][i * 2 + e] + mk * kLog2e;
-                    }
+                    const float mv = e == 0 ? mk.x : mk.y;
+                    const float v = mv == -INFINITY ? -INFINITY : (sc[0][nt][i * 2 + e] + sc[1][nt][i * 2 + e]) * s_scale + mv * kLog2e;
                     pr[nt][i * 2 + e] = v;
                     tmax = fmaxf(tmax, v);
                 }
+            }
             tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
             tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
             if (tmax > m[i]) {
@@ -1425,29 +1462,35 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
 #pragma unroll
         for (int kh = 0; kh < 2; ++kh) {
             uint32_t ph[4], pl[4];
-            split2(pr[2 * kh][0], pr[2 * kh][1], ph[0], pl[0]);          // (g, 2t)
-            split2(pr[2 * kh][2], pr[2 * kh][3], ph[1], pl[1]);          // (g+8, 2t)
-            split2(pr[2 * kh + 1][0], pr[2 * kh + 1][1], ph[2], pl[2]);  // (g, 2t+8)
-            split2(pr[2 * kh + 1][2], pr[2 * kh + 1][3], ph[3], pl[3]);  // (g+8, 2t+8)
+            auto pack = [&](float x, float y, uint32_t& hi, uint32_t& lo) {
+                if constexpr (kPromptSplitP) split2(x, y, hi, lo);
+                else hi = as_u32(__floats2half2_rn(x, y)), lo = 0u;
+            };
+            pack(pr[2 * kh][0], pr[2 * kh][1], ph[0], pl[0]);          // (g, 2t)
+            pack(pr[2 * kh][2], pr[2 * kh][3], ph[1], pl[1]);          // (g+8, 2t)
+            pack(pr[2 * kh + 1][0], pr[2 * kh + 1][1], ph[2], pl[2]);  // (g, 2t+8)
+            pack(pr[2 * kh + 1][2], pr[2 * kh + 1][3], ph[3], pl[3]);  // (g+8, 2t+8)
 #pragma unroll
             for (int n = 0; n < D / 8; n += 2) {
                 uint32_t b[4];
                 ldsm_x4_trans(b, vt + (kh * 16 + v_row) * kRow + n * 16 + v_col);
                 mma16816_split(o[n], ph[0], ph[1], ph[2], ph[3], b[0], b[1]);
-                mma16816_split(o[n], pl[0], pl[1], pl[2], pl[3], b[0], b[1]);
                 mma16816_split(o[n + 1], ph[0], ph[1], ph[2], ph[3], b[2], b[3]);
-                mma16816_split(o[n + 1], pl[0], pl[1], pl[2], pl[3], b[2], b[3]);
+                if constexpr (kPromptSplitP) {
+                    mma16816_split(o[n], pl[0], pl[1], pl[2], pl[3], b[0], b[1]);
+                    mma16816_split(o[n + 1], pl[0], pl[1], pl[2], pl[3], b[2], b[3]);
+                }
             }
         }
         __syncthreads();  // the next issue overwrites this buffer
         buf ^= 1;
-        live = next_live;
+        state = next_state;
     }
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
         l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
-        if (!row_ok[i]) continue;
+        if (row0 + g + i * 8 >= p.n_rows) continue;
         float* out = out_row(p, h, row0 + g + i * 8, seq);
         const float inv = l[i] == 0.0f ? 0.0f : 1.0f / l[i];
 #pragma unroll
