@@ -1193,9 +1193,10 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
 // and low parts (two MMAs each; kPromptSplitQ/P); one online softmax per row in f32. The high and low
 // parts of Q (or, unsplit, even and odd channel chunks) sum into separate scores, so that a warp has
 // eight independent MMA chains in Q K^T instead of four.
-// The block's mask tile is read once, before the tile's copies are issued, into shared memory: a tile
-// no row sees is skipped, one every row sees whole (all zeros, the usual case of a causal prompt over
-// its history) needs no mask values, and only the rest read theirs from shared memory.
+// The block's mask tile is read once (its loads issued a tile ahead) into shared memory before the
+// tile's copies are issued: a tile no row sees is skipped, one every row sees whole (all zeros, the
+// usual case of a causal prompt over its history) needs no mask values, and only the rest read theirs
+// from shared memory.
 // Over the Mustafar store (a prompt's later micro-batches, a second turn), window cells come from the
 // pool straight into the tile and compressed cells' records into a staging area; once a tile has
 // arrived the block expands its 64 records there (a thread per record half), so each record is
@@ -1268,19 +1269,18 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
         }
     }
 
-    // The block's mask over a tile into s_mask[mbuf] (rows past n_rows and cells past c_hi: -inf), and
-    // what the tile is to the block: dead, partial or full (block-wide, so all threads agree).
-    __shared__ __align__(16) uint16_t s_mask[2][kPromptRows][kPromptMaskRow];
-    auto tile_state = [&](int base, int mbuf) -> int {
-        if (p.mask == nullptr) return base + kPromptTile <= c_hi ? kTileFull : kTilePartial;
-        constexpr uint16_t kMinusInf = 0xfc00u;
-        const int r = threadIdx.x / 2, c0 = base + (threadIdx.x % 2) * 16, row = blockIdx.x * kPromptRows + r;
-        uint32_t w[8];
-        if (row >= p.n_rows) {
+    // The thread's 16 mask values of a tile (row tid / 2, half tid % 2; rows past n_rows and cells past
+    // c_hi: -inf), loaded a tile ahead of their use so that no tile waits for them.
+    constexpr uint16_t kMinusInf = 0xfc00u;
+    const int mask_r = threadIdx.x / 2, mask_row = blockIdx.x * kPromptRows + mask_r;
+    auto load_mask = [&](int base, uint32_t (&w)[8]) {
+        if (p.mask == nullptr) return;
+        const int c0 = base + (threadIdx.x % 2) * 16;
+        if (mask_row >= p.n_rows) {
 #pragma unroll
             for (int i = 0; i < 8; ++i) w[i] = kMinusInf * 0x10001u;
         } else {
-            const __half* mr = reinterpret_cast<const __half*>(p.mask + size_t(row) * p.mask_nb1 + size_t(seq % p.mask_ne3) * p.mask_nb3) + c0;
+            const __half* mr = reinterpret_cast<const __half*>(p.mask + size_t(mask_row) * p.mask_nb1 + size_t(seq % p.mask_ne3) * p.mask_nb3) + c0;
             if (c0 + 16 <= c_hi && reinterpret_cast<uintptr_t>(mr) % 16 == 0) {
                 const uint4 a = reinterpret_cast<const uint4*>(mr)[0], b = reinterpret_cast<const uint4*>(mr)[1];
                 w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w, w[4] = b.x, w[5] = b.y, w[6] = b.z, w[7] = b.w;
@@ -1293,14 +1293,20 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
                 }
             }
         }
+    };
+    // The tile's mask into s_mask[mbuf] and what the tile is to the block: dead, partial or full
+    // (block-wide, so all threads agree).
+    __shared__ __align__(16) uint16_t s_mask[2][kPromptRows][kPromptMaskRow];
+    auto tile_state = [&](int base, int mbuf, const uint32_t (&w)[8]) -> int {
+        if (p.mask == nullptr) return base + kPromptTile <= c_hi ? kTileFull : kTilePartial;
         bool any = false, zeros = true;  // zeros: every value 0 (or -0)
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
             any |= (w[i] & 0xffffu) != kMinusInf || (w[i] >> 16) != kMinusInf;
             zeros &= (w[i] & 0x7fff7fffu) == 0u;
         }
-        if (row >= p.n_rows) zeros = true;
-        uint4* dst = reinterpret_cast<uint4*>(&s_mask[mbuf][r][(threadIdx.x % 2) * 16]);
+        if (mask_row >= p.n_rows) zeros = true;
+        uint4* dst = reinterpret_cast<uint4*>(&s_mask[mbuf][mask_r][(threadIdx.x % 2) * 16]);
         dst[0] = make_uint4(w[0], w[1], w[2], w[3]);
         dst[1] = make_uint4(w[4], w[5], w[6], w[7]);
         if (!__syncthreads_or(any)) return kTileDead;
@@ -1372,12 +1378,16 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
     const int v_row = ((lane >> 3) & 1) * 8 + (lane & 7), v_col = ((lane >> 4) & 1) * 16;
 
     int buf = 0;
-    int state = c_lo < c_hi ? tile_state(c_lo, 0) : kTileDead;
+    uint32_t mask_next[8] = {};  // the mask values of the tile to classify next
+    load_mask(c_lo, mask_next);
+    int state = c_lo < c_hi ? tile_state(c_lo, 0, mask_next) : kTileDead;
+    if (c_lo + kPromptTile < c_hi) load_mask(c_lo + kPromptTile, mask_next);
     if (c_lo < c_hi) issue(c_lo, 0, state != kTileDead);
     for (int base = c_lo; base < c_hi; base += kPromptTile) {
         int next_state = kTileDead;
         if (base + kPromptTile < c_hi) {
-            next_state = tile_state(base + kPromptTile, buf ^ 1);
+            next_state = tile_state(base + kPromptTile, buf ^ 1, mask_next);
+            if (base + 2 * kPromptTile < c_hi) load_mask(base + 2 * kPromptTile, mask_next);  // in flight while this tile computes
             issue(base + kPromptTile, buf ^ 1, next_state != kTileDead);
         } else {
             __pipeline_commit();
