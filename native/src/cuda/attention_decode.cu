@@ -1190,9 +1190,9 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
 // A block takes 64 consecutive query rows of one head (16 per warp, the A rows of the MMAs) and walks
 // the cells its rows see in tiles of 32, which the four warps load together (asynchronous copies,
 // two tiles deep) and all use: K and V are read once per 64 rows. Q and P are split into f16 high
-// and low parts (two MMAs each; kPromptSplitQ/P); one online softmax per row in f32. The high and low
-// parts of Q (or, unsplit, even and odd channel chunks) sum into separate scores, so that a warp has
-// eight independent MMA chains in Q K^T instead of four.
+// and low parts (two MMAs each: halving them measured no faster, as ggml's CPU backend computes
+// prompts in f32); one online softmax per row in f32. The high and low parts of Q sum into separate
+// scores, so that a warp has eight independent MMA chains in Q K^T instead of four.
 // The block's mask tile is read once (its loads issued a tile ahead) into shared memory before the
 // tile's copies are issued: a tile no row sees is skipped, one every row sees whole (all zeros, the
 // usual case of a causal prompt over its history) needs no mask values, and only the rest read theirs
@@ -1202,7 +1202,6 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
 // arrived the block expands its 64 records there (a thread per record half), so each record is
 // expanded once for the 64 rows.
 constexpr int kPromptRows = 64, kPromptTile = 32;
-constexpr bool kPromptSplitQ = true, kPromptSplitP = true;
 // Mask tile rows of 40 halves (80 bytes): the softmax's pair reads (8 rows x 4 lanes a warp) hit 32 banks.
 constexpr int kPromptMaskRow = kPromptTile + 8;
 enum PromptTile : int { kTileDead = 0, kTilePartial = 1, kTileFull = 2 };
@@ -1246,13 +1245,10 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
     __syncthreads();
     const int c_lo = s_lo, c_hi = s_hi;
 
-    // A fragments of the warp's 16 query rows per 16 channels: split, in log2 units, high and low parts;
-    // unsplit, the f16 query itself (scaled in the scores).
-    constexpr int kQParts = kPromptSplitQ ? 2 : 1;
-    uint32_t qa[kQParts][D / 16][4];
-    const float s_scale = kPromptSplitQ ? 1.0f : p.scale * kLog2e;
+    // A fragments of the warp's 16 query rows (log2 units) per 16 channels: [0] high, [1] low parts.
+    uint32_t qa[2][D / 16][4];
     {
-        const float f = kPromptSplitQ ? p.scale * kLog2e : 1.0f;
+        const float f = p.scale * kLog2e;
         auto q_at = [&](int r, int d) {
             const int row = row0 + r;
             if (row >= p.n_rows) return 0.0f;
@@ -1263,8 +1259,7 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
 #pragma unroll
             for (int i = 0; i < 4; ++i) {  // a0 (g, 2t), a1 (g+8, 2t), a2 (g, 2t+8), a3 (g+8, 2t+8)
                 const int r = g + (i % 2) * 8, d = kc * 16 + 2 * t + (i / 2) * 8;
-                if constexpr (kPromptSplitQ) split2(q_at(r, d), q_at(r, d + 1), qa[0][kc][i], qa[kQParts - 1][kc][i]);
-                else qa[0][kc][i] = as_u32(__floats2half2_rn(q_at(r, d), q_at(r, d + 1)));
+                split2(q_at(r, d), q_at(r, d + 1), qa[0][kc][i], qa[1][kc][i]);
             }
         }
     }
@@ -1405,7 +1400,7 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
         }
         const uint8_t* kt = smem + size_t(buf) * 2 * kPromptTile * kRow;
         const uint8_t* vt = kt + kPromptTile * kRow;
-        float sc[2][4][4];  // two independent sums; n-tiles of 8 cells; C rows g (c0, c1) and g + 8 (c2, c3)
+        float sc[2][4][4];  // Q's high, low part; n-tiles of 8 cells; C rows g (c0, c1) and g + 8 (c2, c3)
 #pragma unroll
         for (int j = 0; j < 2; ++j)
 #pragma unroll
@@ -1417,11 +1412,10 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
                 uint32_t b[4];
                 ldsm_x4(b, kt + (half * 16 + k_row) * kRow + kc * 32 + k_col);
 #pragma unroll
-                for (int part = 0; part < kQParts; ++part) {
-                    float (&acc)[4][4] = sc[kPromptSplitQ ? part : kc % 2];
+                for (int part = 0; part < 2; ++part) {
                     const uint32_t (&a)[4] = qa[part][kc];
-                    mma16816_split(acc[half * 2], a[0], a[1], a[2], a[3], b[0], b[1]);
-                    mma16816_split(acc[half * 2 + 1], a[0], a[1], a[2], a[3], b[2], b[3]);
+                    mma16816_split(sc[part][half * 2], a[0], a[1], a[2], a[3], b[0], b[1]);
+                    mma16816_split(sc[part][half * 2 + 1], a[0], a[1], a[2], a[3], b[2], b[3]);
                 }
             }
         }
@@ -1442,7 +1436,7 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     const float mv = e == 0 ? mk.x : mk.y;
-                    const float v = mv == -INFINITY ? -INFINITY : (sc[0][nt][i * 2 + e] + sc[1][nt][i * 2 + e]) * s_scale + mv * kLog2e;
+                    const float v = mv == -INFINITY ? -INFINITY : sc[0][nt][i * 2 + e] + sc[1][nt][i * 2 + e] + mv * kLog2e;
                     pr[nt][i * 2 + e] = v;
                     tmax = fmaxf(tmax, v);
                 }
@@ -1472,24 +1466,18 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
 #pragma unroll
         for (int kh = 0; kh < 2; ++kh) {
             uint32_t ph[4], pl[4];
-            auto pack = [&](float x, float y, uint32_t& hi, uint32_t& lo) {
-                if constexpr (kPromptSplitP) split2(x, y, hi, lo);
-                else hi = as_u32(__floats2half2_rn(x, y)), lo = 0u;
-            };
-            pack(pr[2 * kh][0], pr[2 * kh][1], ph[0], pl[0]);          // (g, 2t)
-            pack(pr[2 * kh][2], pr[2 * kh][3], ph[1], pl[1]);          // (g+8, 2t)
-            pack(pr[2 * kh + 1][0], pr[2 * kh + 1][1], ph[2], pl[2]);  // (g, 2t+8)
-            pack(pr[2 * kh + 1][2], pr[2 * kh + 1][3], ph[3], pl[3]);  // (g+8, 2t+8)
+            split2(pr[2 * kh][0], pr[2 * kh][1], ph[0], pl[0]);          // (g, 2t)
+            split2(pr[2 * kh][2], pr[2 * kh][3], ph[1], pl[1]);          // (g+8, 2t)
+            split2(pr[2 * kh + 1][0], pr[2 * kh + 1][1], ph[2], pl[2]);  // (g, 2t+8)
+            split2(pr[2 * kh + 1][2], pr[2 * kh + 1][3], ph[3], pl[3]);  // (g+8, 2t+8)
 #pragma unroll
             for (int n = 0; n < D / 8; n += 2) {
                 uint32_t b[4];
                 ldsm_x4_trans(b, vt + (kh * 16 + v_row) * kRow + n * 16 + v_col);
                 mma16816_split(o[n], ph[0], ph[1], ph[2], ph[3], b[0], b[1]);
                 mma16816_split(o[n + 1], ph[0], ph[1], ph[2], ph[3], b[2], b[3]);
-                if constexpr (kPromptSplitP) {
-                    mma16816_split(o[n], pl[0], pl[1], pl[2], pl[3], b[0], b[1]);
-                    mma16816_split(o[n + 1], pl[0], pl[1], pl[2], pl[3], b[2], b[3]);
-                }
+                mma16816_split(o[n], pl[0], pl[1], pl[2], pl[3], b[0], b[1]);
+                mma16816_split(o[n + 1], pl[0], pl[1], pl[2], pl[3], b[2], b[3]);
             }
         }
         __syncthreads();  // the next issue overwrites this buffer
