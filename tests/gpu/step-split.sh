@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Where an end-to-end decode step's wall time goes on the Llama-3-8B-shaped model: the Bench's generation
 # steps split by the engine's metrics (MustafarMetrics: the step, its llama_decode call, its sampling),
-# and, with MUSTAFAR_PROFILE=graphs, the backend's account of each decode graph (host time to issue it,
-# the wait for it, the time since the previous graph ended and the host-device copies within that time).
+# and, with MUSTAFAR_PROFILE=graphs, the backend's account of the decode graphs and of the prompt graphs
+# (host time to issue one, the wait for it, the time since the previous graph ended and the host-device
+# copies within that time).
 # VARIANTS: "plain" (no profile), "graphs" (MUSTAFAR_PROFILE=graphs), "nodes" (MUSTAFAR_PROFILE=1: also GPU
 # and host time per kind of node, with events around each node and no CUDA graphs); default "plain graphs".
 # After tests/gpu/run.sh (library built, publish unpacked). POINTS: "s,batch,context" (s = 0: dense).
