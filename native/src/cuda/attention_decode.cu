@@ -1186,6 +1186,23 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     if (counters != nullptr) merge_if_last<D>(p, pl, G, part, splits, mergers, counters, reinterpret_cast<float*>(smem));
 }
 
+// f16 bits of -inf: a mask value that hides its cell.
+constexpr uint16_t kMaskHidden = 0xfc00u;
+
+// Mask values [c, c + 8) of a row as four words of f16 pairs (cells from n on: hidden); one 16-byte load
+// where the row is aligned (`aligned`: mrow is 16-byte aligned and c a multiple of 8).
+__device__ __forceinline__ uint4 mask8(const __half* mrow, int64_t c, int64_t n, bool aligned) {
+    if (aligned && c + 8 <= n) return *reinterpret_cast<const uint4*>(mrow + c);
+    uint32_t w[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint32_t lo = c + 2 * i < n ? __half_as_ushort(mrow[c + 2 * i]) : kMaskHidden;
+        const uint32_t hi = c + 2 * i + 1 < n ? __half_as_ushort(mrow[c + 2 * i + 1]) : kMaskHidden;
+        w[i] = lo | hi << 16;
+    }
+    return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
 // ---- Tensor-core attention for many query rows (prompts), D = 64 and 128 -------------------------
 // A block takes 64 consecutive query rows of one head (16 per warp, the A rows of the MMAs) and walks
 // the cells its rows see in tiles of 32, which the four warps load together (asynchronous copies,
@@ -1266,28 +1283,19 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
 
     // The thread's 16 mask values of a tile (row tid / 2, half tid % 2; rows past n_rows and cells past
     // c_hi: -inf), loaded a tile ahead of their use so that no tile waits for them.
-    constexpr uint16_t kMinusInf = 0xfc00u;
     const int mask_r = threadIdx.x / 2, mask_row = blockIdx.x * kPromptRows + mask_r;
     auto load_mask = [&](int base, uint32_t (&w)[8]) {
         if (p.mask == nullptr) return;
-        const int c0 = base + (threadIdx.x % 2) * 16;
         if (mask_row >= p.n_rows) {
 #pragma unroll
-            for (int i = 0; i < 8; ++i) w[i] = kMinusInf * 0x10001u;
-        } else {
-            const __half* mr = reinterpret_cast<const __half*>(p.mask + size_t(mask_row) * p.mask_nb1 + size_t(seq % p.mask_ne3) * p.mask_nb3) + c0;
-            if (c0 + 16 <= c_hi && reinterpret_cast<uintptr_t>(mr) % 16 == 0) {
-                const uint4 a = reinterpret_cast<const uint4*>(mr)[0], b = reinterpret_cast<const uint4*>(mr)[1];
-                w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w, w[4] = b.x, w[5] = b.y, w[6] = b.z, w[7] = b.w;
-            } else {
-#pragma unroll
-                for (int i = 0; i < 8; ++i) {
-                    const uint32_t lo = c0 + 2 * i < c_hi ? __half_as_ushort(mr[2 * i]) : kMinusInf;
-                    const uint32_t hi = c0 + 2 * i + 1 < c_hi ? __half_as_ushort(mr[2 * i + 1]) : kMinusInf;
-                    w[i] = lo | hi << 16;
-                }
-            }
+            for (int i = 0; i < 8; ++i) w[i] = kMaskHidden * 0x10001u;
+            return;
         }
+        const int c0 = base + (threadIdx.x % 2) * 16;
+        const __half* mr = reinterpret_cast<const __half*>(p.mask + size_t(mask_row) * p.mask_nb1 + size_t(seq % p.mask_ne3) * p.mask_nb3);
+        const bool aligned = reinterpret_cast<uintptr_t>(mr + c0) % 16 == 0;
+        const uint4 a = mask8(mr, c0, c_hi, aligned), b = mask8(mr, c0 + 8, c_hi, aligned);
+        w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w, w[4] = b.x, w[5] = b.y, w[6] = b.z, w[7] = b.w;
     };
     // The tile's mask into s_mask[mbuf] and what the tile is to the block: dead, partial or full
     // (block-wide, so all threads agree).
@@ -1297,7 +1305,7 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
         bool any = false, zeros = true;  // zeros: every value 0 (or -0)
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
-            any |= (w[i] & 0xffffu) != kMinusInf || (w[i] >> 16) != kMinusInf;
+            any |= (w[i] & 0xffffu) != kMaskHidden || (w[i] >> 16) != kMaskHidden;
             zeros &= (w[i] & 0x7fff7fffu) == 0u;
         }
         if (mask_row >= p.n_rows) zeros = true;
@@ -1570,23 +1578,11 @@ constexpr int kRangeThreads = 1024;
 
 // Bit i: cell c + i is visible (c + i < n).
 __device__ __forceinline__ uint32_t visible8(const __half* mrow, int64_t c, int64_t n, bool aligned) {
-    constexpr uint16_t kMinusInf = 0xfc00u;
-    uint16_t h[8];
-    if (aligned && c + 8 <= n) {
-        const uint4 v = *reinterpret_cast<const uint4*>(mrow + c);
-        const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            h[2 * i] = uint16_t(w[i] & 0xffffu);
-            h[2 * i + 1] = uint16_t(w[i] >> 16);
-        }
-    } else {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) h[i] = c + i < n ? __half_as_ushort(mrow[c + i]) : kMinusInf;
-    }
+    const uint4 v = mask8(mrow, c, n, aligned);
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
     uint32_t bits = 0;
 #pragma unroll
-    for (int i = 0; i < 8; ++i) bits |= uint32_t(h[i] != kMinusInf) << i;
+    for (int i = 0; i < 4; ++i) bits |= uint32_t((w[i] & 0xffffu) != kMaskHidden) << (2 * i) | uint32_t((w[i] >> 16) != kMaskHidden) << (2 * i + 1);
     return bits;
 }
 
