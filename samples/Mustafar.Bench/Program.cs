@@ -5,7 +5,8 @@
 //      at once (their cells stay cached as prefixes);
 //   2. generation: the same prompts again (prefix hits: no prompt work) with --decode-tokens tokens each.
 //   Mustafar.Bench --model PATH [--generate-llama3-8b] [--contexts 4096,16384,32768] [--batches 1,4,8]
-//                  [--decode-tokens 64] [--k-sparsity S] [--v-sparsity S] [--out FILE.md] [--title TEXT]
+//                  [--decode-tokens 64] [--k-sparsity S] [--v-sparsity S] [--batch-size 512] [--out FILE.md] [--title TEXT]
+// --batch-size: MustafarOptions.BatchSize, the tokens of one llama.cpp micro-batch (a prompt's graphs).
 // --generate-llama3-8b writes a Llama-3-8B-shaped F16 GGUF with random weights to PATH first (16 GB) unless
 // it exists. Prompts use the synthetic models' character vocabulary (one token per character).
 // The last three columns split the engine's generation steps (MustafarMetrics): their mean time, and in
@@ -23,7 +24,7 @@ var queue = new Queue<string>(args);
 string? model = null, outFile = null, title = null;
 bool generate = false;
 int[] contexts = [4096, 16384, 32768], batches = [1, 4, 8];
-int decodeTokens = 64;
+int decodeTokens = 64, batchSize = new MustafarOptions().BatchSize;
 double kSparsity = 0, vSparsity = 0;
 try
 {
@@ -39,6 +40,7 @@ try
             case "--decode-tokens": decodeTokens = int.Parse(Next(), CultureInfo.InvariantCulture); break;
             case "--k-sparsity": kSparsity = double.Parse(Next(), CultureInfo.InvariantCulture); break;
             case "--v-sparsity": vSparsity = double.Parse(Next(), CultureInfo.InvariantCulture); break;
+            case "--batch-size": batchSize = int.Parse(Next(), CultureInfo.InvariantCulture); break;
             case "--out": outFile = Next(); break;
             case "--title": title = Next(); break;
             default: throw new ArgumentException($"unknown argument {arg}");
@@ -59,7 +61,7 @@ catch (Exception e) when (e is ArgumentException or FormatException)
 {
     Console.Error.WriteLine($"error: {e.Message}");
     Console.Error.WriteLine("usage: Mustafar.Bench --model PATH [--generate-llama3-8b] [--contexts 4096,16384,32768] [--batches 1,4,8] " +
-                            "[--decode-tokens 64] [--k-sparsity S] [--v-sparsity S] [--out FILE.md] [--title TEXT]");
+                            "[--decode-tokens 64] [--k-sparsity S] [--v-sparsity S] [--batch-size 512] [--out FILE.md] [--title TEXT]");
     return 2;
 }
 
@@ -87,6 +89,7 @@ try
             CachedPrefixes = batch,
             KSparsity = kSparsity,
             VSparsity = vSparsity,
+            BatchSize = batchSize,
         };
         var load = Stopwatch.StartNew();
         await using var owner = (IAsyncDisposable)await MustafarChatClientFactory.CreateAsync(options, loggers);
@@ -113,7 +116,7 @@ try
     {
         var md = new StringBuilder();
         md.AppendLine(CultureInfo.InvariantCulture, $"# {title ?? "End-to-end throughput"}").AppendLine();
-        md.AppendLine(CultureInfo.InvariantCulture, $"Model `{Path.GetFileName(model)}`, K sparsity {kSparsity}, V sparsity {vSparsity}, {decodeTokens} generated tokens per request. Program: `samples/Mustafar.Bench`.").AppendLine();
+        md.AppendLine(CultureInfo.InvariantCulture, $"Model `{Path.GetFileName(model)}`, K sparsity {kSparsity}, V sparsity {vSparsity}, {decodeTokens} generated tokens per request, micro-batches of {batchSize} tokens. Program: `samples/Mustafar.Bench`.").AppendLine();
         md.AppendLine("Prompt phase: all prompts at once, one output token each. Generation phase: the same prompts again (cached prefixes), all requests decoding together; a step is one token for every request.").AppendLine();
         md.AppendLine("The last three columns: the engine's generation steps (every token of the step a generated one; `MustafarMetrics`), mean ms: the whole step, its llama_decode call, its sampling.").AppendLine();
         md.AppendLine("| batch | context | prompt tokens | prompt s | prompt tok/s | generated tokens | generation s | generation tok/s | ms per step | engine step ms | llama_decode ms | sampling ms |");
