@@ -1283,18 +1283,22 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
 
     // The thread's 16 mask values of a tile (row tid / 2, half tid % 2; rows past n_rows and cells past
     // c_hi: -inf), loaded a tile ahead of their use so that no tile waits for them.
+    // The row pointer and its alignment are the thread's for the whole walk (tiles start 32 cells apart):
+    // computed per tile, with a division for the sequence's mask, they were 4 % of the loop's instructions.
     const int mask_r = threadIdx.x / 2, mask_row = blockIdx.x * kPromptRows + mask_r;
+    const __half* const mr = p.mask == nullptr || mask_row >= p.n_rows
+                                 ? nullptr
+                                 : reinterpret_cast<const __half*>(p.mask + size_t(mask_row) * p.mask_nb1 + size_t(seq % p.mask_ne3) * p.mask_nb3);
+    const bool mask_aligned = mr != nullptr && reinterpret_cast<uintptr_t>(mr + c_lo) % 16 == 0;
     auto load_mask = [&](int base, uint32_t (&w)[8]) {
         if (p.mask == nullptr) return;
-        if (mask_row >= p.n_rows) {
+        if (mr == nullptr) {
 #pragma unroll
             for (int i = 0; i < 8; ++i) w[i] = kMaskHidden * 0x10001u;
             return;
         }
         const int c0 = base + (threadIdx.x % 2) * 16;
-        const __half* mr = reinterpret_cast<const __half*>(p.mask + size_t(mask_row) * p.mask_nb1 + size_t(seq % p.mask_ne3) * p.mask_nb3);
-        const bool aligned = reinterpret_cast<uintptr_t>(mr + c0) % 16 == 0;
-        const uint4 a = mask8(mr, c0, c_hi, aligned), b = mask8(mr, c0 + 8, c_hi, aligned);
+        const uint4 a = mask8(mr, c0, c_hi, mask_aligned), b = mask8(mr, c0 + 8, c_hi, mask_aligned);
         w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w, w[4] = b.x, w[5] = b.y, w[6] = b.z, w[7] = b.w;
     };
     // The tile's mask into s_mask[mbuf] and what the tile is to the block: dead, partial or full
@@ -1322,27 +1326,42 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
     uint8_t* const raw_base = smem + size_t(2) * 2 * kPromptTile * kRow;
     auto slot_of = [&](int kv, int cell) { return (kv == 0 ? cc.k_slot : cc.v_slot)[store_row0 + cell]; };
 
+    // The thread's share of a tile's dense rows: chunk ch of cells u0 + kCopyRows i (i < kCopies) of K and of
+    // V, at fixed strides from addresses set up once. Computed per chunk (divisions, 64-bit products, the
+    // shared-memory address) they were about a quarter of the loop's instructions (Nsight Compute, 16K).
+    constexpr int kCopyRows = kThreads / kChunks, kCopies = kPromptTile / kCopyRows;
+    static_assert(kThreads % kChunks == 0 && kPromptTile % kCopyRows == 0, "whole rows per round of copies");
+    const int u0 = threadIdx.x / kChunks, ch = threadIdx.x % kChunks;
+    const unsigned tile_at = smem_u32(smem) + unsigned(u0 * kRow + ch * 16);
+    const char* const k_at = kSparse ? nullptr : dc.k + size_t(hk) * dc.k_nb2 + size_t(seq) * dc.k_nb3 + size_t(u0) * dc.k_nb1 + ch * 16;
+    const char* const v_at = kSparse ? nullptr : dc.v + size_t(hk) * dc.v_nb2 + size_t(seq) * dc.v_nb3 + size_t(u0) * dc.v_nb1 + ch * 16;
+    const size_t k_step = kSparse ? 0 : size_t(kCopyRows) * dc.k_nb1, v_step = kSparse ? 0 : size_t(kCopyRows) * dc.v_nb1;
+
     auto issue = [&](int base, int buf, bool live) {
         if (!live) {
             __pipeline_commit();
             return;
         }
-        uint8_t* dst = smem + size_t(buf) * 2 * kPromptTile * kRow;
-        for (int j = threadIdx.x; j < 2 * kPromptTile * kChunks; j += kThreads) {
-            const int kv = j / (kPromptTile * kChunks), u = (j / kChunks) % kPromptTile, ch = j % kChunks;
-            const int cell = base + u;
-            uint8_t* d = dst + (kv * kPromptTile + u) * kRow + ch * 16;
-            if (cell >= c_hi) {
-                *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
-            } else if constexpr (kSparse) {
-                const int32_t slot = slot_of(kv, cell);  // compressed cells are expanded into the tile later
-                if (slot >= 0)
-                    __pipeline_memcpy_async(d, (kv == 0 ? cc.k_pool : cc.v_pool) + size_t(slot) * cc.pool_row_bytes + size_t(hk) * D * 2 + ch * 16, 16);
-            } else {
-                const char* src = kv == 0 ? dc.k + size_t(hk) * dc.k_nb2 + size_t(seq) * dc.k_nb3 + size_t(cell) * dc.k_nb1
-                                          : dc.v + size_t(hk) * dc.v_nb2 + size_t(seq) * dc.v_nb3 + size_t(cell) * dc.v_nb1;
-                __pipeline_memcpy_async(d, src + ch * 16, 16);
+        const unsigned dst = tile_at + unsigned(buf * 2 * kPromptTile * kRow);
+        const char* k = kSparse ? nullptr : k_at + int64_t(base) * dc.k_nb1;
+        const char* v = kSparse ? nullptr : v_at + int64_t(base) * dc.v_nb1;
+#pragma unroll
+        for (int i = 0; i < kCopies; ++i) {
+            const int cell = base + u0 + kCopyRows * i;
+#pragma unroll
+            for (int kv = 0; kv < 2; ++kv) {
+                const unsigned d = dst + unsigned((kv * kPromptTile + kCopyRows * i) * kRow);
+                if (cell >= c_hi) {
+                    asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(d), "r"(0u) : "memory");
+                } else if constexpr (kSparse) {
+                    const int32_t slot = slot_of(kv, cell);  // compressed cells are expanded into the tile later
+                    if (slot >= 0)
+                        cp_async16(d, (kv == 0 ? cc.k_pool : cc.v_pool) + size_t(slot) * cc.pool_row_bytes + size_t(hk) * D * 2 + ch * 16);
+                } else {
+                    cp_async16(d, kv == 0 ? k : v);
+                }
             }
+            if constexpr (!kSparse) k += k_step, v += v_step;
         }
         if constexpr (kSparse) {
             uint8_t* raw = raw_base + size_t(buf) * kPromptTile * raw_row;
