@@ -1304,8 +1304,25 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
     // The tile's mask into s_mask[mbuf] and what the tile is to the block: dead, partial or full
     // (block-wide, so all threads agree).
     __shared__ __align__(16) uint16_t s_mask[2][kPromptRows][kPromptMaskRow];
-    auto tile_state = [&](int base, int mbuf, const uint32_t (&w)[8]) -> int {
-        if (p.mask == nullptr) return base + kPromptTile <= c_hi ? kTileFull : kTilePartial;
+    // The store: each cell's pool slot (>= 0: its rows are dense in the pool; < 0: records) per tile buffer,
+    // [buffer][K or V][cell]. Threads 0-63 load those of the tile after next (load_slot), so that the copies
+    // and the expansion wait on no global load; before, every copy looked its cell's slot up in memory.
+    __shared__ int32_t s_slot[kSparse ? 2 : 1][2][kPromptTile];
+    auto load_slot = [&](int base) -> int32_t {
+        const int tid = int(threadIdx.x), cell = base + tid % kPromptTile;
+        if (!kSparse || tid >= 2 * kPromptTile || cell >= c_hi) return -1;
+        return (tid < kPromptTile ? cc.k_slot : cc.v_slot)[int64_t(seq) * cc.seq_rows + cell];
+    };
+    // With the slots of the tile (staged before the barriers that publish the mask).
+    auto tile_state = [&](int base, int mbuf, const uint32_t (&w)[8], int32_t slot) -> int {
+        if constexpr (kSparse) {
+            const int tid = int(threadIdx.x);
+            if (tid < 2 * kPromptTile) s_slot[mbuf][tid / kPromptTile][tid % kPromptTile] = slot;
+        }
+        if (p.mask == nullptr) {
+            if constexpr (kSparse) __syncthreads();
+            return base + kPromptTile <= c_hi ? kTileFull : kTilePartial;
+        }
         bool any = false, zeros = true;  // zeros: every value 0 (or -0)
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
@@ -1324,7 +1341,7 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
     const int64_t store_row0 = kSparse ? int64_t(seq) * cc.seq_rows : 0;
     const size_t rec = kSparse ? cc.k_stride + cc.v_stride : 0, raw_row = kSparse ? prompt_raw_row(rec) : 0;
     uint8_t* const raw_base = smem + size_t(2) * 2 * kPromptTile * kRow;
-    auto slot_of = [&](int kv, int cell) { return (kv == 0 ? cc.k_slot : cc.v_slot)[store_row0 + cell]; };
+    auto slot_of = [&](int sbuf, int kv, int u) { return s_slot[kSparse ? sbuf : 0][kv][u]; };
 
     // The thread's share of a tile's dense rows: chunk ch of cells u0 + kCopyRows i (i < kCopies) of K and of
     // V, at fixed strides from addresses set up once. Computed per chunk (divisions, 64-bit products, the
@@ -1354,7 +1371,7 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
                 if (cell >= c_hi) {
                     asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(d), "r"(0u) : "memory");
                 } else if constexpr (kSparse) {
-                    const int32_t slot = slot_of(kv, cell);  // compressed cells are expanded into the tile later
+                    const int32_t slot = slot_of(buf, kv, u0 + kCopyRows * i);  // compressed cells are expanded into the tile later
                     if (slot >= 0)
                         cp_async16(d, (kv == 0 ? cc.k_pool : cc.v_pool) + size_t(slot) * cc.pool_row_bytes + size_t(hk) * D * 2 + ch * 16);
                 } else {
@@ -1366,10 +1383,11 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
         if constexpr (kSparse) {
             uint8_t* raw = raw_base + size_t(buf) * kPromptTile * raw_row;
             const int cn = int(rec / 16), ck = int(cc.k_stride / 16);
+            const uint32_t cn_magic = 0xffffffffu / uint32_t(cn) + 1u;  // j / cn as a multiply (cn >= 2, j < 32 cn)
             for (int j = threadIdx.x; j < kPromptTile * cn; j += kThreads) {
-                const int u = j / cn, r = j - u * cn, kv = r < ck ? 0 : 1;
+                const int u = int(__umulhi(unsigned(j), cn_magic)), r = j - u * cn, kv = r < ck ? 0 : 1;
                 const int cell = base + u;
-                if (cell < c_hi && slot_of(kv, cell) < 0) {
+                if (cell < c_hi && slot_of(buf, kv, u) < 0) {
                     const size_t row = size_t(store_row0 + cell);
                     const uint8_t* src = kv == 0 ? cc.k_records + hk * cc.k_head_bytes + row * cc.k_stride + size_t(r) * 16
                                                  : cc.v_records + hk * cc.v_head_bytes + row * cc.v_stride + size_t(r - ck) * 16;
@@ -1385,7 +1403,7 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
     auto expand_tile = [&](int base, int buf) {
         const int kv = threadIdx.x / 64, u = threadIdx.x % 16 + 16 * ((threadIdx.x / 32) % 2), half = (threadIdx.x / 16) % 2;
         const int cell = base + u;
-        if (cell < c_hi && slot_of(kv, cell) < 0) {
+        if (cell < c_hi && slot_of(buf, kv, u) < 0) {
             const uint8_t* raw = raw_base + size_t(buf) * kPromptTile * raw_row + size_t(u) * raw_row + (kv == 0 ? 0 : cc.k_stride);
             expand_half<D>(raw, half, smem + size_t(buf) * 2 * kPromptTile * kRow + size_t(kv * kPromptTile + u) * kRow + half * D);
         }
@@ -1401,15 +1419,23 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
 
     int buf = 0;
     uint32_t mask_next[8] = {};  // the mask values of the tile to classify next
+    int32_t slot_next = -1;      // and this thread's slot of it (the store)
     load_mask(c_lo, mask_next);
-    int state = c_lo < c_hi ? tile_state(c_lo, 0, mask_next) : kTileDead;
-    if (c_lo + kPromptTile < c_hi) load_mask(c_lo + kPromptTile, mask_next);
+    if constexpr (kSparse) slot_next = load_slot(c_lo);
+    int state = c_lo < c_hi ? tile_state(c_lo, 0, mask_next, slot_next) : kTileDead;
+    if (c_lo + kPromptTile < c_hi) {
+        load_mask(c_lo + kPromptTile, mask_next);
+        if constexpr (kSparse) slot_next = load_slot(c_lo + kPromptTile);
+    }
     if (c_lo < c_hi) issue(c_lo, 0, state != kTileDead);
     for (int base = c_lo; base < c_hi; base += kPromptTile) {
         int next_state = kTileDead;
         if (base + kPromptTile < c_hi) {
-            next_state = tile_state(base + kPromptTile, buf ^ 1, mask_next);
-            if (base + 2 * kPromptTile < c_hi) load_mask(base + 2 * kPromptTile, mask_next);  // in flight while this tile computes
+            next_state = tile_state(base + kPromptTile, buf ^ 1, mask_next, slot_next);
+            if (base + 2 * kPromptTile < c_hi) {  // in flight while this tile computes
+                load_mask(base + 2 * kPromptTile, mask_next);
+                if constexpr (kSparse) slot_next = load_slot(base + 2 * kPromptTile);
+            }
             issue(base + kPromptTile, buf ^ 1, next_state != kTileDead);
         } else {
             __pipeline_commit();
