@@ -1345,7 +1345,7 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
 
     // The thread's share of a tile's dense rows: chunk ch of cells u0 + kCopyRows i (i < kCopies) of K and of
     // V, at fixed strides from addresses set up once. Computed per chunk (divisions, 64-bit products, the
-    // shared-memory address) they were about a quarter of the loop's instructions (Nsight Compute, 16K).
+    // shared-memory address) they were over a third of the loop's instructions (Nsight Compute, 16K).
     constexpr int kCopyRows = kThreads / kChunks, kCopies = kPromptTile / kCopyRows;
     static_assert(kThreads % kChunks == 0 && kPromptTile % kCopyRows == 0, "whole rows per round of copies");
     const int u0 = threadIdx.x / kChunks, ch = threadIdx.x % kChunks;
