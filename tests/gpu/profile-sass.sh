@@ -10,10 +10,10 @@ cd "$(dirname "$0")/../.."
 : "${OUT:?set OUT}"
 bench=${BENCH_BIN:-artifacts/gpu/build/attention_cuda_bench}  # BENCH_BIN: another build's
 if [ "$1" = prompt ]; then
-  s=$2 ctx=$3 rep="$OUT/sass-prompt-s$2-$3" kernel=prompt_kernel skip=3 args=(--prompt "$2" "$3" 1)
+  ctx=$3 rep="$OUT/sass-prompt-s$2-$3" kernel=prompt_kernel skip=3 args=(--prompt "$2" "$3" 1)
   steps=$((32 * ctx))  # 1024 warps (32 heads x 512 rows / 16), about context / 32 tiles each
 else
-  s=$1 batch=$2 ctx=$3 rep="$OUT/sass-s$1-b$2-$3" kernel=mma_kernel skip=4 args=(--one "$1" "$2" "$3")
+  batch=$2 ctx=$3 rep="$OUT/sass-s$1-b$2-$3" kernel=mma_kernel skip=4 args=(--one "$1" "$2" "$3")
   steps=$((8 * batch * ctx / 16))  # KV heads x sequences x cells / 16
 fi
 ncu --clock-control none -k regex:"$kernel" --launch-skip "$skip" --launch-count 1 --section SourceCounters -o "$rep" \

@@ -1308,10 +1308,11 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
     // [buffer][K or V][cell]. Threads 0-63 load those of the tile after next (load_slot), so that the copies
     // and the expansion wait on no global load; before, every copy looked its cell's slot up in memory.
     __shared__ int32_t s_slot[kSparse ? 2 : 1][2][kPromptTile];
+    const int64_t store_row0 = kSparse ? int64_t(seq) * cc.seq_rows : 0;  // the store's row of the sequence's cell 0
     auto load_slot = [&](int base) -> int32_t {
         const int tid = int(threadIdx.x), cell = base + tid % kPromptTile;
         if (!kSparse || tid >= 2 * kPromptTile || cell >= c_hi) return -1;
-        return (tid < kPromptTile ? cc.k_slot : cc.v_slot)[int64_t(seq) * cc.seq_rows + cell];
+        return (tid < kPromptTile ? cc.k_slot : cc.v_slot)[store_row0 + cell];
     };
     // With the slots of the tile (staged before the barriers that publish the mask).
     auto tile_state = [&](int base, int mbuf, const uint32_t (&w)[8], int32_t slot) -> int {
@@ -1337,8 +1338,7 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
         return __syncthreads_and(zeros) ? kTileFull : kTilePartial;
     };
 
-    // The store: row of cell c, staged records ([K record | V record] per cell) after the two tiles.
-    const int64_t store_row0 = kSparse ? int64_t(seq) * cc.seq_rows : 0;
+    // The store: staged records ([K record | V record] per cell) after the two tiles.
     const size_t rec = kSparse ? cc.k_stride + cc.v_stride : 0, raw_row = kSparse ? prompt_raw_row(rec) : 0;
     uint8_t* const raw_base = smem + size_t(2) * 2 * kPromptTile * kRow;
     auto slot_of = [&](int sbuf, int kv, int u) { return s_slot[kSparse ? sbuf : 0][kv][u]; };
