@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 # Makes an instrumented copy of native/src/cuda/attention_decode.cu for tests/gpu/ab.sh: thread 0 of every
-# block of the tensor-core decode kernel writes %globaltimer at twelve points (0 entry, 1 after waiting for the
+# block of the tensor-core decode kernel writes %globaltimer at eleven points (and its SM id) (0 entry, 1 after waiting for the
 # previous kernel, 2 queries staged, 3 first step's data in, 4 walk done, 5 warps' states in shared memory,
-# 6 partial written, 11 partial fenced, 7 arrival counted; each merging block: 9 every split's m and l in
+# 6 partial written, 7 arrival counted; each merging block: 9 every split's m and l in
 # shared memory, 10 weights computed, 8 merge done), for two consecutive calls (the 44th and
 # 45th launch of a process); the 53rd launch prints, per point, min / 10 % / median / 90 % / max over the
 # blocks in ns from the first block's entry of call 44. The timing of that build is not the kernel's (the
@@ -18,7 +18,7 @@ s=s.replace('''namespace mustafar::cuda {
 namespace {
 ''','''namespace mustafar::cuda {
 namespace {
-constexpr int kStamps = 12, kMaxBlocks = 8192;
+constexpr int kStamps = 13, kMaxBlocks = 8192;  // stamp 12: the block's SM id
 __device__ unsigned long long g_st[2][kMaxBlocks][kStamps];
 __device__ __forceinline__ unsigned long long gtime() { unsigned long long t; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); return t; }
 #define STAMP(i) do { if (slot >= 0 && threadIdx.x == 0) { const unsigned b_ = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z); if (b_ < kMaxBlocks) g_st[slot][b_][i] = gtime(); } } while (0)
@@ -27,11 +27,16 @@ def rep(old,new):
     global s
     assert old in s, old
     s=s.replace(old,new,1)
-rep('''                                                       int* counters, int mergers) {
-    start_after_previous();''','''                                                       int* counters, int mergers, int slot) {
-    STAMP(0);
+rep('''                                                       int* counters, int mergers) {''','''                                                       int* counters, int mergers, int slot) {
+    STAMP(0);''')
+rep('''    start_after_previous();
+    extern __shared__ __align__(16) uint8_t smem[];
+    constexpr int kRow = 2 * D + 16;''','''
+    if (slot >= 0 && threadIdx.x == 0) { unsigned sm_; asm volatile("mov.u32 %0, %%smid;" : "=r"(sm_)); const unsigned b_ = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z); if (b_ < kMaxBlocks) g_st[slot][b_][12] = sm_ + 1; }
     start_after_previous();
-    STAMP(1);''')
+    STAMP(1);
+    extern __shared__ __align__(16) uint8_t smem[];
+    constexpr int kRow = 2 * D + 16;''')
 rep('''    __syncthreads();
     // Step s's copies''','''    __syncthreads();
     STAMP(2);
@@ -65,10 +70,6 @@ rep('''    __syncthreads();
     STAMP(7);
     const int role = s_role;
     if (role < 0) return;''')
-rep('''    __threadfence();  // this block's partial is visible before its arrival counts
-    __syncthreads();''','''    __threadfence();  // this block's partial is visible before its arrival counts
-    __syncthreads();
-    STAMP(11);''')
 rep('''    __syncthreads();
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     for (int g = warp; g < G; g += kWarps) {''','''    __syncthreads();
@@ -81,7 +82,9 @@ rep('''        if (lane == 0) s_sum[g] = l;
     }
     __syncthreads();
     STAMP(10);''')
-rep('a.w / l;\n        }\n    }\n}', 'a.w / l;\n        }\n    }\n    __syncthreads();\n    STAMP(8);\n}')
+rep('''    if (counted == splits + mergers - 2)''', '''    __syncthreads();
+    STAMP(8);
+    if (counted == splits + mergers - 2)''')
 rep('''    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, pr.tiles, pr.part, splits, counters, mergers);''','''    static int calls_ = 0;
     ++calls_;
     int slot_ = calls_ == 44 ? 0 : calls_ == 45 ? 1 : -1;
@@ -102,13 +105,27 @@ bool launch_mma(''','''void dump_stamps(dim3 g) {
     for (unsigned b = 0; b < n; ++b) t0 = std::min(t0, h[0][b][0]);
     fprintf(stderr, "stamps: %u blocks; ns from the first block's entry of call 44 (min / 10%% / median / 90%% / max; n)\\n", n);
     for (int c = 0; c < 2; ++c)
-        for (int i = 0; i < kStamps; ++i) {
+        for (int i = 0; i < kStamps - 1; ++i) {
             std::vector<long long> v;
             for (unsigned b = 0; b < n; ++b) if (h[c][b][i] != 0) v.push_back((long long)(h[c][b][i] - t0));
             if (v.empty()) continue;
             std::sort(v.begin(), v.end());
             fprintf(stderr, "  call %d stamp %d: %lld / %lld / %lld / %lld / %lld; %zu\\n", 44 + c, i, v[0], v[v.size() / 10], v[v.size() / 2], v[v.size() * 9 / 10], v.back(), v.size());
         }
+    // Call 45 per SM: each block's walk (first step's data to walk done) and its end, ns; is a slow walk a place's?
+    fprintf(stderr, "per SM, call 45: sm: (block: walk ns, walk done ns from the call's first entry)...\\n");
+    unsigned long long t1 = ~0ull;
+    for (unsigned b = 0; b < n; ++b) t1 = std::min(t1, h[1][b][0]);
+    for (unsigned sm = 1; sm <= 1024; ++sm) {
+        bool any = false;
+        for (unsigned b = 0; b < n; ++b) {
+            if (h[1][b][12] != sm || h[1][b][3] == 0 || h[1][b][4] == 0) continue;
+            if (!any) fprintf(stderr, "  sm %u:", sm - 1);
+            any = true;
+            fprintf(stderr, " (%u: %lld, %lld)", b, (long long)(h[1][b][4] - h[1][b][3]), (long long)(h[1][b][4] - t1));
+        }
+        if (any) fprintf(stderr, "\\n");
+    }
 }
 
 // The tensor-core kernels for D = 64 and 128 (up to 8 query heads per KV head).
