@@ -100,7 +100,10 @@ void test_compress(std::mt19937_64& rng) {
 // Masks: none; blocks (rows' cells interleaved in blocks of 7); runs (each row's prompt one run, then
 // its decode cells interleaved with the others' at the end of the cache, as in a batched decode).
 // causal: a prompt micro-batch at the end of the cache (row r sees cells up to n_kv - n_rows + r).
-enum class MaskKind { none, blocks, runs, causal };
+// causal_bias: causal, with rows that begin at different cells and finite nonzero values in their history
+// (cells 200-202 of every row, cell 40 + r of rows r >= 64 with r % 4 = 1): the prompt kernel takes tiles
+// inside every row's run of zeros as full without their mask, and must read it elsewhere.
+enum class MaskKind { none, blocks, runs, causal, causal_bias };
 
 // One attention problem on the host, with the cache in llama.cpp's layout: cell c of KV head h of
 // sequence index s at ((s * n_kv + c) * n_head_kv + h) * D.
@@ -137,6 +140,15 @@ Problem make_problem(std::mt19937_64& rng, int D, int G, int n_rows, int n_seq, 
     } else if (kind == MaskKind::causal) {
         p.mask.assign(size_t(n_kv) * n_rows, minus_inf);
         for (int r = 0; r < n_rows; ++r) std::fill_n(p.mask.begin() + size_t(r) * n_kv, n_kv - n_rows + r + 1, uint16_t(0));
+    } else if (kind == MaskKind::causal_bias) {
+        p.mask.assign(size_t(n_kv) * n_rows, minus_inf);
+        for (int r = 0; r < n_rows; ++r)
+            for (int64_t c = (r % 5) * 3; c <= n_kv - n_rows + r; ++c) {
+                float v = 0.0f;
+                if (c >= 200 && c < 203) v = -1.0f;
+                if (r >= 64 && r % 4 == 1 && c == 40 + r) v = 0.25f;
+                p.mask[size_t(r) * n_kv + c] = fp32_to_fp16(v);
+            }
     } else if (kind == MaskKind::runs) {
         // Row r's prompt fills cells [r, r + 1) * run of the first 90 %; the last 10 % holds the rows'
         // decode cells in turn: a split that ends a row's run must not walk the others' runs.
@@ -229,6 +241,7 @@ const char* mask_name(MaskKind k) {
         case MaskKind::blocks: return " masked (blocks)";
         case MaskKind::runs: return " masked (runs)";
         case MaskKind::causal: return " masked (causal)";
+        case MaskKind::causal_bias: return " masked (causal, with a bias)";
         default: return "";
     }
 }
@@ -245,7 +258,8 @@ struct Shape {
     MaskKind mask;
 };
 
-constexpr MaskKind kNo = MaskKind::none, kBlocks = MaskKind::blocks, kRuns = MaskKind::runs, kCausal = MaskKind::causal;
+constexpr MaskKind kNo = MaskKind::none, kBlocks = MaskKind::blocks, kRuns = MaskKind::runs, kCausal = MaskKind::causal,
+                   kCausalBias = MaskKind::causal_bias;
 const Shape kShapes[] = {
     {128, 4, 1, 1, 1, kNo},      {128, 4, 1, 1, 37, kNo},  {128, 4, 1, 3, 3000, kNo}, {128, 4, 4, 1, 2000, kBlocks},
     {64, 1, 2, 2, 700, kNo},     {64, 8, 3, 1, 900, kBlocks}, {256, 2, 1, 2, 1500, kNo}, {256, 8, 1, 1, 600, kNo},
@@ -257,6 +271,8 @@ const Shape kShapes[] = {
     // Causal prompts: tiles every row sees whole, tiles on the diagonal, rows past the last block's end;
     // 16-byte aligned mask rows (n_kv 1024) and unaligned ones (n_kv 333).
     {128, 4, 96, 1, 1024, kCausal}, {64, 8, 70, 1, 333, kCausal},
+    // Tiles full without their mask next to tiles whose zeros end (unaligned rows: n_kv 1001).
+    {128, 4, 130, 1, 1001, kCausalBias}, {64, 2, 64, 1, 512, kCausalBias},
 };
 
 void test_dense(std::mt19937_64& rng, int sms) {

@@ -1233,7 +1233,7 @@ size_t prompt_smem(int D, bool sparse, size_t record_bytes) {
 }
 
 template <int D, bool kSparse>
-__global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int2* ranges) {
+__global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int4* ranges) {
     start_after_previous();
     extern __shared__ __align__(16) uint8_t smem[];
     constexpr int kRow = 2 * D + 16, kChunks = D / 8;
@@ -1241,26 +1241,36 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
     const int h = blockIdx.y, seq = blockIdx.z, G = p.n_head / p.n_head_kv, hk = h / G;
     const int row0 = blockIdx.x * kPromptRows + warp * 16;  // this warp's rows: row0 + g, row0 + g + 8
 
-    // The cells any row of the block sees.
-    __shared__ int s_lo, s_hi;
+    // The cells any row of the block sees, [c_lo, c_hi), and those every row sees with mask value 0,
+    // [f_lo, f_hi) (the intersection of the rows' zero runs; empty without a mask). A tile inside the latter
+    // is full without loading its mask: a causal micro-batch's history, where the mask's loads, its
+    // classification and two block-wide reductions were 137 of a warp's instructions a tile (Nsight
+    // Compute, dense 16K).
+    __shared__ int s_lo, s_hi, s_full_lo, s_full_hi;
     if (threadIdx.x == 0) {
         s_lo = 0;
         s_hi = int(p.n_kv);
+        s_full_lo = s_full_hi = 0;
         if (ranges != nullptr) {
-            int lo = INT_MAX, hi = 0;
+            int lo = INT_MAX, hi = 0, full_lo = 0, full_hi = INT_MAX;
             for (int r = blockIdx.x * kPromptRows; r < min(p.n_rows, int(blockIdx.x + 1) * kPromptRows); ++r) {
-                const int2 rr = ranges[size_t(seq) * p.n_rows + r];
+                const int4 rr = ranges[size_t(seq) * p.n_rows + r];
                 if (rr.y > rr.x) {
                     lo = min(lo, rr.x);
                     hi = max(hi, rr.y);
                 }
+                full_lo = max(full_lo, rr.x);
+                full_hi = min(full_hi, rr.y > rr.x ? rr.z : 0);
             }
             s_lo = lo == INT_MAX ? 0 : lo;
             s_hi = lo == INT_MAX ? 0 : hi;
+            s_full_lo = full_lo;
+            s_full_hi = max(full_lo, full_hi);
         }
     }
     __syncthreads();
-    const int c_lo = s_lo, c_hi = s_hi;
+    const int c_lo = s_lo, c_hi = s_hi, f_lo = s_full_lo, f_hi = s_full_hi;
+    auto known_full = [&](int base) { return base >= f_lo && base + kPromptTile <= f_hi; };
 
     // A fragments of the warp's 16 query rows (log2 units) per 16 channels: [0] high, [1] low parts.
     uint32_t qa[2][D / 16][4];
@@ -1291,7 +1301,7 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
                                  : reinterpret_cast<const __half*>(p.mask + size_t(mask_row) * p.mask_nb1 + size_t(seq % p.mask_ne3) * p.mask_nb3);
     const bool mask_aligned = mr != nullptr && reinterpret_cast<uintptr_t>(mr + c_lo) % 16 == 0;
     auto load_mask = [&](int base, uint32_t (&w)[8]) {
-        if (p.mask == nullptr) return;
+        if (p.mask == nullptr || known_full(base)) return;
         if (mr == nullptr) {
 #pragma unroll
             for (int i = 0; i < 8; ++i) w[i] = kMaskHidden * 0x10001u;
@@ -1320,7 +1330,7 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
             const int tid = int(threadIdx.x);
             if (tid < 2 * kPromptTile) s_slot[mbuf][tid / kPromptTile][tid % kPromptTile] = slot;
         }
-        if (p.mask == nullptr) {
+        if (p.mask == nullptr || known_full(base)) {
             if constexpr (kSparse) __syncthreads();
             return base + kPromptTile <= c_hi ? kTileFull : kTilePartial;
         }
@@ -1613,7 +1623,8 @@ __global__ void merge_kernel(DecodeProblem p, const float* part, int splits) {
 }
 
 // Per query row (one block of kRangeThreads): the cells its mask shows, [first, last + 1) (empty: 0, 0),
-// and, for the decode kernels, the list of 16-cell tiles that hold a cell it sees, in cell order (a
+// where the run of zero mask values that begins at the first ends (z: the prompt kernel takes the tiles
+// inside every row's run as fully visible without reading their mask), and, for the decode kernels, the list of 16-cell tiles that hold a cell it sees, in cell order (a
 // cache shared by several sequences interleaves their cells; each context split then takes an equal
 // share of the row's own tiles and walks no gap between them). Each thread takes a contiguous chunk of
 // whole tiles, read 8 cells at a time (one 16-byte load where the row is aligned), counts its visible
@@ -1621,20 +1632,30 @@ __global__ void merge_kernel(DecodeProblem p, const float* part, int splits) {
 // (Masks of shared caches are long: 8 sequences of 16K give 131K cells a row, read once per layer.)
 constexpr int kRangeThreads = 1024;
 
-// Bit i: cell c + i is visible (c + i < n).
-__device__ __forceinline__ uint32_t visible8(const __half* mrow, int64_t c, int64_t n, bool aligned) {
+// Bit i of vis: cell c + i is visible (c + i < n); of nonzero: its mask value is not 0 or -0 (hidden
+// cells, those from n on included, are not).
+__device__ __forceinline__ void mask_bits8(const __half* mrow, int64_t c, int64_t n, bool aligned, uint32_t& vis, uint32_t& nonzero) {
     const uint4 v = mask8(mrow, c, n, aligned);
     const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-    uint32_t bits = 0;
+    vis = nonzero = 0;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) bits |= uint32_t((w[i] & 0xffffu) != kMaskHidden) << (2 * i) | uint32_t((w[i] >> 16) != kMaskHidden) << (2 * i + 1);
-    return bits;
+    for (int i = 0; i < 4; ++i) {
+        const uint32_t lo = w[i] & 0xffffu, hi = w[i] >> 16;
+        vis |= uint32_t(lo != kMaskHidden) << (2 * i) | uint32_t(hi != kMaskHidden) << (2 * i + 1);
+        nonzero |= uint32_t((lo & 0x7fffu) != 0u) << (2 * i) | uint32_t((hi & 0x7fffu) != 0u) << (2 * i + 1);
+    }
 }
 
-__global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, int2* ranges, int* tiles, int* counts, int64_t stride) {
+__device__ __forceinline__ uint32_t visible8(const __half* mrow, int64_t c, int64_t n, bool aligned) {
+    uint32_t vis, nonzero;
+    mask_bits8(mrow, c, n, aligned, vis, nonzero);
+    return vis;
+}
+
+__global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, int4* ranges, int* tiles, int* counts, int64_t stride) {
     start_after_previous();
     constexpr int kWarpsR = kRangeThreads / 32;
-    __shared__ int s_lo, s_hi, s_warp[kWarpsR];
+    __shared__ int s_lo, s_hi, s_zero_end, s_warp[kWarpsR];
     const int rs = blockIdx.x, t = threadIdx.x, lane = t % 32, warp = t / 32;
     Place pl{};
     pl.row = rs % p.n_rows;
@@ -1644,15 +1665,25 @@ __global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, i
     if (t == 0) {
         s_lo = INT_MAX;
         s_hi = -1;
+        s_zero_end = INT_MAX;
     }
     // Chunks of whole tiles (so that aligned rows stay aligned and tiles are the list's tiles).
     const int64_t chunk = ((p.n_kv + kRangeThreads - 1) / kRangeThreads + kWalkTile - 1) / kWalkTile * kWalkTile;
     const int64_t c_begin = min(p.n_kv, int64_t(t) * chunk), c_end = min(p.n_kv, c_begin + chunk);
     auto visible16 = [&](int64_t c) { return visible8(mrow, c, c_end, aligned) | visible8(mrow, c + 8, c_end, aligned) << 8; };
-    int count = 0, lo = INT_MAX, hi = -1;
+    // The chunk's first cell of a nonzero value, and its first such cell at or after its first visible one.
+    int count = 0, lo = INT_MAX, hi = -1, first_nonzero = INT_MAX, nonzero_after_visible = INT_MAX;
 #pragma unroll 2
     for (int64_t c = c_begin; c < c_end; c += kWalkTile) {
-        const uint32_t bits = visible16(c);
+        uint32_t v0, n0, v1, n1;
+        mask_bits8(mrow, c, c_end, aligned, v0, n0);
+        mask_bits8(mrow, c + 8, c_end, aligned, v1, n1);
+        const uint32_t bits = v0 | v1 << 8, nonzero = n0 | n1 << 8;
+        if (first_nonzero == INT_MAX && nonzero != 0u) first_nonzero = int(c) + __ffs(nonzero) - 1;
+        if (nonzero_after_visible == INT_MAX && (lo != INT_MAX || bits != 0u)) {
+            const uint32_t after = lo != INT_MAX ? nonzero : nonzero & ~((1u << (__ffs(bits) - 1)) - 1u);
+            if (after != 0u) nonzero_after_visible = int(c) + __ffs(after) - 1;
+        }
         if (bits != 0u) {
             ++count;
             lo = min(lo, int(c) + __ffs(bits) - 1);
@@ -1676,8 +1707,16 @@ __global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, i
         total += s_warp[w];
     }
     __syncthreads();
+    // The row's first visible cell is s_lo: the run ends at the first nonzero value from there on.
+    const int row_lo = s_lo;
+    if (c_begin > row_lo) {
+        if (first_nonzero != INT_MAX) atomicMin(&s_zero_end, first_nonzero);
+    } else if (row_lo < c_end && nonzero_after_visible != INT_MAX) {
+        atomicMin(&s_zero_end, nonzero_after_visible);
+    }
+    __syncthreads();
     if (t == 0) {
-        ranges[rs] = total == 0 ? make_int2(0, 0) : make_int2(s_lo, s_hi + 1);
+        ranges[rs] = total == 0 ? make_int4(0, 0, 0, 0) : make_int4(s_lo, s_hi + 1, min(int(p.n_kv), s_zero_end), 0);
         if (counts != nullptr) counts[rs] = total;
     }
     if (tiles == nullptr || count == 0) return;
@@ -1721,7 +1760,7 @@ size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 // Lays out the workspace (ranges, tile counts and lists, then partials) and, when there is a mask,
 // computes the ranges and, for the decode kernels (want_tiles), the tile lists.
 struct Prepared {
-    int2* ranges = nullptr;
+    int4* ranges = nullptr;  // {first visible cell, last + 1, end of the zero run from the first, 0}
     TileLists tiles;
     float* part = nullptr;
     bool ok = false;
@@ -1732,7 +1771,7 @@ Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWork
     const size_t row_seqs = size_t(p.n_rows) * p.n_seq;
     const bool masked = p.mask != nullptr;
     const int64_t stride = (p.n_kv + kWalkTile - 1) / kWalkTile;
-    const size_t range_bytes = masked ? round_up(row_seqs * sizeof(int2), 256) : 0;
+    const size_t range_bytes = masked ? round_up(row_seqs * sizeof(int4), 256) : 0;
     const size_t count_bytes = masked && want_tiles ? round_up(row_seqs * sizeof(int), 256) : 0;
     const size_t tile_bytes = masked && want_tiles ? round_up(row_seqs * size_t(stride) * sizeof(int), 256) : 0;
     const size_t part_bytes = splits > 1 ? row_seqs * p.n_head * size_t(splits) * part_stride(p.head_dim) * sizeof(float) : 0;
@@ -1740,7 +1779,7 @@ Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWork
     if (total > 0) {
         auto* base = static_cast<char*>(ws.get(total));
         if (base == nullptr) return r;
-        if (range_bytes > 0) r.ranges = reinterpret_cast<int2*>(base);
+        if (range_bytes > 0) r.ranges = reinterpret_cast<int4*>(base);
         if (count_bytes > 0) {
             r.tiles.counts = reinterpret_cast<int*>(base + range_bytes);
             r.tiles.tiles = reinterpret_cast<int*>(base + range_bytes + count_bytes);
