@@ -180,12 +180,18 @@ bool Buffer::init_tensor(ggml_tensor* t) {
         std::unique_ptr<kv::StoreMemory> device;
         if (!flavour::make_store_memory(memory, rows, t->ne[0], cfg, device)) return false;
         entry.bytes = kv::KvStore::bytes_needed(rows, t->ne[0], cfg);
-        entry.store = std::make_unique<kv::KvStore>(memory, rows, t->ne[0], cfg, std::move(device));
+        entry.store = LiveStore(new kv::KvStore(memory, rows, t->ne[0], cfg, std::move(device)));
+        registry().live_stores.fetch_add(1);
         t->extra = entry.store.get();
     }
     std::lock_guard<std::mutex> lock(mutex_);
     kv_tensors_[t] = std::move(entry);
     return true;
+}
+
+void Buffer::CountedDelete::operator()(kv::KvStore* s) const {
+    delete s;
+    registry().live_stores.fetch_sub(1);
 }
 
 void Buffer::forget_tensors() {

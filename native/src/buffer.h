@@ -38,9 +38,14 @@ public:
     void add_kv_stats(int64_t owner, mustafar_kv_stats& s) const;
 
 private:
+    // A store counted in the registry's live_stores while it lives.
+    struct CountedDelete {
+        void operator()(kv::KvStore* s) const;
+    };
+    using LiveStore = std::unique_ptr<kv::KvStore, CountedDelete>;
     struct CacheTensor {
         size_t bytes;  // allocated in this buffer
-        std::unique_ptr<kv::KvStore> store;  // null: stored dense
+        LiveStore store;  // null: stored dense
         int64_t owner;
     };
     void* base_;

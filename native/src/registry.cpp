@@ -20,11 +20,13 @@ ggml_backend_dev_t reg_get_device(ggml_backend_reg_t, size_t index) {
 }
 
 uint64_t graphs_replayed() { return registry().graphs_replayed.load(); }
+uint64_t host_copied_bytes() { return registry().shadows.recorded_bytes(); }
 
 void* reg_get_proc_address(ggml_backend_reg_t, const char* name) {
     if (std::strcmp(name, "ggml_backend_set_n_threads") == 0) return reinterpret_cast<void*>(&set_n_threads);
     if (std::strcmp(name, "mustafar_get_kv_stats") == 0) return reinterpret_cast<void*>(&mustafar_get_kv_stats);
     if (std::strcmp(name, "mustafar_graphs_replayed") == 0) return reinterpret_cast<void*>(&graphs_replayed);
+    if (std::strcmp(name, "mustafar_host_copied_bytes") == 0) return reinterpret_cast<void*>(&host_copied_bytes);
     return nullptr;
 }
 

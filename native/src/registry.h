@@ -31,8 +31,11 @@ struct Registry {
 
     // Host copies of small uploads into device buffers (the CUDA flavour; see shadows.h).
     HostShadows shadows;
+    // Mustafar stores alive in our buffers: only their host bookkeeping reads the copies above, so
+    // uploads are copied only while there is one (buffer.h, LiveStore).
+    std::atomic<int64_t> live_stores{0};
     // Graphs the CUDA flavour replayed as CUDA graphs (replay_cuda.h); read by the tests through
-    // get_proc_address("mustafar_graphs_replayed").
+    // get_proc_address("mustafar_graphs_replayed"); the host copies' bytes by "mustafar_host_copied_bytes".
     std::atomic<uint64_t> graphs_replayed{0};
     // Host-device copies through our buffers' get/set_tensor (the CUDA flavour): count, bytes and host
     // nanoseconds, for the profile's account of the time between graphs (profile_cuda.h).

@@ -3,6 +3,7 @@
 // waiting for the GPU. A copy stays exact because every write into device memory either records
 // it (set_tensor, a copy op whose source has one) or drops the copies it overlaps.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -24,6 +25,8 @@ public:
     void record(const void* device, const void* host, size_t size);
     // [device, device + size) was written by something else.
     void invalidate(const void* device, size_t size);
+    // Bytes copied by record() so far (the tests: which uploads keep a host copy).
+    uint64_t recorded_bytes() const { return recorded_.load(std::memory_order_relaxed); }
     // Runs fn(host) with the host copy of [device, device + size) when one covers it wholly, and
     // returns whether it did; the copy stays valid (under the lock) while fn runs.
     template <typename Fn>
@@ -41,6 +44,7 @@ private:
     struct Copies;  // by device address (shadows.cpp)
     std::mutex mutex_;
     std::unique_ptr<Copies> copies_;
+    std::atomic<uint64_t> recorded_{0};
 };
 
 }  // namespace mustafar

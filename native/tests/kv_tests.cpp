@@ -452,6 +452,34 @@ void test_products_into_store(const Backends& b, std::mt19937_64& rng) {
 
 }  // namespace
 
+// The CUDA flavour copies graph inputs to the host only while a Mustafar store lives: the stores' host
+// bookkeeping reads them (masks, cache row indices); a dense cache reads none.
+void test_host_copies_follow_stores(const Backends& b) {
+    if (std::strcmp(mustafar_flavour(), "cuda") != 0) return;
+    using Count = uint64_t (*)();
+    const auto copied = reinterpret_cast<Count>(b.reg->iface.get_proc_address(b.reg, "mustafar_host_copied_bytes"));
+    check(copied != nullptr, "the registry answers mustafar_host_copied_bytes");
+    if (copied == nullptr) return;
+    ggml_context* ctx = ggml_init({1 << 20, nullptr, true});
+    ggml_tensor* input = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, 1000, 1, 1, 1);
+    ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(ctx, ggml_backend_dev_buffer_type(b.dev));
+    const std::vector<float> data(1000, 1.5f);
+    auto upload = [&] {
+        const uint64_t before = copied();
+        ggml_backend_tensor_set(input, data.data(), 0, data.size() * 4);
+        return copied() - before;
+    };
+    check(upload() == 0, "with no store alive an upload keeps no host copy");
+    {
+        Cache c;
+        make_cache(c, b, 64, 2, 256, 0.5, 32, 1, 32);
+        check(upload() == data.size() * 4, "while a store lives an upload keeps a host copy");
+    }
+    check(upload() == 0, "once the stores are freed uploads keep no host copy again");
+    ggml_backend_buffer_free(buf);
+    ggml_free(ctx);
+}
+
 // The host copies of uploads (shadows.h) that the CUDA flavour's store reads: what a read finds after
 // records at the same address (in place, growing within and beyond the copy's room, shrinking),
 // records over other copies, and invalidations.
@@ -513,6 +541,7 @@ int main(int argc, char** argv) {
     test_pool_overflow(b, rng);
     test_state_round_trip(b, rng);
     test_products_into_store(b, rng);
+    test_host_copies_follow_stores(b);
 
     mustafar_cache_config bad{0.95, 0.5, 32, 128, 128, 1, 512, 1};
     check(mustafar_set_cache_config(&bad) != 0 && std::strstr(mustafar_last_error(), "sparsity") != nullptr,

@@ -110,8 +110,11 @@ void set_tensor(ggml_backend_buffer_t b, ggml_tensor* t, const void* data, size_
         return;
     }
     uint8_t* dst = static_cast<uint8_t*>(t->data) + offset;
-    // Graph inputs (masks, cache indices) get a host copy; weights do not.
-    if (b->usage != GGML_BACKEND_BUFFER_USAGE_WEIGHTS && !converted_to_f16(t) && !is_kv_cache_tensor(root_of(t)))
+    // Graph inputs (masks, cache indices) get a host copy while a Mustafar store lives (only its host
+    // bookkeeping reads them: a dense cache's prompt copied a 16 MB mask each micro-batch for nothing);
+    // weights never do.
+    if (registry().live_stores.load(std::memory_order_relaxed) > 0 && b->usage != GGML_BACKEND_BUFFER_USAGE_WEIGHTS && !converted_to_f16(t) &&
+        !is_kv_cache_tensor(root_of(t)))
         registry().shadows.record(dst, data, size);
     else registry().shadows.invalidate(dst, size);
     if (converted_to_f16(t)) {
