@@ -40,8 +40,8 @@ HostShadows::~HostShadows() = default;
 void HostShadows::record(const void* device, const void* host, size_t size) {
     const auto begin = reinterpret_cast<uintptr_t>(device);
     std::lock_guard<std::mutex> lock(mutex_);
-    if (size <= kMaxBytes) recorded_.fetch_add(size, std::memory_order_relaxed);
     if (size > 0 && size <= kMaxBytes) {
+        recorded_.fetch_add(size, std::memory_order_relaxed);
         auto same = copies_->map.find(begin);
         if (same != copies_->map.end() && same->second.capacity >= size) {
             // Copies do not overlap: only those starting inside the new range can meet it.

@@ -1622,13 +1622,14 @@ __global__ void merge_kernel(DecodeProblem p, const float* part, int splits) {
     }
 }
 
-// Per query row (one block of kRangeThreads): the cells its mask shows, [first, last + 1) (empty: 0, 0),
-// where the run of zero mask values that begins at the first ends (z: the prompt kernel takes the tiles
-// inside every row's run as fully visible without reading their mask), and, for the decode kernels, the list of 16-cell tiles that hold a cell it sees, in cell order (a
-// cache shared by several sequences interleaves their cells; each context split then takes an equal
-// share of the row's own tiles and walks no gap between them). Each thread takes a contiguous chunk of
-// whole tiles, read 8 cells at a time (one 16-byte load where the row is aligned), counts its visible
-// tiles, and after a block-wide scan writes their indices at its offset in the list.
+// Per query row (one block of kRangeThreads): the cells its mask shows, [first, last + 1) (empty: 0, 0);
+// where the run of zero mask values that begins at the first ends (the prompt kernel takes tiles inside
+// every row's run as full without reading their mask); and, for the decode kernels, the list of 16-cell
+// tiles that hold a cell it sees, in cell order (a cache shared by several sequences interleaves their
+// cells; each context split then takes an equal share of the row's own tiles and walks no gap between
+// them). Each thread takes a contiguous chunk of whole tiles, read 8 cells at a time (one 16-byte load
+// where the row is aligned), counts its visible tiles, and after a block-wide scan writes their indices
+// at its offset in the list.
 // (Masks of shared caches are long: 8 sequences of 16K give 131K cells a row, read once per layer.)
 constexpr int kRangeThreads = 1024;
 
