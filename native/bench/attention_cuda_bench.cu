@@ -6,7 +6,8 @@
 // copies so that the L2 cache does not serve them. Writes a Markdown table.
 // Usage: attention_cuda_bench <results.md> [commit]
 //        attention_cuda_bench --one <s> <batch> <context> [splits]   (one configuration, for a profiler; s = 0: dense)
-//        attention_cuda_bench --prompt <s> <context> [causal]         (a 512-row prompt micro-batch; causal unless 0)
+//        attention_cuda_bench --prompt <s> <context> [causal] [expand]   (a 512-row prompt micro-batch; causal unless 0;
+//                                                                        over the store, expand 0: tiles expanded in the prompt kernel)
 //        attention_cuda_bench --read <bytes>   (the plain read of that many bytes)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -273,7 +274,8 @@ mc::CompressedCache compressed_cache(const Store& st, int64_t seq_rows) {
     return c;
 }
 
-double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_out, int rows = 1, int splits = 0, const char* mask = nullptr) {
+double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_out, int rows = 1, int splits = 0, const char* mask = nullptr,
+                       bool expand = true) {
     const size_t one = size_t(batch) * ctx * kHeadsKv * 2 * kv::make_layout(kD, s).stride;
     const int copies = copies_for(one);
     std::vector<Store> stores;
@@ -283,6 +285,7 @@ double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_
     CK(cudaMemset(q.p, 0, qbytes));
     const mc::DecodeProblem p = with_mask(problem(batch, ctx, q.as<float>(), out.as<float>(), rows), mask);
     mc::DecodeWorkspace ws;
+    ws.expand_prompts(expand);
     Timer t;
     const double us = t.us_per_call(rows > 1 ? 10 : 50, [&](int i) {
         if (!mc::decode_attention_compressed(p, compressed_cache(stores[i % copies], ctx), ws, sms, nullptr, splits)) std::exit(3);
@@ -406,16 +409,17 @@ int main(int argc, char** argv) {
         // A prompt micro-batch of 512 rows over ctx cells, causal unless the fourth argument is 0.
         const double s = std::atof(argv[2]);
         const int64_t ctx = std::atoll(argv[3]);
-        const bool causal = argc < 5 || std::atoi(argv[4]) != 0;
+        const bool causal = argc < 5 || std::atoi(argv[4]) != 0, expand = argc < 6 || std::atoi(argv[5]) != 0;
         constexpr int kRows = 512;
         const std::unique_ptr<DevMem> mask = causal ? causal_mask(ctx, kRows) : nullptr;
         const char* m = mask ? mask->as<char>() : nullptr;
         double bytes = 0;
-        const double us = s == 0.0 ? dense_time(1, ctx, sms, &bytes, kRows, 0, m) : compressed_time(1, ctx, s, sms, &bytes, kRows, 0, m);
+        const double us = s == 0.0 ? dense_time(1, ctx, sms, &bytes, kRows, 0, m) : compressed_time(1, ctx, s, sms, &bytes, kRows, 0, m, expand);
         // Useful work: Q K^T and P V over the cells each row sees.
         const double cells = causal ? double(kRows) * double(ctx - kRows) + double(kRows) * (kRows + 1) / 2.0 : double(kRows) * double(ctx);
         const double tflops = 4.0 * kD * kHeads * cells / (us * 1e-6) / 1e12;
-        std::printf("prompt s=%.2f rows=%d ctx=%lld %s: %.1f us, %.0f TFLOPS\n", s, kRows, (long long)ctx, causal ? "causal" : "unmasked", us, tflops);
+        std::printf("prompt s=%.2f rows=%d ctx=%lld %s%s: %.1f us, %.0f TFLOPS\n", s, kRows, (long long)ctx, causal ? "causal" : "unmasked",
+                    s != 0.0 && !expand ? " (tiles expanded in the kernel)" : "", us, tflops);
         return 0;
     }
     if (std::string(argv[1]) == "--read" && argc >= 3) {

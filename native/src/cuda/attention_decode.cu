@@ -1826,6 +1826,7 @@ dim3 grid_of(const DecodeProblem& p, int splits) { return dim3(unsigned(splits),
 
 DecodeWorkspace::~DecodeWorkspace() {
     if (data_ != nullptr) MUSTAFAR_CUDA_OK(cudaFree(data_));
+    if (expanded_ != nullptr) MUSTAFAR_CUDA_OK(cudaFree(expanded_));
     if (counters_ != nullptr) MUSTAFAR_CUDA_OK(cudaFree(counters_));
 }
 
@@ -1846,6 +1847,27 @@ int* DecodeWorkspace::counters(size_t n) {
     counters_ = static_cast<int*>(c);
     counters_n_ = n;
     return counters_;
+}
+
+void* DecodeWorkspace::expanded(size_t bytes) {
+    if (bytes <= expanded_bytes_) return expanded_;
+    if (expanded_ != nullptr) {
+        MUSTAFAR_CUDA_OK(cudaDeviceSynchronize());  // queued kernels may still read the old copy
+        MUSTAFAR_CUDA_OK(cudaFree(expanded_));
+        expanded_ = nullptr;
+        expanded_bytes_ = 0;
+    }
+    // A prompt's cache view grows micro-batch by micro-batch: room for the next few.
+    const size_t want = std::min(kMaxExpandedBytes, std::max(bytes, bytes + bytes / 2));
+    if (cudaMalloc(&expanded_, want) != cudaSuccess) {
+        cudaGetLastError();  // not left for the next launch's check
+        expanded_ = nullptr;
+        ggml_log_internal(GGML_LOG_LEVEL_WARN, "%s: no room for a %zu-byte expanded copy of a layer's cache: prompts over the store expand their tiles in the attention kernel\n",
+                          kDeviceName, want);
+        return nullptr;
+    }
+    expanded_bytes_ = want;
+    return expanded_;
 }
 
 void* DecodeWorkspace::get(size_t bytes) {
@@ -1941,7 +1963,74 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
 // From this many query rows on (a prompt's micro-batch), rows share K and V in the prompt kernel.
 constexpr int kPromptMinRows = 32;
 
+// The store's cells [0, n_kv) of every sequence index into dense f16 rows in ggml's layout (cell c of KV
+// head h of sequence s at ((s * n_kv + c) * n_head_kv + h) * D): a block takes 32 cells of one head, stages
+// their compressed records as the prompt kernel does and expands them as it does (thread: K or V, cell,
+// half row), window cells copied from the pool. Read once per layer instead of once per prompt block.
+template <int D>
+__global__ void __launch_bounds__(kThreads) expand_kernel(CompressedCache cc, int64_t n_kv, int n_head_kv, __half* k_out, __half* v_out) {
+    start_after_previous();
+    extern __shared__ __align__(16) uint8_t raw[];
+    const int hk = blockIdx.y, seq = blockIdx.z, tid = int(threadIdx.x);
+    const int64_t base = int64_t(blockIdx.x) * kPromptTile, row0 = int64_t(seq) * cc.seq_rows + base;
+    const size_t rec = cc.k_stride + cc.v_stride, raw_row = prompt_raw_row(rec);
+    const int cn = int(rec / 16), ck = int(cc.k_stride / 16);
+    for (int j = tid; j < kPromptTile * cn; j += kThreads) {
+        const int u = j / cn, r = j - u * cn, kv = r < ck ? 0 : 1;
+        if (base + u >= n_kv || (kv == 0 ? cc.k_slot : cc.v_slot)[row0 + u] >= 0) continue;
+        const uint8_t* src = kv == 0 ? cc.k_records + hk * cc.k_head_bytes + size_t(row0 + u) * cc.k_stride + size_t(r) * 16
+                                     : cc.v_records + hk * cc.v_head_bytes + size_t(row0 + u) * cc.v_stride + size_t(r - ck) * 16;
+        cp_async16(smem_u32(raw + size_t(u) * raw_row + size_t(r) * 16), src);
+    }
+    __pipeline_commit();
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    const int kv = tid / 64, u = tid % 16 + 16 * ((tid / 32) % 2), half = (tid / 16) % 2;
+    if (base + u >= n_kv) return;
+    __half* out = (kv == 0 ? k_out : v_out) + ((size_t(seq) * n_kv + size_t(base + u)) * n_head_kv + hk) * D;
+    uint8_t* dst = reinterpret_cast<uint8_t*>(out) + half * D;
+    const int32_t slot = (kv == 0 ? cc.k_slot : cc.v_slot)[row0 + u];
+    if (slot >= 0) {
+        const char* src = (kv == 0 ? cc.k_pool : cc.v_pool) + size_t(slot) * cc.pool_row_bytes + size_t(hk) * D * 2 + half * D;
+#pragma unroll
+        for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = load16(src + o16);
+    } else {
+        expand_half<D>(raw + size_t(u) * raw_row + (kv == 0 ? 0 : cc.k_stride), half, dst);
+    }
+}
+
+// A prompt over the store through an expanded dense copy (DecodeWorkspace::expand_prompts); false
+// with nothing launched when the copy would pass the limit or cannot be had.
+bool launch_prompt(const DecodeProblem& p, const DenseCache& dc, const CompressedCache& cc, bool sparse, DecodeWorkspace& ws, cudaStream_t stream);
+
+bool launch_expanded_prompt(const DecodeProblem& p, const CompressedCache& cc, DecodeWorkspace& ws, cudaStream_t stream, bool& launched) {
+    launched = false;
+    const size_t row_bytes = size_t(p.n_head_kv) * p.head_dim * 2, half_bytes = size_t(p.n_seq) * size_t(p.n_kv) * row_bytes;
+    if (!ws.expands_prompts() || 2 * half_bytes > DecodeWorkspace::kMaxExpandedBytes) return true;
+    auto* k = static_cast<char*>(ws.expanded(2 * half_bytes));
+    if (k == nullptr) return true;  // the prompt kernel expands its tiles itself
+    const auto fn = p.head_dim == 64 ? expand_kernel<64> : expand_kernel<128>;
+    const size_t smem = size_t(kPromptTile) * prompt_raw_row(cc.k_stride + cc.v_stride);
+    if (!ws.allow_smem(reinterpret_cast<const void*>(fn), smem)) return false;
+    const dim3 grid(unsigned((p.n_kv + kPromptTile - 1) / kPromptTile), unsigned(p.n_head_kv), unsigned(p.n_seq));
+    launch_kernel(fn, grid, kThreads, smem, stream, cc, p.n_kv, p.n_head_kv, reinterpret_cast<__half*>(k), reinterpret_cast<__half*>(k + half_bytes));
+    if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
+    DenseCache dc;
+    dc.k = k;
+    dc.v = k + half_bytes;
+    dc.k_nb1 = dc.v_nb1 = row_bytes;
+    dc.k_nb2 = dc.v_nb2 = size_t(p.head_dim) * 2;
+    dc.k_nb3 = dc.v_nb3 = size_t(p.n_kv) * row_bytes;
+    launched = true;
+    return launch_prompt(p, dc, CompressedCache{}, false, ws, stream);
+}
+
 bool launch_prompt(const DecodeProblem& p, const DenseCache& dc, const CompressedCache& cc, bool sparse, DecodeWorkspace& ws, cudaStream_t stream) {
+    if (sparse) {
+        bool launched = false;
+        const bool ok = launch_expanded_prompt(p, cc, ws, stream, launched);
+        if (!ok || launched) return ok;
+    }
     const auto fn = p.head_dim == 64 ? (sparse ? prompt_kernel<64, true> : prompt_kernel<64, false>)
                                      : (sparse ? prompt_kernel<128, true> : prompt_kernel<128, false>);
     const size_t smem = prompt_smem(p.head_dim, sparse, cc.k_stride + cc.v_stride);

@@ -74,6 +74,16 @@ public:
     void* get(size_t bytes);
     // Resident blocks per SM of a decode kernel (asked once per kernel and shared-memory size).
     int blocks_per_sm(const void* kernel, size_t smem);
+    // Prompts over the store (32 query rows or more) first expand the cells into a dense copy of the
+    // layer's K and V, of at most kMaxExpandedBytes, which the dense prompt kernel then reads: every
+    // block of a micro-batch (8 row blocks x 32 heads of Llama-3-8B) expanded each record itself before.
+    // Off: the prompt kernel expands the tiles it reads (also the path above the size limit).
+    static constexpr size_t kMaxExpandedBytes = size_t(512) << 20;
+    void expand_prompts(bool on) { expand_prompts_ = on; }
+    bool expands_prompts() const { return expand_prompts_; }
+    // Device memory for the expanded copy (grows by half again, up to the limit); null when the device
+    // has no room (a warning: the prompt kernel then expands its tiles itself).
+    void* expanded(size_t bytes);
     // Raises a kernel's dynamic shared-memory limit to at least smem, once: a step of a small model
     // launches dozens of attentions, and each attribute call costs host time that a short kernel shows.
     bool allow_smem(const void* kernel, size_t smem);
@@ -113,6 +123,9 @@ private:
     };
     void* data_ = nullptr;
     size_t bytes_ = 0;
+    void* expanded_ = nullptr;
+    size_t expanded_bytes_ = 0;
+    bool expand_prompts_ = true;
     int* counters_ = nullptr;
     size_t counters_n_ = 0;
     std::vector<Occupancy> occupancy_;
