@@ -1999,10 +1999,11 @@ __global__ void __launch_bounds__(kThreads) expand_kernel(CompressedCache cc, in
     }
 }
 
-// A prompt over the store through an expanded dense copy (DecodeWorkspace::expand_prompts); false
-// with nothing launched when the copy would pass the limit or cannot be had.
 bool launch_prompt(const DecodeProblem& p, const DenseCache& dc, const CompressedCache& cc, bool sparse, DecodeWorkspace& ws, cudaStream_t stream);
 
+// A prompt over the store through an expanded dense copy (DecodeWorkspace::expand_prompts): `launched`
+// false, with nothing launched, where the copy is off, would pass its limit or cannot be allocated;
+// false on a CUDA error.
 bool launch_expanded_prompt(const DecodeProblem& p, const CompressedCache& cc, DecodeWorkspace& ws, cudaStream_t stream, bool& launched) {
     launched = false;
     const size_t row_bytes = size_t(p.n_head_kv) * p.head_dim * 2, half_bytes = size_t(p.n_seq) * size_t(p.n_kv) * row_bytes;
