@@ -6,7 +6,9 @@
 # Dense times of one point differ by a few per cent between machines of one kind, so a change is judged
 # against its reference in the same call. Every build runs the kernel tests.
 # POINTS: "s,batch,context[,splits]" (s = 0: dense; splits 0 or absent: the launcher's choice).
-# PROMPTS: "s,context[,causal]": a 512-row prompt micro-batch over context cells (causal mask unless 0).
+# PROMPTS: "s,context[,causal[,expand]]": a 512-row prompt micro-batch over context cells (causal mask unless 0;
+# over the store, expand 0 times the prompt kernel expanding its tiles instead of the expanded copy; builds
+# before c63acca ignore it and always take their prompt kernel's own expansion).
 # Usage on the GPU machine: OUT=<folder> POINTS="..." tests/gpu/ab.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,10 +43,10 @@ for point in ${POINTS:-"0.7,8,32768"}; do
   done
 done | tee "$OUT/ab.txt"
 for point in ${PROMPTS:-}; do
-  IFS=, read -r s ctx causal <<< "$point"
+  IFS=, read -r s ctx causal expand <<< "$point"
   for tree in "${trees[@]}"; do
     printf '%s ' "$tree"
-    "artifacts/gpu/build-$tree/attention_cuda_bench" --prompt "$s" "$ctx" "${causal:-1}"
+    "artifacts/gpu/build-$tree/attention_cuda_bench" --prompt "$s" "$ctx" "${causal:-1}" "${expand:-1}"
   done
 done | tee -a "$OUT/ab.txt"
 # The same as a Markdown table (TREES: names for the header, in the order new ref1 ref2 ...).

@@ -7,7 +7,7 @@ import re
 import sys
 
 LINE = re.compile(r"^(\S+) s=([\d.]+) b=(\d+) ctx=(\d+) splits=(\d+): ([\d.]+) us")
-PROMPT = re.compile(r"^(\S+) prompt s=([\d.]+) rows=(\d+) ctx=(\d+) (\w+): ([\d.]+) us")
+PROMPT = re.compile(r"^(\S+) prompt s=([\d.]+) rows=(\d+) ctx=(\d+) (\w+)( \(tiles expanded in the kernel\))?: ([\d.]+) us")
 
 
 def point_name(s, b, ctx, splits):
@@ -16,10 +16,10 @@ def point_name(s, b, ctx, splits):
     return f"{kind} b{b} {size}" + (f" ({splits} splits)" if splits != "0" else "")
 
 
-def prompt_name(s, rows, ctx, mask):
+def prompt_name(s, rows, ctx, mask, in_kernel):
     kind = "dense" if float(s) == 0 else f"s{float(s):g}"
     size = f"{int(ctx) // 1024}K" if int(ctx) % 1024 == 0 else ctx
-    return f"prompt {rows} rows {kind} {size} {mask}"
+    return f"prompt {rows} rows {kind} {size} {mask}" + (" (tiles expanded in the kernel)" if in_kernel else "")
 
 
 def main():
@@ -32,12 +32,12 @@ def main():
             m = PROMPT.match(line.strip())
             if not m:
                 continue
-            tree, key = m.group(1), prompt_name(*m.group(2, 3, 4, 5))
+            tree, key = m.group(1), prompt_name(*m.group(2, 3, 4, 5, 6))
         if tree not in trees:
             trees.append(tree)
         if key not in points:
             points.append(key)
-        times.setdefault((key, tree), []).append(float(m.group(6)))
+        times.setdefault((key, tree), []).append(float(m.group(m.lastindex)))
     names = dict(zip(trees, sys.argv[2:] + trees[len(sys.argv) - 2:]))
     refs = [t for t in trees if t != "new"]
     head = ["point"] + [names[t] for t in trees] + [f"{names[r]} / {names['new']}" for r in refs if "new" in trees]
