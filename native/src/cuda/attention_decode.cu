@@ -1862,8 +1862,11 @@ void* DecodeWorkspace::expanded(size_t bytes) {
     if (cudaMalloc(&expanded_, want) != cudaSuccess) {
         cudaGetLastError();  // not left for the next launch's check
         expanded_ = nullptr;
-        ggml_log_internal(GGML_LOG_LEVEL_WARN, "%s: no room for a %zu-byte expanded copy of a layer's cache: prompts over the store expand their tiles in the attention kernel\n",
-                          kDeviceName, want);
+        if (!warned_expanded_)  // every layer of every micro-batch asks again: once is enough to say so
+            ggml_log_internal(GGML_LOG_LEVEL_WARN,
+                              "%s: no room for a %zu-byte expanded copy of a layer's cache: prompts over the store expand their tiles in the attention kernel\n",
+                              kDeviceName, want);
+        warned_expanded_ = true;
         return nullptr;
     }
     expanded_bytes_ = want;

@@ -126,6 +126,7 @@ private:
     void* expanded_ = nullptr;
     size_t expanded_bytes_ = 0;
     bool expand_prompts_ = true;
+    bool warned_expanded_ = false;
     int* counters_ = nullptr;
     size_t counters_n_ = 0;
     std::vector<Occupancy> occupancy_;
