@@ -742,55 +742,9 @@ size_t mma_smem(int D, bool sparse, size_t record_bytes) { return mma_body_bytes
 // kBlocks: the blocks a multiprocessor is to hold over the store (the register cap follows: 128 at 4, 168
 // at 3); 4 where the staging fits four, else 3 (s = 0.5 at D = 128: 65 KB a block), where the cap of 4 only
 // made the kernel spill (H200, s = 0.5, batch 8, 32K, packed: 264.8 against 269.5 us, one call).
-// Steps a warp whose K and V the block brings into L2 before it waits for the previous kernel.
-constexpr int kPrefetchSteps = 2;
-
-// Before the wait: the block's first kPrefetchSteps steps a warp (tiles t0 .. t0 + kWarps kPrefetchSteps - 1
-// of its share) into L2, while the previous kernel's last blocks (a merge, a product's tail) leave DRAM
-// mostly idle; its first copies after the wait then come from L2. Prefetches are hints (bulk_prefetch_l2),
-// so a cell the previous kernel writes is read as written. The range kernel may still be writing the tile
-// list: read around L1 and clamped, a stale entry only prefetches another tile of the cache.
-template <int D, bool kSparse>
-__device__ void prefetch_first_steps(const DecodeProblem& p, const DenseCache& dc, const CompressedCache& cc, const TileLists& tl, int splits) {
-    if constexpr (kBulkCopies && kPrefetchSteps > 0) {
-        const int64_t all = (p.n_kv + kWalkTile - 1) / kWalkTile;
-        const int row = int(blockIdx.z) % p.n_rows, seq = int(blockIdx.z) / p.n_rows, hk = int(blockIdx.y);
-        int64_t n_tiles = all;
-        const int* tiles = nullptr;
-        if (tl.tiles != nullptr) {
-            const size_t rs = size_t(seq) * p.n_rows + row;
-            tiles = tl.tiles + rs * tl.stride;
-            n_tiles = min(int64_t(max(__ldcg(tl.counts + rs), 0)), all);
-        }
-        const int64_t t0 = n_tiles * blockIdx.x / splits, t1 = n_tiles * (blockIdx.x + 1) / splits;
-        const int n = int(min(t1 - t0, int64_t(kWarps * kPrefetchSteps)));
-        // Dense: one prefetch per cell and per K or V row; the store: one per tile's K records and one for V's.
-        const int per_tile = kSparse ? 2 : 2 * kTile;
-        for (int i = int(threadIdx.x); i < n * per_tile; i += kThreads) {
-            const int64_t at = t0 + i / per_tile;
-            const int64_t tile = tiles != nullptr ? min(int64_t(max(__ldcg(tiles + at), 0)), all - 1) : at;
-            const int j = i % per_tile, kv = j / (per_tile / 2);
-            if constexpr (kSparse) {
-                const int64_t cells = min(int64_t(kTile), p.n_kv - tile * kWalkTile);
-                const size_t stride = kv == 0 ? cc.k_stride : cc.v_stride;
-                const uint8_t* rec = (kv == 0 ? cc.k_records + hk * cc.k_head_bytes : cc.v_records + hk * cc.v_head_bytes) +
-                                     size_t(int64_t(seq) * cc.seq_rows + tile * kWalkTile) * stride;
-                bulk_prefetch_l2(rec, unsigned(cells * int64_t(stride)));
-            } else {
-                const int64_t cell = tile * kWalkTile + j % kTile;
-                if (cell < p.n_kv)
-                    bulk_prefetch_l2(kv == 0 ? dc.k + size_t(hk) * dc.k_nb2 + size_t(seq) * dc.k_nb3 + size_t(cell) * dc.k_nb1
-                                             : dc.v + size_t(hk) * dc.v_nb2 + size_t(seq) * dc.v_nb3 + size_t(cell) * dc.v_nb1,
-                                     2u * D);
-            }
-        }
-    }
-}
-
 template <int D, bool kSparse, bool kPacked = false, int kBlocks = kSparse ? 4 : 0>
 __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, TileLists tl, float* part, int splits,
                                                        int* counters, int mergers) {
-    prefetch_first_steps<D, kSparse>(p, dc, cc, tl, splits);
     start_after_previous();
     extern __shared__ __align__(16) uint8_t smem[];
     constexpr int kRow = 2 * D + 16;  // a padded tile row: the fragment loads are free of bank conflicts

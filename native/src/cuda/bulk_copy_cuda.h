@@ -47,16 +47,6 @@ __device__ __forceinline__ void bulk_copy(unsigned dst, const void* src, unsigne
 #endif
 }
 
-// `bytes` (a multiple of 16; `src` 16-byte aligned) of global memory brought into L2: a hint, nothing
-// waits for it, and it reads nothing stale (every write goes through L2, also one landing after it).
-__device__ __forceinline__ void bulk_prefetch_l2(const void* src, unsigned bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(src), "r"(bytes));
-#else
-    __trap();
-#endif
-}
-
 // Returns once the phase of parity `parity` has completed (its copies' bytes are visible).
 __device__ __forceinline__ void wait_phase(unsigned bar, unsigned parity) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
