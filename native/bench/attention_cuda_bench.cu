@@ -9,6 +9,7 @@
 //        attention_cuda_bench --prompt <s> <context> [causal] [expand]   (a 512-row prompt micro-batch; causal unless 0;
 //                                                                        over the store, expand 0: tiles expanded in the prompt kernel)
 //        attention_cuda_bench --read <bytes>   (the plain read of that many bytes)
+//        attention_cuda_bench --pattern <context>   (plain reads of batch 1's dense cache in the decode kernel's pattern and others)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -125,6 +126,55 @@ double read_time(size_t bytes, int sms) {
     Timer t;
     return t.us_per_call(50, [&](int i) {
         read_all<<<sms * 4, 512>>>(bufs[i % copies]->as<uint4>(), bytes / 16, sink.as<uint32_t>());
+        CK(cudaGetLastError());
+    });
+}
+
+// The dense decode kernel's access pattern without its work: block (split, group of HB KV heads) reads
+// cells [c0, c1) of its split, per cell HB heads' K row parts and then V's (HB * 256 bytes each, at a
+// stride of all heads' 2 KB), L 16-byte loads in flight per thread. HB = 8 reads whole cell rows.
+template <int HB, int L>
+__global__ void read_pattern(const uint4* k, const uint4* v, int64_t n_kv, int splits, uint32_t* sink) {
+    constexpr int kPerCell = HB * kD * 2 / 16, kRow = kHeadsKv * kD * 2 / 16;  // 16-byte chunks
+    const int64_t c0 = n_kv * blockIdx.x / splits, c1 = n_kv * (blockIdx.x + 1) / splits;
+    const int64_t n = (c1 - c0) * 2 * kPerCell;
+    const size_t head0 = size_t(blockIdx.y) * kPerCell;
+    uint32_t acc = 0;
+    for (int64_t i0 = threadIdx.x; i0 < n; i0 += int64_t(L) * blockDim.x) {
+        uint4 r[L];
+#pragma unroll
+        for (int j = 0; j < L; ++j) {
+            const int64_t i = i0 + int64_t(j) * blockDim.x;
+            const int64_t cell = c0 + i / (2 * kPerCell);
+            const int rest = int(i % (2 * kPerCell));
+            const uint4* base = rest < kPerCell ? k : v;
+            r[j] = i < n ? __ldcs(base + size_t(cell) * kRow + head0 + rest % kPerCell) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int j = 0; j < L; ++j) acc ^= r[j].x ^ r[j].y ^ r[j].z ^ r[j].w;
+    }
+    if (acc == 0x9e3779b9u) sink[blockIdx.x] = acc;  // keeps the loads
+}
+
+// µs per call of read_pattern<HB, L> over batch 1's dense cache of ctx cells (rotated copies), `blocks`
+// blocks of `threads` threads in all.
+template <int HB, int L>
+double pattern_time(int64_t ctx, int blocks, int threads) {
+    const size_t cache = size_t(ctx) * kHeadsKv * kD * 2;
+    const int copies = copies_for(2 * cache);
+    std::vector<std::unique_ptr<DevMem>> k, v;
+    for (int c = 0; c < copies; ++c) {
+        k.push_back(std::make_unique<DevMem>(cache));
+        v.push_back(std::make_unique<DevMem>(cache));
+        CK(cudaMemset(k.back()->p, c + 1, cache));
+        CK(cudaMemset(v.back()->p, c + 2, cache));
+    }
+    const int groups = kHeadsKv / HB, splits = std::max(1, blocks / groups);
+    DevMem sink(size_t(splits) * 4);
+    Timer t;
+    return t.us_per_call(50, [&](int i) {
+        read_pattern<HB, L><<<dim3(unsigned(splits), unsigned(groups)), threads>>>(k[i % copies]->as<uint4>(), v[i % copies]->as<uint4>(), ctx, splits,
+                                                                            sink.as<uint32_t>());
         CK(cudaGetLastError());
     });
 }
@@ -420,6 +470,20 @@ int main(int argc, char** argv) {
         const double tflops = 4.0 * kD * kHeads * cells / (us * 1e-6) / 1e12;
         std::printf("prompt s=%.2f rows=%d ctx=%lld %s%s: %.1f us, %.0f TFLOPS\n", s, kRows, (long long)ctx, causal ? "causal" : "unmasked",
                     s != 0.0 && !expand ? " (tiles expanded in the kernel)" : "", us, tflops);
+        return 0;
+    }
+    if (std::string(argv[1]) == "--pattern" && argc >= 3) {
+        // Plain reads of batch 1's dense K and V (ctx cells) in the decode kernel's pattern and in others.
+        const int64_t ctx = std::atoll(argv[2]);
+        const double bytes = 2.0 * double(ctx) * kHeadsKv * kD * 2;
+        auto line = [&](const char* what, double us) { std::printf("pattern ctx=%lld %s: %.1f us, %.0f GB/s\n", (long long)ctx, what, us, bytes / (us * 1e-6) / 1e9); };
+        line("contiguous (read_all)", read_time(size_t(bytes), sms));
+        line("1 head a block, 4 x 512 threads an SM, 4 loads a thread", pattern_time<1, 4>(ctx, 4 * sms, 512));
+        line("2 heads a block, 4 x 512 threads an SM, 4 loads a thread", pattern_time<2, 4>(ctx, 4 * sms, 512));
+        line("8 heads a block, 4 x 512 threads an SM, 4 loads a thread", pattern_time<8, 4>(ctx, 4 * sms, 512));
+        line("1 head a block, 2 x 128 threads an SM, 16 loads a thread", pattern_time<1, 16>(ctx, 2 * sms, 128));
+        line("8 heads a block, 2 x 128 threads an SM, 16 loads a thread", pattern_time<8, 16>(ctx, 2 * sms, 128));
+        line("1 head a block, 2 x 128 threads an SM, 48 loads a thread", pattern_time<1, 48>(ctx, 2 * sms, 128));
         return 0;
     }
     if (std::string(argv[1]) == "--read" && argc >= 3) {

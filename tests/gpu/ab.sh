@@ -15,32 +15,10 @@ cd "$(dirname "$0")/../.."
 : "${OUT:?set OUT}"
 refs=(${REF:-artifacts/gpu/ref/attention_decode.cu})
 for f in "${refs[@]}"; do [ -f "$f" ] || { echo "missing $f" >&2; exit 1; }; done
-ggml="$PWD/artifacts/gpu/ggml"
 mkdir -p "$OUT"
-trees=(new)
-for i in "${!refs[@]}"; do trees+=("ref$((i + 1))"); done
-# Each tree is a copy of native/ with its attention_decode.cu, built in parallel (the file is one long
-# compilation: side by side, four trees build in about the time of one).
-for i in "${!trees[@]}"; do
-  tree=${trees[$i]}
-  rm -rf "artifacts/gpu/src-$tree" && mkdir -p "artifacts/gpu/src-$tree" && cp -r native "artifacts/gpu/src-$tree/"
-  [ "$i" = 0 ] || cp "${refs[$((i - 1))]}" "artifacts/gpu/src-$tree/native/src/cuda/attention_decode.cu"
-  cp "artifacts/gpu/src-$tree/native/src/cuda/attention_decode.cu" "$OUT/$tree-attention_decode.cu"
-  (cmake -S "artifacts/gpu/src-$tree/native" -B "artifacts/gpu/build-$tree" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_LIB_DIR="$ggml" \
-      -DMUSTAFAR_CUDA=ON > "$OUT/cmake-$tree.txt" 2>&1 &&
-    cmake --build "artifacts/gpu/build-$tree" --target cuda_kernel_tests attention_cuda_bench > "$OUT/build-$tree.txt" 2>&1 ||
-    touch "$OUT/failed-$tree") &
-done
-wait
-failed=0
-for tree in "${trees[@]}"; do
-  [ -e "$OUT/failed-$tree" ] || continue
-  failed=1
-  echo "$tree: build failed" >&2
-  tail -5 "$OUT/cmake-$tree.txt" >&2
-  grep -E "error" "$OUT/build-$tree.txt" | head -30 >&2
-done
-[ "$failed" = 0 ] || exit 1
+# shellcheck source=tests/gpu/trees.sh
+. tests/gpu/trees.sh
+build_trees native/src/cuda/attention_decode.cu "cuda_kernel_tests attention_cuda_bench" "${refs[@]}" || exit 1
 for tree in "${trees[@]}"; do
   "artifacts/gpu/build-$tree/cuda_kernel_tests" 1 > "$OUT/kernel-tests-$tree.txt" 2>&1
   echo "$tree kernel tests: $(tail -1 "$OUT/kernel-tests-$tree.txt")"
