@@ -100,10 +100,10 @@ struct Layer {
     std::unique_ptr<DevMem> qkv, o, gate, up, down;
 };
 
-// The activations of a step; the products read and write them as a decode step does (in place where
-// llama.cpp's graph is: the residual stream).
+// The activations of a step. The residual ADDs write their own buffer, not the stream the next products
+// read: with random weights 32 layers of residual sums would overflow the f16 the activations are rounded to.
 struct Acts {
-    DevMem x{size_t(kHidden) * 4}, qkv{size_t(kQkv) * 4}, attn{size_t(kHidden) * 4}, o{size_t(kHidden) * 4};
+    DevMem x{size_t(kHidden) * 4}, qkv{size_t(kQkv) * 4}, attn{size_t(kHidden) * 4}, o{size_t(kHidden) * 4}, sum{size_t(kHidden) * 4};
     DevMem gate{size_t(kFfn) * 4}, up{size_t(kFfn) * 4}, glu{size_t(kFfn) * 4}, down{size_t(kHidden) * 4}, logits{size_t(kVocab) * 4};
 };
 
@@ -143,7 +143,7 @@ void out_proj(const Layer& l, Acts& a) {
     g.n = 1;
     g.part[0] = part(*l.o, kHidden, kHidden, a.o.as<float>());
     g.part[0].add = a.x.as<float>();
-    g.part[0].sum = a.x.as<float>();
+    g.part[0].sum = a.sum.as<float>();
     run(g);
 }
 
@@ -166,7 +166,7 @@ void down_proj(const Layer& l, Acts& a) {
     g.n = 1;
     g.part[0] = part(*l.down, kHidden, kFfn, a.down.as<float>());
     g.part[0].add = a.x.as<float>();
-    g.part[0].sum = a.x.as<float>();
+    g.part[0].sum = a.sum.as<float>();
     run(g);
 }
 

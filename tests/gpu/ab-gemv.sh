@@ -16,7 +16,7 @@ build_trees native/src/cuda/gemv_cuda.cu gemv_cuda_bench "${refs[@]}" || exit 1
 for round in $(seq "${ROUNDS:-3}"); do
   for tree in "${trees[@]}"; do
     "artifacts/gpu/build-$tree/gemv_cuda_bench" "$OUT/gemv-$tree-$round.md" > "$OUT/gemv-$tree-$round.txt" 2>&1 || echo "$tree: rc $?"
-    echo "$tree round $round $(grep -h '^| ' "$OUT/gemv-$tree-$round.md" | sed -n '3p')"
+    echo "$tree round $round $(grep -h '^| ' "$OUT/gemv-$tree-$round.md" | sed -n '2p')"
   done
 done | tee "$OUT/ab-gemv.txt"
 # Every tree's last table.
