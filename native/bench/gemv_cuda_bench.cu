@@ -248,6 +248,7 @@ int main(int argc, char** argv) {
         for (const Layer& l : layers) {
             read_all<<<prop.multiProcessorCount * 4, 512>>>(l.gate->as<uint4>(), size_t(kFfn) * kHidden * 2 / 16, sink.as<uint32_t>());
             read_all<<<prop.multiProcessorCount * 4, 512>>>(l.up->as<uint4>(), size_t(kFfn) * kHidden * 2 / 16, sink.as<uint32_t>());
+            CK(cudaGetLastError());
         }
     });
     const double b_read = kLayers * b_gu;
