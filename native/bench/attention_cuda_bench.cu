@@ -26,65 +26,22 @@
 
 #include "cuda/attention_decode.h"
 #include "kv/record.h"
-#include "../tests/cuda_exit_on_error.h"
+#include "bench_cuda.h"
 
 namespace {
 
 namespace mc = mustafar::cuda;
+using namespace mustafar::bench;
 namespace kv = mustafar::kv;
 
 constexpr int kHeads = 32, kHeadsKv = 8, kD = 128, kLayers = 32, kWindow = 32;
 constexpr double kWeightBytes = 16.06e9;  // Llama-3-8B in f16
 constexpr size_t kRotateBytes = size_t(256) << 20;
 
-struct DevMem {
-    void* p = nullptr;
-    explicit DevMem(size_t bytes) { CK(cudaMalloc(&p, std::max<size_t>(bytes, 16))); }
-    ~DevMem() { cudaFree(p); }
-    DevMem(const DevMem&) = delete;
-    DevMem& operator=(const DevMem&) = delete;
-    template <typename T>
-    T* as() const { return static_cast<T*>(p); }
-};
-
-__global__ void fill_f16(uint16_t* x, size_t n, uint32_t seed) {
-    for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-        uint32_t h = uint32_t(i) * 2654435761u ^ seed;
-        h ^= h >> 15;
-        h *= 2246822519u;
-        h ^= h >> 13;
-        const float f = (float(h & 0xffffu) / 65535.0f - 0.5f) * 4.0f;
-        x[i] = __half_as_ushort(__float2half_rn(f));
-    }
-}
-
 void fill(void* p, size_t n_halves, uint32_t seed) {
-    fill_f16<<<4096, 256>>>(static_cast<uint16_t*>(p), n_halves, seed);
+    fill_f16<<<4096, 256>>>(static_cast<__half*>(p), n_halves, seed, 2.0f);
     CK(cudaGetLastError());
 }
-
-struct Timer {
-    cudaEvent_t a, b;
-    Timer() {
-        CK(cudaEventCreate(&a));
-        CK(cudaEventCreate(&b));
-    }
-    ~Timer() {
-        cudaEventDestroy(a);
-        cudaEventDestroy(b);
-    }
-    template <typename F>
-    double us_per_call(int reps, F&& call) {
-        for (int i = 0; i < 3; ++i) call(i);
-        CK(cudaEventRecord(a));
-        for (int i = 0; i < reps; ++i) call(i);
-        CK(cudaEventRecord(b));
-        CK(cudaEventSynchronize(b));
-        float ms = 0;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        return 1000.0 * ms / reps;
-    }
-};
 
 double copy_bandwidth() {  // bytes read + written per second
     const size_t bytes = size_t(1) << 30;
@@ -97,24 +54,8 @@ double copy_bandwidth() {  // bytes read + written per second
 
 int copies_for(size_t bytes) { return int(std::max<size_t>(1, std::min<size_t>(8, (kRotateBytes + bytes - 1) / bytes))); }
 
-// The floor for a kernel that reads `bytes` once: a plain read of them (16-byte loads, four in flight
-// per thread, every SM full), one call after another like the attention kernels (plain launches, without
-// their programmatic dependent launch).
-__global__ void read_all(const uint4* x, size_t n, uint32_t* sink) {
-    uint32_t acc = 0;
-    const size_t stride = size_t(gridDim.x) * blockDim.x;
-    size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
-    for (; i + 3 * stride < n; i += 4 * stride) {
-        uint4 r[4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j) r[j] = __ldcs(x + i + j * stride);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc ^= r[j].x ^ r[j].y ^ r[j].z ^ r[j].w;
-    }
-    for (; i < n; i += stride) acc ^= x[i].x;
-    if (acc == 0x9e3779b9u) sink[blockIdx.x] = acc;  // keeps the loads
-}
-
+// read_all over `bytes` (rotated copies), one call after another like the attention kernels (plain
+// launches, without their programmatic dependent launch): the floor of the tables.
 double read_time(size_t bytes, int sms) {
     const int copies = copies_for(bytes);
     std::vector<std::unique_ptr<DevMem>> bufs;
@@ -422,12 +363,6 @@ int sequences_that_fit(double bytes_per_seq) {
     return n;
 }
 
-std::string fmt(const char* f, double x) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, f, x);
-    return buf;
-}
-
 std::string ctx_name(int64_t ctx) { return std::to_string(ctx / 1024) + "K"; }
 
 }  // namespace
@@ -437,13 +372,8 @@ int main(int argc, char** argv) {
         std::printf("usage: attention_cuda_bench <results.md> [commit]\n");
         return 2;
     }
-    int devices = 0;
-    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-        std::printf("SKIP: no CUDA device\n");
-        return 0;
-    }
     cudaDeviceProp prop{};
-    CK(cudaGetDeviceProperties(&prop, 0));
+    if (!first_device(prop)) return 0;
     const int sms = prop.multiProcessorCount;
     if (std::string(argv[1]) == "--one" && argc >= 5) {
         const double s = std::atof(argv[2]);

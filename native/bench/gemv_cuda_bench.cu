@@ -19,78 +19,20 @@
 #include <string>
 #include <vector>
 
-#include "../tests/cuda_exit_on_error.h"
+#include "bench_cuda.h"
 #include "cuda/gemv_cuda.h"
 
 namespace {
 
 namespace mc = mustafar::cuda;
+using namespace mustafar::bench;
 
 constexpr int64_t kHidden = 4096, kQkv = 4096 + 2 * 1024, kFfn = 14336, kVocab = 128256;
 constexpr int kLayers = 32;
 
-struct DevMem {
-    void* p = nullptr;
-    explicit DevMem(size_t bytes) { CK(cudaMalloc(&p, std::max<size_t>(bytes, 16))); }
-    ~DevMem() { cudaFree(p); }
-    DevMem(const DevMem&) = delete;
-    DevMem& operator=(const DevMem&) = delete;
-    template <typename T>
-    T* as() const { return static_cast<T*>(p); }
-};
-
-// Values in [-scale, scale): the products stay finite over any number of layers.
-__global__ void fill_f16(__half* x, size_t n, uint32_t seed, float scale) {
-    for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-        uint32_t h = uint32_t(i) * 2654435761u ^ seed;
-        h ^= h >> 15;
-        h *= 2246822519u;
-        h ^= h >> 13;
-        x[i] = __float2half_rn((float(h & 0xffffu) / 65536.0f - 0.5f) * 2.0f * scale);
-    }
-}
-
-__global__ void read_all(const uint4* x, size_t n, uint32_t* sink) {
-    uint32_t acc = 0;
-    const size_t stride = size_t(gridDim.x) * blockDim.x;
-    size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
-    for (; i + 3 * stride < n; i += 4 * stride) {
-        uint4 r[4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j) r[j] = __ldcs(x + i + j * stride);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc ^= r[j].x ^ r[j].y ^ r[j].z ^ r[j].w;
-    }
-    for (; i < n; i += stride) acc ^= x[i].x;
-    if (acc == 0x9e3779b9u) sink[blockIdx.x] = acc;  // keeps the loads
-}
-
-struct Timer {
-    cudaEvent_t a, b;
-    Timer() {
-        CK(cudaEventCreate(&a));
-        CK(cudaEventCreate(&b));
-    }
-    ~Timer() {
-        cudaEventDestroy(a);
-        cudaEventDestroy(b);
-    }
-    template <typename F>
-    double us_per_call(int reps, F&& call) {
-        for (int i = 0; i < 2; ++i) call();
-        CK(cudaEventRecord(a));
-        for (int i = 0; i < reps; ++i) call();
-        CK(cudaEventRecord(b));
-        CK(cudaEventSynchronize(b));
-        float ms = 0;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        return 1000.0 * ms / reps;
-    }
-};
-
 std::unique_ptr<DevMem> weights(int64_t rows, int64_t cols, uint32_t seed) {
     auto m = std::make_unique<DevMem>(size_t(rows) * cols * 2);
-    // Scale 1/sqrt(cols): outputs of the size of the inputs.
+    // Scale 1/sqrt(cols): outputs of the size of the inputs, finite over any number of layers.
     fill_f16<<<4096, 256>>>(m->as<__half>(), size_t(rows) * cols, seed, 1.7f / std::sqrt(float(cols)));
     CK(cudaGetLastError());
     return m;
@@ -136,16 +78,25 @@ void qkv(const Layer& l, Acts& a) {
     run(g);
 }
 
-void out_proj(const Layer& l, Acts& a) {
+// One product y = w x.
+mc::GemvGroup product(const DevMem& w, int64_t M, int64_t K, const DevMem& x, DevMem& y) {
     mc::GemvGroup g;
-    g.K = kHidden;
-    g.x = a.attn.as<float>();
+    g.K = K;
+    g.x = x.as<float>();
     g.n = 1;
-    g.part[0] = part(*l.o, kHidden, kHidden, a.o.as<float>());
+    g.part[0] = part(w, M, K, y.as<float>());
+    return g;
+}
+
+// A product followed by the residual ADD (the output and down projections).
+void product_add(const DevMem& w, int64_t M, int64_t K, const DevMem& x, DevMem& y, Acts& a) {
+    mc::GemvGroup g = product(w, M, K, x, y);
     g.part[0].add = a.x.as<float>();
     g.part[0].sum = a.sum.as<float>();
     run(g);
 }
+
+void out_proj(const Layer& l, Acts& a) { product_add(*l.o, kHidden, kHidden, a.attn, a.o, a); }
 
 void gate_up(const Layer& l, Acts& a) {
     mc::GemvGroup g;
@@ -159,42 +110,15 @@ void gate_up(const Layer& l, Acts& a) {
     run(g);
 }
 
-void down_proj(const Layer& l, Acts& a) {
-    mc::GemvGroup g;
-    g.K = kFfn;
-    g.x = a.glu.as<float>();
-    g.n = 1;
-    g.part[0] = part(*l.down, kHidden, kFfn, a.down.as<float>());
-    g.part[0].add = a.x.as<float>();
-    g.part[0].sum = a.sum.as<float>();
-    run(g);
-}
+void down_proj(const Layer& l, Acts& a) { product_add(*l.down, kHidden, kFfn, a.glu, a.down, a); }
 
-void head(const DevMem& w, Acts& a) {
-    mc::GemvGroup g;
-    g.K = kHidden;
-    g.x = a.x.as<float>();
-    g.n = 1;
-    g.part[0] = part(w, kVocab, kHidden, a.logits.as<float>());
-    run(g);
-}
-
-std::string fmt(const char* f, double x) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, f, x);
-    return buf;
-}
+void head(const DevMem& w, Acts& a) { run(product(w, kVocab, kHidden, a.x, a.logits)); }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    int devices = 0;
-    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-        std::printf("SKIP: no CUDA device\n");
-        return 0;
-    }
     cudaDeviceProp prop{};
-    CK(cudaGetDeviceProperties(&prop, 0));
+    if (!first_device(prop)) return 0;
     std::vector<Layer> layers(kLayers);
     for (int i = 0; i < kLayers; ++i) {
         const uint32_t s = 16u * uint32_t(i);
@@ -216,7 +140,7 @@ int main(int argc, char** argv) {
                  b_down = double(kHidden) * kFfn * 2, b_head = double(kVocab) * kHidden * 2;
     const double b_step = kLayers * (b_qkv + b_o + b_gu + b_down) + b_head;
     Timer t;
-    const double step = t.us_per_call(10, [&] {
+    const double step = t.us_per_call(10, [&](int) {
         for (const Layer& l : layers) {
             qkv(l, a);
             out_proj(l, a);
@@ -232,7 +156,7 @@ int main(int argc, char** argv) {
     };
     std::vector<Kind> kinds = {{"Q, K and V (one launch)", b_qkv, 0}, {"output + ADD", b_o, 0}, {"gate and up + SWIGLU", b_gu, 0}, {"down + ADD", b_down, 0}};
     for (int k = 0; k < 4; ++k)
-        kinds[k].us = t.us_per_call(10, [&] {
+        kinds[k].us = t.us_per_call(10, [&](int) {
                           for (const Layer& l : layers) {
                               if (k == 0) qkv(l, a);
                               if (k == 1) out_proj(l, a);
@@ -241,10 +165,10 @@ int main(int argc, char** argv) {
                           }
                       }) /
                       kLayers;
-    kinds.push_back({"output head", b_head, t.us_per_call(10, [&] { head(*out_head, a); })});
+    kinds.push_back({"output head", b_head, t.us_per_call(10, [&](int) { head(*out_head, a); })});
     // The floor: a plain read of the gate and up weights of every layer (65 % of the step's bytes).
     DevMem sink(size_t(prop.multiProcessorCount) * 4 * 4);
-    const double read = t.us_per_call(10, [&] {
+    const double read = t.us_per_call(10, [&](int) {
         for (const Layer& l : layers) {
             read_all<<<prop.multiProcessorCount * 4, 512>>>(l.gate->as<uint4>(), size_t(kFfn) * kHidden * 2 / 16, sink.as<uint32_t>());
             read_all<<<prop.multiProcessorCount * 4, 512>>>(l.up->as<uint4>(), size_t(kFfn) * kHidden * 2 / 16, sink.as<uint32_t>());
