@@ -44,9 +44,10 @@ grep -h FAIL "$out"/cuda_kernel_tests-*.txt | head -20 || true
 
 fi
 
-# Attention benchmark (BENCH=0 skips it): a Markdown table for bench/results/.
+# Attention and decode-step products benchmarks (BENCH=0 skips them): Markdown tables for bench/results/.
 if [ "${BENCH:-1}" = 1 ]; then
   artifacts/gpu/build/attention_cuda_bench "$out/attention-cuda.md" "${COMMIT:-unknown}" | tee "$out/attention-cuda.txt" || status=1
+  artifacts/gpu/build/gemv_cuda_bench "$out/gemv-cuda.md" "${COMMIT:-unknown}" | tee "$out/gemv-cuda.txt" || status=1
 fi
 
 # End to end through the C# stack, when a self-contained publish of the samples was carried
