@@ -92,6 +92,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
         };
 
         var kvDevices = new Dictionary<int, string>();
+        var nativeErrors = new List<string>();
         long owner = NativeBackend.BackendHandle.NewOwner();
         await LoadGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         LLamaWeights? weights = null;
@@ -106,10 +107,26 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
                            kvDevices[int.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)] = match.Groups[2].Value;
                        }
 
+                       if (level == LLamaLogLevel.Error)
+                       {
+                           lock (nativeErrors)
+                           {
+                               nativeErrors.Add(line.Trim());
+                           }
+                       }
+
                        logger.Native(LlamaLog.ToLogLevel(level), line);
                    }))
             {
-                weights = await Task.Run(() => LLamaWeights.LoadFromFile(parameters), cancellationToken).ConfigureAwait(false);
+                try
+                {
+                    weights = await Task.Run(() => LLamaWeights.LoadFromFile(parameters), cancellationToken).ConfigureAwait(false);
+                }
+                catch (LLama.Exceptions.LoadWeightsFailedException e)
+                {
+                    throw new InvalidOperationException($"llama.cpp could not load '{options.ModelPath}'{Reasons(nativeErrors)}.", e);
+                }
+
                 // The cache is allocated when the context is created: the backend stores it as configured now.
                 bool dense = options is { KSparsity: 0, VSparsity: 0, ForceCompressedStore: false };
                 backend?.SetCacheConfig(dense ? NativeCacheConfig.Dense with { Owner = owner } : new NativeCacheConfig
@@ -131,6 +148,20 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
                 {
                     backend?.ClearCacheConfig();
                 }
+
+                if (context.NativeHandle.IsInvalid)
+                {
+                    // LLamaSharp 0.30.0 does not notice that llama.cpp failed (e.g. the cache did not fit): it returns a
+                    // context over a null handle, whose first use crashes the process, and keeps the reference on the
+                    // model that only a live context's release gives back.
+                    context.Dispose();
+                    context = null;
+                    weights.NativeHandle.DangerousRelease();
+                    string size = options.ContextSize == 0 ? "the model's training context" : $"{options.ContextSize} tokens";
+                    throw new InvalidOperationException(
+                        $"llama.cpp could not create a context of {size} for '{options.ModelPath}'{Reasons(nativeErrors)}. " +
+                        "A smaller MustafarOptions.ContextSize needs less memory.");
+                }
             }
 
             CheckKvPlacement(shape, kvDevices, backend is null ? "CPU" : NativeBackend.DeviceName);
@@ -149,6 +180,14 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
         finally
         {
             LoadGate.Release();
+        }
+    }
+
+    private static string Reasons(List<string> nativeErrors)
+    {
+        lock (nativeErrors)
+        {
+            return nativeErrors.Count == 0 ? "" : $" ({string.Join("; ", nativeErrors)})";
         }
     }
 

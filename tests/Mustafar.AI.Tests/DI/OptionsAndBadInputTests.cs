@@ -114,6 +114,55 @@ public sealed class OptionsAndBadInputTests
         Assert.Contains("head size 12", error.Message, StringComparison.Ordinal);
     }
 
+    [SkippableFact]
+    public async Task AContextTooLargeForMemoryFailsWithLlamaCppsReasonInsteadOfCrashing()
+    {
+        // With overcommit_memory = 1 the terabyte below would be granted and then written: nothing to test there.
+        Skip.If(File.Exists("/proc/sys/vm/overcommit_memory") && File.ReadAllText("/proc/sys/vm/overcommit_memory").Trim() == "1",
+            "the kernel grants any allocation here (vm.overcommit_memory = 1)");
+        string path = TestPaths.TempFile("wide-kv.gguf");
+        // 64 KB of cache a token (8 layers, 8 KV heads of 256), so 16M tokens ask for 1 TiB.
+        SyntheticLlama.Write(path, SyntheticLlamaSpec.Tiny with { EmbeddingLength = 64, HeadCount = 8, KvHeadCount = 8, HeadDim = 256, LayerCount = 8, FeedForwardLength = 64 });
+        foreach (double sparsity in new[] { 0.0, 0.7 })
+        {
+            var options = new MustafarOptions { ModelPath = path, ContextSize = 1 << 24, KSparsity = sparsity, VSparsity = sparsity };
+            var error = await Assert.ThrowsAsync<InvalidOperationException>(() => MustafarChatClientFactory.CreateAsync(options));
+            Assert.Contains($"could not create a context of {1 << 24} tokens for '{path}'", error.Message, StringComparison.Ordinal);
+            Assert.Contains("failed to allocate buffer for kv cache", error.Message, StringComparison.Ordinal);
+            Assert.Equal(0ul, NativeBackend.EnsureRegistered().GetKvStats().KvTensors);
+        }
+
+        // The model and the backend are still usable afterwards.
+        await using var client = (IAsyncDisposable)await MustafarChatClientFactory.CreateAsync(new MustafarOptions { ModelPath = path, ContextSize = 64 });
+    }
+
+    [Fact]
+    public async Task AModelWhoseTensorDataIsCutShortIsRefusedBeforeLlamaCppReadsIt()
+    {
+        string whole = TempGguf(), path = TestPaths.TempFile("cut.gguf");
+        byte[] bytes = await File.ReadAllBytesAsync(whole);
+        await File.WriteAllBytesAsync(path, bytes.AsSpan(0, bytes.Length - 4096).ToArray());
+        var error = await Assert.ThrowsAsync<InvalidDataException>(() => MustafarChatClientFactory.CreateAsync(new MustafarOptions { ModelPath = path, ContextSize = 64 }));
+        Assert.Contains($"'{path}' is truncated", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task AModelThatLlamaCppRefusesToLoadFailsWithItsReason()
+    {
+        // Metadata that promises a third layer whose tensors are not in the file: our reader accepts the file,
+        // llama.cpp does not.
+        string path = TempGguf();
+        byte[] bytes = await File.ReadAllBytesAsync(path);
+        byte[] key = System.Text.Encoding.UTF8.GetBytes("llama.block_count");
+        int at = bytes.AsSpan().IndexOf(key) + key.Length + 4;  // then the value's type (uint32), then the value
+        Assert.Equal(2u, BitConverter.ToUInt32(bytes, at));
+        BitConverter.TryWriteBytes(bytes.AsSpan(at), 3u);
+        await File.WriteAllBytesAsync(path, bytes);
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => MustafarChatClientFactory.CreateAsync(new MustafarOptions { ModelPath = path, ContextSize = 64 }));
+        Assert.Contains($"llama.cpp could not load '{path}'", error.Message, StringComparison.Ordinal);
+        Assert.Contains("blk.2.", error.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task RepeatedLoadAndDisposeLeavesNoCacheBuffersBehind()
     {
