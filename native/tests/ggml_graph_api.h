@@ -41,6 +41,7 @@ ggml_cgraph* ggml_new_graph(ggml_context* ctx);
 void ggml_build_forward_expand(ggml_cgraph* cgraph, ggml_tensor* tensor);
 
 ggml_backend_buffer_t ggml_backend_alloc_ctx_tensors_from_buft(ggml_context* ctx, ggml_backend_buffer_type_t buft);
+ggml_backend_buffer_t ggml_backend_buft_alloc_buffer(ggml_backend_buffer_type_t buft, size_t size);
 void ggml_backend_buffer_free(ggml_backend_buffer_t buffer);
 size_t ggml_backend_buffer_get_size(ggml_backend_buffer_t buffer);
 void ggml_backend_tensor_set(ggml_tensor* tensor, const void* data, size_t offset, size_t size);

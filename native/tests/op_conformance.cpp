@@ -528,6 +528,16 @@ int main(int argc, char** argv) {
     for (Case& c : compute_cases()) cases.push_back(std::move(c));
 
     int failed = 0;
+    size_t checks = cases.size();
+    if (computes_model_ops) {
+        // No GPU holds 4 TiB: the allocation must be refused, and every case below then runs after it (a refused
+        // allocation once failed the next launch's error check).
+        ggml_backend_buffer_t huge = ggml_backend_buft_alloc_buffer(our_buft, size_t(1) << 42);
+        std::printf("%s a 4 TiB buffer: %s\n", huge == nullptr ? "ok  " : "FAIL", huge == nullptr ? "refused" : "allocated");
+        if (huge != nullptr) ggml_backend_buffer_free(huge);
+        failed += huge == nullptr ? 0 : 1;
+        ++checks;
+    }
     for (const Case& c : cases) {
         const Result ref = run(cpu, ggml_backend_cpu_buffer_type(), nullptr, c.build, seed, c.index_range);
         const Result got = run(ours, our_buft, dev, c.build, seed, c.index_range);
@@ -558,7 +568,6 @@ int main(int argc, char** argv) {
     }
 
     // A repeated graph, round by round against ggml's CPU backend on the same inputs.
-    size_t checks = cases.size();
     if (computes_model_ops) {
         constexpr int kRounds = 4;
         using Count = uint64_t (*)();

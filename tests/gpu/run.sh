@@ -83,6 +83,16 @@ if [ -f artifacts/gpu/apps.tar.xz ] && [ "${TESTS:-1}" = 1 ]; then
     "artifacts/gpu/publish/Mustafar.Chat" --model "artifacts/gpu/models/$model" --temperature 0 --max-tokens 4 --verbose "the" 2>&1 \
       | grep -E "offloaded|model buffer size|KV buffer size|compute buffer size" > "$out/placement-$model.txt" || status=1
   done
+  # A cache larger than the GPU (100M cells of 6 KB): llama.cpp's reason and exit code 1, not a crash.
+  rc=0
+  "artifacts/gpu/publish/Mustafar.Chat" --model artifacts/gpu/models/recall-hd128-q8_0.gguf --ctx-size 100000000 --max-tokens 4 "the" \
+    > "$out/too-large.txt" 2>&1 || rc=$?
+  if [ "$rc" = 1 ] && grep -q "could not create a context of 100000000 tokens.*failed to allocate" "$out/too-large.txt"; then
+    echo "a context too large for the GPU: refused with llama.cpp's reason (exit code 1)" | tee -a "$out/e2e-compare.txt"
+  else
+    echo "FAIL a context too large for the GPU: exit code $rc" | tee -a "$out/e2e-compare.txt"
+    status=1
+  fi
 fi
 
 # End-to-end benchmark (E2E_BENCH=1): a Llama-3-8B-shaped F16 model with random weights, generated
