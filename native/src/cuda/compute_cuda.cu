@@ -107,15 +107,13 @@ __global__ void __launch_bounds__(1024) rms_norm_kernel(const char* a, T4 sa, ch
     char* nrow = norm + i1 * sn.nb[1] + i2 * sn.nb[2] + i3 * sn.nb[3];
     char* out = kMul ? dst + i1 * sd.nb[1] + i2 * sd.nb[2] + i3 * sd.nb[3] : nullptr;
     const bool held = n <= int64_t(blockDim.x) * kNormPer;
-    float x[kNormPer], wv[kNormPer];
+    float x[kNormPer];
     float sum = 0.0f;
     if (held) {
-        // The MUL's weights load with the row, not after the sums: one wait on memory instead of two.
 #pragma unroll
         for (int j = 0; j < kNormPer; ++j) {
             const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
             x[j] = c < n ? *reinterpret_cast<const float*>(row + c * sa.nb[0]) : 0.0f;
-            if constexpr (kMul) wv[j] = c < n ? w[c] : 0.0f;
             sum += x[j] * x[j];
         }
     } else {
@@ -130,19 +128,19 @@ __global__ void __launch_bounds__(1024) rms_norm_kernel(const char* a, T4 sa, ch
     float total = 0.0f;
     for (int i = 0; i < int(blockDim.x / 32); ++i) total += partial[i];
     const float scale = rsqrtf(total / float(n) + eps);
-    auto put = [&](int64_t c, float v, float wc) {
+    auto put = [&](int64_t c, float v) {
         const float y = v * scale;
         *reinterpret_cast<float*>(nrow + c * sn.nb[0]) = y;
-        if constexpr (kMul) *reinterpret_cast<float*>(out + c * sd.nb[0]) = y * wc;
+        if constexpr (kMul) *reinterpret_cast<float*>(out + c * sd.nb[0]) = y * w[c];
     };
     if (held) {
 #pragma unroll
         for (int j = 0; j < kNormPer; ++j) {
             const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
-            if (c < n) put(c, x[j], kMul ? wv[j] : 0.0f);
+            if (c < n) put(c, x[j]);
         }
     } else {
-        for (int64_t c = threadIdx.x; c < n; c += blockDim.x) put(c, *reinterpret_cast<const float*>(row + c * sa.nb[0]), kMul ? w[c] : 0.0f);
+        for (int64_t c = threadIdx.x; c < n; c += blockDim.x) put(c, *reinterpret_cast<const float*>(row + c * sa.nb[0]));
     }
 }
 
