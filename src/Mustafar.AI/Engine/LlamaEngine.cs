@@ -76,6 +76,16 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
             NativeBackend.EnsureLlamaLoaded();
         }
 
+        long maxSequences = NativeApi.llama_max_parallel_sequences();
+        if (options.MaxConcurrentRequests + options.CachedPrefixes > maxSequences)
+        {
+            throw new Microsoft.Extensions.Options.OptionsValidationException(Microsoft.Extensions.Options.Options.DefaultName, typeof(MustafarOptions),
+            [
+                $"MustafarOptions.MaxConcurrentRequests ({options.MaxConcurrentRequests}) plus CachedPrefixes ({options.CachedPrefixes}) " +
+                $"must be at most {maxSequences}, the sequences one llama.cpp context holds.",
+            ]);
+        }
+
         var parameters = new ModelParams(options.ModelPath)
         {
             ContextSize = options.ContextSize == 0 ? null : (uint)options.ContextSize,
@@ -158,9 +168,9 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
                     context = null;
                     weights.NativeHandle.DangerousRelease();
                     string size = options.ContextSize == 0 ? "the model's training context" : $"{options.ContextSize} tokens";
-                    throw new InvalidOperationException(
-                        $"llama.cpp could not create a context of {size} for '{options.ModelPath}'{Reasons(nativeErrors)}. " +
-                        "A smaller MustafarOptions.ContextSize needs less memory.");
+                    string reasons = Reasons(nativeErrors);
+                    string hint = reasons.Contains("allocate", StringComparison.Ordinal) ? " A smaller MustafarOptions.ContextSize needs less memory." : "";
+                    throw new InvalidOperationException($"llama.cpp could not create a context of {size} for '{options.ModelPath}'{reasons}.{hint}");
                 }
             }
 

@@ -136,6 +136,14 @@ public sealed class OptionsAndBadInputTests
         await using var client = (IAsyncDisposable)await MustafarChatClientFactory.CreateAsync(new MustafarOptions { ModelPath = path, ContextSize = 64 });
     }
 
+    [SkippableFact]
+    public async Task MoreSequencesThanALlamaCppContextHoldsAreRefusedByName()
+    {
+        var options = new MustafarOptions { ModelPath = TestPaths.Stories, ContextSize = 2048, BatchSize = 512, MaxConcurrentRequests = 300 };
+        var error = await Assert.ThrowsAsync<OptionsValidationException>(() => MustafarChatClientFactory.CreateAsync(options));
+        Assert.Contains("MustafarOptions.MaxConcurrentRequests (300) plus CachedPrefixes (0) must be at most 256", error.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task AModelWhoseTensorDataIsCutShortIsRefusedBeforeLlamaCppReadsIt()
     {
