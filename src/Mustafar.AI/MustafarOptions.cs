@@ -40,7 +40,8 @@ public sealed class MustafarOptions
 
     /// <summary>
     /// Requests decoded together, each as a sequence of the one context (continuous batching); more wait
-    /// in FIFO order. Sizes llama.cpp's n_seq_max and the dense window pool. At most <see cref="BatchSize"/>.
+    /// in FIFO order. Sizes llama.cpp's n_seq_max and the dense window pool. With <see cref="CachedPrefixes"/>, at most
+    /// <see cref="BatchSize"/> and at most <see cref="ContextSize"/> (when set).
     /// </summary>
     public int MaxConcurrentRequests { get; set; } = 4;
 
@@ -106,14 +107,32 @@ public sealed class MustafarOptionsValidator : IValidateOptions<MustafarOptions>
             failures.Add($"MustafarOptions.LocalWindow must be 0 or more tokens; got {options.LocalWindow}.");
         }
 
-        if (options.MaxConcurrentRequests < 1 || options.MaxConcurrentRequests > Math.Max(1, options.BatchSize))
+        if (options.MaxConcurrentRequests < 1)
         {
-            failures.Add($"MustafarOptions.MaxConcurrentRequests must be between 1 and BatchSize ({options.BatchSize}); got {options.MaxConcurrentRequests}.");
+            failures.Add($"MustafarOptions.MaxConcurrentRequests must be at least 1; got {options.MaxConcurrentRequests}.");
         }
 
         if (options.CachedPrefixes < 0)
         {
             failures.Add($"MustafarOptions.CachedPrefixes must be 0 (off) or more; got {options.CachedPrefixes}.");
+        }
+
+        // Every running or cached request is a llama.cpp sequence, and llama.cpp reserves one output per sequence
+        // within a decode call's batch, which is at most BatchSize and at most the context (more aborts the process).
+        long sequences = (long)options.MaxConcurrentRequests + options.CachedPrefixes;
+        if (options.MaxConcurrentRequests >= 1 && options.CachedPrefixes >= 0)
+        {
+            if (sequences > options.BatchSize && options.BatchSize >= 1)
+            {
+                failures.Add($"MustafarOptions.MaxConcurrentRequests ({options.MaxConcurrentRequests}) plus CachedPrefixes ({options.CachedPrefixes}) " +
+                    $"must be at most BatchSize ({options.BatchSize}): a decode call carries one output of every sequence.");
+            }
+
+            if (options.ContextSize > 0 && sequences > options.ContextSize)
+            {
+                failures.Add($"MustafarOptions.ContextSize ({options.ContextSize}) must be at least MaxConcurrentRequests plus CachedPrefixes ({sequences}): " +
+                    "llama.cpp's decode calls are no larger than the context.");
+            }
         }
 
         if (options.MaxQueuedRequests < 1)

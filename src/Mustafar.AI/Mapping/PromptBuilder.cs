@@ -42,7 +42,10 @@ internal static class PromptBuilder
 
         if (turns.Count == 0)
         {
-            throw new ArgumentException("At least one chat message is required.", nameof(messages));
+            var other = messages.SelectMany(m => m.Contents).Select(c => c is DataContent d ? d.MediaType : c.GetType().Name).Distinct().ToList();
+            throw new ArgumentException(other.Count == 0
+                ? "At least one chat message is required."
+                : $"The messages carry no text; the models Mustafar runs read text only (the messages hold: {string.Join(", ", other)}).", nameof(messages));
         }
 
         if (chatTemplate is null)

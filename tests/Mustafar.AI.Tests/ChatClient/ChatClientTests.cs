@@ -193,6 +193,36 @@ public sealed class ChatClientTests : IAsyncLifetime
         Assert.Contains("ContextSize", error.Message, StringComparison.Ordinal);
     }
 
+    public static TheoryData<ChatOptions, string> InvalidRequestOptions => new()
+    {
+        { new ChatOptions { MaxOutputTokens = 0 }, "ChatOptions.MaxOutputTokens must be at least 1" },
+        { new ChatOptions { Temperature = -1 }, "ChatOptions.Temperature must be 0 (greedy) or positive" },
+        { new ChatOptions { Temperature = float.NaN }, "ChatOptions.Temperature must be 0 (greedy) or positive" },
+        { new ChatOptions { TopP = 2 }, "ChatOptions.TopP must be in (0, 1]" },
+    };
+
+    [SkippableTheory]
+    [MemberData(nameof(InvalidRequestOptions))]
+    public async Task InvalidRequestOptionsFailThatRequestByName(ChatOptions options, string expected)
+    {
+        RequireModel();
+        var error = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => _client.GetResponseAsync("Once upon a time", options));
+        Assert.Contains(expected, error.Message, StringComparison.Ordinal);
+        Assert.StartsWith(KnownStory, (await _client.GetResponseAsync("Once upon a time", Greedy(40))).Text, StringComparison.Ordinal);
+    }
+
+    [SkippableFact]
+    public async Task MessagesWithoutTextAreRefusedNamingWhatTheyHold()
+    {
+        RequireModel();
+        var error = await Assert.ThrowsAsync<ArgumentException>(() =>
+            _client.GetResponseAsync([new ChatMessage(ChatRole.User, [new DataContent(new byte[] { 1, 2, 3 }, "image/png")])]));
+        Assert.Contains("carry no text", error.Message, StringComparison.Ordinal);
+        Assert.Contains("image/png", error.Message, StringComparison.Ordinal);
+        error = await Assert.ThrowsAsync<ArgumentException>(() => _client.GetResponseAsync(new List<ChatMessage>()));
+        Assert.Contains("At least one chat message is required", error.Message, StringComparison.Ordinal);
+    }
+
     [SkippableFact]
     public void GetServiceReturnsMetadataOptionsAndKvStatistics()
     {

@@ -23,6 +23,9 @@ public sealed class OptionsAndBadInputTests
         { o => o.BatchSize = 0, "BatchSize must be at least 1" },
         { o => o.Threads = 0, "Threads must be at least 1" },
         { o => o.DefaultMaxOutputTokens = 0, "DefaultMaxOutputTokens must be at least 1" },
+        { o => o.MaxConcurrentRequests = 0, "MaxConcurrentRequests must be at least 1; got 0" },
+        { o => (o.BatchSize, o.MaxConcurrentRequests, o.CachedPrefixes) = (4, 4, 2), "MaxConcurrentRequests (4) plus CachedPrefixes (2) must be at most BatchSize (4)" },
+        { o => o.ContextSize = 3, "ContextSize (3) must be at least MaxConcurrentRequests plus CachedPrefixes (4)" },
     };
 
     [Theory]
