@@ -1232,6 +1232,35 @@ size_t prompt_smem(int D, bool sparse, size_t record_bytes) {
     return sparse ? tiles + size_t(2) * kPromptTile * prompt_raw_row(record_bytes) : tiles;
 }
 
+// A tile of kPromptTile cells of KV head hk from the store into shared memory, as the prompt kernel and the
+// expanded copy stage it: thread j copies 16-byte chunks j, j + kThreads, ... of the tile's records, cell u's
+// K record then its V record at raw + u * raw_row; skip(u, kv) leaves out cells past the range and window
+// cells (their rows are in the pool). row0: the store row of cell 0.
+template <typename Skip>
+__device__ __forceinline__ void stage_records(const CompressedCache& cc, int hk, int64_t row0, uint8_t* raw, size_t raw_row, Skip&& skip) {
+    const int cn = int((cc.k_stride + cc.v_stride) / 16), ck = int(cc.k_stride / 16);
+    const uint32_t cn_magic = 0xffffffffu / uint32_t(cn) + 1u;  // j / cn as a multiply (cn >= 2, j < 32 cn)
+    for (int j = threadIdx.x; j < kPromptTile * cn; j += kThreads) {
+        const int u = int(__umulhi(unsigned(j), cn_magic)), r = j - u * cn, kv = r < ck ? 0 : 1;
+        if (skip(u, kv)) continue;
+        const size_t row = size_t(row0 + u);
+        const uint8_t* src = kv == 0 ? cc.k_records + hk * cc.k_head_bytes + row * cc.k_stride + size_t(r) * 16
+                                     : cc.v_records + hk * cc.v_head_bytes + row * cc.v_stride + size_t(r - ck) * 16;
+        cp_async16(smem_u32(raw + size_t(u) * raw_row + size_t(r) * 16), src);
+    }
+}
+
+// The thread that expands a staged tile's record half: K or V, cell u and half row; a warp's lanes 0-15 take
+// first halves, 16-31 second halves (tile rows on different banks).
+struct ExpandShare {
+    int kv, u, half;
+};
+__device__ __forceinline__ ExpandShare expand_share() {
+    static_assert(kThreads == 128 && kPromptTile == 32, "one thread per record half");
+    const int t = int(threadIdx.x);
+    return {t / 64, t % 16 + 16 * ((t / 32) % 2), (t / 16) % 2};
+}
+
 template <int D, bool kSparse>
 __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int4* ranges) {
     start_after_previous();
@@ -1390,35 +1419,20 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
             }
             if constexpr (!kSparse) k += k_step, v += v_step;
         }
-        if constexpr (kSparse) {
-            uint8_t* raw = raw_base + size_t(buf) * kPromptTile * raw_row;
-            const int cn = int(rec / 16), ck = int(cc.k_stride / 16);
-            const uint32_t cn_magic = 0xffffffffu / uint32_t(cn) + 1u;  // j / cn as a multiply (cn >= 2, j < 32 cn)
-            for (int j = threadIdx.x; j < kPromptTile * cn; j += kThreads) {
-                const int u = int(__umulhi(unsigned(j), cn_magic)), r = j - u * cn, kv = r < ck ? 0 : 1;
-                const int cell = base + u;
-                if (cell < c_hi && slot_of(buf, kv, u) < 0) {
-                    const size_t row = size_t(store_row0 + cell);
-                    const uint8_t* src = kv == 0 ? cc.k_records + hk * cc.k_head_bytes + row * cc.k_stride + size_t(r) * 16
-                                                 : cc.v_records + hk * cc.v_head_bytes + row * cc.v_stride + size_t(r - ck) * 16;
-                    __pipeline_memcpy_async(raw + size_t(u) * raw_row + size_t(r) * 16, src, 16);
-                }
-            }
-        }
+        if constexpr (kSparse)
+            stage_records(cc, hk, store_row0 + base, raw_base + size_t(buf) * kPromptTile * raw_row, raw_row,
+                          [&](int u, int kv) { return base + u >= c_hi || slot_of(buf, kv, u) >= 0; });
         __pipeline_commit();
     };
 
-    // Compressed cells of the arrived tile into its dense rows: thread = (K or V, cell, half row); a
-    // warp's lanes 0-15 take first halves, 16-31 second halves (tile rows on different banks).
+    // Compressed cells of the arrived tile into its dense rows.
     auto expand_tile = [&](int base, int buf) {
-        const int kv = threadIdx.x / 64, u = threadIdx.x % 16 + 16 * ((threadIdx.x / 32) % 2), half = (threadIdx.x / 16) % 2;
-        const int cell = base + u;
-        if (cell < c_hi && slot_of(buf, kv, u) < 0) {
-            const uint8_t* raw = raw_base + size_t(buf) * kPromptTile * raw_row + size_t(u) * raw_row + (kv == 0 ? 0 : cc.k_stride);
-            expand_half<D>(raw, half, smem + size_t(buf) * 2 * kPromptTile * kRow + size_t(kv * kPromptTile + u) * kRow + half * D);
+        const ExpandShare e = expand_share();
+        if (base + e.u < c_hi && slot_of(buf, e.kv, e.u) < 0) {
+            const uint8_t* raw = raw_base + size_t(buf) * kPromptTile * raw_row + size_t(e.u) * raw_row + (e.kv == 0 ? 0 : cc.k_stride);
+            expand_half<D>(raw, e.half, smem + size_t(buf) * 2 * kPromptTile * kRow + size_t(e.kv * kPromptTile + e.u) * kRow + e.half * D);
         }
     };
-    static_assert(!kSparse || (kThreads == 128 && kPromptTile == 32), "one thread per record half");
 
     float o[D / 8][4];
 #pragma unroll
@@ -1974,21 +1988,14 @@ template <int D>
 __global__ void __launch_bounds__(kThreads) expand_kernel(CompressedCache cc, int64_t n_kv, int n_head_kv, __half* k_out, __half* v_out) {
     start_after_previous();
     extern __shared__ __align__(16) uint8_t raw[];
-    const int hk = blockIdx.y, seq = blockIdx.z, tid = int(threadIdx.x);
+    const int hk = blockIdx.y, seq = blockIdx.z;
     const int64_t base = int64_t(blockIdx.x) * kPromptTile, row0 = int64_t(seq) * cc.seq_rows + base;
-    const size_t rec = cc.k_stride + cc.v_stride, raw_row = prompt_raw_row(rec);
-    const int cn = int(rec / 16), ck = int(cc.k_stride / 16);
-    for (int j = tid; j < kPromptTile * cn; j += kThreads) {
-        const int u = j / cn, r = j - u * cn, kv = r < ck ? 0 : 1;
-        if (base + u >= n_kv || (kv == 0 ? cc.k_slot : cc.v_slot)[row0 + u] >= 0) continue;
-        const uint8_t* src = kv == 0 ? cc.k_records + hk * cc.k_head_bytes + size_t(row0 + u) * cc.k_stride + size_t(r) * 16
-                                     : cc.v_records + hk * cc.v_head_bytes + size_t(row0 + u) * cc.v_stride + size_t(r - ck) * 16;
-        cp_async16(smem_u32(raw + size_t(u) * raw_row + size_t(r) * 16), src);
-    }
+    const size_t raw_row = prompt_raw_row(cc.k_stride + cc.v_stride);
+    stage_records(cc, hk, row0, raw, raw_row, [&](int u, int kv) { return base + u >= n_kv || (kv == 0 ? cc.k_slot : cc.v_slot)[row0 + u] >= 0; });
     __pipeline_commit();
     __pipeline_wait_prior(0);
     __syncthreads();
-    const int kv = tid / 64, u = tid % 16 + 16 * ((tid / 32) % 2), half = (tid / 16) % 2;
+    const auto [kv, u, half] = expand_share();
     if (base + u >= n_kv) return;
     __half* out = (kv == 0 ? k_out : v_out) + ((size_t(seq) * n_kv + size_t(base + u)) * n_head_kv + hk) * D;
     uint8_t* dst = reinterpret_cast<uint8_t*>(out) + half * D;
