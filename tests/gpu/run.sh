@@ -83,7 +83,7 @@ if [ -f artifacts/gpu/apps.tar.xz ] && [ "${TESTS:-1}" = 1 ]; then
     "artifacts/gpu/publish/Mustafar.Chat" --model "artifacts/gpu/models/$model" --temperature 0 --max-tokens 4 --verbose "the" 2>&1 \
       | grep -E "offloaded|model buffer size|KV buffer size|compute buffer size" > "$out/placement-$model.txt" || status=1
   done
-  # A cache larger than the GPU (100M cells of 6 KB): llama.cpp's reason and exit code 1, not a crash.
+  # A cache larger than the GPU (100M cells: over 300 GB): llama.cpp's reason and exit code 1, not a crash.
   rc=0
   "artifacts/gpu/publish/Mustafar.Chat" --model artifacts/gpu/models/recall-hd128-q8_0.gguf --ctx-size 100000000 --max-tokens 4 "the" \
     > "$out/too-large.txt" 2>&1 || rc=$?

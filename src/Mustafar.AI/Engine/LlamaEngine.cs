@@ -4,6 +4,7 @@ using LLama;
 using LLama.Common;
 using LLama.Native;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using Mustafar.AI.Mapping;
 using Mustafar.AI.Native;
 
@@ -79,7 +80,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
         long maxSequences = NativeApi.llama_max_parallel_sequences();
         if (options.MaxConcurrentRequests + options.CachedPrefixes > maxSequences)
         {
-            throw new Microsoft.Extensions.Options.OptionsValidationException(Microsoft.Extensions.Options.Options.DefaultName, typeof(MustafarOptions),
+            throw new OptionsValidationException(Microsoft.Extensions.Options.Options.DefaultName, typeof(MustafarOptions),
             [
                 $"MustafarOptions.MaxConcurrentRequests ({options.MaxConcurrentRequests}) plus CachedPrefixes ({options.CachedPrefixes}) " +
                 $"must be at most {maxSequences}, the sequences one llama.cpp context holds.",
