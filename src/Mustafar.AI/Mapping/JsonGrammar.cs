@@ -6,8 +6,12 @@ namespace Mustafar.AI.Mapping;
 
 /// <summary>
 /// GBNF grammars (llama.cpp's grammar format) that force JSON output: any JSON object, or one that
-/// follows a JSON schema (objects with properties, arrays with minItems/maxItems, strings, numbers,
-/// integers, booleans, enums, const, null; other keywords fall back to any JSON value). White space is at most one character
+/// follows a JSON schema: objects with properties (each written, in schema order) or with
+/// additionalProperties (a map), arrays with items, minItems and maxItems, strings with minLength and
+/// maxLength, numbers, integers, booleans, null, enum, const, a list of types, anyOf and oneOf (as
+/// alternatives; oneOf's exclusivity is not enforced), allOf of one schema, and local $ref ("#",
+/// "#/$defs/..." or "#/definitions/...", recursion included). Other keywords (format, pattern, not,
+/// minimum, ...) are not enforced: their schema's type still is. White space is at most one character
 /// between tokens, so that a model cannot wander off in blank lines.
 /// </summary>
 internal static class JsonGrammar
@@ -37,7 +41,17 @@ internal static class JsonGrammar
     {
         var rules = new StringBuilder();
         int counter = 0;
-        string root = string.Join(" | ", schemas.Select(Rule).ToList());
+        // Schemas that declare $defs or definitions, innermost last: where a "#/..." reference is looked up.
+        var scopes = new List<JsonElement>();
+        // A referenced schema's rule by its text, named before its body is written (recursive schemas).
+        var referenced = new Dictionary<string, string>(StringComparer.Ordinal);
+        var roots = schemas.ToList();
+        string root = string.Join(" | ", roots.Select(r =>
+        {
+            scopes.Clear();
+            scopes.Add(r);
+            return Rule(r);
+        }).ToList());
         return $"root ::= {root}\n{rules}{Common}\n";
 
         string Rule(JsonElement s)
@@ -45,6 +59,32 @@ internal static class JsonGrammar
             if (s.ValueKind != JsonValueKind.Object)
             {
                 return "jvalue";
+            }
+
+            bool scoped = s.TryGetProperty("$defs", out _) || s.TryGetProperty("definitions", out _);
+            if (scoped)
+            {
+                scopes.Add(s);
+            }
+
+            try
+            {
+                return Body(s);
+            }
+            finally
+            {
+                if (scoped)
+                {
+                    scopes.RemoveAt(scopes.Count - 1);
+                }
+            }
+        }
+
+        string Body(JsonElement s)
+        {
+            if (s.TryGetProperty("$ref", out var reference) && reference.ValueKind == JsonValueKind.String)
+            {
+                return Reference(reference.GetString()!);
             }
 
             if (s.TryGetProperty("enum", out var options) && options.ValueKind == JsonValueKind.Array)
@@ -57,18 +97,49 @@ internal static class JsonGrammar
                 return Define(Literal(constant.GetRawText()) + " ws", "const");
             }
 
-            string type = s.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "";
+            foreach (string key in new[] { "anyOf", "oneOf" })
+            {
+                if (s.TryGetProperty(key, out var alternatives) && alternatives.ValueKind == JsonValueKind.Array && alternatives.GetArrayLength() > 0)
+                {
+                    return Define(string.Join(" | ", alternatives.EnumerateArray().Select(Rule).ToList()), key);
+                }
+            }
+
+            if (s.TryGetProperty("allOf", out var all) && all.ValueKind == JsonValueKind.Array && all.GetArrayLength() == 1)
+            {
+                return Rule(all[0]);
+            }
+
+            if (s.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.Array)
+            {
+                var types = t.EnumerateArray().Where(x => x.ValueKind == JsonValueKind.String).Select(x => ForType(s, x.GetString()!)).ToList();
+                return types.Count == 0 ? "jvalue" : Define(string.Join(" | ", types), "types");
+            }
+
+            return ForType(s, t.ValueKind == JsonValueKind.String ? t.GetString()! : "");
+        }
+
+        string ForType(JsonElement s, string type)
+        {
             switch (type)
             {
-                case "string": return "jstring";
+                case "string":
+                    int? shortest = Count(s, "minLength"), longest = Count(s, "maxLength");
+                    if (shortest is null && longest is null)
+                    {
+                        return "jstring";
+                    }
+
+                    int least = shortest ?? 0;
+                    return Define($"\"\\\"\" jchar{{{least},{(longest is int most ? Math.Max(least, most).ToString(CultureInfo.InvariantCulture) : "")}}} \"\\\"\" ws", "string");
                 case "number": return "jnumber";
                 case "integer": return "jinteger";
                 case "boolean": return "jboolean";
                 case "null": return "jnull";
                 case "array":
                     string item = s.TryGetProperty("items", out var items) ? Rule(items) : "jvalue";
-                    int min = s.TryGetProperty("minItems", out var lo) && lo.TryGetInt32(out int l) ? Math.Max(0, l) : 0;
-                    int? max = s.TryGetProperty("maxItems", out var hi) && hi.TryGetInt32(out int h) ? Math.Max(min, h) : null;
+                    int min = Count(s, "minItems") ?? 0;
+                    int? max = Count(s, "maxItems") is int h ? Math.Max(min, h) : null;
                     string more = max is int m ? (m <= 1 ? "" : $" (\",\" ws {item}){{{Math.Max(0, min - 1)},{m - 1}}}") : $" (\",\" ws {item}){{{Math.Max(0, min - 1)},}}";
                     string list = max == 0 ? "" : min == 0 ? $"({item}{more})?" : $"{item}{more}";
                     return Define($"\"[\" ws {list} \"]\" ws", "array");
@@ -77,9 +148,41 @@ internal static class JsonGrammar
                     var parts = properties.EnumerateObject()
                         .Select(p => $"{Literal(JsonSerializer.Serialize(p.Name))} ws \":\" ws {Rule(p.Value)}").ToList();
                     return Define(parts.Count == 0 ? "\"{\" ws \"}\" ws" : $"\"{{\" ws {string.Join(" \",\" ws ", parts)} \"}}\" ws", "object");
+                case "object" when s.TryGetProperty("additionalProperties", out var values) && values.ValueKind == JsonValueKind.Object:
+                    string value = Rule(values);
+                    return Define($"\"{{\" ws (jstring \":\" ws {value} (\",\" ws jstring \":\" ws {value})*)? \"}}\" ws", "map");
                 case "object": return "jobject";
                 default: return "jvalue";
             }
+        }
+
+        // A local reference: "#" or a JSON pointer from "#/", looked up in the innermost schema that holds it.
+        string Reference(string pointer)
+        {
+            if (!pointer.StartsWith('#'))
+            {
+                throw new NotSupportedException($"The JSON schema reference '{pointer}' is not local: only references into the schema itself (\"#/$defs/...\") are supported.");
+            }
+
+            for (int i = scopes.Count - 1; i >= 0; i--)
+            {
+                if (Resolve(scopes[i], pointer) is JsonElement target)
+                {
+                    string text = target.GetRawText();
+                    if (referenced.TryGetValue(text, out string? known))
+                    {
+                        return known;
+                    }
+
+                    string name = string.Create(CultureInfo.InvariantCulture, $"ref{counter++}");
+                    referenced[text] = name;
+                    string body = Rule(target);
+                    rules.Append(name).Append(" ::= ").Append(body).Append('\n');
+                    return name;
+                }
+            }
+
+            throw new NotSupportedException($"The JSON schema reference '{pointer}' does not name a part of the schema.");
         }
 
         string Define(string body, string kind)
@@ -88,6 +191,33 @@ internal static class JsonGrammar
             rules.Append(name).Append(" ::= ").Append(body).Append('\n');
             return name;
         }
+    }
+
+    private static int? Count(JsonElement s, string key) =>
+        s.TryGetProperty(key, out var v) && v.TryGetInt32(out int n) ? Math.Max(0, n) : null;
+
+    // The element that a "#"-relative JSON pointer names in `root`, or null.
+    private static JsonElement? Resolve(JsonElement root, string pointer)
+    {
+        JsonElement at = root;
+        foreach (string raw in pointer.TrimStart('#').Split('/', StringSplitOptions.RemoveEmptyEntries))
+        {
+            string part = Uri.UnescapeDataString(raw).Replace("~1", "/", StringComparison.Ordinal).Replace("~0", "~", StringComparison.Ordinal);
+            if (at.ValueKind == JsonValueKind.Object && at.TryGetProperty(part, out var next))
+            {
+                at = next;
+            }
+            else if (at.ValueKind == JsonValueKind.Array && int.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out int index) && index < at.GetArrayLength())
+            {
+                at = at[index];
+            }
+            else
+            {
+                return null;
+            }
+        }
+
+        return at;
     }
 
     // A GBNF string literal matching exactly `text`.

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Microsoft.Extensions.AI;
+using Mustafar.AI.Mapping;
 using Mustafar.AI.Tests.Infrastructure;
 
 namespace Mustafar.AI.Tests.ChatClient;
@@ -42,6 +43,78 @@ public sealed class JsonOutputTests
         Assert.InRange(root.GetProperty("friends").GetArrayLength(), 0, 3);
         Assert.All(root.GetProperty("friends").EnumerateArray(), f => Assert.True(f.ValueKind is JsonValueKind.True or JsonValueKind.False));
         Assert.True(root.GetProperty("pet").GetProperty("dog").ValueKind is JsonValueKind.True or JsonValueKind.False);
+    }
+
+    [SkippableFact]
+    public async Task ReferencesAlternativesAndTypeListsAreFollowed()
+    {
+        // What .NET's schema exporter writes for nullable members and shared types: type lists, $ref into $defs.
+        using var client = await CreateAsync();
+        var schema = JsonDocument.Parse("""
+            {"type":"object","properties":{
+              "id":{"$ref":"#/$defs/id"},
+              "tag":{"anyOf":[{"type":"integer"},{"type":"null"}]},
+              "name":{"type":["string","null"],"minLength":2,"maxLength":8},
+              "kind":{"oneOf":[{"const":"cat"},{"const":"dog"}]},
+              "ok":{"allOf":[{"type":"boolean"}]}},
+             "$defs":{"id":{"type":"integer"}}}
+            """).RootElement;
+        foreach (float temperature in new[] { 0f, 0.9f })
+        {
+            var response = await client.GetResponseAsync("Once upon a time", new ChatOptions
+            {
+                Temperature = temperature,
+                Seed = 3,
+                MaxOutputTokens = 120,
+                ResponseFormat = ChatResponseFormat.ForJsonSchema(schema, "story"),
+            });
+            using var doc = JsonDocument.Parse(response.Text);
+            var root = doc.RootElement;
+            Assert.True(root.GetProperty("id").TryGetInt64(out _), response.Text);
+            Assert.True(root.GetProperty("tag").ValueKind is JsonValueKind.Number or JsonValueKind.Null, response.Text);
+            var name = root.GetProperty("name");
+            Assert.True(name.ValueKind == JsonValueKind.Null || name.GetString()!.Length is >= 2 and <= 8, response.Text);
+            Assert.Contains(root.GetProperty("kind").GetString(), new[] { "cat", "dog" });
+            Assert.True(root.GetProperty("ok").ValueKind is JsonValueKind.True or JsonValueKind.False, response.Text);
+        }
+
+        // A map and a recursive tree: llama.cpp takes their grammars and the first value follows them.
+        var map = await client.GetResponseAsync("Once upon a time", new ChatOptions
+        {
+            Temperature = 0,
+            MaxOutputTokens = 40,
+            ResponseFormat = ChatResponseFormat.ForJsonSchema(JsonDocument.Parse("""{"type":"object","additionalProperties":{"type":"boolean"}}""").RootElement),
+        });
+        Assert.Matches("""^\{ ?(\}|"[^"]*" ?: ?(true|false))""", map.Text);
+        var tree = await client.GetResponseAsync("Once upon a time", new ChatOptions
+        {
+            Temperature = 0,
+            MaxOutputTokens = 40,
+            ResponseFormat = ChatResponseFormat.ForJsonSchema(JsonDocument.Parse("""
+                {"$ref":"#/$defs/node","$defs":{"node":{"type":"object","properties":{"v":{"type":"integer"},"kids":{"type":"array","items":{"$ref":"#/$defs/node"}}}}}}
+                """).RootElement),
+        });
+        Assert.Matches("""^\{ ?"v" ?: ?-?[0-9]+ ?, ?"kids" ?: ?\[""", tree.Text);
+    }
+
+    [Fact]
+    public void MapsAndRecursiveReferencesBecomeRulesThatRefer()
+    {
+        string map = JsonGrammar.FromSchema(JsonDocument.Parse("""{"type":"object","additionalProperties":{"type":"boolean"}}""").RootElement);
+        Assert.Contains("root ::= map0\n", map, StringComparison.Ordinal);
+        Assert.Contains("map0 ::= \"{\" ws (jstring \":\" ws jboolean (\",\" ws jstring \":\" ws jboolean)*)? \"}\" ws", map, StringComparison.Ordinal);
+
+        // A tree: the node's rule refers to itself instead of unrolling.
+        string tree = JsonGrammar.FromSchema(JsonDocument.Parse("""
+            {"$ref":"#/$defs/node","$defs":{"node":{"type":"object","properties":{"v":{"type":"integer"},"kids":{"type":"array","items":{"$ref":"#/$defs/node"}}}}}}
+            """).RootElement);
+        Assert.Contains("root ::= ref0\n", tree, StringComparison.Ordinal);
+        Assert.Contains("(ref0 (\",\" ws ref0){0,})?", tree, StringComparison.Ordinal);
+
+        var outside = Assert.Throws<NotSupportedException>(() => JsonGrammar.FromSchema(JsonDocument.Parse("""{"$ref":"https://example.com/s.json"}""").RootElement));
+        Assert.Contains("'https://example.com/s.json' is not local", outside.Message, StringComparison.Ordinal);
+        var missing = Assert.Throws<NotSupportedException>(() => JsonGrammar.FromSchema(JsonDocument.Parse("""{"$ref":"#/$defs/nope"}""").RootElement));
+        Assert.Contains("'#/$defs/nope' does not name a part of the schema", missing.Message, StringComparison.Ordinal);
     }
 
     [SkippableFact]
