@@ -34,27 +34,46 @@ internal static class JsonGrammar
     public static string AnyObject { get; } = $"root ::= jobject\n{Common}\n";
 
     /// <summary>JSON following <paramref name="schema"/>.</summary>
-    public static string FromSchema(JsonElement schema) => FromSchemas([schema]);
-
-    /// <summary>JSON following any one of <paramref name="schemas"/>.</summary>
-    public static string FromSchemas(IEnumerable<JsonElement> schemas)
+    public static string FromSchema(JsonElement schema)
     {
-        var rules = new StringBuilder();
-        int counter = 0;
-        // Schemas that declare $defs or definitions, innermost last: where a "#/..." reference is looked up.
-        var scopes = new List<JsonElement>();
-        // A referenced schema's rule by its text, named before its body is written (recursive schemas).
-        var referenced = new Dictionary<string, string>(StringComparer.Ordinal);
-        var roots = schemas.ToList();
-        string root = string.Join(" | ", roots.Select(r =>
-        {
-            scopes.Clear();
-            scopes.Add(r);
-            return Rule(r);
-        }).ToList());
-        return $"root ::= {root}\n{rules}{Common}\n";
+        var b = new Builder();
+        return b.Grammar(b.Document(schema));
+    }
 
-        string Rule(JsonElement s)
+    /// <summary>
+    /// One call of one of <paramref name="tools"/> as JSON: <c>{"name": NAME, argumentsKey: ARGUMENTS}</c>, the
+    /// arguments following that tool's schema (a document of its own: its "#" references resolve in it).
+    /// </summary>
+    public static string FromCalls(IEnumerable<(string Name, JsonElement Arguments)> tools, string argumentsKey)
+    {
+        var b = new Builder();
+        var calls = tools.Select(t => b.Define(
+            $"\"{{\" ws {Literal("\"name\"")} ws \":\" ws {Literal(JsonSerializer.Serialize(t.Name))} ws \",\" ws " +
+            $"{Literal(JsonSerializer.Serialize(argumentsKey))} ws \":\" ws {b.Document(t.Arguments)} \"}}\" ws", "call")).ToList();
+        return b.Grammar(string.Join(" | ", calls));
+    }
+
+    // The rules of one grammar as they are written.
+    private sealed class Builder
+    {
+        private readonly StringBuilder _rules = new();
+        // Schemas that declare $defs or definitions (and the document), innermost last: where "#..." references are looked up.
+        private readonly List<JsonElement> _scopes = [];
+        // A referenced schema's rule by its text, named before its body is written (recursive schemas).
+        private readonly Dictionary<string, string> _referenced = new(StringComparer.Ordinal);
+        private int _counter;
+
+        public string Grammar(string root) => $"root ::= {root}\n{_rules}{Common}\n";
+
+        // The rule of a whole schema document.
+        public string Document(JsonElement schema)
+        {
+            _scopes.Clear();
+            _scopes.Add(schema);
+            return Rule(schema);
+        }
+
+        private string Rule(JsonElement s)
         {
             if (s.ValueKind != JsonValueKind.Object)
             {
@@ -64,7 +83,7 @@ internal static class JsonGrammar
             bool scoped = s.TryGetProperty("$defs", out _) || s.TryGetProperty("definitions", out _);
             if (scoped)
             {
-                scopes.Add(s);
+                _scopes.Add(s);
             }
 
             try
@@ -75,12 +94,12 @@ internal static class JsonGrammar
             {
                 if (scoped)
                 {
-                    scopes.RemoveAt(scopes.Count - 1);
+                    _scopes.RemoveAt(_scopes.Count - 1);
                 }
             }
         }
 
-        string Body(JsonElement s)
+        private string Body(JsonElement s)
         {
             if (s.TryGetProperty("$ref", out var reference) && reference.ValueKind == JsonValueKind.String)
             {
@@ -119,7 +138,7 @@ internal static class JsonGrammar
             return ForType(s, t.ValueKind == JsonValueKind.String ? t.GetString()! : "");
         }
 
-        string ForType(JsonElement s, string type)
+        private string ForType(JsonElement s, string type)
         {
             switch (type)
             {
@@ -157,27 +176,27 @@ internal static class JsonGrammar
         }
 
         // A local reference: "#" or a JSON pointer from "#/", looked up in the innermost schema that holds it.
-        string Reference(string pointer)
+        private string Reference(string pointer)
         {
             if (!pointer.StartsWith('#'))
             {
                 throw new NotSupportedException($"The JSON schema reference '{pointer}' is not local: only references into the schema itself (\"#/$defs/...\") are supported.");
             }
 
-            for (int i = scopes.Count - 1; i >= 0; i--)
+            for (int i = _scopes.Count - 1; i >= 0; i--)
             {
-                if (Resolve(scopes[i], pointer) is JsonElement target)
+                if (Resolve(_scopes[i], pointer) is JsonElement target)
                 {
                     string text = target.GetRawText();
-                    if (referenced.TryGetValue(text, out string? known))
+                    if (_referenced.TryGetValue(text, out string? known))
                     {
                         return known;
                     }
 
-                    string name = string.Create(CultureInfo.InvariantCulture, $"ref{counter++}");
-                    referenced[text] = name;
+                    string name = string.Create(CultureInfo.InvariantCulture, $"ref{_counter++}");
+                    _referenced[text] = name;
                     string body = Rule(target);
-                    rules.Append(name).Append(" ::= ").Append(body).Append('\n');
+                    _rules.Append(name).Append(" ::= ").Append(body).Append('\n');
                     return name;
                 }
             }
@@ -185,10 +204,10 @@ internal static class JsonGrammar
             throw new NotSupportedException($"The JSON schema reference '{pointer}' does not name a part of the schema.");
         }
 
-        string Define(string body, string kind)
+        public string Define(string body, string kind)
         {
-            string name = string.Create(CultureInfo.InvariantCulture, $"{kind}{counter++}");
-            rules.Append(name).Append(" ::= ").Append(body).Append('\n');
+            string name = string.Create(CultureInfo.InvariantCulture, $"{kind}{_counter++}");
+            _rules.Append(name).Append(" ::= ").Append(body).Append('\n');
             return name;
         }
     }

@@ -112,16 +112,7 @@ internal static partial class ToolCalls
     public static string ForceCall(IReadOnlyList<AIFunctionDeclaration> tools, ToolCallFormat format)
     {
         string argsKey = format == ToolCallFormat.Llama3 ? "parameters" : "arguments";
-        var alternatives = tools.Select(t => JsonSerializer.SerializeToElement(new Dictionary<string, object>
-        {
-            ["type"] = "object",
-            ["properties"] = new Dictionary<string, object>
-            {
-                ["name"] = new Dictionary<string, object> { ["const"] = t.Name },
-                [argsKey] = t.JsonSchema,
-            },
-        }));
-        string call = JsonGrammar.FromSchemas(alternatives);
+        string call = JsonGrammar.FromCalls(tools.Select(t => (t.Name, t.JsonSchema)), argsKey);
         if (format == ToolCallFormat.Llama3)
         {
             return call;

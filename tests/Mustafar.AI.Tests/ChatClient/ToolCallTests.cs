@@ -72,6 +72,21 @@ public sealed class ToolCallTests
         Assert.Equal("<tool_response>done</tool_response>", ToolCalls.RenderResult(new FunctionResultContent("c1", "done"), ToolCallFormat.Hermes));
     }
 
+    private sealed record Node(int Value, Node? Next);
+
+    [Fact]
+    public void AToolSchemasReferencesResolveInThatToolsOwnSchema()
+    {
+        // .NET's schema exporter writes a recursive parameter type as a reference into the function's schema
+        // ("#/properties/node"), which the call's grammar must resolve there, not in the call object around it.
+        var tool = AIFunctionFactory.Create((Node node) => node.Value, "walk");
+        Assert.Contains("\"$ref\"", tool.JsonSchema.GetRawText(), StringComparison.Ordinal);
+        string grammar = ToolCalls.ForceCall([tool], ToolCallFormat.Hermes);
+        Assert.StartsWith("root ::= \"<tool_call>\" (call", grammar, StringComparison.Ordinal);
+        Assert.Contains("ref", grammar, StringComparison.Ordinal);
+        Assert.Contains("\"\\\"walk\\\"\"", grammar, StringComparison.Ordinal);
+    }
+
     [SkippableFact]
     public async Task RequiringAToolThatIsNotOfferedFailsThatRequestOnly()
     {
