@@ -59,9 +59,9 @@ internal static class JsonGrammar
         private readonly StringBuilder _rules = new();
         // Schemas that declare $defs or definitions (and the document), innermost last: where "#..." references are looked up.
         private readonly List<JsonElement> _scopes = [];
-        // A referenced schema's rule by its text, named before its body is written (recursive schemas).
+        // A referenced schema's rule by its document and text, named before its body is written (recursive schemas).
         private readonly Dictionary<string, string> _referenced = new(StringComparer.Ordinal);
-        private int _counter;
+        private int _counter, _document;
 
         public string Grammar(string root) => $"root ::= {root}\n{_rules}{Common}\n";
 
@@ -70,6 +70,7 @@ internal static class JsonGrammar
         {
             _scopes.Clear();
             _scopes.Add(schema);
+            _document++;
             return Rule(schema);
         }
 
@@ -187,7 +188,7 @@ internal static class JsonGrammar
             {
                 if (Resolve(_scopes[i], pointer) is JsonElement target)
                 {
-                    string text = target.GetRawText();
+                    string text = string.Create(CultureInfo.InvariantCulture, $"{_document}:{target.GetRawText()}");
                     if (_referenced.TryGetValue(text, out string? known))
                     {
                         return known;
