@@ -188,14 +188,14 @@ internal static class JsonGrammar
             {
                 if (Resolve(_scopes[i], pointer) is JsonElement target)
                 {
-                    string text = string.Create(CultureInfo.InvariantCulture, $"{_document}:{target.GetRawText()}");
-                    if (_referenced.TryGetValue(text, out string? known))
+                    string key = string.Create(CultureInfo.InvariantCulture, $"{_document}:{target.GetRawText()}");
+                    if (_referenced.TryGetValue(key, out string? known))
                     {
                         return known;
                     }
 
                     string name = string.Create(CultureInfo.InvariantCulture, $"ref{_counter++}");
-                    _referenced[text] = name;
+                    _referenced[key] = name;
                     string body = Rule(target);
                     _rules.Append(name).Append(" ::= ").Append(body).Append('\n');
                     return name;
