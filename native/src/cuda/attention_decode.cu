@@ -611,8 +611,8 @@ __device__ __forceinline__ uint32_t take2(uint32_t x, int bit, unsigned& at) {
 // the next kept value (the kept values below the run by a popcount), walked side by side: with one address
 // for the half, each load waited for the add of the one before it. H200, s = 0.7, D = 128 (one call, 4 against
 // 1 chain): decode batch 8, 32K 224.1 against 232.6 us, batch 1, 128K 116.7 against 121.5; a 16K prompt
-// micro-batch whose kernel expands its tiles 1737 against 1902 us. 8 chains made the decode kernel 1-2 %
-// slower than 4 (its registers) and the expanded copy of a layer 3.5 % faster (the kernels' callers choose).
+// micro-batch whose kernel expands its tiles 1737 against 1902 us. 8 chains made the decode and prompt
+// kernels 1-2 % slower than 4 and the layer's expanded copy 3.5 % faster, so each caller picks its count.
 template <int D, int kChains>
 __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_t* dst) {
     constexpr int kWords = D / 64;  // bitmap words per half
