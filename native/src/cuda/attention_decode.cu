@@ -614,7 +614,7 @@ __device__ __forceinline__ uint32_t take2(uint32_t x, int bit, unsigned& at) {
 // micro-batch whose kernel expands its tiles 1737 against 1902 us. 8 chains made the decode and prompt
 // kernels 1-2 % slower than 4 and the layer's expanded copy 3.5 % faster, so each caller picks its count.
 template <int D, int kChains>
-__device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_t* dst) {
+__device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_t* dst, bool keep = true) {
     constexpr int kWords = D / 64;  // bitmap words per half
     constexpr int C = kChains < D / 16 ? kChains : D / 16, S = D / 2 / C;  // runs, channels a run
     static_assert(S % 8 == 0 && (C == 1 || S <= 32), "runs of whole bitmap bytes within a word");
@@ -633,7 +633,7 @@ __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_
 #pragma unroll
     for (int w = 0; w < kWords; ++w) {
         if (half) n += __popc(words[w]);
-        own[w] = half ? words[kWords + w] : words[w];
+        own[w] = !keep ? 0u : half ? words[kWords + w] : words[w];  // !keep: all zeros, no value read
     }
     // Each run's next value's shared-memory address, moved on by each kept channel: per channel one predicated
     // load and one predicated add (an index would cost an address computation and a copy each).
@@ -908,7 +908,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     // qfrag(kc, a): the queries' A fragments in the order kfrag takes the channels (high parts in rows 0-7, low 8-15).
     // The step's scores in log2 units (s4[i]: cell (i / 2) * 8 + 2t + i % 2 of row g, -inf where masked), and
     // their maximum over the row's 16 cells.
-    auto scores_of = [&](auto&& qfrag, float mv, auto&& kfrag, float (&s4)[4]) {
+    auto scores_of = [&](auto&& qfrag, float mv, auto&& kfrag, float (&s4)[4], auto&& side) {
         // C rows g: Q_high K^T, rows g + 8: Q_low K^T, for cells 0-7 and 8-15.
         float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
@@ -920,6 +920,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
             mma16816_split(sc[0], a[0], a[1], a[2], a[3], b[0], b[1]);
             mma16816_split(sc[1], a[0], a[1], a[2], a[3], b[2], b[3]);
         }
+        side();  // independent work that overlaps the MMAs' latency and the maximum's shuffles
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             const float mk = __shfl_sync(0xffffffffu, mv, (i / 2) * 8 + 2 * t + (i % 2));
@@ -943,7 +944,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     };
     auto compute = [&](auto&& qfrag, float mv, auto&& kfrag, auto&& between, auto&& vfrag) {
         float s4[4];
-        const float tmax = scores_of(qfrag, mv, kfrag, s4);
+        const float tmax = scores_of(qfrag, mv, kfrag, s4, [] {});
         if (tmax > m) {
             const float a = exp2f(m - tmax);
             l *= a;
@@ -971,9 +972,9 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     // The packed step (kPacked), V's tile vt. Lane (g, t) holds the scores of head g % 4 and, of O^T,
     // channels g and g + 8 of each 16-channel tile for columns 2t and 2t + 1 (heads 2 (t % 2) + 0 and 1;
     // high parts for t < 2).
-    auto compute_packed = [&](auto&& qfrag, float mv, auto&& kfrag, auto&& between, const uint8_t* vt) {
+    auto compute_packed = [&](auto&& qfrag, float mv, auto&& kfrag, auto&& between, const uint8_t* vt, auto&& side) {
         float s4[4];
-        const float tmax = scores_of(qfrag, mv, kfrag, s4);
+        const float tmax = scores_of(qfrag, mv, kfrag, s4, side);
         const bool grow = tmax > m;
         float alpha = 1.0f;
         if (grow) {
@@ -1109,11 +1110,19 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
                 const uint8_t* raw = mine + kTile * kRow + size_t(buf) * kTile * raw_row;
                 // V expands into the tile; K's fragments come straight from the records, except in a step
                 // with K window cells (their rows are dense, in the pool), which expands K into the tile too.
-                if (!__any_sync(0xffffffffu, ks >= 0)) {
+                if (kPacked && !__any_sync(0xffffffffu, ks >= 0 || vs >= 0)) {
+                    // No window cell: V's records expand after the scores' MMAs, without a branch (a dead cell
+                    // as an empty bitmap), so that the expansion and the scores' latencies overlap.
+                    auto v_side = [&] {
+                        const int u = lane % 16, half = lane / 16;
+                        expand_half<D, 4>(raw + v_first + size_t(u) * v_at + (u >= 8 ? v_gap : 0), half, mine + u * kRow + half * D, (live >> u) & 1u);
+                    };
+                    if constexpr (kPacked) compute_packed(tile_q(smem + 16 * kRow), mv, RunK<D>(raw, live, lane, k_at), [] { __syncwarp(); }, mine, v_side);
+                } else if (!__any_sync(0xffffffffu, ks >= 0)) {
                     expand_step(raw, 1, live, vs);
                     __syncwarp();
                     if constexpr (kPacked) {
-                        compute_packed(tile_q(smem + 16 * kRow), mv, RunK<D>(raw, live, lane, k_at), [] {}, mine);
+                        compute_packed(tile_q(smem + 16 * kRow), mv, RunK<D>(raw, live, lane, k_at), [] {}, mine, [] {});
                     } else {
                         compute(tile_q(smem + 16 * kRow), mv, RunK<D>(raw, live, lane, k_at), [] {}, tile_v(mine));
                     }
@@ -1126,7 +1135,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
                         __syncwarp();
                     };
                     if constexpr (kPacked) {
-                        compute_packed(tile_q(smem), mv, tile_k(mine), v_after_k, mine);
+                        compute_packed(tile_q(smem), mv, tile_k(mine), v_after_k, mine, [] {});
                     } else {
                         compute(tile_q(smem), mv, tile_k(mine), v_after_k, tile_v(mine));
                     }
