@@ -1015,6 +1015,12 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     // cells, 16-31 the second: the eight lanes of a 16-byte store phase then write eight different
     // tile rows, whose padding puts them on different banks (two halves of one row would share them).
     // slot: the cell's entry of the K or V row table (loaded with the step's copies).
+    // This lane's record half (cell lane % 16, half lane / 16) of the step's K or V into the tile; keep false: zeros.
+    auto expand_own = [&](const uint8_t* raw, int kv, bool keep) {
+        const int u = lane % 16, half = lane / 16;
+        expand_half<D, 4>(raw + (kv == 0 ? size_t(u) * k_at : v_first + size_t(u) * v_at + (u >= 8 ? v_gap : 0)), half, mine + u * kRow + half * D,
+                          keep);
+    };
     auto expand_step = [&](const uint8_t* raw, int kv, uint32_t live, int32_t slot) {
         const int u = lane % 16, half = lane / 16;
         uint8_t* dst = mine + u * kRow + half * D;  // D bytes: half a row
@@ -1026,7 +1032,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
 #pragma unroll
             for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = load16(src + o16);
         } else {
-            expand_half<D, 4>(raw + (kv == 0 ? size_t(u) * k_at : v_first + size_t(u) * v_at + (u >= 8 ? v_gap : 0)), half, dst);
+            expand_own(raw, kv, true);
         }
     };
 
@@ -1115,10 +1121,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
                     // maximum's shuffles, without a branch (a dead cell as an empty bitmap), so that the expansion
                     // overlaps the scores' latencies (H200, one call: s = 0.7, batch 8, 32K 221.3 against 224.1 us
                     // with the expansion first; s = 0.5 253.3 against 259.3).
-                    auto v_side = [&] {
-                        const int u = lane % 16, half = lane / 16;
-                        expand_half<D, 4>(raw + v_first + size_t(u) * v_at + (u >= 8 ? v_gap : 0), half, mine + u * kRow + half * D, (live >> u) & 1u);
-                    };
+                    auto v_side = [&] { expand_own(raw, 1, (live >> (lane % 16)) & 1u); };
                     if constexpr (kPacked) compute_packed(tile_q(smem + 16 * kRow), mv, RunK<D>(raw, live, lane, k_at), [] { __syncwarp(); }, mine, v_side);
                 } else if (!__any_sync(0xffffffffu, ks >= 0)) {
                     expand_step(raw, 1, live, vs);
