@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
@@ -94,6 +95,79 @@ void test_compress(std::mt19937_64& rng) {
                 check(d_records.down() == expected, what + " records equal kv::compress byte for byte");
             }
         }
+    }
+}
+
+// Several stores' compressions in one launch (compress_jobs, the CUDA executor's end of a decode graph):
+// each job's records equal kv::compress byte for byte, its slot table gets -1 at the compressed rows and
+// keeps its other entries.
+void test_compress_jobs(std::mt19937_64& rng) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const int rows = 40, pool = 12;
+    const int dims[] = {40, 64, 128, 256};
+    const double sparsities[] = {0.5, 0.7, 0.9};
+    struct Store {
+        int D, heads, n;
+        kv::RecordLayout layout;
+        std::vector<uint16_t> pool;
+        std::vector<int32_t> src_rows, dst_rows, slots;
+        std::vector<uint8_t> expected;
+    };
+    for (int n_jobs : {1, 5, mc::kMaxJobs}) {
+        std::vector<Store> stores(n_jobs);
+        std::vector<std::unique_ptr<Dev<uint16_t>>> d_pools;
+        std::vector<std::unique_ptr<Dev<uint8_t>>> d_records;
+        std::vector<std::unique_ptr<Dev<int32_t>>> d_slots;
+        mc::CompressJobs jobs;
+        for (int j = 0; j < n_jobs; ++j) {
+            Store& st = stores[j];
+            st.D = dims[rng() % 4];
+            st.heads = 1 + int(rng() % 8);
+            st.n = 1 + int(rng() % mc::kJobRows);
+            st.layout = kv::make_layout(st.D, sparsities[rng() % 3]);
+            st.pool.resize(size_t(pool) * st.heads * st.D);
+            for (auto& x : st.pool) x = (rng() % 4 == 0) ? tied_value(rng) : fp32_to_fp16(normal(rng));
+            std::vector<int32_t> order(rows);
+            std::iota(order.begin(), order.end(), 0);
+            std::shuffle(order.begin(), order.end(), rng);
+            st.dst_rows.assign(order.begin(), order.begin() + st.n);
+            for (int i = 0; i < st.n; ++i) st.src_rows.push_back(int32_t(rng() % pool));
+            st.slots.assign(rows, 3);
+            st.expected.assign(size_t(rows) * st.heads * st.layout.stride, 0xab);
+            for (int i = 0; i < st.n; ++i)
+                for (int h = 0; h < st.heads; ++h)
+                    kv::compress(&st.pool[(size_t(st.src_rows[i]) * st.heads + h) * st.D], st.layout,
+                                 &st.expected[(size_t(h) * rows + st.dst_rows[i]) * st.layout.stride]);
+            d_pools.push_back(std::make_unique<Dev<uint16_t>>(st.pool));
+            d_records.push_back(std::make_unique<Dev<uint8_t>>(std::vector<uint8_t>(st.expected.size(), 0xab)));
+            d_slots.push_back(std::make_unique<Dev<int32_t>>(st.slots));
+            mc::CompressJob& job = jobs.job[jobs.n++];
+            job.src = reinterpret_cast<const char*>(d_pools.back()->p);
+            job.src_row_bytes = size_t(st.heads) * st.D * 2;
+            job.records = d_records.back()->p;
+            job.head_bytes = size_t(rows) * st.layout.stride;
+            job.stride = st.layout.stride;
+            job.slot_table = d_slots.back()->p;
+            job.n_head_kv = st.heads;
+            job.head_dim = st.D;
+            job.kept = st.layout.kept;
+            job.n = st.n;
+            std::copy(st.src_rows.begin(), st.src_rows.end(), job.src_rows);
+            std::copy(st.dst_rows.begin(), st.dst_rows.end(), job.dst_rows);
+        }
+        const bool launched = mc::compress_jobs(jobs, nullptr);
+        CK(cudaDeviceSynchronize());
+        const std::string what = "compress_jobs, " + std::to_string(n_jobs) + " stores in one launch";
+        check(launched, what + ": launched");
+        bool records = true, slots = true;
+        for (int j = 0; j < n_jobs; ++j) {
+            records = records && d_records[j]->down() == stores[j].expected;
+            std::vector<int32_t> want = stores[j].slots;
+            for (int32_t r : stores[j].dst_rows) want[r] = -1;
+            slots = slots && d_slots[j]->down() == want;
+        }
+        check(records, what + ": every store's records equal kv::compress byte for byte");
+        check(slots, what + ": -1 in the slot table at the compressed rows, the others kept");
     }
 }
 
@@ -389,6 +463,7 @@ int main(int argc, char** argv) {
     std::mt19937_64 rng(seed);
     const int sms = sm_count();
     test_compress(rng);
+    test_compress_jobs(rng);
     test_dense(rng, sms);
     test_compressed(rng, sms);
     std::printf("%s: %d of %d checks passed (seed %u)\n", g_failed == 0 ? "PASS" : "FAIL", g_checks - g_failed, g_checks, seed);

@@ -169,4 +169,24 @@ bool compress_rows(const char* src, size_t src_row_bytes, const int32_t* src_row
 bool compress_rows(const char* src, size_t src_row_bytes, const RowList& rows, int n_head_kv, int head_dim, int kept, size_t stride,
                    size_t head_bytes, uint8_t* records, int32_t* slot_table, cudaStream_t stream);
 
+// The queued compressions of several stores in one launch, as compress_rows with a slot table does for
+// each: a decode step retires a row or a few per store and layer, and the CUDA executor launches them
+// together at the end of its graph instead of one launch per store after each layer's attention.
+constexpr int kJobRows = 8, kMaxJobs = 16;
+struct CompressJob {
+    const char* src = nullptr;  // the store's pool of dense rows
+    size_t src_row_bytes = 0;
+    uint8_t* records = nullptr;
+    size_t head_bytes = 0, stride = 0;
+    int32_t* slot_table = nullptr;
+    int n_head_kv = 0, head_dim = 0, kept = 0, n = 0;
+    int32_t src_rows[kJobRows] = {}, dst_rows[kJobRows] = {};
+    int first_vector = 0;  // set by compress_jobs
+};
+struct CompressJobs {
+    CompressJob job[kMaxJobs];
+    int n = 0;
+};
+bool compress_jobs(CompressJobs& jobs, cudaStream_t stream);
+
 }  // namespace mustafar::cuda

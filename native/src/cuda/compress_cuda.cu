@@ -18,19 +18,10 @@ constexpr int kWarps = 4;
 constexpr int kMaxPerLane = 8;        // D <= 256
 constexpr int kMaxRecord = 32 + 512;  // bitmap + values at D = 256, a multiple of 16
 
-__global__ void __launch_bounds__(kWarps * 32) compress_kernel(const char* src, size_t src_row_bytes, RowList rows, int n_head_kv, int D, int kept,
-                                                               size_t stride, size_t head_bytes, uint8_t* records, int32_t* slot_table) {
-    start_after_previous();
-    __shared__ __align__(16) uint8_t staging[kWarps][kMaxRecord];
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t vec = int64_t(blockIdx.x) * kWarps + warp;
-    if (vec >= int64_t(rows.n) * n_head_kv) return;  // whole warps only
-    const int i = int(vec / n_head_kv), h = int(vec % n_head_kv);
-    const int32_t src_row = rows.at(0, i), dst_row = rows.at(1, i);
-    if (slot_table != nullptr && h == 0 && lane == 0) slot_table[dst_row] = -1;
-    const uint16_t* x = reinterpret_cast<const uint16_t*>(src + size_t(src_row) * src_row_bytes) + size_t(h) * D;
+// One vector x of D values into the record at dst (stride bytes), through this warp's staging.
+__device__ void compress_vector(const uint16_t* x, int D, int kept, size_t stride, uint8_t* rec, uint8_t* dst) {
+    const int lane = threadIdx.x % 32;
     const int per = (D + 31) / 32;
-
     uint32_t key[kMaxPerLane];
     uint16_t val[kMaxPerLane];
 #pragma unroll
@@ -52,7 +43,6 @@ __global__ void __launch_bounds__(kWarps * 32) compress_kernel(const char* src, 
             if (int(__reduce_add_sync(0xffffffffu, unsigned(count))) >= kept) threshold = candidate;
         }
     }
-    uint8_t* rec = staging[warp];
     for (int o = lane * 16; o < int(stride); o += 32 * 16) *reinterpret_cast<uint4*>(rec + o) = make_uint4(0, 0, 0, 0);
     __syncwarp();
     const int bitmap_bytes = D / 8;
@@ -71,8 +61,38 @@ __global__ void __launch_bounds__(kWarps * 32) compress_kernel(const char* src, 
         below += __popc(word);
     }
     __syncwarp();
-    uint8_t* dst = records + size_t(h) * head_bytes + size_t(dst_row) * stride;
     for (int o = lane * 16; o < int(stride); o += 32 * 16) *reinterpret_cast<uint4*>(dst + o) = *reinterpret_cast<const uint4*>(rec + o);
+}
+
+__global__ void __launch_bounds__(kWarps * 32) compress_kernel(const char* src, size_t src_row_bytes, RowList rows, int n_head_kv, int D, int kept,
+                                                               size_t stride, size_t head_bytes, uint8_t* records, int32_t* slot_table) {
+    start_after_previous();
+    __shared__ __align__(16) uint8_t staging[kWarps][kMaxRecord];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t vec = int64_t(blockIdx.x) * kWarps + warp;
+    if (vec >= int64_t(rows.n) * n_head_kv) return;  // whole warps only
+    const int i = int(vec / n_head_kv), h = int(vec % n_head_kv);
+    const int32_t src_row = rows.at(0, i), dst_row = rows.at(1, i);
+    if (slot_table != nullptr && h == 0 && lane == 0) slot_table[dst_row] = -1;
+    const uint16_t* x = reinterpret_cast<const uint16_t*>(src + size_t(src_row) * src_row_bytes) + size_t(h) * D;
+    compress_vector(x, D, kept, stride, staging[warp], records + size_t(h) * head_bytes + size_t(dst_row) * stride);
+}
+
+// Vectors of the jobs one after the other (first_vector), one warp each.
+__global__ void __launch_bounds__(kWarps * 32) compress_jobs_kernel(CompressJobs jobs, int vectors) {
+    start_after_previous();
+    __shared__ __align__(16) uint8_t staging[kWarps][kMaxRecord];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int vec = int(blockIdx.x) * kWarps + warp;
+    if (vec >= vectors) return;  // whole warps only
+    int j = 0;
+    while (j + 1 < jobs.n && jobs.job[j + 1].first_vector <= vec) ++j;
+    const CompressJob& job = jobs.job[j];
+    const int local = vec - job.first_vector, i = local / job.n_head_kv, h = local % job.n_head_kv;
+    const int32_t src_row = job.src_rows[i], dst_row = job.dst_rows[i];
+    if (h == 0 && lane == 0) job.slot_table[dst_row] = -1;
+    const uint16_t* x = reinterpret_cast<const uint16_t*>(job.src + size_t(src_row) * job.src_row_bytes) + size_t(h) * job.head_dim;
+    compress_vector(x, job.head_dim, job.kept, job.stride, staging[warp], job.records + size_t(h) * job.head_bytes + size_t(dst_row) * job.stride);
 }
 
 }  // namespace
@@ -85,6 +105,21 @@ bool compress_rows(const char* src, size_t src_row_bytes, const RowList& rows, i
     const int64_t vectors = int64_t(rows.n) * n_head_kv;
     const unsigned blocks = unsigned((vectors + kWarps - 1) / kWarps);
     launch_kernel(compress_kernel, blocks, kWarps * 32, 0, stream, src, src_row_bytes, rows, n_head_kv, head_dim, kept, stride, head_bytes, records, slot_table);
+    return MUSTAFAR_CUDA_OK(cudaGetLastError());
+}
+
+bool compress_jobs(CompressJobs& jobs, cudaStream_t stream) {
+    int vectors = 0;
+    for (int j = 0; j < jobs.n; ++j) {
+        CompressJob& job = jobs.job[j];
+        if (job.head_dim <= 0 || job.head_dim > 256 || job.head_dim % 8 != 0 || job.stride % 16 != 0 || job.stride > size_t(kMaxRecord) ||
+            job.kept < 0 || job.kept > job.head_dim || job.n < 0 || job.n > kJobRows || job.slot_table == nullptr)
+            return false;
+        job.first_vector = vectors;
+        vectors += job.n * job.n_head_kv;
+    }
+    if (vectors == 0) return true;
+    launch_kernel(compress_jobs_kernel, unsigned((vectors + kWarps - 1) / kWarps), kWarps * 32, 0, stream, jobs, vectors);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 

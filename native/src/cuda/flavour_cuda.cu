@@ -71,7 +71,7 @@ public:
 
     // graph_compute returns with the results in device memory, as ggml's synchronous backends do.
     bool finish() override {
-        bool ok = true;
+        bool ok = cuda::flush_deferred(kv_);
         if (mode_ == Mode::capture) {
             mode_ = Mode::run;
             if (!replay_->end_capture(stream_)) ok = rerun(graph_, int(done_.size()) - 1) == GGML_STATUS_SUCCESS;

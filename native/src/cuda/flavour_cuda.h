@@ -42,6 +42,8 @@ struct KvPathContext {
     std::vector<char> readback;
     kv::RetireCache retired;  // window decisions of this graph
     bool warned_readback = false;  // warned once per executor
+    // Stores whose compressions after a layer's attention wait for the end of the graph (flush_deferred).
+    std::vector<DeviceStore*> deferred;
     void drop_readback(const void* data, size_t bytes) {
         const auto* b = static_cast<const char*>(data);
         const auto* r = static_cast<const char*>(readback_at);
@@ -59,4 +61,6 @@ enum class Placement { yes, no, failed };
 Placement place_store_row(const ggml_tensor* node, KvPathContext& ctx, StoreRow& out);
 bool copy(const ggml_tensor* node, cudaStream_t stream);
 bool flash_attn_ext(const ggml_tensor* node, KvPathContext& ctx);
+// The deferred stores' compressions, several stores a launch (compress_jobs), then what else they queued.
+bool flush_deferred(KvPathContext& ctx);
 }  // namespace mustafar::cuda

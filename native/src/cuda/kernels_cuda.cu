@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <unordered_set>
@@ -494,8 +495,9 @@ bool launch_plain(const ggml_tensor* node, const Operand& k, const Operand& v, c
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
-// Attention over a Mustafar store, then the window: rows that left it are queued for compression
-// and launched right after, behind the attention that read them.
+// Attention over a Mustafar store, then the window: rows that left it are queued for compression,
+// launched at the end of the graph with the other layers' (flush_deferred): nothing in the graph reads
+// them before, and any write into the store's pool first launches its queue (StoreWriter, place_store_row).
 bool attention_over_store(const ggml_tensor* node, kv::KvStore& ks, kv::KvStore& vs, KvPathContext& ctx) {
     const ggml_tensor *k = node->src[1], *v = node->src[2], *mask = node->src[3];
     StoreView kview, vview;
@@ -527,10 +529,28 @@ bool attention_over_store(const ggml_tensor* node, kv::KvStore& ks, kv::KvStore&
     bool retired = true;
     if (mask == nullptr) kv::retire_out_of_window(node, nullptr, ctx.retired);
     else retired = with_host_bytes(mask, ctx, [&](const char* m) { kv::retire_out_of_window(node, m, ctx.retired); });
-    return retired && device_of(ks).flush(ctx.stream, ctx.arena) && (&vs == &ks || device_of(vs).flush(ctx.stream, ctx.arena));
+    for (DeviceStore* d : {&device_of(ks), &device_of(vs)})
+        if (std::find(ctx.deferred.begin(), ctx.deferred.end(), d) == ctx.deferred.end()) ctx.deferred.push_back(d);
+    return retired;
 }
 
 }  // namespace
+
+bool flush_deferred(KvPathContext& ctx) {
+    bool ok = true;
+    CompressJobs jobs;
+    for (DeviceStore* d : ctx.deferred) {
+        if (jobs.n == kMaxJobs) {
+            ok = compress_jobs(jobs, ctx.stream) && ok;
+            jobs.n = 0;
+        }
+        if (d->take_compressions(jobs.job[jobs.n])) ++jobs.n;
+    }
+    if (jobs.n > 0) ok = compress_jobs(jobs, ctx.stream) && ok;
+    for (DeviceStore* d : ctx.deferred) ok = d->flush(ctx.stream, ctx.arena) && ok;  // longer queues, slot changes
+    ctx.deferred.clear();
+    return ok;
+}
 
 bool flash_attn_ext(const ggml_tensor* node, KvPathContext& ctx) {
     kv::KvStore* ks = kv::store_of(node->src[1]);

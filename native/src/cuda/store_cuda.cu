@@ -133,6 +133,36 @@ void DeviceStore::cleared() {
     MUSTAFAR_CUDA_OK(cudaMemset(slots_, 0xff, size_t(n_rows_) * sizeof(int32_t)));  // every row -1
 }
 
+void DeviceStore::compressions_launched() {
+    // The kernel marks its rows not dense; a row placed again since keeps its pending slot.
+    for (int32_t row : compress_rows_) {
+        const auto it = slot_changes_.find(row);
+        if (it != slot_changes_.end() && it->second < 0) slot_changes_.erase(it);
+    }
+    compress_slots_.clear();
+    compress_rows_.clear();
+}
+
+bool DeviceStore::take_compressions(CompressJob& job) {
+    const size_t n = compress_rows_.size();
+    if (n == 0 || n > size_t(kJobRows)) return false;
+    job = CompressJob{};
+    job.src = reinterpret_cast<const char*>(pool_);
+    job.src_row_bytes = size_t(n_embd_) * 2;
+    job.records = records_;
+    job.head_bytes = head_bytes();
+    job.stride = layout_.stride;
+    job.slot_table = slots_;
+    job.n_head_kv = n_heads_;
+    job.head_dim = layout_.head_dim;
+    job.kept = layout_.kept;
+    job.n = int(n);
+    std::copy(compress_slots_.begin(), compress_slots_.end(), job.src_rows);
+    std::copy(compress_rows_.begin(), compress_rows_.end(), job.dst_rows);
+    compressions_launched();
+    return true;
+}
+
 bool DeviceStore::launch(cudaStream_t stream, UploadArena& arena) {
     bool ok = true;
     if (!compress_rows_.empty()) {
@@ -141,13 +171,7 @@ bool DeviceStore::launch(cudaStream_t stream, UploadArena& arena) {
         ok = stage_rows(n, compress_slots_.data(), compress_rows_.data(), nullptr, rows, stream, arena) &&
              compress_rows(reinterpret_cast<const char*>(pool_), size_t(n_embd_) * 2, rows, n_heads_, layout_.head_dim, layout_.kept,
                            layout_.stride, head_bytes(), records_, slots_, stream);
-        // The kernel marks its rows not dense; a row placed again since keeps its pending slot.
-        for (int32_t row : compress_rows_) {
-            const auto it = slot_changes_.find(row);
-            if (it != slot_changes_.end() && it->second < 0) slot_changes_.erase(it);
-        }
-        compress_slots_.clear();
-        compress_rows_.clear();
+        compressions_launched();
     }
     if (!slot_changes_.empty()) {
         std::vector<int32_t> rows, slots;

@@ -59,6 +59,9 @@ public:
     bool flush(cudaStream_t stream, UploadArena& arena);
     // The same outside a graph (get/set_tensor), synchronously.
     bool flush_now();
+    // Moves the queued compressions into `job` (compress_jobs) when there are some and they fit one;
+    // the slot changes stay queued for flush(), which must follow the job's launch. False: nothing moved.
+    bool take_compressions(CompressJob& job);
 
     int32_t* slot_table() const { return slots_; }
     // Records are head-major: head h's record of row r at records + h * head_bytes() + r * stride.
@@ -69,6 +72,7 @@ public:
 private:
     DeviceStore(uint8_t* memory, int64_t n_rows, int64_t n_embd, const kv::StoreConfig& cfg);
     bool launch(cudaStream_t stream, UploadArena& arena);
+    void compressions_launched();  // the queue emptied into a launch
 
     uint8_t* records_;
     uint8_t* pool_;
