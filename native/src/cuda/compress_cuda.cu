@@ -95,12 +95,16 @@ __global__ void __launch_bounds__(kWarps * 32) compress_jobs_kernel(CompressJobs
     compress_vector(x, job.head_dim, job.kept, job.stride, staging[warp], job.records + size_t(h) * job.head_bytes + size_t(dst_row) * job.stride);
 }
 
+// Records the kernels can write: D <= 256 in whole bitmap bytes, 16-byte strides that fit the staging.
+bool record_shape_ok(int head_dim, int kept, size_t stride) {
+    return head_dim > 0 && head_dim <= 256 && head_dim % 8 == 0 && stride % 16 == 0 && stride <= size_t(kMaxRecord) && kept >= 0 && kept <= head_dim;
+}
+
 }  // namespace
 
 bool compress_rows(const char* src, size_t src_row_bytes, const RowList& rows, int n_head_kv, int head_dim, int kept, size_t stride,
                    size_t head_bytes, uint8_t* records, int32_t* slot_table, cudaStream_t stream) {
-    if (head_dim <= 0 || head_dim > 256 || head_dim % 8 != 0 || stride % 16 != 0 || stride > size_t(kMaxRecord) || kept < 0 || kept > head_dim)
-        return false;
+    if (!record_shape_ok(head_dim, kept, stride)) return false;
     if (rows.n == 0) return true;
     const int64_t vectors = int64_t(rows.n) * n_head_kv;
     const unsigned blocks = unsigned((vectors + kWarps - 1) / kWarps);
@@ -112,9 +116,7 @@ bool compress_jobs(CompressJobs& jobs, cudaStream_t stream) {
     int vectors = 0;
     for (int j = 0; j < jobs.n; ++j) {
         CompressJob& job = jobs.job[j];
-        if (job.head_dim <= 0 || job.head_dim > 256 || job.head_dim % 8 != 0 || job.stride % 16 != 0 || job.stride > size_t(kMaxRecord) ||
-            job.kept < 0 || job.kept > job.head_dim || job.n < 0 || job.n > kJobRows || job.slot_table == nullptr)
-            return false;
+        if (!record_shape_ok(job.head_dim, job.kept, job.stride) || job.n < 0 || job.n > kJobRows || job.slot_table == nullptr) return false;
         job.first_vector = vectors;
         vectors += job.n * job.n_head_kv;
     }
