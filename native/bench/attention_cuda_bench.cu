@@ -8,6 +8,8 @@
 //        attention_cuda_bench --one <s> <batch> <context> [splits]   (one configuration, for a profiler; s = 0: dense)
 //        attention_cuda_bench --prompt <s> <context> [causal] [expand]   (a 512-row prompt micro-batch; causal unless 0;
 //                                                                        over the store, expand 0: tiles expanded in the prompt kernel)
+//        attention_cuda_bench --prompt-shared <s> <context> <sequences> [expand]   (the same at the end of the last of
+//                                                                        that many sequences of context cells in one cache)
 //        attention_cuda_bench --read <bytes>   (the plain read of that many bytes)
 //        attention_cuda_bench --pattern <context>   (plain reads of batch 1's dense cache in the decode kernel's pattern and others)
 #include <cuda_fp16.h>
@@ -151,10 +153,10 @@ mc::DecodeProblem with_mask(mc::DecodeProblem p, const char* mask) {
 }
 
 // A causal prompt micro-batch as llama.cpp masks it: `rows` tokens at the end of ctx cells, row r
-// seeing cells [0, ctx - rows + r].
-std::unique_ptr<DevMem> causal_mask(int64_t ctx, int rows) {
+// seeing cells [first, ctx - rows + r] (first > 0: the sequence's cells begin there in a shared cache).
+std::unique_ptr<DevMem> causal_mask(int64_t ctx, int rows, int64_t first = 0) {
     std::vector<uint16_t> mask(size_t(ctx) * rows, 0xfc00u);
-    for (int r = 0; r < rows; ++r) std::fill_n(mask.begin() + size_t(r) * ctx, ctx - rows + r + 1, uint16_t(0));
+    for (int r = 0; r < rows; ++r) std::fill(mask.begin() + size_t(r) * ctx + first, mask.begin() + size_t(r) * ctx + ctx - rows + r + 1, uint16_t(0));
     auto d = std::make_unique<DevMem>(mask.size() * 2);
     CK(cudaMemcpy(d->p, mask.data(), mask.size() * 2, cudaMemcpyHostToDevice));
     return d;
@@ -400,6 +402,21 @@ int main(int argc, char** argv) {
         const double tflops = 4.0 * kD * kHeads * cells / (us * 1e-6) / 1e12;
         std::printf("prompt s=%.2f rows=%d ctx=%lld %s%s: %.1f us, %.0f TFLOPS\n", s, kRows, (long long)ctx, causal ? "causal" : "unmasked",
                     s != 0.0 && !expand ? " (tiles expanded in the kernel)" : "", us, tflops);
+        return 0;
+    }
+    if (std::string(argv[1]) == "--prompt-shared" && argc >= 5) {
+        // The last of `seqs` sequences of ctx cells in one cache (filled one after the other, as the chat
+        // client's scheduler fills prompts) takes a 512-row micro-batch at the end of its cells.
+        const double s = std::atof(argv[2]);
+        const int64_t ctx = std::atoll(argv[3]), seqs = std::atoll(argv[4]), n_kv = ctx * seqs;
+        const bool expand = argc < 6 || std::atoi(argv[5]) != 0;
+        constexpr int kRows = 512;
+        const std::unique_ptr<DevMem> mask = causal_mask(n_kv, kRows, n_kv - ctx);
+        double bytes = 0;
+        const double us = s == 0.0 ? dense_time(1, n_kv, sms, &bytes, kRows, 0, mask->as<char>())
+                                   : compressed_time(1, n_kv, s, sms, &bytes, kRows, 0, mask->as<char>(), expand);
+        std::printf("prompt s=%.2f rows=%d ctx=%lld of %lld sequences in one cache%s: %.1f us\n", s, kRows, (long long)ctx, (long long)seqs,
+                    s != 0.0 && !expand ? " (tiles expanded in the kernel)" : "", us);
         return 0;
     }
     if (std::string(argv[1]) == "--pattern" && argc >= 3) {

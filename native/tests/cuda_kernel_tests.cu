@@ -177,7 +177,9 @@ void test_compress_jobs(std::mt19937_64& rng) {
 // causal_bias: causal, with rows that begin at different cells and finite nonzero values in their history
 // (cells 200-202 of every row, cell 40 + r of rows r >= 64 with r % 4 = 1): the prompt kernel takes tiles
 // inside every row's run of zeros as full without their mask, and must read it elsewhere.
-enum class MaskKind { none, blocks, runs, causal, causal_bias };
+// span: a micro-batch of one sequence in a cache that others share: the sequence's cells are the cache's
+// last n_kv / 2 (its window among them), the rows its last n_rows, causal (a prompt's copy holds only those).
+enum class MaskKind { none, blocks, runs, causal, causal_bias, span };
 
 // One attention problem on the host, with the cache in llama.cpp's layout: cell c of KV head h of
 // sequence index s at ((s * n_kv + c) * n_head_kv + h) * D.
@@ -223,6 +225,10 @@ Problem make_problem(std::mt19937_64& rng, int D, int G, int n_rows, int n_seq, 
                 if (r >= 64 && r % 4 == 1 && c == 40 + r) v = 0.25f;
                 p.mask[size_t(r) * n_kv + c] = fp32_to_fp16(v);
             }
+    } else if (kind == MaskKind::span) {
+        p.mask.assign(size_t(n_kv) * n_rows, minus_inf);
+        const int64_t first = n_kv - n_kv / 2;
+        for (int r = 0; r < n_rows; ++r) std::fill(p.mask.begin() + size_t(r) * n_kv + first, p.mask.begin() + size_t(r) * n_kv + n_kv - n_rows + r + 1, uint16_t(0));
     } else if (kind == MaskKind::runs) {
         // Row r's prompt fills cells [r, r + 1) * run of the first 90 %; the last 10 % holds the rows'
         // decode cells in turn: a split that ends a row's run must not walk the others' runs.
@@ -316,6 +322,7 @@ const char* mask_name(MaskKind k) {
         case MaskKind::runs: return " masked (runs)";
         case MaskKind::causal: return " masked (causal)";
         case MaskKind::causal_bias: return " masked (causal, with a bias)";
+        case MaskKind::span: return " masked (one sequence's span of a shared cache)";
         default: return "";
     }
 }
@@ -333,7 +340,7 @@ struct Shape {
 };
 
 constexpr MaskKind kNo = MaskKind::none, kBlocks = MaskKind::blocks, kRuns = MaskKind::runs, kCausal = MaskKind::causal,
-                   kCausalBias = MaskKind::causal_bias;
+                   kCausalBias = MaskKind::causal_bias, kSpan = MaskKind::span;
 const Shape kShapes[] = {
     {128, 4, 1, 1, 1, kNo},      {128, 4, 1, 1, 37, kNo},  {128, 4, 1, 3, 3000, kNo}, {128, 4, 4, 1, 2000, kBlocks},
     {64, 1, 2, 2, 700, kNo},     {64, 8, 3, 1, 900, kBlocks}, {256, 2, 1, 2, 1500, kNo}, {256, 8, 1, 1, 600, kNo},
@@ -347,6 +354,8 @@ const Shape kShapes[] = {
     {128, 4, 96, 1, 1024, kCausal}, {64, 8, 70, 1, 333, kCausal},
     // Tiles full without their mask next to tiles whose zeros end (unaligned rows: n_kv 1001).
     {128, 4, 130, 1, 1001, kCausalBias}, {64, 2, 64, 1, 512, kCausalBias},
+    // A sequence's micro-batch in a shared cache (unaligned mask rows: n_kv 777).
+    {128, 4, 96, 1, 2000, kSpan}, {64, 8, 40, 1, 777, kSpan},
 };
 
 void test_dense(std::mt19937_64& rng, int sms) {
@@ -434,19 +443,32 @@ void test_compressed(std::mt19937_64& rng, int sms) {
             cache.v_pool = reinterpret_cast<const char*>(dvp.p);
             cache.pool_row_bytes = row_elems * 2;
             cache.seq_rows = p.n_kv;
-            // Prompts (32 rows or more, splits left to the library) run twice: through the expanded copy of the
-            // cache and with the prompt kernel expanding its tiles (the path above the copy's size limit).
-            const std::pair<int, bool> runs[] = {{0, true}, {0, false}, {1, true}, {3, true}};
-            for (const auto& [splits, expand] : runs) {
-                if (!expand && sh.rows < 32) continue;
-                ws.expand_prompts(expand);
-                const bool ok = mc::decode_attention_compressed(dp, cache, ws, sms, nullptr, splits);
+            // Prompts (32 rows or more, splits left to the library) run four times: through an expanded copy of
+            // the cache, with the prompt kernel expanding its tiles, and with copies of half the cells (a span
+            // mask's sequence fits exactly, its kernels reading cell c at c - n_kv / 2 rounded up; the other
+            // masks' spans do not, and the store's kernel takes them on the device) and of one cell less.
+            struct Run {
+                int splits;
+                bool expand;
+                int64_t cap;  // cells the copy may hold; 0: the default limit
+            };
+            const Run runs[] = {{0, true, 0}, {0, false, 0}, {0, true, p.n_kv / 2}, {0, true, p.n_kv / 2 - 1}, {1, true, 0}, {3, true, 0}};
+            for (const Run& run : runs) {
+                if ((!run.expand || run.cap > 0) && sh.rows < 32) continue;
+                ws.expand_prompts(run.expand);
+                ws.limit_expanded(run.cap > 0 ? 2 * size_t(p.n_seq) * size_t(run.cap) * cache.pool_row_bytes : mc::DecodeWorkspace::kMaxExpandedBytes);
+                CK(cudaMemset(out.p, 0xff, out.n * sizeof(float)));  // NaN: an output no launch writes fails the check
+                const bool ok = mc::decode_attention_compressed(dp, cache, ws, sms, nullptr, run.splits);
                 CK(cudaDeviceSynchronize());
                 const double err = relative_error(out.down(), ref);
-                check(ok && err <= 1e-3, "compressed attention sK=" + std::to_string(sk) + " sV=" + std::to_string(sv) + " " + describe(p, splits) +
-                                             (expand ? "" : " (tiles expanded in the prompt kernel)") + ": relative error " + std::to_string(err));
+                const std::string how = !run.expand ? " (tiles expanded in the prompt kernel)"
+                                        : run.cap > 0 ? " (a copy of " + std::to_string(run.cap) + " cells a sequence)"
+                                                      : "";
+                check(ok && err <= 1e-3, "compressed attention sK=" + std::to_string(sk) + " sV=" + std::to_string(sv) + " " + describe(p, run.splits) + how +
+                                             ": relative error " + std::to_string(err));
             }
             ws.expand_prompts(true);
+            ws.limit_expanded(mc::DecodeWorkspace::kMaxExpandedBytes);
         }
     }
 }

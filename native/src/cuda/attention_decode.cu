@@ -1250,6 +1250,32 @@ __device__ __forceinline__ uint4 mask8(const __half* mrow, int64_t c, int64_t n,
 // arrived the block expands its 64 records there (a thread per record half), so each record is
 // expanded once for the 64 rows.
 constexpr int kPromptRows = 64, kPromptTile = 32;
+
+// What a prompt's expanded copy of the store holds (launch_prompt): `cap` cells per sequence index; without
+// spans all n_kv of them (cap = n_kv), with spans (a masked prompt) the cells [lo, hi) that its rows see,
+// cell c at c - lo, where hi - lo <= cap. A micro-batch of one sequence in a cache that 8 sequences share
+// sees an eighth of it: the copy then takes no more than that sequence's cells.
+struct CopyPlan {
+    const int2* spans = nullptr;
+    int64_t cap = 0;
+};
+// A span as the range kernel collects it: {n_kv - lo, hi}, so that both grow by atomicMax from the zeros
+// of a memset (empty: lo = n_kv, hi = 0).
+__device__ __forceinline__ void add_to_span(int2* span, int64_t n_kv, int lo, int hi) {
+    atomicMax(&span->x, int(n_kv) - lo);
+    atomicMax(&span->y, hi);
+}
+__device__ __forceinline__ int2 span_of(const int2* spans, int seq, int64_t n_kv) {
+    const int2 s = spans[seq];
+    return make_int2(int(n_kv) - s.x, s.y);
+}
+// Whether the copy holds sequence index seq's span (an empty span too), and the span.
+__device__ __forceinline__ bool copy_holds(const CopyPlan& plan, int seq, int64_t n_kv, int& lo, int& hi) {
+    const int2 s = span_of(plan.spans, seq, n_kv);
+    lo = s.x;
+    hi = s.y;
+    return int64_t(hi) - lo <= plan.cap;
+}
 // Mask tile rows of 40 halves (80 bytes): the softmax's pair reads (8 rows x 4 lanes a warp) hit 32 banks.
 constexpr int kPromptMaskRow = kPromptTile + 8;
 enum PromptTile : int { kTileDead = 0, kTilePartial = 1, kTileFull = 2 };
@@ -1293,13 +1319,21 @@ __device__ __forceinline__ ExpandShare expand_share() {
 }
 
 template <int D, bool kSparse>
-__global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int4* ranges) {
+__global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, DenseCache dc, CompressedCache cc, const int4* ranges, CopyPlan plan) {
     start_after_previous();
     extern __shared__ __align__(16) uint8_t smem[];
     constexpr int kRow = 2 * D + 16, kChunks = D / 8;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
     const int h = blockIdx.y, seq = blockIdx.z, G = p.n_head / p.n_head_kv, hk = h / G;
     const int row0 = blockIdx.x * kPromptRows + warp * 16;  // this warp's rows: row0 + g, row0 + g + 8
+    // Over an expanded copy with spans, the dense kernel serves the sequence indices whose span the copy
+    // holds (their cell c at c - lo) and the store's kernel the others.
+    int64_t shift = 0;
+    if (plan.spans != nullptr) {
+        int lo, hi;
+        if (copy_holds(plan, seq, p.n_kv, lo, hi) == kSparse) return;
+        if (!kSparse && hi > lo) shift = lo;
+    }
 
     // The cells any row of the block sees, [c_lo, c_hi), and those every row sees with mask value 0,
     // [f_lo, f_hi) (the intersection of the rows' zero runs; empty without a mask). A tile inside the latter
@@ -1430,8 +1464,8 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
             return;
         }
         const unsigned dst = tile_at + unsigned(buf * 2 * kPromptTile * kRow);
-        const char* k = kSparse ? nullptr : k_at + int64_t(base) * dc.k_nb1;
-        const char* v = kSparse ? nullptr : v_at + int64_t(base) * dc.v_nb1;
+        const char* k = kSparse ? nullptr : k_at + (int64_t(base) - shift) * int64_t(dc.k_nb1);
+        const char* v = kSparse ? nullptr : v_at + (int64_t(base) - shift) * int64_t(dc.v_nb1);
 #pragma unroll
         for (int i = 0; i < kCopies; ++i) {
             const int cell = base + u0 + kCopyRows * i;
@@ -1698,7 +1732,7 @@ __device__ __forceinline__ uint32_t visible8(const __half* mrow, int64_t c, int6
     return vis;
 }
 
-__global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, int4* ranges, int* tiles, int* counts, int64_t stride) {
+__global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, int4* ranges, int* tiles, int* counts, int64_t stride, int2* spans) {
     start_after_previous();
     constexpr int kWarpsR = kRangeThreads / 32;
     __shared__ int s_lo, s_hi, s_zero_end, s_warp[kWarpsR];
@@ -1764,6 +1798,7 @@ __global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, i
     if (t == 0) {
         ranges[rs] = total == 0 ? make_int4(0, 0, 0, 0) : make_int4(s_lo, s_hi + 1, min(int(p.n_kv), s_zero_end), 0);
         if (counts != nullptr) counts[rs] = total;
+        if (spans != nullptr && total > 0) add_to_span(spans + pl.seq, p.n_kv, s_lo, s_hi + 1);
     }
     if (tiles == nullptr || count == 0) return;
     int* out = tiles + size_t(rs) * stride + before;
@@ -1807,17 +1842,20 @@ size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 // computes the ranges and, for the decode kernels (want_tiles), the tile lists.
 struct Prepared {
     int4* ranges = nullptr;  // {first visible cell, last + 1, end of the zero run from the first, 0}
+    int2* spans = nullptr;   // per sequence index, the cells any row sees (want_spans; add_to_span)
     TileLists tiles;
     float* part = nullptr;
     bool ok = false;
 };
 
-Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWorkspace& ws, cudaStream_t stream) {
+Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWorkspace& ws, cudaStream_t stream, bool want_spans = false) {
     Prepared r;
     const size_t row_seqs = size_t(p.n_rows) * p.n_seq;
     const bool masked = p.mask != nullptr;
+    want_spans = want_spans && masked;
     const int64_t stride = (p.n_kv + kWalkTile - 1) / kWalkTile;
-    const size_t range_bytes = masked ? round_up(row_seqs * sizeof(int4), 256) : 0;
+    const size_t span_at = row_seqs * sizeof(int4), span_bytes = want_spans ? size_t(p.n_seq) * sizeof(int2) : 0;
+    const size_t range_bytes = masked ? round_up(span_at + span_bytes, 256) : 0;
     const size_t count_bytes = masked && want_tiles ? round_up(row_seqs * sizeof(int), 256) : 0;
     const size_t tile_bytes = masked && want_tiles ? round_up(row_seqs * size_t(stride) * sizeof(int), 256) : 0;
     const size_t part_bytes = splits > 1 ? row_seqs * p.n_head * size_t(splits) * part_stride(p.head_dim) * sizeof(float) : 0;
@@ -1826,6 +1864,7 @@ Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWork
         auto* base = static_cast<char*>(ws.get(total));
         if (base == nullptr) return r;
         if (range_bytes > 0) r.ranges = reinterpret_cast<int4*>(base);
+        if (span_bytes > 0) r.spans = reinterpret_cast<int2*>(base + span_at);
         if (count_bytes > 0) {
             r.tiles.counts = reinterpret_cast<int*>(base + range_bytes);
             r.tiles.tiles = reinterpret_cast<int*>(base + range_bytes + count_bytes);
@@ -1845,13 +1884,15 @@ Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWork
         key.n_seq = p.n_seq;
         key.n_kv = p.n_kv;
         key.tiles = want_tiles;
+        key.spans = want_spans;
         key.bytes = range_bytes + count_bytes + tile_bytes;
     }
     if (r.ranges == nullptr) {
         if (total > 0) ws.forget_ranges();  // the partials go where ranges were
     } else if (!ws.has_ranges(key)) {
+        if (r.spans != nullptr && !MUSTAFAR_CUDA_OK(cudaMemsetAsync(r.spans, 0, span_bytes, stream))) return r;
         launch_kernel(range_kernel, unsigned(row_seqs), kRangeThreads, 0, stream, p, r.ranges, const_cast<int*>(r.tiles.tiles), const_cast<int*>(r.tiles.counts),
-                      stride);
+                      stride, r.spans);
         if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return r;
     }
     r.ok = true;
@@ -1903,7 +1944,7 @@ void* DecodeWorkspace::expanded(size_t bytes) {
         expanded_bytes_ = 0;
     }
     // A prompt's cache view grows micro-batch by micro-batch: room for the next few.
-    const size_t want = std::min(kMaxExpandedBytes, std::max(bytes, bytes + bytes / 2));
+    const size_t want = std::min(expanded_limit_, std::max(bytes, bytes + bytes / 2));
     if (cudaMalloc(&expanded_, want) != cudaSuccess) {
         cudaGetLastError();  // not left for the next launch's check
         expanded_ = nullptr;
@@ -2011,77 +2052,91 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
 // From this many query rows on (a prompt's micro-batch), rows share K and V in the prompt kernel.
 constexpr int kPromptMinRows = 32;
 
-// The store's cells [0, n_kv) of every sequence index into dense f16 rows in ggml's layout (cell c of KV
-// head h of sequence s at ((s * n_kv + c) * n_head_kv + h) * D): a block takes 32 cells of one head, stages
-// their compressed records as the prompt kernel does and expands them as it does (thread: K or V, cell,
-// half row), window cells copied from the pool. Read once per layer instead of once per prompt block.
+// The store's cells that a prompt's copy holds (CopyPlan) into dense f16 rows in ggml's layout (cell c of KV
+// head h of sequence index s at ((s * cap + c - lo) * n_head_kv + h) * D): a block walks tiles of 32 cells of
+// one head, stages their compressed records as the prompt kernel does and expands them as it does (thread:
+// K or V, cell, half row), window cells copied from the pool. Read once per layer instead of once per
+// prompt block.
 template <int D>
-__global__ void __launch_bounds__(kThreads) expand_kernel(CompressedCache cc, int64_t n_kv, int n_head_kv, __half* k_out, __half* v_out) {
+__global__ void __launch_bounds__(kThreads) expand_kernel(CompressedCache cc, int64_t n_kv, int n_head_kv, __half* k_out, __half* v_out, CopyPlan plan) {
     start_after_previous();
     extern __shared__ __align__(16) uint8_t raw[];
     const int hk = blockIdx.y, seq = blockIdx.z;
-    const int64_t base = int64_t(blockIdx.x) * kPromptTile, row0 = int64_t(seq) * cc.seq_rows + base;
+    int lo = 0, hi = int(n_kv);
+    if (plan.spans != nullptr && !copy_holds(plan, seq, n_kv, lo, hi)) return;  // the store's prompt kernel takes it
     const size_t raw_row = prompt_raw_row(cc.k_stride + cc.v_stride);
-    stage_records(cc, hk, row0, raw, raw_row, [&](int u, int kv) { return base + u >= n_kv || (kv == 0 ? cc.k_slot : cc.v_slot)[row0 + u] >= 0; });
-    __pipeline_commit();
-    __pipeline_wait_prior(0);
-    __syncthreads();
     const auto [kv, u, half] = expand_share();
-    if (base + u >= n_kv) return;
-    __half* out = (kv == 0 ? k_out : v_out) + ((size_t(seq) * n_kv + size_t(base + u)) * n_head_kv + hk) * D;
-    uint8_t* dst = reinterpret_cast<uint8_t*>(out) + half * D;
-    const int32_t slot = (kv == 0 ? cc.k_slot : cc.v_slot)[row0 + u];
-    if (slot >= 0) {
-        const char* src = (kv == 0 ? cc.k_pool : cc.v_pool) + size_t(slot) * cc.pool_row_bytes + size_t(hk) * D * 2 + half * D;
+    const int32_t* const slots = kv == 0 ? cc.k_slot : cc.v_slot;
+    for (int64_t base = lo + int64_t(blockIdx.x) * kPromptTile; base < hi; base += int64_t(gridDim.x) * kPromptTile) {
+        const int64_t row0 = int64_t(seq) * cc.seq_rows + base;
+        stage_records(cc, hk, row0, raw, raw_row, [&](int c, int rkv) { return base + c >= hi || (rkv == 0 ? cc.k_slot : cc.v_slot)[row0 + c] >= 0; });
+        __pipeline_commit();
+        __pipeline_wait_prior(0);
+        __syncthreads();
+        if (base + u < hi) {
+            __half* out = (kv == 0 ? k_out : v_out) + ((size_t(seq) * size_t(plan.cap) + size_t(base + u - lo)) * n_head_kv + hk) * D;
+            uint8_t* dst = reinterpret_cast<uint8_t*>(out) + half * D;
+            const int32_t slot = slots[row0 + u];
+            if (slot >= 0) {
+                const char* src = (kv == 0 ? cc.k_pool : cc.v_pool) + size_t(slot) * cc.pool_row_bytes + size_t(hk) * D * 2 + half * D;
 #pragma unroll
-        for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = load16(src + o16);
-    } else {
-        expand_half<D, 8>(raw + size_t(u) * raw_row + (kv == 0 ? 0 : cc.k_stride), half, dst);
+                for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = load16(src + o16);
+            } else {
+                expand_half<D, 8>(raw + size_t(u) * raw_row + (kv == 0 ? 0 : cc.k_stride), half, dst);
+            }
+        }
+        __syncthreads();  // the next tile's records go where these were
     }
 }
 
-bool launch_prompt(const DecodeProblem& p, const DenseCache& dc, const CompressedCache& cc, bool sparse, DecodeWorkspace& ws, cudaStream_t stream);
-
-// A prompt over the store through an expanded dense copy (DecodeWorkspace::expand_prompts): `launched`
-// false, with nothing launched, where the copy is off, would pass its limit or cannot be allocated;
-// false on a CUDA error.
-bool launch_expanded_prompt(const DecodeProblem& p, const CompressedCache& cc, DecodeWorkspace& ws, cudaStream_t stream, bool& launched) {
-    launched = false;
-    const size_t row_bytes = size_t(p.n_head_kv) * p.head_dim * 2, half_bytes = size_t(p.n_seq) * size_t(p.n_kv) * row_bytes;
-    if (!ws.expands_prompts() || 2 * half_bytes > DecodeWorkspace::kMaxExpandedBytes) return true;
-    auto* k = static_cast<char*>(ws.expanded(2 * half_bytes));
-    if (k == nullptr) return true;  // the prompt kernel expands its tiles itself
-    const auto fn = p.head_dim == 64 ? expand_kernel<64> : expand_kernel<128>;
-    const size_t smem = size_t(kPromptTile) * prompt_raw_row(cc.k_stride + cc.v_stride);
-    if (!ws.allow_smem(reinterpret_cast<const void*>(fn), smem)) return false;
-    const dim3 grid(unsigned((p.n_kv + kPromptTile - 1) / kPromptTile), unsigned(p.n_head_kv), unsigned(p.n_seq));
-    launch_kernel(fn, grid, kThreads, smem, stream, cc, p.n_kv, p.n_head_kv, reinterpret_cast<__half*>(k), reinterpret_cast<__half*>(k + half_bytes));
-    if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
-    DenseCache dc;
-    dc.k = k;
-    dc.v = k + half_bytes;
-    dc.k_nb1 = dc.v_nb1 = row_bytes;
-    dc.k_nb2 = dc.v_nb2 = size_t(p.head_dim) * 2;
-    dc.k_nb3 = dc.v_nb3 = size_t(p.n_kv) * row_bytes;
-    launched = true;
-    return launch_prompt(p, dc, CompressedCache{}, false, ws, stream);
-}
-
-bool launch_prompt(const DecodeProblem& p, const DenseCache& dc, const CompressedCache& cc, bool sparse, DecodeWorkspace& ws, cudaStream_t stream) {
-    if (sparse) {
-        bool launched = false;
-        const bool ok = launch_expanded_prompt(p, cc, ws, stream, launched);
-        if (!ok || launched) return ok;
-    }
+bool launch_prompt_kernel(const DecodeProblem& p, const DenseCache& dc, const CompressedCache& cc, bool sparse, const Prepared& pr, const CopyPlan& plan,
+                          DecodeWorkspace& ws, cudaStream_t stream) {
     const auto fn = p.head_dim == 64 ? (sparse ? prompt_kernel<64, true> : prompt_kernel<64, false>)
                                      : (sparse ? prompt_kernel<128, true> : prompt_kernel<128, false>);
     const size_t smem = prompt_smem(p.head_dim, sparse, cc.k_stride + cc.v_stride);
     if (!ws.allow_smem(reinterpret_cast<const void*>(fn), smem)) return false;
-    const Prepared pr = prepare(p, 1, false, ws, stream);
-    if (!pr.ok) return false;
     const dim3 grid(unsigned((p.n_rows + kPromptRows - 1) / kPromptRows), unsigned(p.n_head), unsigned(p.n_seq));
-    launch_kernel(fn, grid, kThreads, smem, stream, p, dc, cc, pr.ranges);
+    launch_kernel(fn, grid, kThreads, smem, stream, p, dc, cc, pr.ranges, plan);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
+}
+
+// A prompt (32 rows or more). Over the store it first expands the cells its rows see into a dense copy
+// (DecodeWorkspace::expand_prompts) that the dense prompt kernel reads. The copy holds `cap` cells per
+// sequence index, as many as the workspace's limit allows: with a mask, the range kernel collects each
+// sequence index's span and the kernels decide on the device which spans the copy holds; the store's
+// prompt kernel, expanding its own tiles, serves the others (its launch exits at once where all fit).
+// Without a mask, or where the copy is off or cannot be allocated, the store's kernel serves all.
+bool launch_prompt(const DecodeProblem& p, const DenseCache& dc, const CompressedCache& cc, bool sparse, DecodeWorkspace& ws, int sm_count,
+                   cudaStream_t stream) {
+    const bool masked = p.mask != nullptr;
+    const Prepared pr = prepare(p, 1, false, ws, stream, sparse && ws.expands_prompts());
+    if (!pr.ok) return false;
+    if (!sparse) return launch_prompt_kernel(p, dc, CompressedCache{}, false, pr, CopyPlan{}, ws, stream);
+    const size_t row_bytes = size_t(p.n_head_kv) * p.head_dim * 2;
+    const int64_t cap = std::min<int64_t>(p.n_kv, int64_t(ws.expanded_limit() / (2 * size_t(p.n_seq) * row_bytes)));
+    const bool copy = ws.expands_prompts() && cap > 0 && (masked || cap == p.n_kv);
+    const size_t half_bytes = size_t(p.n_seq) * size_t(cap) * row_bytes;
+    auto* k = copy ? static_cast<char*>(ws.expanded(2 * half_bytes)) : nullptr;
+    if (k == nullptr) return launch_prompt_kernel(p, DenseCache{}, cc, true, pr, CopyPlan{}, ws, stream);
+    const CopyPlan plan{pr.spans, cap};
+    const auto fn = p.head_dim == 64 ? expand_kernel<64> : expand_kernel<128>;
+    const size_t smem = size_t(kPromptTile) * prompt_raw_row(cc.k_stride + cc.v_stride);
+    if (!ws.allow_smem(reinterpret_cast<const void*>(fn), smem)) return false;
+    // Two waves of blocks at most, each walking its share of the tiles: with a span, most of cap's tiles
+    // may lie outside it.
+    const int64_t tiles = (cap + kPromptTile - 1) / kPromptTile, pairs = int64_t(p.n_head_kv) * p.n_seq;
+    const int64_t resident = int64_t(ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem)) * sm_count;
+    const dim3 grid(unsigned(std::max<int64_t>(1, std::min(tiles, 2 * resident / pairs))), unsigned(p.n_head_kv), unsigned(p.n_seq));
+    launch_kernel(fn, grid, kThreads, smem, stream, cc, p.n_kv, p.n_head_kv, reinterpret_cast<__half*>(k), reinterpret_cast<__half*>(k + half_bytes), plan);
+    if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
+    DenseCache copy_dc;
+    copy_dc.k = k;
+    copy_dc.v = k + half_bytes;
+    copy_dc.k_nb1 = copy_dc.v_nb1 = row_bytes;
+    copy_dc.k_nb2 = copy_dc.v_nb2 = size_t(p.head_dim) * 2;
+    copy_dc.k_nb3 = copy_dc.v_nb3 = size_t(cap) * row_bytes;
+    if (!launch_prompt_kernel(p, copy_dc, CompressedCache{}, false, pr, plan, ws, stream)) return false;
+    return plan.spans == nullptr || cap == p.n_kv || launch_prompt_kernel(p, DenseCache{}, cc, true, pr, plan, ws, stream);
 }
 
 bool use_mma(const DecodeProblem& p) { return p.head_dim == 64 || p.head_dim == 128; }
@@ -2091,7 +2146,7 @@ bool use_mma(const DecodeProblem& p) { return p.head_dim == 64 || p.head_dim == 
 bool decode_attention_dense(const DecodeProblem& p, const DenseCache& c, DecodeWorkspace& ws, int sm_count, cudaStream_t stream, int splits) {
     if (!decode_supported(p.head_dim, p.n_head, p.n_head_kv)) return false;
     if (p.n_rows * p.n_seq == 0) return true;
-    if (use_mma(p) && splits <= 0 && p.n_rows >= kPromptMinRows) return launch_prompt(p, c, CompressedCache{}, false, ws, stream);
+    if (use_mma(p) && splits <= 0 && p.n_rows >= kPromptMinRows) return launch_prompt(p, c, CompressedCache{}, false, ws, sm_count, stream);
     if (use_mma(p)) return launch_mma(p, c, CompressedCache{}, false, ws, sm_count, stream, splits);
     const DenseFn fn = dense_fn(p.head_dim, p.n_head / p.n_head_kv);
     if (splits <= 0) splits = decode_splits(p, ws.blocks_per_sm(reinterpret_cast<const void*>(fn), 0) * sm_count);
@@ -2106,7 +2161,7 @@ bool decode_attention_compressed(const DecodeProblem& p, const CompressedCache& 
                                  int splits) {
     if (!decode_supported(p.head_dim, p.n_head, p.n_head_kv) || !compressed_supported(c, p.head_dim)) return false;
     if (p.n_rows * p.n_seq == 0) return true;
-    if (use_mma(p) && splits <= 0 && p.n_rows >= kPromptMinRows) return launch_prompt(p, DenseCache{}, c, true, ws, stream);
+    if (use_mma(p) && splits <= 0 && p.n_rows >= kPromptMinRows) return launch_prompt(p, DenseCache{}, c, true, ws, sm_count, stream);
     if (use_mma(p)) return launch_mma(p, DenseCache{}, c, true, ws, sm_count, stream, splits);
     const CompressedFn fn = compressed_fn(p.head_dim, p.n_head / p.n_head_kv);
     const size_t smem = size_t(kWarps) * 2 * kStepCells * (c.k_stride + c.v_stride);

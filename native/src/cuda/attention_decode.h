@@ -74,13 +74,16 @@ public:
     void* get(size_t bytes);
     // Resident blocks per SM of a decode kernel (asked once per kernel and shared-memory size).
     int blocks_per_sm(const void* kernel, size_t smem);
-    // Prompts over the store (32 query rows or more) first expand the cells into a dense copy of the
-    // layer's K and V, of at most kMaxExpandedBytes, which the dense prompt kernel then reads: every
-    // block of a micro-batch (8 row blocks x 32 heads of Llama-3-8B) expanded each record itself before.
-    // Off: the prompt kernel expands the tiles it reads (also the path above the size limit).
+    // Prompts over the store (32 query rows or more) first expand the cells their rows see into a dense
+    // copy of the layer's K and V, of at most kMaxExpandedBytes, which the dense prompt kernel then reads:
+    // every block of a micro-batch (8 row blocks x 32 heads of Llama-3-8B) expanded each record itself
+    // before. Off: the prompt kernel expands the tiles it reads (also the path for what the copy cannot hold).
     static constexpr size_t kMaxExpandedBytes = size_t(512) << 20;
     void expand_prompts(bool on) { expand_prompts_ = on; }
     bool expands_prompts() const { return expand_prompts_; }
+    // The copy's size limit (kMaxExpandedBytes unless set; the tests set small ones).
+    void limit_expanded(size_t bytes) { expanded_limit_ = bytes; }
+    size_t expanded_limit() const { return expanded_limit_; }
     // Device memory for the expanded copy (grows by half again, up to the limit); null when the device
     // has no room (a warning: the prompt kernel then expands its tiles itself).
     void* expanded(size_t bytes);
@@ -103,10 +106,10 @@ public:
         size_t mask_nb1 = 0, mask_nb3 = 0, bytes = 0;
         int mask_ne3 = 0, n_rows = 0, n_seq = 0;
         int64_t n_kv = 0;
-        bool tiles = false;
+        bool tiles = false, spans = false;
         bool operator==(const RangesKey& o) const {
             return mask == o.mask && mask_nb1 == o.mask_nb1 && mask_nb3 == o.mask_nb3 && bytes == o.bytes && mask_ne3 == o.mask_ne3 &&
-                   n_rows == o.n_rows && n_seq == o.n_seq && n_kv == o.n_kv && tiles == o.tiles;
+                   n_rows == o.n_rows && n_seq == o.n_seq && n_kv == o.n_kv && tiles == o.tiles && spans == o.spans;
         }
     };
     bool has_ranges(const RangesKey& key) {
@@ -125,6 +128,7 @@ private:
     size_t bytes_ = 0;
     void* expanded_ = nullptr;
     size_t expanded_bytes_ = 0;
+    size_t expanded_limit_ = kMaxExpandedBytes;
     bool expand_prompts_ = true;
     bool warned_expanded_ = false;
     int* counters_ = nullptr;

@@ -8,6 +8,9 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <system_error>
+#include <thread>
+#include <utility>
 
 #include "../buffer.h"
 #include "../kv/view.h"
@@ -102,6 +105,33 @@ void memset_tensor(ggml_backend_buffer_t, ggml_tensor* t, uint8_t value, size_t 
     MUSTAFAR_CUDA_OK(cudaMemset(static_cast<uint8_t*>(t->data) + offset, value, size));
 }
 
+// From this size on, an upload's host copy is made beside it (set_tensor).
+constexpr size_t kCopyBesideUpload = size_t(4) << 20;
+
+// A thread for work beside the caller's, joined when the scope ends.
+class ThreadBeside {
+public:
+    ThreadBeside() = default;
+    ThreadBeside(const ThreadBeside&) = delete;
+    ThreadBeside& operator=(const ThreadBeside&) = delete;
+    ~ThreadBeside() {
+        if (thread_.joinable()) thread_.join();
+    }
+    // False where no thread could be started (the caller then does the work itself).
+    template <typename Fn>
+    bool start(Fn&& fn) {
+        try {
+            thread_ = std::thread(std::forward<Fn>(fn));
+            return true;
+        } catch (const std::system_error&) {
+            return false;
+        }
+    }
+
+private:
+    std::thread thread_;
+};
+
 void set_tensor(ggml_backend_buffer_t b, ggml_tensor* t, const void* data, size_t offset, size_t size) {
     const Timed timed(registry().uploads, size);
     if (kv::KvStore* store = kv::store_of(t)) {
@@ -112,11 +142,15 @@ void set_tensor(ggml_backend_buffer_t b, ggml_tensor* t, const void* data, size_
     uint8_t* dst = static_cast<uint8_t*>(t->data) + offset;
     // Graph inputs (masks, cache indices) get a host copy while a Mustafar store lives (only its host
     // bookkeeping reads them: a dense cache's prompt copied a 16 MB mask each micro-batch for nothing);
-    // weights never do.
+    // weights never do. A large one (a prompt's mask: 256 MB for a micro-batch over 8 sequences of 32K
+    // cells) is copied by a second thread while this one uploads the same bytes.
+    ThreadBeside beside;
     if (registry().live_stores.load(std::memory_order_relaxed) > 0 && b->usage != GGML_BACKEND_BUFFER_USAGE_WEIGHTS && !converted_to_f16(t) &&
-        !is_kv_cache_tensor(root_of(t)))
-        registry().shadows.record(dst, data, size);
-    else registry().shadows.invalidate(dst, size);
+        !is_kv_cache_tensor(root_of(t))) {
+        if (size < kCopyBesideUpload || !beside.start([=] { registry().shadows.record(dst, data, size); })) registry().shadows.record(dst, data, size);
+    } else {
+        registry().shadows.invalidate(dst, size);
+    }
     if (converted_to_f16(t)) {
         set_converted(t, data, offset, size);
         return;
