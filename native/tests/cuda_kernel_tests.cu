@@ -171,6 +171,83 @@ void test_compress_jobs(std::mt19937_64& rng) {
     }
 }
 
+// The expanded copy that prompts over the store read: every cell of a range, byte for byte kv::decompress of
+// its record, or its pool row where it is a window cell (whose record holds stale bytes).
+void test_expand_cells(std::mt19937_64& rng, int sms) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const int heads = 3, n_seq = 2, window = 32;
+    const int64_t seq_rows = 300, rows = n_seq * seq_rows;
+    mc::DecodeWorkspace ws;
+    for (int D : {64, 128})
+        for (const auto& [sk, sv] : std::vector<std::pair<double, double>>{{0.5, 0.5}, {0.7, 0.7}, {0.7, 0.5}, {0.0, 0.0}})
+            for (bool ties : {false, true}) {
+                const kv::RecordLayout lk = kv::make_layout(D, sk), lv = kv::make_layout(D, sv);
+                const size_t row_elems = size_t(heads) * D;
+                std::vector<uint16_t> dense_k(size_t(rows) * row_elems), dense_v(dense_k.size());
+                for (auto* dense : {&dense_k, &dense_v})
+                    for (auto& x : *dense) x = ties ? tied_value(rng) : fp32_to_fp16(normal(rng));
+                std::vector<uint8_t> krec(size_t(rows) * heads * lk.stride, 0xab), vrec(size_t(rows) * heads * lv.stride, 0xab);
+                std::vector<int32_t> slot(rows, -1);
+                std::vector<uint16_t> kpool, vpool;
+                for (int64_t row = 0; row < rows; ++row) {
+                    if (row % seq_rows >= seq_rows - window) {  // the sequence's window: dense in the pool, its record stale
+                        slot[row] = int32_t(kpool.size() / row_elems);
+                        kpool.insert(kpool.end(), &dense_k[row * row_elems], &dense_k[row * row_elems] + row_elems);
+                        vpool.insert(vpool.end(), &dense_v[row * row_elems], &dense_v[row * row_elems] + row_elems);
+                        continue;
+                    }
+                    for (int h = 0; h < heads; ++h) {
+                        kv::compress(&dense_k[row * row_elems + h * D], lk, &krec[(size_t(h) * rows + row) * lk.stride]);
+                        kv::compress(&dense_v[row * row_elems + h * D], lv, &vrec[(size_t(h) * rows + row) * lv.stride]);
+                    }
+                }
+                Dev<uint8_t> dk(krec), dv(vrec);
+                Dev<int32_t> dslot(slot);
+                Dev<uint16_t> dkp(kpool), dvp(vpool);
+                mc::CompressedCache cache;
+                cache.k_records = dk.p;
+                cache.v_records = dv.p;
+                cache.k_kept = lk.kept;
+                cache.v_kept = lv.kept;
+                cache.k_stride = lk.stride;
+                cache.v_stride = lv.stride;
+                cache.k_head_bytes = size_t(rows) * lk.stride;
+                cache.v_head_bytes = size_t(rows) * lv.stride;
+                cache.k_slot = cache.v_slot = dslot.p;
+                cache.k_pool = reinterpret_cast<const char*>(dkp.p);
+                cache.v_pool = reinterpret_cast<const char*>(dvp.p);
+                cache.pool_row_bytes = row_elems * 2;
+                cache.seq_rows = seq_rows;
+                for (const auto& [first, n] : std::vector<std::pair<int64_t, int64_t>>{{0, seq_rows}, {37, 250}}) {
+                    std::vector<uint16_t> want_k(size_t(n_seq) * n * row_elems), want_v(want_k.size()), tmp(D);
+                    for (int sq = 0; sq < n_seq; ++sq)
+                        for (int64_t c = first; c < first + n; ++c)
+                            for (int h = 0; h < heads; ++h) {
+                                const int64_t row = sq * seq_rows + c;
+                                const size_t at = ((size_t(sq) * n + size_t(c - first)) * heads + h) * D;
+                                for (int kvi = 0; kvi < 2; ++kvi) {
+                                    auto& want = kvi == 0 ? want_k : want_v;
+                                    if (slot[row] >= 0) {
+                                        const auto& dense = kvi == 0 ? dense_k : dense_v;
+                                        std::copy_n(&dense[row * row_elems + h * D], D, &want[at]);
+                                    } else {
+                                        const auto& rec = kvi == 0 ? krec : vrec;
+                                        const kv::RecordLayout& l = kvi == 0 ? lk : lv;
+                                        kv::decompress(&rec[(size_t(h) * rows + row) * l.stride], l, &want[at]);
+                                    }
+                                }
+                            }
+                    Dev<uint16_t> ko(std::vector<uint16_t>(want_k.size(), 0x7e00)), vo(std::vector<uint16_t>(want_v.size(), 0x7e00));
+                    const bool ok = mc::expand_cells(cache, D, heads, n_seq, first, n, ko.p, vo.p, ws, sms, nullptr);
+                    CK(cudaDeviceSynchronize());
+                    const std::string what = "expand_cells D=" + std::to_string(D) + " sK=" + std::to_string(sk) + " sV=" + std::to_string(sv) +
+                                             (ties ? " ties" : "") + " cells [" + std::to_string(first) + ", " + std::to_string(first + n) + ")";
+                    check(ok, what + ": launched");
+                    check(ko.down() == want_k && vo.down() == want_v, what + ": K and V rows equal kv::decompress (window cells: the pool) bit for bit");
+                }
+            }
+}
+
 // Masks: none; blocks (rows' cells interleaved in blocks of 7); runs (each row's prompt one run, then
 // its decode cells interleaved with the others' at the end of the cache, as in a batched decode).
 // causal: a prompt micro-batch at the end of the cache (row r sees cells up to n_kv - n_rows + r).
@@ -487,6 +564,7 @@ int main(int argc, char** argv) {
     test_compress(rng);
     test_compress_jobs(rng);
     test_dense(rng, sms);
+    test_expand_cells(rng, sms);
     test_compressed(rng, sms);
     std::printf("%s: %d of %d checks passed (seed %u)\n", g_failed == 0 ? "PASS" : "FAIL", g_checks - g_failed, g_checks, seed);
     return g_failed == 0 ? 0 : 1;

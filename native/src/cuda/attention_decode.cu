@@ -1258,6 +1258,7 @@ constexpr int kPromptRows = 64, kPromptTile = 32;
 struct CopyPlan {
     const int2* spans = nullptr;
     int64_t cap = 0;
+    int64_t first = 0;  // without spans: the copy's first cell
 };
 // A span as the range kernel collects it: {n_kv - lo, hi}, so that both grow by atomicMax from the zeros
 // of a memset (empty: lo = n_kv, hi = 0).
@@ -2052,41 +2053,126 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
 // From this many query rows on (a prompt's micro-batch), rows share K and V in the prompt kernel.
 constexpr int kPromptMinRows = 32;
 
+// A lane's C = D / 32 channels [C lane, C lane + C) of a record (global memory, 16-byte aligned), pruned ones
+// 0, as f16 pairs, in three steps that a warp runs for several records side by side: the bitmap (one load),
+// the lane's bits and the kept values below them (popcounts) with its at most C kept values (one to three
+// 4-byte loads inside the record), then byte permutes that place them. No lane waits on another's progress,
+// and no load on an address the one before it moved (expand_half walks a run of channels that way).
+template <int D>
+struct LaneExpand {
+    static_assert(D == 64 || D == 128, "bitmaps of 64 or 128 bits");
+    static constexpr int C = D / 32, kLanesPerWord = 32 / C;
+    uint32_t w[D / 32];  // the bitmap, then w[0..2]: the words that hold the lane's values
+    uint32_t bits = 0;
+    int below = 0;
+
+    __device__ __forceinline__ void load_bitmap(const uint8_t* rec) {
+        if constexpr (D == 128) {
+            const uint4 b = __ldg(reinterpret_cast<const uint4*>(rec));
+            w[0] = b.x, w[1] = b.y, w[2] = b.z, w[3] = b.w;
+        } else {
+            const uint2 b = __ldg(reinterpret_cast<const uint2*>(rec));
+            w[0] = b.x, w[1] = b.y;
+        }
+    }
+    __device__ __forceinline__ void load_values(const uint8_t* rec, int lane) {
+        const int wi = lane / kLanesPerWord, sh = C * (lane % kLanesPerWord);
+        uint32_t word = w[0];
+#pragma unroll
+        for (int j = 1; j < D / 32; ++j) {  // chosen without indexing by wi (that would go to local memory)
+            below += j <= wi ? __popc(w[j - 1]) : 0;
+            word = j == wi ? w[j] : word;
+        }
+        below += __popc(word & ((1u << sh) - 1u));
+        bits = (word >> sh) & ((1u << C) - 1u);
+        const int n = __popc(bits);
+        // Values [below, below + n) are halfwords of the words from below / 2 on: at most C / 2 + 1 of them.
+        const uint32_t* vw = reinterpret_cast<const uint32_t*>(rec + D / 8) + below / 2;
+        const int last = n == 0 ? -1 : ((below + n - 1) >> 1) - (below >> 1);  // the words' count - 1
+#pragma unroll
+        for (int j = 0; j <= C / 2; ++j) w[j] = last >= j ? __ldg(vw + j) : 0u;
+    }
+    __device__ __forceinline__ void place(uint32_t (&out)[D / 64]) const {
+        const bool odd = below & 1;
+        const uint32_t lo = odd ? __funnelshift_r(w[0], w[1], 16) : w[0];  // values below, below + 1
+        const uint32_t b0 = bits & 1u, b1 = (bits >> 1) & 1u;
+        // Channel 0 takes value 0, channel 1 value b0 (bytes 2 b0, 2 b0 + 1); pruned channels are masked to 0.
+        const uint32_t sel01 = 0x10u | (2u * b0) << 8 | (2u * b0 + 1u) << 12;
+        const uint32_t m01 = (b0 ? 0xffffu : 0u) | (b1 ? 0xffff0000u : 0u);
+        if constexpr (C == 2) {
+            out[0] = __byte_perm(lo, 0u, sel01) & m01;
+        } else {
+            const uint32_t hi = odd ? __funnelshift_r(w[1], w[2], 16) : w[1];  // values below + 2, below + 3
+            const uint32_t b2 = (bits >> 2) & 1u, b3 = bits >> 3, k2 = b0 + b1, k3 = k2 + b2;
+            const uint32_t sel23 = (2u * k2) | (2u * k2 + 1u) << 4 | (2u * k3) << 8 | (2u * k3 + 1u) << 12;
+            const uint32_t m23 = (b2 ? 0xffffu : 0u) | (b3 ? 0xffff0000u : 0u);
+            out[0] = __byte_perm(lo, hi, sel01) & m01;
+            out[1] = __byte_perm(lo, hi, sel23) & m23;
+        }
+    }
+};
+
 // The store's cells that a prompt's copy holds (CopyPlan) into dense f16 rows in ggml's layout (cell c of KV
-// head h of sequence index s at ((s * cap + c - lo) * n_head_kv + h) * D): a block walks tiles of 32 cells of
-// one head, stages their compressed records as the prompt kernel does and expands them as it does (thread:
-// K or V, cell, half row), window cells copied from the pool. Read once per layer instead of once per
-// prompt block.
+// head h of sequence index s at ((s * cap + c - lo) * n_head_kv + h) * D). A warp takes kCopyCells
+// consecutive cells of one head's K or V at a time (grid y: head and K or V), every lane a share of each
+// row's channels (LaneExpand), window cells copied from the pool; each row is one 2D-byte store.
+// H200, 32K cells of Llama-3-8B's 8 heads, s = 0.7: 281 us with a thread per half record walking its
+// channels (expand_half) after staging a block's 32 cells in shared memory.
+constexpr int kCopyCells = 4;
 template <int D>
 __global__ void __launch_bounds__(kThreads) expand_kernel(CompressedCache cc, int64_t n_kv, int n_head_kv, __half* k_out, __half* v_out, CopyPlan plan) {
     start_after_previous();
-    extern __shared__ __align__(16) uint8_t raw[];
-    const int hk = blockIdx.y, seq = blockIdx.z;
-    int lo = 0, hi = int(n_kv);
+    const int hk = blockIdx.y / 2, kv = blockIdx.y % 2, seq = blockIdx.z, lane = threadIdx.x % 32;
+    int lo = int(plan.first), hi = int(plan.first + plan.cap);
     if (plan.spans != nullptr && !copy_holds(plan, seq, n_kv, lo, hi)) return;  // the store's prompt kernel takes it
-    const size_t raw_row = prompt_raw_row(cc.k_stride + cc.v_stride);
-    const auto [kv, u, half] = expand_share();
-    const int32_t* const slots = kv == 0 ? cc.k_slot : cc.v_slot;
-    for (int64_t base = lo + int64_t(blockIdx.x) * kPromptTile; base < hi; base += int64_t(gridDim.x) * kPromptTile) {
-        const int64_t row0 = int64_t(seq) * cc.seq_rows + base;
-        stage_records(cc, hk, row0, raw, raw_row, [&](int c, int rkv) { return base + c >= hi || (rkv == 0 ? cc.k_slot : cc.v_slot)[row0 + c] >= 0; });
-        __pipeline_commit();
-        __pipeline_wait_prior(0);
-        __syncthreads();
-        if (base + u < hi) {
-            __half* out = (kv == 0 ? k_out : v_out) + ((size_t(seq) * size_t(plan.cap) + size_t(base + u - lo)) * n_head_kv + hk) * D;
-            uint8_t* dst = reinterpret_cast<uint8_t*>(out) + half * D;
-            const int32_t slot = slots[row0 + u];
-            if (slot >= 0) {
-                const char* src = (kv == 0 ? cc.k_pool : cc.v_pool) + size_t(slot) * cc.pool_row_bytes + size_t(hk) * D * 2 + half * D;
+    const int32_t* const slots = (kv == 0 ? cc.k_slot : cc.v_slot) + int64_t(seq) * cc.seq_rows;
+    const uint8_t* const records = (kv == 0 ? cc.k_records + hk * cc.k_head_bytes : cc.v_records + hk * cc.v_head_bytes) +
+                                   size_t(int64_t(seq) * cc.seq_rows) * (kv == 0 ? cc.k_stride : cc.v_stride);
+    const size_t stride = kv == 0 ? cc.k_stride : cc.v_stride;
+    const char* const pool = (kv == 0 ? cc.k_pool : cc.v_pool) + size_t(hk) * D * 2;
+    __half* const out = (kv == 0 ? k_out : v_out) + (size_t(seq) * size_t(plan.cap) * n_head_kv + hk) * D;
+    const int64_t warps = int64_t(gridDim.x) * kWarps;
+    for (int64_t c0 = lo + (int64_t(blockIdx.x) * kWarps + threadIdx.x / 32) * kCopyCells; c0 < hi; c0 += warps * kCopyCells) {
+        // Cells past hi repeat c0 (read, not written), so that every step below runs for all kCopyCells.
+        int64_t cell[kCopyCells];
+        int32_t slot[kCopyCells];
+        LaneExpand<D> e[kCopyCells];
 #pragma unroll
-                for (int o16 = 0; o16 < D; o16 += 16) *reinterpret_cast<uint4*>(dst + o16) = load16(src + o16);
-            } else {
-                expand_half<D, 8>(raw + size_t(u) * raw_row + (kv == 0 ? 0 : cc.k_stride), half, dst);
-            }
+        for (int i = 0; i < kCopyCells; ++i) {
+            cell[i] = c0 + i < hi ? c0 + i : c0;
+            slot[i] = __ldg(slots + cell[i]);
+            e[i].load_bitmap(records + size_t(cell[i]) * stride);
         }
-        __syncthreads();  // the next tile's records go where these were
+#pragma unroll
+        for (int i = 0; i < kCopyCells; ++i) e[i].load_values(records + size_t(cell[i]) * stride, lane);
+#pragma unroll
+        for (int i = 0; i < kCopyCells; ++i) {
+            uint32_t v[D / 64];
+            if (slot[i] >= 0) {  // a window cell: its row is dense in the pool (its record's bytes are stale)
+                const uint32_t* src = reinterpret_cast<const uint32_t*>(pool + size_t(slot[i]) * cc.pool_row_bytes) + lane * (D / 64);
+#pragma unroll
+                for (int j = 0; j < D / 64; ++j) v[j] = __ldg(src + j);
+            } else {
+                e[i].place(v);
+            }
+            uint32_t* dst = reinterpret_cast<uint32_t*>(out + size_t(cell[i] - lo) * n_head_kv * D) + lane * (D / 64);
+            if (c0 + i >= hi) continue;
+            if constexpr (D == 128) *reinterpret_cast<uint2*>(dst) = make_uint2(v[0], v[1]);
+            else *dst = v[0];
+        }
     }
+}
+
+bool launch_expand(const CompressedCache& cc, int head_dim, int n_head_kv, int n_seq, int64_t n_kv, const CopyPlan& plan, __half* k_out, __half* v_out,
+                   DecodeWorkspace& ws, int sm_count, cudaStream_t stream) {
+    const auto fn = head_dim == 64 ? expand_kernel<64> : expand_kernel<128>;
+    // Two waves of blocks at most, each walking its share of the cells: with spans, most of cap's cells may
+    // lie outside the one a sequence index's rows see.
+    const int64_t warp_jobs = (plan.cap + kCopyCells - 1) / kCopyCells, pairs = int64_t(2) * n_head_kv * n_seq;
+    const int64_t resident = int64_t(ws.blocks_per_sm(reinterpret_cast<const void*>(fn), 0)) * sm_count;
+    const int64_t blocks = std::max<int64_t>(1, std::min((warp_jobs + kWarps - 1) / kWarps, 2 * resident / pairs));
+    launch_kernel(fn, dim3(unsigned(blocks), unsigned(2 * n_head_kv), unsigned(n_seq)), kThreads, 0, stream, cc, n_kv, n_head_kv, k_out, v_out, plan);
+    return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
 bool launch_prompt_kernel(const DecodeProblem& p, const DenseCache& dc, const CompressedCache& cc, bool sparse, const Prepared& pr, const CopyPlan& plan,
@@ -2118,17 +2204,10 @@ bool launch_prompt(const DecodeProblem& p, const DenseCache& dc, const Compresse
     const size_t half_bytes = size_t(p.n_seq) * size_t(cap) * row_bytes;
     auto* k = copy ? static_cast<char*>(ws.expanded(2 * half_bytes)) : nullptr;
     if (k == nullptr) return launch_prompt_kernel(p, DenseCache{}, cc, true, pr, CopyPlan{}, ws, stream);
-    const CopyPlan plan{pr.spans, cap};
-    const auto fn = p.head_dim == 64 ? expand_kernel<64> : expand_kernel<128>;
-    const size_t smem = size_t(kPromptTile) * prompt_raw_row(cc.k_stride + cc.v_stride);
-    if (!ws.allow_smem(reinterpret_cast<const void*>(fn), smem)) return false;
-    // Two waves of blocks at most, each walking its share of the tiles: with a span, most of cap's tiles
-    // may lie outside it.
-    const int64_t tiles = (cap + kPromptTile - 1) / kPromptTile, pairs = int64_t(p.n_head_kv) * p.n_seq;
-    const int64_t resident = int64_t(ws.blocks_per_sm(reinterpret_cast<const void*>(fn), smem)) * sm_count;
-    const dim3 grid(unsigned(std::max<int64_t>(1, std::min(tiles, 2 * resident / pairs))), unsigned(p.n_head_kv), unsigned(p.n_seq));
-    launch_kernel(fn, grid, kThreads, smem, stream, cc, p.n_kv, p.n_head_kv, reinterpret_cast<__half*>(k), reinterpret_cast<__half*>(k + half_bytes), plan);
-    if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
+    const CopyPlan plan{pr.spans, cap, 0};
+    if (!launch_expand(cc, p.head_dim, p.n_head_kv, p.n_seq, p.n_kv, plan, reinterpret_cast<__half*>(k), reinterpret_cast<__half*>(k + half_bytes), ws,
+                       sm_count, stream))
+        return false;
     DenseCache copy_dc;
     copy_dc.k = k;
     copy_dc.v = k + half_bytes;
@@ -2142,6 +2221,14 @@ bool launch_prompt(const DecodeProblem& p, const DenseCache& dc, const Compresse
 bool use_mma(const DecodeProblem& p) { return p.head_dim == 64 || p.head_dim == 128; }
 
 }  // namespace
+
+bool expand_cells(const CompressedCache& cache, int head_dim, int n_head_kv, int n_seq, int64_t first, int64_t n, void* k_out, void* v_out,
+                  DecodeWorkspace& ws, int sm_count, cudaStream_t stream) {
+    if ((head_dim != 64 && head_dim != 128) || !compressed_supported(cache, head_dim) || first < 0 || n < 0 || first + n > INT_MAX) return false;
+    if (n == 0 || n_seq == 0) return true;
+    return launch_expand(cache, head_dim, n_head_kv, n_seq, first + n, CopyPlan{nullptr, n, first}, static_cast<__half*>(k_out), static_cast<__half*>(v_out), ws,
+                         sm_count, stream);
+}
 
 bool decode_attention_dense(const DecodeProblem& p, const DenseCache& c, DecodeWorkspace& ws, int sm_count, cudaStream_t stream, int splits) {
     if (!decode_supported(p.head_dim, p.n_head, p.n_head_kv)) return false;

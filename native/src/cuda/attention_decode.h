@@ -152,6 +152,12 @@ bool decode_attention_dense(const DecodeProblem& p, const DenseCache& cache, Dec
 bool decode_attention_compressed(const DecodeProblem& p, const CompressedCache& cache, DecodeWorkspace& ws, int sm_count,
                                  cudaStream_t stream, int splits = 0);
 
+// Dense f16 rows of the store's cells [first, first + n) of every sequence index, in ggml's layout (cell c
+// of KV head h of sequence index s at ((s * n + c - first) * n_head_kv + h) * D): K's into k_out, V's into
+// v_out. What a prompt over the store reads (its expanded copy). D = 64 or 128.
+bool expand_cells(const CompressedCache& cache, int head_dim, int n_head_kv, int n_seq, int64_t first, int64_t n, void* k_out, void* v_out,
+                  DecodeWorkspace& ws, int sm_count, cudaStream_t stream);
+
 // Up to three parallel index arrays for the store kernels: up to kInlineRows entries travel in the
 // launch's parameters (a decode step writes and retires a few rows: nothing to upload), longer
 // lists come from device memory.
