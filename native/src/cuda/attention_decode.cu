@@ -612,9 +612,10 @@ __device__ __forceinline__ uint32_t take2(uint32_t x, int bit, unsigned& at) {
 // for the half, each load waited for the add of the one before it. H200, s = 0.7, D = 128 (one call, 4 against
 // 1 chain): decode batch 8, 32K 224.1 against 232.6 us, batch 1, 128K 116.7 against 121.5; a 16K prompt
 // micro-batch whose kernel expands its tiles 1737 against 1902 us. 8 chains made the decode and prompt
-// kernels 1-2 % slower than 4 and the layer's expanded copy 3.5 % faster, so each caller picks its count.
-template <int D, int kChains>
+// kernels 1-2 % slower than 4. (The prompts' expanded copy, its one user with 8, now takes LaneExpand.)
+template <int D>
 __device__ __forceinline__ void expand_half(const uint8_t* rec, int half, uint8_t* dst, bool keep = true) {
+    constexpr int kChains = 4;
     constexpr int kWords = D / 64;  // bitmap words per half
     constexpr int C = kChains < D / 16 ? kChains : D / 16, S = D / 2 / C;  // runs, channels a run
     static_assert(S % 8 == 0 && (C == 1 || S <= 32), "runs of whole bitmap bytes within a word");
@@ -1018,7 +1019,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     // This lane's record half (cell lane % 16, half lane / 16) of the step's K or V into the tile; keep false: zeros.
     auto expand_own = [&](const uint8_t* raw, int kv, bool keep) {
         const int u = lane % 16, half = lane / 16;
-        expand_half<D, 4>(raw + (kv == 0 ? size_t(u) * k_at : v_first + size_t(u) * v_at + (u >= 8 ? v_gap : 0)), half, mine + u * kRow + half * D,
+        expand_half<D>(raw + (kv == 0 ? size_t(u) * k_at : v_first + size_t(u) * v_at + (u >= 8 ? v_gap : 0)), half, mine + u * kRow + half * D,
                           keep);
     };
     auto expand_step = [&](const uint8_t* raw, int kv, uint32_t live, int32_t slot) {
@@ -1496,7 +1497,7 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
         const ExpandShare e = expand_share();
         if (base + e.u < c_hi && slot_of(buf, e.kv, e.u) < 0) {
             const uint8_t* raw = raw_base + size_t(buf) * kPromptTile * raw_row + size_t(e.u) * raw_row + (e.kv == 0 ? 0 : cc.k_stride);
-            expand_half<D, 4>(raw, e.half, smem + size_t(buf) * 2 * kPromptTile * kRow + size_t(e.kv * kPromptTile + e.u) * kRow + e.half * D);
+            expand_half<D>(raw, e.half, smem + size_t(buf) * 2 * kPromptTile * kRow + size_t(e.kv * kPromptTile + e.u) * kRow + e.half * D);
         }
     };
 
