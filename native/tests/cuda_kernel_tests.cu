@@ -171,6 +171,28 @@ void test_compress_jobs(std::mt19937_64& rng) {
     }
 }
 
+// The kernels' view of a store built on the host and copied to the device: head-major records of `rows`
+// rows, one slot table for K and V, pools of rows of row_elems f16 values, seq_rows rows a sequence index.
+mc::CompressedCache device_store(const Dev<uint8_t>& k, const Dev<uint8_t>& v, const Dev<int32_t>& slot, const Dev<uint16_t>& k_pool,
+                                 const Dev<uint16_t>& v_pool, const kv::RecordLayout& lk, const kv::RecordLayout& lv, int64_t rows, size_t row_elems,
+                                 int64_t seq_rows) {
+    mc::CompressedCache cache;
+    cache.k_records = k.p;
+    cache.v_records = v.p;
+    cache.k_kept = lk.kept;
+    cache.v_kept = lv.kept;
+    cache.k_stride = lk.stride;
+    cache.v_stride = lv.stride;
+    cache.k_head_bytes = size_t(rows) * lk.stride;
+    cache.v_head_bytes = size_t(rows) * lv.stride;
+    cache.k_slot = cache.v_slot = slot.p;
+    cache.k_pool = reinterpret_cast<const char*>(k_pool.p);
+    cache.v_pool = reinterpret_cast<const char*>(v_pool.p);
+    cache.pool_row_bytes = row_elems * 2;
+    cache.seq_rows = seq_rows;
+    return cache;
+}
+
 // The expanded copy that prompts over the store read: every cell of a range, byte for byte kv::decompress of
 // its record, or its pool row where it is a window cell (whose record holds stale bytes).
 void test_expand_cells(std::mt19937_64& rng, int sms) {
@@ -204,22 +226,9 @@ void test_expand_cells(std::mt19937_64& rng, int sms) {
                 Dev<uint8_t> dk(krec), dv(vrec);
                 Dev<int32_t> dslot(slot);
                 Dev<uint16_t> dkp(kpool), dvp(vpool);
-                mc::CompressedCache cache;
-                cache.k_records = dk.p;
-                cache.v_records = dv.p;
-                cache.k_kept = lk.kept;
-                cache.v_kept = lv.kept;
-                cache.k_stride = lk.stride;
-                cache.v_stride = lv.stride;
-                cache.k_head_bytes = size_t(rows) * lk.stride;
-                cache.v_head_bytes = size_t(rows) * lv.stride;
-                cache.k_slot = cache.v_slot = dslot.p;
-                cache.k_pool = reinterpret_cast<const char*>(dkp.p);
-                cache.v_pool = reinterpret_cast<const char*>(dvp.p);
-                cache.pool_row_bytes = row_elems * 2;
-                cache.seq_rows = seq_rows;
+                const mc::CompressedCache cache = device_store(dk, dv, dslot, dkp, dvp, lk, lv, rows, row_elems, seq_rows);
                 for (const auto& [first, n] : std::vector<std::pair<int64_t, int64_t>>{{0, seq_rows}, {37, 250}}) {
-                    std::vector<uint16_t> want_k(size_t(n_seq) * n * row_elems), want_v(want_k.size()), tmp(D);
+                    std::vector<uint16_t> want_k(size_t(n_seq) * n * row_elems), want_v(want_k.size());
                     for (int sq = 0; sq < n_seq; ++sq)
                         for (int64_t c = first; c < first + n; ++c)
                             for (int h = 0; h < heads; ++h) {
@@ -506,20 +515,7 @@ void test_compressed(std::mt19937_64& rng, int sms) {
             Dev<int32_t> dslot(slot);
             Dev<uint16_t> dkp(kpool), dvp(vpool), mask(p.masked ? p.mask : std::vector<uint16_t>{0});
             const mc::DecodeProblem dp = device_problem(p, q.p, out.p, p.masked ? mask.p : nullptr);
-            mc::CompressedCache cache;
-            cache.k_records = dk.p;
-            cache.v_records = dv.p;
-            cache.k_kept = lk.kept;
-            cache.v_kept = lv.kept;
-            cache.k_stride = lk.stride;
-            cache.v_stride = lv.stride;
-            cache.k_head_bytes = size_t(rows) * lk.stride;
-            cache.v_head_bytes = size_t(rows) * lv.stride;
-            cache.k_slot = cache.v_slot = dslot.p;
-            cache.k_pool = reinterpret_cast<const char*>(dkp.p);
-            cache.v_pool = reinterpret_cast<const char*>(dvp.p);
-            cache.pool_row_bytes = row_elems * 2;
-            cache.seq_rows = p.n_kv;
+            const mc::CompressedCache cache = device_store(dk, dv, dslot, dkp, dvp, lk, lv, rows, row_elems, p.n_kv);
             // Prompts (32 rows or more, splits left to the library) run four times: through an expanded copy of
             // the cache, with the prompt kernel expanding its tiles, and with copies of half the cells (a span
             // mask's sequence fits exactly, its kernels reading cell c at c - n_kv / 2 rounded up; the other
