@@ -1291,10 +1291,10 @@ size_t prompt_smem(int D, bool sparse, size_t record_bytes) {
     return sparse ? tiles + size_t(2) * kPromptTile * prompt_raw_row(record_bytes) : tiles;
 }
 
-// A tile of kPromptTile cells of KV head hk from the store into shared memory, as the prompt kernel and the
-// expanded copy stage it: thread j copies 16-byte chunks j, j + kThreads, ... of the tile's records, cell u's
-// K record then its V record at raw + u * raw_row; skip(u, kv) leaves out cells past the range and window
-// cells (their rows are in the pool). row0: the store row of cell 0.
+// A tile of kPromptTile cells of KV head hk from the store into the prompt kernel's shared memory: thread j
+// copies 16-byte chunks j, j + kThreads, ... of the tile's records, cell u's K record then its V record at
+// raw + u * raw_row; skip(u, kv) leaves out cells past the range and window cells (their rows are in the
+// pool). row0: the store row of cell 0.
 template <typename Skip>
 __device__ __forceinline__ void stage_records(const CompressedCache& cc, int hk, int64_t row0, uint8_t* raw, size_t raw_row, Skip&& skip) {
     const int cn = int((cc.k_stride + cc.v_stride) / 16), ck = int(cc.k_stride / 16);
