@@ -12,7 +12,7 @@ extern "C" {
 #define MUSTAFAR_API __attribute__((visibility("default")))
 
 /* Bumped whenever this header changes; the .NET side refuses a library with another number. */
-#define MUSTAFAR_ABI_VERSION 2
+#define MUSTAFAR_ABI_VERSION 3
 
 /* Memory held by the KV cache tensors (llama.cpp's cache_k_l* / cache_v_l*) in live buffers. */
 typedef struct mustafar_kv_stats {
@@ -49,6 +49,14 @@ MUSTAFAR_API const char* mustafar_flavour(void);
 MUSTAFAR_API const char* mustafar_abi_error(void);
 /* Sums over the live caches allocated under config.owner == owner (owner 0: every cache). */
 MUSTAFAR_API void mustafar_get_kv_stats(int64_t owner, mustafar_kv_stats* out);
+
+/* llama.cpp's llama_tokenize (its address in llama_tokenize; the other arguments and *result as llama.h
+ * gives them) behind a catch: 0 when it returned, 1 when it threw (the exception's message in error, at
+ * most error_size bytes with the terminating 0). llama.cpp throws, for one, when an SPM vocabulary has
+ * neither a token nor a byte token for a character of the text. */
+MUSTAFAR_API int mustafar_tokenize(void* llama_tokenize, const void* vocab, const char* text, int32_t text_len, int32_t* tokens,
+                                   int32_t n_tokens_max, int32_t add_special, int32_t parse_special, int32_t* result, char* error,
+                                   int32_t error_size);
 
 #ifdef __cplusplus
 }

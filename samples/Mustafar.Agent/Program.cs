@@ -7,6 +7,7 @@
 // the plumbing with the tiny story models. Without --model it runs on a generated random-weight llama (noise).
 using System.Globalization;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
 using Microsoft.SemanticKernel;
 using Microsoft.SemanticKernel.ChatCompletion;
 using Mustafar.Agent;
@@ -39,13 +40,20 @@ catch (Exception e) when (e is ArgumentException or FormatException)
     return 2;
 }
 
+var home = new HomePlugin();
+var plugin = KernelPluginFactory.CreateFromObject(home, "home");
+if (require is not null && require != "any" && !plugin.Contains(require))
+{
+    Console.Error.WriteLine($"error: the home plugin has no function {require} ({string.Join(", ", plugin.Select(f => f.Name))})");
+    return 2;
+}
+
 if (model is null)
 {
     model = SyntheticLlama.EnsureDemoModel();
     Console.Error.WriteLine($"No --model given: using a generated random-weight llama at {model}; its text is noise.");
 }
 
-var home = new HomePlugin();
 var services = new ServiceCollection();
 services.AddMustafarChatCompletion(o =>
 {
@@ -53,16 +61,20 @@ services.AddMustafarChatCompletion(o =>
     o.ContextSize = contextSize;
     o.KSparsity = o.VSparsity = sparsity;
 });
-services.AddKernel().Plugins.AddFromObject(home, "home");
+services.AddKernel().Plugins.Add(plugin);
 
 // The container owns the model: disposing it frees the native memory.
 await using var provider = services.BuildServiceProvider();
 var kernel = provider.GetRequiredService<Kernel>();
-var chat = kernel.GetRequiredService<IChatCompletionService>();
-if (require is not null && require != "any" && !kernel.Plugins.TryGetFunction("home", require, out _))
+IChatCompletionService chat;
+try
 {
-    Console.Error.WriteLine($"error: the home plugin has no function {require} ({string.Join(", ", kernel.Plugins["home"].Select(f => f.Name))})");
-    return 2;
+    chat = kernel.GetRequiredService<IChatCompletionService>();  // loads the model
+}
+catch (Exception e) when (e is OptionsValidationException or IOException or NotSupportedException or InvalidOperationException)
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    return 1;
 }
 
 var history = new ChatHistory("You control the lights of a house with the functions you are given. Call them to do what the user asks, then answer in one sentence.");
@@ -73,13 +85,23 @@ var settings = new PromptExecutionSettings
     {
         null => FunctionChoiceBehavior.Auto(),
         "any" => FunctionChoiceBehavior.Required(),
-        _ => FunctionChoiceBehavior.Required([kernel.Plugins.GetFunction("home", require)]),
+        _ => FunctionChoiceBehavior.Required([plugin[require]]),
     },
     ExtensionData = new Dictionary<string, object> { ["temperature"] = temperature, ["max_tokens"] = maxTokens },
 };
 
 int seen = history.Count;
-var reply = await chat.GetChatMessageContentAsync(history, settings, kernel);
+ChatMessageContent reply;
+try
+{
+    reply = await chat.GetChatMessageContentAsync(history, settings, kernel);
+}
+catch (ArgumentException e)  // e.g. text the model's tokenizer cannot encode
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    return 1;
+}
+
 // The kernel adds the model's calls and the functions' results to the history; the reply is the last answer.
 foreach (var message in history.Skip(seen))
 {

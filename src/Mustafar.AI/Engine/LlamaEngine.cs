@@ -227,8 +227,9 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
             (long)s.RowsDense, (long)s.RowsCompressed);
     }
 
+    /// <exception cref="ArgumentException">The model's tokenizer cannot encode <paramref name="text"/>.</exception>
     public IReadOnlyList<LLamaToken> Tokenize(string text, bool addBos, bool special) =>
-        _context.Tokenize(text, addBos, special);
+        GuardedTokenizer.Tokenize(_weights.NativeHandle, text, addBos, special);
 
     /// <summary>
     /// Runs <paramref name="prompt"/> as a new sequence beside the other running requests and streams its

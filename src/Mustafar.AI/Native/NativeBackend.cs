@@ -12,9 +12,13 @@ internal static class NativeBackend
 {
     internal const string LibraryFileName = "libggml-mustafar.so";
     internal const string DeviceName = "Mustafar";
-    private const int ExpectedAbiVersion = 2; // MUSTAFAR_ABI_VERSION in native/include/mustafar.h
+    private const int ExpectedAbiVersion = 3; // MUSTAFAR_ABI_VERSION in native/include/mustafar.h
 
     private static readonly Lazy<BackendHandle> Registration = new(Register, LazyThreadSafetyMode.ExecutionAndPublication);
+    private static readonly Lazy<(string Path, IntPtr Handle)> Loaded = new(Load, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    /// <summary>Our library, loaded (not registered as a backend) and of the ABI this assembly expects.</summary>
+    internal static IntPtr Library => Loaded.Value.Handle;
 
     /// <summary>Registers the backend before the first model load; throws with the reason when it cannot.</summary>
     public static BackendHandle EnsureRegistered() => Registration.Value;
@@ -26,7 +30,7 @@ internal static class NativeBackend
         _ = NativeApi.llama_max_devices();
     }
 
-    private static BackendHandle Register()
+    private static (string Path, IntPtr Handle) Load()
     {
         EnsureLlamaLoaded();
         string path = FindLibrary();
@@ -39,6 +43,12 @@ internal static class NativeBackend
                 $"{path} implements Mustafar native ABI {abiVersion}, but this Mustafar.AI expects {ExpectedAbiVersion}; rebuild native/ (dotnet build does it).");
         }
 
+        return (path, lib);
+    }
+
+    private static BackendHandle Register()
+    {
+        var (path, lib) = Loaded.Value;
         string abiError = Marshal.PtrToStringUTF8(GetExport<StringFn>(lib, "mustafar_abi_error")()) ?? string.Empty;
         if (abiError.Length != 0)
         {

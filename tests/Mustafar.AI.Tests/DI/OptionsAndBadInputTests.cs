@@ -174,6 +174,25 @@ public sealed class OptionsAndBadInputTests
         Assert.Contains("blk.2.", error.Message, StringComparison.Ordinal);
     }
 
+    [SkippableTheory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task TextTheVocabularyCannotEncodeFailsThatRequestOnlyInsteadOfEndingTheProcess(bool mustafarBackend)
+    {
+        // babyllama's 105-token SPM vocabulary has no '{' and no byte tokens: llama.cpp's tokenizer throws a C++
+        // exception there, which ended the process before tokenization went through our guard.
+        using var client = await MustafarChatClientFactory.CreateAsync(new MustafarOptions
+        {
+            ModelPath = TestPaths.BabyLlama, ContextSize = 256, Threads = 2, UseMustafarBackend = mustafarBackend,
+        });
+        var error = await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync("Once upon a {time}", new ChatOptions { MaxOutputTokens = 4 }));
+        Assert.Contains("no token and no byte-fallback token for the character '{' (U+007B)", error.Message, StringComparison.Ordinal);
+        var tokenizer = client.GetService<MustafarTokenizer>()!;
+        Assert.Throws<ArgumentException>(() => tokenizer.CountTokens("{"));
+        Assert.True(tokenizer.CountTokens("Once upon a time") > 0);
+        Assert.False(string.IsNullOrEmpty((await client.GetResponseAsync("Once upon a time", new ChatOptions { MaxOutputTokens = 4 })).Text));
+    }
+
     [Fact]
     public async Task RepeatedLoadAndDisposeLeavesNoCacheBuffersBehind()
     {
