@@ -50,13 +50,31 @@ MUSTAFAR_API const char* mustafar_abi_error(void);
 /* Sums over the live caches allocated under config.owner == owner (owner 0: every cache). */
 MUSTAFAR_API void mustafar_get_kv_stats(int64_t owner, mustafar_kv_stats* out);
 
+/* Calls into llama.cpp that can throw, behind a catch (a C++ exception that reaches .NET ends the process).
+ * They return one of these; on MUSTAFAR_CALL_THREW, error holds why (at most error_size bytes with the 0). */
+#define MUSTAFAR_CALL_OK 0
+#define MUSTAFAR_CALL_THREW 1
+#define MUSTAFAR_SAMPLE_NO_ALLOWED_TOKEN 2
+
 /* llama.cpp's llama_tokenize (its address in llama_tokenize; the other arguments and *result as llama.h
- * gives them) behind a catch: 0 when it returned, 1 when it threw (the exception's message in error, at
- * most error_size bytes with the terminating 0). llama.cpp throws, for one, when an SPM vocabulary has
- * neither a token nor a byte token for a character of the text. */
+ * gives them). llama.cpp throws, for one, when an SPM vocabulary has neither a token nor a byte token for a
+ * character of the text. */
 MUSTAFAR_API int mustafar_tokenize(void* llama_tokenize, const void* vocab, const char* text, int32_t text_len, int32_t* tokens,
                                    int32_t n_tokens_max, int32_t add_special, int32_t parse_special, int32_t* result, char* error,
                                    int32_t error_size);
+
+/* Addresses of llama.h functions in the loaded libllama. */
+typedef struct mustafar_llama_api {
+    void* get_logits_ith; /* llama_get_logits_ith */
+    void* sampler_apply;  /* llama_sampler_apply */
+    void* sampler_accept; /* llama_sampler_accept */
+} mustafar_llama_api;
+
+/* What llama_sampler_sample(chain, ctx, idx) does, with an optional grammar sampler applied (and accepting)
+ * on its own before the chain: the token in *token. MUSTAFAR_SAMPLE_NO_ALLOWED_TOKEN when the grammar allows
+ * no token of the vocabulary (llama.cpp would go on to pick a disallowed one and throw, or abort). */
+MUSTAFAR_API int mustafar_sample(const mustafar_llama_api* api, void* ctx, int32_t idx, int32_t n_vocab, void* grammar, void* chain,
+                                 int32_t* token, char* error, int32_t error_size);
 
 #ifdef __cplusplus
 }

@@ -20,6 +20,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
     private readonly LLamaContext _context;
     private readonly SafeLlamaModelHandle _model;
     private readonly SafeLlamaModelHandle.Vocabulary _vocab;
+    private readonly int _vocabSize;
     private readonly Channel<Request> _queue;
     private readonly SemaphoreSlim _wake = new(0);
     private readonly CancellationTokenSource _shutdown = new();
@@ -35,6 +36,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
         _context = context;
         _model = weights.NativeHandle;
         _vocab = weights.NativeHandle.Vocab;
+        _vocabSize = _vocab.Count;
         _maxRunning = maxRunning;
         _maxCached = maxCached;
         _queue = Channel.CreateBounded<Request>(new BoundedChannelOptions(maxQueued) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
@@ -53,14 +55,14 @@ internal sealed class BatchScheduler : IAsyncDisposable
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         // The sampler chain (and its grammar) is built here, so that a bad one fails this caller only.
-        var request = new Request(prompt, sampling.CreateChain(_model), maxTokens, cancellationToken);
+        var request = new Request(prompt, sampling.CreateSampler(_model), maxTokens, cancellationToken);
         try
         {
             await _queue.Writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
         }
         catch
         {
-            request.Chain.Dispose();
+            request.Sampler.Dispose();
             throw;
         }
 
@@ -114,7 +116,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
 
             while (_queue.Reader.TryRead(out var waiting))
             {
-                waiting.Chain.Dispose();
+                waiting.Sampler.Dispose();
                 waiting.Output.Writer.TryComplete(disposed);
             }
         }
@@ -218,8 +220,21 @@ internal sealed class BatchScheduler : IAsyncDisposable
         foreach (var r in st.Active.Where(r => r.LogitIndex >= 0 && !r.Stopped).ToList())
         {
             long sampleStart = Stopwatch.GetTimestamp();
-            var token = r.Chain.Sample(handle, r.LogitIndex);
-            sampleTicks += Stopwatch.GetTimestamp() - sampleStart;
+            LLamaToken token;
+            try
+            {
+                token = r.Sampler.Sample(handle, r.LogitIndex, _vocabSize);
+            }
+            catch (InvalidOperationException e)
+            {
+                Finish(st, r, e);  // this request's output cannot go on; the others can
+                continue;
+            }
+            finally
+            {
+                sampleTicks += Stopwatch.GetTimestamp() - sampleStart;
+            }
+
             if (token.IsEndOfGeneration(_vocab))
             {
                 Emit(r, new GeneratedToken(token, GenerationEnd.EndOfGeneration));
@@ -247,7 +262,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
         {
             if (next.Stopped)
             {
-                next.Chain.Dispose();
+                next.Sampler.Dispose();
                 next.Output.Writer.TryComplete();
                 continue;
             }
@@ -282,7 +297,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
     // failed one frees them at once.
     private void Finish(LoopState st, Request r, Exception? error, bool keep = false)
     {
-        r.Chain.Dispose();
+        r.Sampler.Dispose();
         r.Output.Writer.TryComplete(error);
         st.Active.Remove(r);
         Running = st.Active.Count;
@@ -348,13 +363,13 @@ internal sealed class BatchScheduler : IAsyncDisposable
     /// <summary>A finished request's sequence, kept with the tokens its cells hold.</summary>
     private sealed record CachedSequence(int Seq, List<LLamaToken> Tokens);
 
-    private sealed class Request(IReadOnlyList<LLamaToken> prompt, SafeLLamaSamplerChainHandle chain, int maxTokens, CancellationToken cancellation)
+    private sealed class Request(IReadOnlyList<LLamaToken> prompt, TokenSampler sampler, int maxTokens, CancellationToken cancellation)
     {
         private int _stop;
 
         public IReadOnlyList<LLamaToken> Prompt { get; } = prompt;
 
-        public SafeLLamaSamplerChainHandle Chain { get; } = chain;
+        public TokenSampler Sampler { get; } = sampler;
 
         public int MaxTokens { get; } = maxTokens;
 

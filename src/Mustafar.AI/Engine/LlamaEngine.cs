@@ -229,7 +229,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
 
     /// <exception cref="ArgumentException">The model's tokenizer cannot encode <paramref name="text"/>.</exception>
     public IReadOnlyList<LLamaToken> Tokenize(string text, bool addBos, bool special) =>
-        GuardedTokenizer.Tokenize(_weights.NativeHandle, text, addBos, special);
+        LlamaCalls.Tokenize(_weights.NativeHandle, text, addBos, special);
 
     /// <summary>
     /// Runs <paramref name="prompt"/> as a new sequence beside the other running requests and streams its

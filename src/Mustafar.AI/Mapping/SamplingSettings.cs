@@ -1,4 +1,5 @@
 using LLama.Native;
+using Mustafar.AI.Engine;
 using Microsoft.Extensions.AI;
 
 namespace Mustafar.AI.Mapping;
@@ -71,14 +72,30 @@ internal sealed record SamplingSettings(float Temperature, int TopK, float TopP,
         };
     }
 
-    public SafeLLamaSamplerChainHandle CreateChain(SafeLlamaModelHandle model)
+    public TokenSampler CreateSampler(SafeLlamaModelHandle model)
     {
-        var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+        SafeLLamaSamplerChainHandle? grammar = null;
         if (Grammar is not null)
         {
-            // First, so that every later sampler only sees tokens the grammar allows.
-            chain.AddGrammar(model, Grammar, "root");
+            // Applied first, on its own, so that every later sampler only sees tokens the grammar allows.
+            grammar = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+            grammar.AddGrammar(model, Grammar, "root");
         }
+
+        try
+        {
+            return new TokenSampler(grammar, CreateChain());
+        }
+        catch
+        {
+            grammar?.Dispose();
+            throw;
+        }
+    }
+
+    private SafeLLamaSamplerChainHandle CreateChain()
+    {
+        var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
 
         if (FrequencyPenalty != 0 || PresencePenalty != 0)
         {

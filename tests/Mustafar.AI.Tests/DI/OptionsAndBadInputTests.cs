@@ -193,6 +193,24 @@ public sealed class OptionsAndBadInputTests
         Assert.False(string.IsNullOrEmpty((await client.GetResponseAsync("Once upon a time", new ChatOptions { MaxOutputTokens = 4 })).Text));
     }
 
+    [SkippableFact]
+    public async Task AFormatTheVocabularyCannotWriteFailsThatRequestOnlyInsteadOfEndingTheProcess()
+    {
+        // No token of babyllama's vocabulary can begin a JSON object; llama.cpp's grammar sampler then took a
+        // token the grammar forbids and threw a C++ exception (or aborted when sampling at a temperature).
+        using var client = await MustafarChatClientFactory.CreateAsync(new MustafarOptions { ModelPath = TestPaths.BabyLlama, ContextSize = 256, Threads = 2 });
+        var plain = client.GetResponseAsync("Once upon a time", new ChatOptions { Temperature = 0, MaxOutputTokens = 16 });
+        foreach (float? temperature in new float?[] { 0, 0.8f })
+        {
+            var error = await Assert.ThrowsAsync<InvalidOperationException>(() => client.GetResponseAsync("Once upon a time",
+                new ChatOptions { ResponseFormat = ChatResponseFormat.Json, Temperature = temperature, Seed = 1, MaxOutputTokens = 8 }));
+            Assert.Contains("No token of the model's vocabulary continues the output in the format this request requires", error.Message, StringComparison.Ordinal);
+        }
+
+        // The request decoding beside them goes on.
+        Assert.Equal(ChatFinishReason.Length, (await plain).FinishReason);
+    }
+
     [Fact]
     public async Task RepeatedLoadAndDisposeLeavesNoCacheBuffersBehind()
     {

@@ -1,0 +1,185 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using LLama.Native;
+
+namespace Mustafar.AI.Native;
+
+/// <summary>
+/// The llama.cpp calls that can throw a C++ exception, made by our library behind a catch (<c>mustafar_tokenize</c>,
+/// <c>mustafar_sample</c> in native/src/llama_calls.cpp): an exception that reaches .NET's P/Invoke frame ends the
+/// process. Tokenization throws when an SPM vocabulary has neither a token nor a byte token for a character of the
+/// text (a tiny model's vocabulary, for one); grammar-constrained sampling throws (or aborts) when the vocabulary
+/// has no token the grammar allows. Here the request fails with an exception that says which.
+/// </summary>
+internal static unsafe partial class LlamaCalls
+{
+    private const string LlamaLibrary = "libllama.so";  // by soname: the copy LLamaSharp has loaded
+    private const int ErrorBytes = 512;
+    private const int CallOk = 0, NoAllowedToken = 2;  // MUSTAFAR_CALL_OK, MUSTAFAR_SAMPLE_NO_ALLOWED_TOKEN
+
+    private static readonly Lazy<Exports> Loaded = new(Exports.Load, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    /// <summary>The tokens of <paramref name="text"/>, as llama.cpp's tokenizer gives them.</summary>
+    /// <exception cref="ArgumentException">The model's tokenizer cannot encode the text.</exception>
+    public static LLamaToken[] Tokenize(SafeLlamaModelHandle model, string text, bool addBos, bool special)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        bool added = false;
+        model.DangerousAddRef(ref added);
+        try
+        {
+            IntPtr vocab = llama_model_get_vocab(model.DangerousGetHandle());
+            if (TryTokenize(vocab, text, addBos, special, out var tokens, out string error))
+            {
+                return tokens;
+            }
+
+            throw new ArgumentException(Explain(vocab, text, error), nameof(text));
+        }
+        finally
+        {
+            if (added)
+            {
+                model.DangerousRelease();
+            }
+        }
+    }
+
+    private static bool TryTokenize(IntPtr vocab, string text, bool addBos, bool special, out LLamaToken[] tokens, out string error)
+    {
+        var guard = (delegate* unmanaged[Cdecl]<IntPtr, IntPtr, byte*, int, int*, int, int, int, int*, byte*, int, int>)Loaded.Value.Tokenize;
+        int length = Encoding.UTF8.GetByteCount(text);
+        var utf8 = new byte[length + 1];  // never empty, so that the pointer below is not null
+        Encoding.UTF8.GetBytes(text, utf8);
+        byte* message = stackalloc byte[ErrorBytes];
+        int capacity = length + 8;  // a token per byte at most, and the special ones
+        while (true)
+        {
+            var buffer = new int[capacity];
+            int result;
+            fixed (byte* bytes = utf8)
+            fixed (int* ids = buffer)
+            {
+                if (guard(Loaded.Value.LlamaTokenize, vocab, bytes, length, ids, capacity, addBos ? 1 : 0, special ? 1 : 0, &result, message, ErrorBytes) != CallOk)
+                {
+                    tokens = [];
+                    error = Marshal.PtrToStringUTF8((IntPtr)message) ?? "";
+                    return false;
+                }
+            }
+
+            if (result >= 0)
+            {
+                tokens = [.. buffer.Take(result).Select(id => (LLamaToken)id)];
+                error = "";
+                return true;
+            }
+
+            capacity = -result;  // llama.cpp asks for a larger buffer
+        }
+    }
+
+    // Which character llama.cpp could not encode: the first that it cannot encode on its own.
+    private static string Explain(IntPtr vocab, string text, string error)
+    {
+        foreach (Rune rune in text.EnumerateRunes().Distinct())
+        {
+            if (!TryTokenize(vocab, rune.ToString(), addBos: false, special: false, out _, out _))
+            {
+                string shown = Rune.IsControl(rune) ? "" : $"'{rune}' ";
+                return $"The model's tokenizer cannot encode the text: its vocabulary has no token and no byte-fallback token for the character " +
+                       $"{shown}(U+{rune.Value:X4}) (llama.cpp: {error}).";
+            }
+        }
+
+        return $"The model's tokenizer cannot encode the text (llama.cpp: {error}).";
+    }
+
+    /// <summary>
+    /// One token for row <paramref name="index"/> of the context's last logits, as <c>llama_sampler_sample</c> picks
+    /// it, with the <paramref name="grammar"/> chain (if any) applied on its own first.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The grammar allows no token of the vocabulary, or llama.cpp threw.</exception>
+    public static LLamaToken Sample(SafeLLamaContextHandle context, int index, int vocabSize, SafeLLamaSamplerChainHandle? grammar,
+        SafeLLamaSamplerChainHandle chain)
+    {
+        var sample = (delegate* unmanaged[Cdecl]<LlamaApi*, IntPtr, int, int, IntPtr, IntPtr, int*, byte*, int, int>)Loaded.Value.Sample;
+        bool contextAdded = false, grammarAdded = false, chainAdded = false;
+        try
+        {
+            context.DangerousAddRef(ref contextAdded);
+            grammar?.DangerousAddRef(ref grammarAdded);
+            chain.DangerousAddRef(ref chainAdded);
+            LlamaApi api = Loaded.Value.Api;
+            byte* message = stackalloc byte[ErrorBytes];
+            int token;
+            int status = sample(&api, context.DangerousGetHandle(), index, vocabSize, grammar?.DangerousGetHandle() ?? IntPtr.Zero,
+                chain.DangerousGetHandle(), &token, message, ErrorBytes);
+            return status switch
+            {
+                CallOk => (LLamaToken)token,
+                NoAllowedToken => throw new InvalidOperationException(
+                    "No token of the model's vocabulary continues the output in the format this request requires (ChatOptions.ResponseFormat " +
+                    "or a required tool call): the model cannot write it."),
+                _ => throw new InvalidOperationException($"llama.cpp's sampling failed: {Marshal.PtrToStringUTF8((IntPtr)message)}"),
+            };
+        }
+        finally
+        {
+            if (chainAdded)
+            {
+                chain.DangerousRelease();
+            }
+
+            if (grammarAdded)
+            {
+                grammar!.DangerousRelease();
+            }
+
+            if (contextAdded)
+            {
+                context.DangerousRelease();
+            }
+        }
+    }
+
+    [LibraryImport(LlamaLibrary)]
+    private static partial IntPtr llama_model_get_vocab(IntPtr model);
+
+    /// <summary>mustafar_llama_api of native/include/mustafar.h.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private struct LlamaApi
+    {
+        public IntPtr GetLogitsIth;
+        public IntPtr SamplerApply;
+        public IntPtr SamplerAccept;
+    }
+
+    private sealed class Exports
+    {
+        public required IntPtr Tokenize { get; init; }
+
+        public required IntPtr Sample { get; init; }
+
+        public required LlamaApi Api { get; init; }
+
+        public required IntPtr LlamaTokenize { get; init; }
+
+        public static Exports Load()
+        {
+            IntPtr llama = NativeLibrary.Load(LlamaLibrary);
+            return new Exports
+            {
+                Tokenize = NativeLibrary.GetExport(NativeBackend.Library, "mustafar_tokenize"),
+                Sample = NativeLibrary.GetExport(NativeBackend.Library, "mustafar_sample"),
+                Api = new LlamaApi
+                {
+                    GetLogitsIth = NativeLibrary.GetExport(llama, "llama_get_logits_ith"),
+                    SamplerApply = NativeLibrary.GetExport(llama, "llama_sampler_apply"),
+                    SamplerAccept = NativeLibrary.GetExport(llama, "llama_sampler_accept"),
+                },
+                LlamaTokenize = NativeLibrary.GetExport(llama, "llama_tokenize"),
+            };
+        }
+    }
+}
