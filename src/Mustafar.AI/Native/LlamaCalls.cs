@@ -86,9 +86,9 @@ internal static unsafe partial class LlamaCalls
         {
             if (!TryTokenize(vocab, rune.ToString(), addBos: false, special: false, out _, out _))
             {
-                string shown = Rune.IsControl(rune) ? "" : $"'{rune}' ";
+                string shown = Rune.IsControl(rune) ? $"U+{rune.Value:X4}" : $"'{rune}' (U+{rune.Value:X4})";
                 return $"The model's tokenizer cannot encode the text: its vocabulary has no token and no byte-fallback token for the character " +
-                       $"{shown}(U+{rune.Value:X4}) (llama.cpp: {error}).";
+                       $"{shown} (llama.cpp: {error}).";
             }
         }
 
