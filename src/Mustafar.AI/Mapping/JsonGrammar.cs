@@ -76,6 +76,11 @@ internal static class JsonGrammar
 
         private string Rule(JsonElement s)
         {
+            if (s.ValueKind == JsonValueKind.False)
+            {
+                throw new ArgumentException("The JSON schema allows no value where it has the schema false.");
+            }
+
             if (s.ValueKind != JsonValueKind.Object)
             {
                 return "jvalue";
@@ -109,6 +114,11 @@ internal static class JsonGrammar
 
             if (s.TryGetProperty("enum", out var options) && options.ValueKind == JsonValueKind.Array)
             {
+                if (options.GetArrayLength() == 0)
+                {
+                    throw new ArgumentException("The JSON schema allows no value where it has an empty enum.");
+                }
+
                 return Define(string.Join(" | ", options.EnumerateArray().Select(o => Literal(o.GetRawText()))) + " ws", "enum");
             }
 
@@ -164,8 +174,13 @@ internal static class JsonGrammar
                     string list = max == 0 ? "" : min == 0 ? $"({item}{more})?" : $"{item}{more}";
                     return Define($"\"[\" ws {list} \"]\" ws", "array");
                 case "object" when s.TryGetProperty("properties", out var properties) && properties.ValueKind == JsonValueKind.Object:
-                    // Every listed property, in schema order: small models follow a fixed shape best.
+                    // Every listed property, in schema order: small models follow a fixed shape best. A property whose
+                    // schema is false may not appear (Rule refuses it where it must).
+                    var required = s.TryGetProperty("required", out var names) && names.ValueKind == JsonValueKind.Array
+                        ? names.EnumerateArray().Select(n => n.ToString()).ToHashSet(StringComparer.Ordinal)
+                        : [];
                     var parts = properties.EnumerateObject()
+                        .Where(p => p.Value.ValueKind != JsonValueKind.False || required.Contains(p.Name))
                         .Select(p => $"{Literal(JsonSerializer.Serialize(p.Name))} ws \":\" ws {Rule(p.Value)}").ToList();
                     return Define(parts.Count == 0 ? "\"{\" ws \"}\" ws" : $"\"{{\" ws {string.Join(" \",\" ws ", parts)} \"}}\" ws", "object");
                 case "object" when s.TryGetProperty("additionalProperties", out var values) && values.ValueKind == JsonValueKind.Object:

@@ -1,5 +1,6 @@
 using LLama.Native;
 using Mustafar.AI.Engine;
+using Mustafar.AI.Native;
 using Microsoft.Extensions.AI;
 
 namespace Mustafar.AI.Mapping;
@@ -79,7 +80,15 @@ internal sealed record SamplingSettings(float Temperature, int TopK, float TopP,
         {
             // Applied first, on its own, so that every later sampler only sees tokens the grammar allows.
             grammar = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
-            grammar.AddGrammar(model, Grammar, "root");
+            try
+            {
+                LlamaCalls.AddGrammar(grammar, model, Grammar);
+            }
+            catch
+            {
+                grammar.Dispose();
+                throw;
+            }
         }
 
         try

@@ -143,8 +143,50 @@ internal static unsafe partial class LlamaCalls
         }
     }
 
+    /// <summary>Adds a sampler of <paramref name="grammar"/> (GBNF, rule "root") to <paramref name="chain"/>.</summary>
+    /// <exception cref="ArgumentException">llama.cpp refuses the grammar.</exception>
+    public static void AddGrammar(SafeLLamaSamplerChainHandle chain, SafeLlamaModelHandle model, string grammar)
+    {
+        bool modelAdded = false, chainAdded = false;
+        try
+        {
+            model.DangerousAddRef(ref modelAdded);
+            chain.DangerousAddRef(ref chainAdded);
+            // llama.cpp returns no sampler for a grammar it cannot parse or that is left-recursive (LLamaSharp's
+            // AddGrammar would add that null to the chain, and the first sampling would dereference it).
+            IntPtr sampler = llama_sampler_init_grammar(llama_model_get_vocab(model.DangerousGetHandle()), grammar, "root");
+            if (sampler == IntPtr.Zero)
+            {
+                throw new ArgumentException(
+                    "llama.cpp refused the grammar made for this request's required format (ChatOptions.ResponseFormat's JSON schema or the " +
+                    "tools' parameter schemas); a schema whose $ref refers to itself before any value is read makes a left-recursive grammar. " +
+                    "The llama.cpp log says why.");
+            }
+
+            llama_sampler_chain_add(chain.DangerousGetHandle(), sampler);  // the chain owns it from here
+        }
+        finally
+        {
+            if (chainAdded)
+            {
+                chain.DangerousRelease();
+            }
+
+            if (modelAdded)
+            {
+                model.DangerousRelease();
+            }
+        }
+    }
+
     [LibraryImport(LlamaLibrary)]
     private static partial IntPtr llama_model_get_vocab(IntPtr model);
+
+    [LibraryImport(LlamaLibrary, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial IntPtr llama_sampler_init_grammar(IntPtr vocab, string grammar, string root);
+
+    [LibraryImport(LlamaLibrary)]
+    private static partial void llama_sampler_chain_add(IntPtr chain, IntPtr sampler);
 
     /// <summary>mustafar_llama_api of native/include/mustafar.h.</summary>
     [StructLayout(LayoutKind.Sequential)]

@@ -117,6 +117,39 @@ public sealed class JsonOutputTests
         Assert.Contains("'#/$defs/nope' does not name a part of the schema", missing.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("""{"type":"object","properties":{"a":false},"required":["a"]}""", "the schema false")]
+    [InlineData("""{"type":"object","properties":{"a":{"enum":[]}}}""", "an empty enum")]
+    public void ASchemaThatAllowsNoValueIsRefusedBeforeGeneration(string schema, string where)
+    {
+        var error = Assert.Throws<ArgumentException>(() => JsonGrammar.FromSchema(JsonDocument.Parse(schema).RootElement));
+        Assert.Equal($"The JSON schema allows no value where it has {where}.", error.Message);
+    }
+
+    [Fact]
+    public void APropertyWhoseSchemaIsFalseIsLeftOutWhereItIsNotRequired()
+    {
+        string grammar = JsonGrammar.FromSchema(JsonDocument.Parse("""{"type":"object","properties":{"a":false,"b":{"type":"boolean"}}}""").RootElement);
+        Assert.DoesNotContain("\\\"a\\\"", grammar, StringComparison.Ordinal);
+        Assert.Contains("\\\"b\\\"", grammar, StringComparison.Ordinal);
+    }
+
+    [SkippableFact]
+    public async Task ASchemaThatRefersToItselfBeforeAnyValueFailsThatRequestInsteadOfEndingTheProcess()
+    {
+        // {"$ref": "#"} makes the left-recursive rule ref0 ::= ref0, which llama.cpp refuses (no sampler); that
+        // null sampler in the chain ended the process at the first sampling.
+        using var client = await CreateAsync();
+        foreach (string schema in new[] { """{"$ref":"#"}""", """{"$defs":{"x":{"$ref":"#/$defs/x"}},"$ref":"#/$defs/x"}""" })
+        {
+            var error = await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync("Once upon a time",
+                new ChatOptions { MaxOutputTokens = 8, ResponseFormat = ChatResponseFormat.ForJsonSchema(JsonDocument.Parse(schema).RootElement) }));
+            Assert.StartsWith("llama.cpp refused the grammar made for this request's required format", error.Message, StringComparison.Ordinal);
+        }
+
+        Assert.False(string.IsNullOrEmpty((await client.GetResponseAsync("Once upon a time", new ChatOptions { MaxOutputTokens = 4 })).Text));
+    }
+
     [SkippableFact]
     public async Task JsonResponseFormatStartsAJsonObject()
     {
