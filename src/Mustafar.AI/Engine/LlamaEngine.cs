@@ -265,6 +265,8 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
 
     internal StreamingTokenDecoder CreateDecoder() => new(Encoding.UTF8, _weights);
 
+    public int VocabularySize => _weights.NativeHandle.Vocab.Count;
+
     public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 
     public async ValueTask DisposeAsync()

@@ -44,4 +44,20 @@ public sealed class ConversationTests
         var response = await client.GetResponseAsync("Once upon a time", new ChatOptions { Temperature = 0, MaxOutputTokens = 5 });
         Assert.Equal(tokenizer.Encode("Once upon a time", addBos: true).Count, response.Usage!.InputTokenCount);
     }
+
+    [SkippableFact]
+    public async Task DecodingAnIdOutsideTheVocabularyFailsInsteadOfEndingTheProcess()
+    {
+        // llama.cpp looks an id up with std::vector::at: past the table, a C++ exception that ended the process.
+        using var client = await MustafarChatClientFactory.CreateAsync(new MustafarOptions { ModelPath = TestPaths.Stories, ContextSize = 128 });
+        var tokenizer = client.GetService<MustafarTokenizer>()!;
+        Assert.Equal(512, tokenizer.VocabularySize);
+        foreach (int id in new[] { 512, -1, int.MaxValue })
+        {
+            var error = Assert.Throws<ArgumentOutOfRangeException>(() => tokenizer.Decode([1, id]));
+            Assert.Contains($"Token id {id} is not in the model's vocabulary of 512 tokens.", error.Message, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(" Once", tokenizer.Decode(tokenizer.Encode("Once")));
+    }
 }
