@@ -9,12 +9,12 @@ mkdir -p artifacts/gpu/ggml
 cp "$pkg/libggml-base.so" "$pkg/libggml-cpu.so" artifacts/gpu/ggml/
 echo "copied to artifacts/gpu/ggml"
 
-# --e2e: also a self-contained publish of the chat and benchmark samples into one folder (they share
-# the runtime; only the avx2 natives: LLamaSharp falls back to them), the models and prompts, and the
-# CPU flavour's outputs to compare against.
+# --e2e: also a self-contained publish of the chat, agent and benchmark samples into one folder (they
+# share the runtime; only the avx2 natives: LLamaSharp falls back to them), the models and prompts, and
+# the CPU flavour's outputs to compare against.
 if [ "${1:-}" = "--e2e" ]; then
   rm -rf artifacts/gpu/publish
-  for app in Mustafar.Chat Mustafar.Bench; do
+  for app in Mustafar.Chat Mustafar.Agent Mustafar.Bench; do
     dotnet publish "samples/$app" -c Release -r linux-x64 --self-contained true -o artifacts/gpu/publish -v q
   done
   # The GPU machine is linux-x64 (glibc): other platforms' natives only fill the 64 MB that travels.
@@ -28,5 +28,6 @@ if [ "${1:-}" = "--e2e" ]; then
   for s in 0 0.5 0.7; do
     tests/gpu/e2e.sh artifacts/gpu/publish artifacts/gpu/models "artifacts/gpu/expected/e2e-s$s.txt" "$s"
   done
+  tests/gpu/e2e-agent.sh artifacts/gpu/publish artifacts/gpu/models artifacts/gpu/expected/agent.txt
   echo "carry: artifacts/gpu/ggml artifacts/gpu/apps.tar.xz artifacts/gpu/models artifacts/gpu/expected"
 fi

@@ -68,6 +68,16 @@ if [ -f artifacts/gpu/apps.tar.xz ] && [ "${TESTS:-1}" = 1 ]; then
       status=1
     fi
   done
+  # The Semantic Kernel agent sample, its plugin function required (grammar-constrained sampling): the same
+  # call, result and answer as on the CPU flavour.
+  tests/gpu/e2e-agent.sh artifacts/gpu/publish artifacts/gpu/models "$out/agent-cuda.txt" || status=1
+  if cmp -s "$out/agent-cuda.txt" artifacts/gpu/expected/agent.txt; then
+    echo "agent: identical to the CPU flavour ($(grep -c '^call: ' "$out/agent-cuda.txt") calls)" | tee -a "$out/e2e-compare.txt"
+  else
+    echo "agent: DIFFERS from the CPU flavour" | tee -a "$out/e2e-compare.txt"
+    diff artifacts/gpu/expected/agent.txt "$out/agent-cuda.txt" >> "$out/e2e-compare.txt" || true
+    status=1
+  fi
   # CUDA graphs replay by default only without programmatic dependent launch; their path, forced on.
   MUSTAFAR_CUDA_GRAPHS=1 tests/gpu/e2e.sh artifacts/gpu/publish artifacts/gpu/models "$out/e2e-cuda-s0-graphs.txt" 0 || status=1
   if cmp -s "$out/e2e-cuda-s0-graphs.txt" artifacts/gpu/expected/e2e-s0.txt; then
