@@ -60,6 +60,11 @@ internal sealed class BatchScheduler : IAsyncDisposable
         {
             await _queue.Writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
         }
+        catch (ChannelClosedException)
+        {
+            request.Sampler.Dispose();
+            throw new ObjectDisposedException(nameof(LlamaEngine), "The chat client was disposed before the request started.");
+        }
         catch
         {
             request.Sampler.Dispose();

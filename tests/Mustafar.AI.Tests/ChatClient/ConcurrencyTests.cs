@@ -1,4 +1,5 @@
 using Microsoft.Extensions.AI;
+using Mustafar.AI.Engine;
 using Mustafar.AI.Tests.Infrastructure;
 
 namespace Mustafar.AI.Tests.ChatClient;
@@ -94,5 +95,23 @@ public sealed class ConcurrencyTests
             var error = await Record.ExceptionAsync(() => task);
             Assert.True(error is null or ObjectDisposedException or OperationCanceledException, $"unexpected {error}");
         }
+    }
+
+    [SkippableFact]
+    public async Task ARequestThatReachesTheQueueAfterItClosedFailsAsDisposed()
+    {
+        // Disposal closes the scheduler's queue before it frees the model: a request between the two saw the
+        // channel's own ChannelClosedException. A second scheduler over the engine's model, closed, has that state.
+        await using var engine = await Engines.LoadAsync(TestPaths.Stories, mustafar: true, contextSize: 256);
+        var scheduler = new BatchScheduler(engine.Context, engine.Weights, maxRunning: 1, maxCached: 0, maxQueued: 1);
+        await scheduler.DisposeAsync();
+        var prompt = engine.Tokenize("Once upon a time", addBos: true, special: false);
+        var error = await Assert.ThrowsAsync<ObjectDisposedException>(async () =>
+        {
+            await foreach (var _ in scheduler.RunAsync(prompt, Engines.Greedy, 4, CancellationToken.None))
+            {
+            }
+        });
+        Assert.Contains("disposed before the request started", error.Message, StringComparison.Ordinal);
     }
 }
