@@ -96,7 +96,7 @@ try
 {
     reply = await chat.GetChatMessageContentAsync(history, settings, kernel);
 }
-catch (ArgumentException e)  // e.g. text the model's tokenizer cannot encode
+catch (Exception e) when (e is ArgumentException or InvalidOperationException)  // e.g. text the tokenizer cannot encode, a prompt too long
 {
     Console.Error.WriteLine($"error: {e.Message}");
     return 1;

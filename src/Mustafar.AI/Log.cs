@@ -16,4 +16,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 4, Message = "llama.cpp: {Line}")]
     public static partial void Native(this ILogger logger, LogLevel level, string line);
+
+    [LoggerMessage(5, LogLevel.Warning, "The chat template of {ModelPath} is not one of llama.cpp's built-in templates; chat turns are written as ChatML instead")]
+    public static partial void ChatTemplateNotRecognised(this ILogger logger, string modelPath);
 }

@@ -52,7 +52,7 @@ internal sealed class MustafarChatClient : IChatClient, IAsyncDisposable
         string? conversationId = options?.ConversationId;
         List<ChatMessage> turn = [.. messages];
         List<ChatMessage> history = conversationId is null ? turn : [.. _conversations.Get(conversationId), .. turn];
-        var (prompt, usedTemplate) = PromptBuilder.Build(_engine.Weights, _engine.ChatTemplate, history, options);
+        var (prompt, usedTemplate) = PromptBuilder.Build(_engine.ChatTemplate, _engine.TurnTemplate, history, options);
         IReadOnlyList<LLamaToken> promptTokens = _engine.Tokenize(prompt, addBos: true, special: usedTemplate);
 
         string responseId = Guid.NewGuid().ToString("N");

@@ -39,7 +39,15 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
         _backend = backend;
         KvLayerDevices = kvDevices;
         _logger = logger;
-        ChatTemplate = weights.Metadata.TryGetValue("tokenizer.chat_template", out string? template) ? template : null;
+        ChatTemplate = weights.Metadata.TryGetValue("tokenizer.chat_template", out string? template) && !string.IsNullOrWhiteSpace(template) ? template : null;
+        TurnTemplate = ChatTemplate;
+        if (ChatTemplate is not null && !PromptBuilder.CanFormat(ChatTemplate))
+        {
+            // As llama.cpp's server does without Jinja: ChatML, said in the log, rather than failing every chat request.
+            logger.ChatTemplateNotRecognised(options.ModelPath);
+            TurnTemplate = PromptBuilder.FallbackTemplate;
+        }
+
         _scheduler = new BatchScheduler(context, weights, options.MaxConcurrentRequests, options.CachedPrefixes, options.MaxQueuedRequests);
         // llama.cpp's and the backend's log (one process-wide stream) reaches this client's logger while it lives.
         _logSubscription = LlamaLog.Subscribe((level, line) => logger.Native(LlamaLog.ToLogLevel(level), line));
@@ -52,7 +60,11 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
     /// <summary>Device of each layer's KV cache, as llama.cpp logged it ("llama_kv_cache: layer N: dev = X").</summary>
     public IReadOnlyDictionary<int, string> KvLayerDevices { get; }
 
+    /// <summary>The model's chat template (GGUF tokenizer.chat_template), or null when it has none.</summary>
     public string? ChatTemplate { get; }
+
+    /// <summary>The template that formats chat turns: the model's, ChatML where llama.cpp does not recognise it, or null (plain text).</summary>
+    public string? TurnTemplate { get; }
 
     public int ContextSize => (int)_context.ContextSize;
 

@@ -18,6 +18,15 @@ internal sealed record ModelShape(string Architecture, int LayerCount, int HeadC
         }
 
         GgufFile file = GgufFile.Read(path);
+        // LLamaSharp 0.30.0 reads every metadata value as text and fails on an empty string (an ArgumentNullException
+        // from inside LLamaWeights.LoadFromFile).
+        string? empty = file.Metadata.FirstOrDefault(kv => kv.Value is string { Length: 0 }).Key;
+        if (empty is not null)
+        {
+            throw new NotSupportedException(
+                $"'{path}' has the metadata key {empty} with an empty string value, which LLamaSharp 0.30.0 cannot load; remove the key or give it a value.");
+        }
+
         string arch = file.Architecture ?? throw new InvalidDataException($"'{path}' has no general.architecture key; it is not a llama.cpp model.");
         if (!SupportedArchitectures.Contains(arch))
         {

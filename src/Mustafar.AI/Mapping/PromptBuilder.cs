@@ -7,7 +7,29 @@ namespace Mustafar.AI.Mapping;
 /// <summary>Turns chat messages into the model's prompt text: its GGUF chat template when it has one.</summary>
 internal static class PromptBuilder
 {
-    public static (string Prompt, bool UsedTemplate) Build(LLamaWeights weights, string? chatTemplate, IEnumerable<ChatMessage> messages, ChatOptions? options)
+    /// <summary>What formats the turns where llama.cpp does not recognise a model's template (llama.cpp's own choice).</summary>
+    public const string FallbackTemplate = "chatml";
+
+    /// <summary>Whether llama.cpp's built-in templates recognise <paramref name="template"/> (a name or a model's Jinja text).</summary>
+    public static bool CanFormat(string template)
+    {
+        try
+        {
+            var probe = new LLamaTemplate(template) { AddAssistant = true };
+            probe.Add("user", "hello");
+            return probe.Apply().Length > 0;
+        }
+        catch (Exception e) when (e is LLama.Exceptions.MissingTemplateException or LLama.Exceptions.TemplateNotFoundException or LLama.Exceptions.RuntimeError)
+        {
+            return false;
+        }
+    }
+
+    /// <param name="chatTemplate">The model's template, which tells the tool-call format.</param>
+    /// <param name="turnTemplate">The template that formats the turns (<see cref="LLamaTemplate"/>), or null: plain text.</param>
+    /// <param name="messages">The conversation.</param>
+    /// <param name="options">Instructions and tools.</param>
+    public static (string Prompt, bool UsedTemplate) Build(string? chatTemplate, string? turnTemplate, IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
         var format = ToolCalls.Detect(chatTemplate);
         var tools = ToolCalls.Declarations(options);
@@ -48,13 +70,13 @@ internal static class PromptBuilder
                 : $"The messages carry no text; the models Mustafar runs read text only (the messages hold: {string.Join(", ", other)}).", nameof(messages));
         }
 
-        if (chatTemplate is null)
+        if (turnTemplate is null)
         {
             // Base models (the story models among them) continue raw text: join the turns.
             return (string.Join("\n", turns.Select(t => t.Text)), false);
         }
 
-        var template = new LLamaTemplate(weights) { AddAssistant = true };
+        var template = new LLamaTemplate(turnTemplate) { AddAssistant = true };
         foreach (var (role, text) in turns)
         {
             template.Add(role, text);

@@ -1,7 +1,7 @@
 using LLama.Native;
+using Microsoft.Extensions.AI;
 using Mustafar.AI.Engine;
 using Mustafar.AI.Native;
-using Microsoft.Extensions.AI;
 
 namespace Mustafar.AI.Mapping;
 
@@ -76,23 +76,15 @@ internal sealed record SamplingSettings(float Temperature, int TopK, float TopP,
     public TokenSampler CreateSampler(SafeLlamaModelHandle model)
     {
         SafeLLamaSamplerChainHandle? grammar = null;
-        if (Grammar is not null)
-        {
-            // Applied first, on its own, so that every later sampler only sees tokens the grammar allows.
-            grammar = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
-            try
-            {
-                LlamaCalls.AddGrammar(grammar, model, Grammar);
-            }
-            catch
-            {
-                grammar.Dispose();
-                throw;
-            }
-        }
-
         try
         {
+            if (Grammar is not null)
+            {
+                // Applied first, on its own, so that every later sampler only sees tokens the grammar allows.
+                grammar = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+                LlamaCalls.AddGrammar(grammar, model, Grammar);
+            }
+
             return new TokenSampler(grammar, CreateChain());
         }
         catch

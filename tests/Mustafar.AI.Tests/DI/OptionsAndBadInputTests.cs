@@ -158,6 +158,16 @@ public sealed class OptionsAndBadInputTests
     }
 
     [Fact]
+    public async Task AModelWithAnEmptyStringInItsMetadataIsRefusedByKey()
+    {
+        // LLamaSharp's metadata reader throws ArgumentNullException on an empty string value.
+        string path = TestPaths.TempFile("empty.gguf");
+        SyntheticLlama.CreateWriter(SyntheticLlamaSpec.Tiny).Set("general.description", "").WriteTo(path);
+        var error = await Assert.ThrowsAsync<NotSupportedException>(() => MustafarChatClientFactory.CreateAsync(new MustafarOptions { ModelPath = path, ContextSize = 64 }));
+        Assert.Contains("has the metadata key general.description with an empty string value", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task AModelThatLlamaCppRefusesToLoadFailsWithItsReason()
     {
         // Metadata that promises a third layer whose tensors are not in the file: our reader accepts the file,
