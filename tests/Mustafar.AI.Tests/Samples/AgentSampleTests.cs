@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Mustafar.AI.Tests.Infrastructure;
 
 namespace Mustafar.AI.Tests.Samples;
@@ -9,7 +8,7 @@ public sealed class AgentSampleTests
     [SkippableFact]
     public async Task TheAgentCallsTheRequiredPluginFunctionAndReportsItsEffect()
     {
-        var (exitCode, log) = await RunAgentAsync("--model", TestPaths.Stories, "--require", "switch_light");
+        var (exitCode, log) = await SamplePrograms.RunAsync("Mustafar.Agent", "--model", TestPaths.Stories, "--require", "switch_light");
 
         Assert.True(exitCode == 0, log);
         var call = log.Split('\n').Single(l => l.StartsWith("call: home_switch_light(room: ", StringComparison.Ordinal));
@@ -23,24 +22,8 @@ public sealed class AgentSampleTests
     [Fact]
     public async Task AnUnknownFunctionIsRefusedWithTheNamesThePluginHas()
     {
-        var (exitCode, log) = await RunAgentAsync("--model", "/nonexistent/model.gguf", "--require", "open_door");  // refused before any load
+        var (exitCode, log) = await SamplePrograms.RunAsync("Mustafar.Agent", "--model", "/nonexistent/model.gguf", "--require", "open_door");  // refused before any load
         Assert.Equal(2, exitCode);
         Assert.Contains("the home plugin has no function open_door (switch_light, lights_on)", log, StringComparison.Ordinal);
-    }
-
-    private static async Task<(int ExitCode, string Log)> RunAgentAsync(params string[] args)
-    {
-        // Built next to the tests (same configuration), as part of the solution.
-        string configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name;
-        string dll = Path.Combine(TestPaths.RepoRoot, "samples", "Mustafar.Agent", "bin", configuration, "net10.0", "Mustafar.Agent.dll");
-        Assert.True(File.Exists(dll), $"{dll} is missing: build the solution (dotnet test Mustafar.AI.sln builds it)");
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(dll);
-        args.ToList().ForEach(start.ArgumentList.Add);
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(2));
-        return (process.ExitCode, await stdout + await stderr);
     }
 }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using Mustafar.AI.Tests.Infrastructure;
 using Mustafar.Gguf;
@@ -15,7 +14,7 @@ public sealed class BenchSampleTests
         SyntheticLlama.Write(model, SyntheticLlamaSpec.Tiny with { ContextLength = 1024 });
         string output = TestPaths.TempFile("bench.md");
 
-        var (exitCode, log) = await RunBenchAsync(
+        var (exitCode, log) = await SamplePrograms.RunAsync("Mustafar.Bench",
             "--model", model, "--contexts", "256,512", "--batches", "1,2", "--decode-tokens", "4", "--out", output);
 
         Assert.True(exitCode == 0, log);
@@ -37,26 +36,10 @@ public sealed class BenchSampleTests
     [Fact]
     public async Task RejectsAContextTooSmallForTheGeneratedTokens()
     {
-        var (exitCode, log) = await RunBenchAsync("--model", "unused.gguf", "--contexts", "64", "--decode-tokens", "8");
+        var (exitCode, log) = await SamplePrograms.RunAsync("Mustafar.Bench", "--model", "unused.gguf", "--contexts", "64", "--decode-tokens", "8");
         Assert.Equal(2, exitCode);
         Assert.Contains("contexts must exceed", log, StringComparison.Ordinal);
     }
 
     private static string[] Cells(string row) => row.Trim('|').Split('|').Select(c => c.Trim()).ToArray();
-
-    private static async Task<(int ExitCode, string Log)> RunBenchAsync(params string[] args)
-    {
-        // The benchmark is built next to the tests (same configuration), as part of the solution.
-        string configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name;
-        string dll = Path.Combine(TestPaths.RepoRoot, "samples", "Mustafar.Bench", "bin", configuration, "net10.0", "Mustafar.Bench.dll");
-        Assert.True(File.Exists(dll), $"{dll} is missing: build the solution (dotnet test Mustafar.AI.sln builds it)");
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(dll);
-        args.ToList().ForEach(start.ArgumentList.Add);
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(2));
-        return (process.ExitCode, await stdout + await stderr);
-    }
 }
