@@ -43,7 +43,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
         TurnTemplate = ChatTemplate;
         if (ChatTemplate is not null && !PromptBuilder.CanFormat(ChatTemplate))
         {
-            // As llama.cpp's server does without Jinja: ChatML, said in the log, rather than failing every chat request.
+            // As llama.cpp's server does: ChatML, said in the log, rather than failing every chat request.
             logger.ChatTemplateNotRecognised(options.ModelPath);
             TurnTemplate = PromptBuilder.FallbackTemplate;
         }
