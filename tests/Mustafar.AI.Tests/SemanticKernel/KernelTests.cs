@@ -46,6 +46,17 @@ public sealed class KernelTests
     }
 
     [SkippableFact]
+    public async Task APromptFunctionRunsOnTheModel()
+    {
+        await using var provider = Kernel(TestPaths.Stories, out _);
+        var kernel = provider.GetRequiredService<Kernel>();
+        var result = await kernel.InvokePromptAsync("{{$start}} upon a time", new KernelArguments(Greedy(16)) { ["start"] = "Once" });
+        var direct = await provider.GetRequiredService<IChatClient>().GetResponseAsync(Prompt, new ChatOptions { Temperature = 0, MaxOutputTokens = 16 });
+        Assert.False(string.IsNullOrEmpty(direct.Text));
+        Assert.Equal(direct.Text, result.GetValue<string>());
+    }
+
+    [SkippableFact]
     public async Task TheModelCallsAPluginFunctionThatTheSettingsRequire()
     {
         await using var provider = Kernel(TestPaths.Stories, out var lamp);
