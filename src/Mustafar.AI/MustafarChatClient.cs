@@ -53,7 +53,9 @@ internal sealed class MustafarChatClient : IChatClient, IAsyncDisposable
         List<ChatMessage> turn = [.. messages];
         List<ChatMessage> history = conversationId is null ? turn : [.. _conversations.Get(conversationId), .. turn];
         var (prompt, usedTemplate) = PromptBuilder.Build(_engine.ChatTemplate, _engine.TurnTemplate, history, options);
-        IReadOnlyList<LLamaToken> promptTokens = _engine.Tokenize(prompt, addBos: true, special: usedTemplate);
+        IReadOnlyList<LLamaToken> promptTokens = usedTemplate
+            ? PromptTokens.Templated(_engine, prompt, PromptBuilder.MessageTexts(_engine.ChatTemplate, _engine.TurnTemplate!, history, options, prompt))
+            : _engine.Tokenize(prompt, addBos: true, special: false);
 
         string responseId = Guid.NewGuid().ToString("N");
         string messageId = Guid.NewGuid().ToString("N");

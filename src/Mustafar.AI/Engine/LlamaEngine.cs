@@ -20,6 +20,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
     private static readonly SemaphoreSlim LoadGate = new(1, 1);
 
     private readonly BatchScheduler _scheduler;
+    private readonly Lazy<PromptTokens.Specials> _specialTokens;
     private readonly IDisposable _logSubscription;
     private readonly ILogger _logger;
     private readonly LLamaWeights _weights;
@@ -41,6 +42,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
         _logger = logger;
         ChatTemplate = weights.Metadata.TryGetValue("tokenizer.chat_template", out string? template) && !string.IsNullOrWhiteSpace(template) ? template : null;
         TurnTemplate = ChatTemplate;
+        _specialTokens = new(() => PromptTokens.Specials.Of(LlamaCalls.SpecialTokens(weights.NativeHandle)), LazyThreadSafetyMode.ExecutionAndPublication);
         if (ChatTemplate is not null && !PromptBuilder.CanFormat(ChatTemplate))
         {
             // As llama.cpp's server does: ChatML, said in the log, rather than failing every chat request.
@@ -278,6 +280,12 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
     internal StreamingTokenDecoder CreateDecoder() => new(Encoding.UTF8, _weights);
 
     public int VocabularySize => _weights.NativeHandle.Vocab.Count;
+
+    /// <summary>The vocabulary's special tokens by text, longest first (<see cref="LlamaCalls.SpecialTokens"/>), read once.</summary>
+    public PromptTokens.Specials SpecialTokens => _specialTokens.Value;
+
+    /// <summary>The vocabulary's BOS token, if it has one.</summary>
+    public LLamaToken? BosToken => _weights.NativeHandle.Vocab.BOS;
 
     public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 

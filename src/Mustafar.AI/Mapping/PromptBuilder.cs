@@ -31,6 +31,54 @@ internal static class PromptBuilder
     /// <param name="options">Instructions and tools.</param>
     public static (string Prompt, bool UsedTemplate) Build(string? chatTemplate, string? turnTemplate, IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
+        var turns = Turns(chatTemplate, messages, options, mark: false);
+        if (turnTemplate is null)
+        {
+            // Base models (the story models among them) continue raw text: join the turns.
+            return (string.Join("\n", turns.Select(t => t.Text)), false);
+        }
+
+        return (Render(turnTemplate, turns), true);
+    }
+
+    /// <summary>
+    /// Where the messages' own texts (<see cref="TextContent"/>) lie in <paramref name="prompt"/>, as
+    /// <see cref="Build"/> wrote it with <paramref name="turnTemplate"/>: the turns are written again with each text
+    /// between two private-use marks (outside its outer white space, which templates may trim). Null where the
+    /// template changed a marked text.
+    /// </summary>
+    public static IReadOnlyList<Range>? MessageTexts(string? chatTemplate, string turnTemplate, IEnumerable<ChatMessage> messages, ChatOptions? options,
+        string prompt)
+    {
+        string marked = Render(turnTemplate, Turns(chatTemplate, messages, options, mark: true));
+        var spans = new List<Range>();
+        var text = new StringBuilder(prompt.Length);
+        int open = -1;
+        foreach (char c in marked)
+        {
+            if (c == Open && open < 0)
+            {
+                open = text.Length;
+            }
+            else if (c == Close && open >= 0)
+            {
+                spans.Add(new Range(open, text.Length));
+                open = -1;
+            }
+            else
+            {
+                text.Append(c);
+            }
+        }
+
+        return open < 0 && text.Equals(prompt.AsSpan()) ? spans : null;
+    }
+
+    // Private-use characters around a message's text in MessageTexts' rendering.
+    private const char Open = '\uE000', Close = '\uE001';
+
+    private static List<(string Role, string Text)> Turns(string? chatTemplate, IEnumerable<ChatMessage> messages, ChatOptions? options, bool mark)
+    {
         var format = ToolCalls.Detect(chatTemplate);
         var tools = ToolCalls.Declarations(options);
         List<(string Role, string Text)> turns = [];
@@ -46,6 +94,7 @@ internal static class PromptBuilder
             // Text and the calls an assistant made, then the results of calls as their own turn.
             string text = string.Concat(message.Contents.Select(c => c switch
             {
+                TextContent t when mark && t.Text.Trim().Length > 0 => Marked(t.Text),
                 TextContent t => t.Text,
                 FunctionCallContent call => ToolCalls.RenderCall(call, format),
                 _ => string.Empty,
@@ -70,18 +119,24 @@ internal static class PromptBuilder
                 : $"The messages carry no text; the models Mustafar runs read text only (the messages hold: {string.Join(", ", other)}).", nameof(messages));
         }
 
-        if (turnTemplate is null)
-        {
-            // Base models (the story models among them) continue raw text: join the turns.
-            return (string.Join("\n", turns.Select(t => t.Text)), false);
-        }
+        return turns;
+    }
 
+    // The marks go around the text without its outer white space, which a template may trim off the turn.
+    private static string Marked(string text)
+    {
+        int start = text.Length - text.TrimStart().Length, end = text.TrimEnd().Length;
+        return $"{text[..start]}{Open}{text[start..end]}{Close}{text[end..]}";
+    }
+
+    private static string Render(string turnTemplate, List<(string Role, string Text)> turns)
+    {
         var template = new LLamaTemplate(turnTemplate) { AddAssistant = true };
         foreach (var (role, text) in turns)
         {
             template.Add(role, text);
         }
 
-        return (Encoding.UTF8.GetString(template.Apply()), true);
+        return Encoding.UTF8.GetString(template.Apply());
     }
 }

@@ -179,8 +179,50 @@ internal static unsafe partial class LlamaCalls
         }
     }
 
+    /// <summary>
+    /// The tokens that llama.cpp's tokenizer finds in text when it parses special tokens (its control, user-defined and
+    /// unknown tokens, by their text), longest text first, as llama.cpp orders its own search.
+    /// </summary>
+    public static IReadOnlyList<(string Text, LLamaToken Token)> SpecialTokens(SafeLlamaModelHandle model)
+    {
+        const int Unknown = 1 << 0, Control = 1 << 3, UserDefined = 1 << 4;  // llama.h's llama_token_attr
+        bool added = false;
+        model.DangerousAddRef(ref added);
+        try
+        {
+            IntPtr vocab = llama_model_get_vocab(model.DangerousGetHandle());
+            var found = new List<(string Text, LLamaToken Token)>();
+            for (int id = 0, n = llama_vocab_n_tokens(vocab); id < n; id++)
+            {
+                if ((llama_vocab_get_attr(vocab, id) & (Unknown | Control | UserDefined)) != 0 &&
+                    Marshal.PtrToStringUTF8(llama_vocab_get_text(vocab, id)) is { Length: > 0 } text)
+                {
+                    found.Add((text, (LLamaToken)id));
+                }
+            }
+
+            return [.. found.OrderByDescending(t => t.Text.Length)];
+        }
+        finally
+        {
+            if (added)
+            {
+                model.DangerousRelease();
+            }
+        }
+    }
+
     [LibraryImport(LlamaLibrary)]
     private static partial IntPtr llama_model_get_vocab(IntPtr model);
+
+    [LibraryImport(LlamaLibrary)]
+    private static partial int llama_vocab_n_tokens(IntPtr vocab);
+
+    [LibraryImport(LlamaLibrary)]
+    private static partial int llama_vocab_get_attr(IntPtr vocab, int token);
+
+    [LibraryImport(LlamaLibrary)]
+    private static partial IntPtr llama_vocab_get_text(IntPtr vocab, int token);
 
     [LibraryImport(LlamaLibrary, StringMarshalling = StringMarshalling.Utf8)]
     private static partial IntPtr llama_sampler_init_grammar(IntPtr vocab, string grammar, string root);
