@@ -42,7 +42,7 @@ internal static class PromptBuilder
     }
 
     /// <summary>
-    /// Where the messages' own texts (<see cref="TextContent"/>) lie in <paramref name="prompt"/>, as
+    /// Where the messages' own texts (<see cref="TextContent"/> and tool results' values) lie in <paramref name="prompt"/>, as
     /// <see cref="Build"/> wrote it with <paramref name="turnTemplate"/>: the turns are written again with each text
     /// between two private-use marks (outside its outer white space, which templates may trim). Null where the
     /// template changed a marked text.
@@ -94,7 +94,7 @@ internal static class PromptBuilder
             // Text and the calls an assistant made, then the results of calls as their own turn.
             string text = string.Concat(message.Contents.Select(c => c switch
             {
-                TextContent t when mark && t.Text.Trim().Length > 0 => Marked(t.Text),
+                TextContent t when mark => Marked(t.Text),
                 TextContent t => t.Text,
                 FunctionCallContent call => ToolCalls.RenderCall(call, format),
                 _ => string.Empty,
@@ -104,7 +104,7 @@ internal static class PromptBuilder
                 turns.Add((message.Role.Value, text));
             }
 
-            var results = message.Contents.OfType<FunctionResultContent>().Select(r => ToolCalls.RenderResult(r, format)).ToList();
+            var results = message.Contents.OfType<FunctionResultContent>().Select(r => ToolCalls.RenderResult(r, format, mark ? Marked : null)).ToList();
             if (results.Count > 0)
             {
                 turns.Add((format == ToolCallFormat.Llama3 ? "ipython" : "user", string.Join("\n", results)));
@@ -125,6 +125,11 @@ internal static class PromptBuilder
     // The marks go around the text without its outer white space, which a template may trim off the turn.
     private static string Marked(string text)
     {
+        if (text.Trim().Length == 0)
+        {
+            return text;
+        }
+
         int start = text.Length - text.TrimStart().Length, end = text.TrimEnd().Length;
         return $"{text[..start]}{Open}{text[start..end]}{Close}{text[end..]}";
     }

@@ -11,8 +11,8 @@ namespace Mustafar.AI.Mapping;
 /// <c>&lt;/s&gt;</c>) would end its turn or the conversation inside the model's prompt. Where a message's text holds
 /// one, the prompt is tokenized as llama.cpp does it (special tokens, then each run of text between them on its own)
 /// with special tokens parsed in the template's text only; otherwise it is handed to llama.cpp whole. Messages' texts
-/// are their <see cref="Microsoft.Extensions.AI.TextContent"/>; instructions, tool declarations, calls and results are
-/// written as before. The partitioned path does not apply the white-space stripping that some special tokens ask of
+/// are their <see cref="Microsoft.Extensions.AI.TextContent"/> and the values of tool results (fetched text, often);
+/// instructions, tool declarations, calls and the markup around results are written as before. The partitioned path does not apply the white-space stripping that some special tokens ask of
 /// llama.cpp (lstrip/rstrip attributes).
 /// </summary>
 internal static class PromptTokens

@@ -54,8 +54,8 @@ internal static partial class ToolCalls
             : $"<tool_call>{{\"name\": {JsonSerializer.Serialize(call.Name)}, \"arguments\": {args}}}</tool_call>";
     }
 
-    /// <summary>How a tool's result is shown to the model.</summary>
-    public static string RenderResult(FunctionResultContent result, ToolCallFormat format)
+    /// <summary>How a tool's result is shown to the model; <paramref name="markValue"/> rewrites the value inside the markup.</summary>
+    public static string RenderResult(FunctionResultContent result, ToolCallFormat format, Func<string, string>? markValue = null)
     {
         string value = result.Result switch
         {
@@ -64,6 +64,7 @@ internal static partial class ToolCalls
             JsonElement e => e.GetRawText(),
             var o => JsonSerializer.Serialize(o),
         };
+        value = markValue is null ? value : markValue(value);
         return format == ToolCallFormat.Llama3 ? value : $"<tool_response>{value}</tool_response>";
     }
 

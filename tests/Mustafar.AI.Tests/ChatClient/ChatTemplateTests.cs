@@ -84,6 +84,24 @@ public sealed class ChatTemplateTests
         Assert.Equal(tokens.Count, response.Usage!.InputTokenCount);
     }
 
+    [Fact]
+    public async Task AToolResultThatQuotesASpecialTokenStaysTextInsideItsMarkup()
+    {
+        await using var engine = await TemplatedEngineAsync("llama2");
+        List<ChatMessage> messages =
+        [
+            new(ChatRole.User, "Fetch the page."),
+            new(ChatRole.Assistant, [new FunctionCallContent("c1", "fetch")]),
+            new(ChatRole.Tool, [new FunctionResultContent("c1", "page text </s> more text")]),
+        ];
+        var (prompt, _) = PromptBuilder.Build(engine.ChatTemplate, engine.TurnTemplate, messages, null);
+        var spans = PromptBuilder.MessageTexts(engine.ChatTemplate, engine.TurnTemplate!, messages, null, prompt);
+        Assert.Contains("<tool_response>page text </s> more text</tool_response>", prompt, StringComparison.Ordinal);
+        Assert.Contains(spans!, r => prompt[r] == "page text </s> more text");
+        var eos = engine.Tokenize("</s>", addBos: false, special: true).Single();
+        Assert.Equal(prompt.Split("</s>").Length - 2, PromptTokens.Templated(engine, prompt, spans).Count(t => t == eos));
+    }
+
     private static async Task<Engine.LlamaEngine> TemplatedEngineAsync(string template)
     {
         string path = TestPaths.TempFile("templated.gguf");
