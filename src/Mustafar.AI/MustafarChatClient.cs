@@ -54,7 +54,8 @@ internal sealed class MustafarChatClient : IChatClient, IAsyncDisposable
         List<ChatMessage> history = conversationId is null ? turn : [.. _conversations.Get(conversationId), .. turn];
         var (prompt, usedTemplate) = PromptBuilder.Build(_engine.ChatTemplate, _engine.TurnTemplate, history, options);
         IReadOnlyList<LLamaToken> promptTokens = usedTemplate
-            ? PromptTokens.Templated(_engine, prompt, PromptBuilder.MessageTexts(_engine.ChatTemplate, _engine.TurnTemplate!, history, options, prompt))
+            ? PromptTokens.Templated(_engine, prompt, PromptBuilder.Texts(history),
+                () => PromptBuilder.MessageTexts(_engine.ChatTemplate, _engine.TurnTemplate!, history, options, prompt))
             : _engine.Tokenize(prompt, addBos: true, special: false);
 
         string responseId = Guid.NewGuid().ToString("N");

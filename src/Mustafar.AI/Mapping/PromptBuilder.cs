@@ -74,6 +74,15 @@ internal static class PromptBuilder
         return open < 0 && text.Equals(prompt.AsSpan()) ? spans : null;
     }
 
+    /// <summary>The messages' own texts, which <see cref="MessageTexts"/> locates: their texts and tool results' values.</summary>
+    public static IEnumerable<string> Texts(IEnumerable<ChatMessage> messages) =>
+        messages.SelectMany(m => m.Contents).Select(c => c switch
+        {
+            TextContent t => t.Text,
+            FunctionResultContent r => ToolCalls.ResultValue(r),
+            _ => "",
+        });
+
     // Private-use characters around a message's text in MessageTexts' rendering.
     private const char Open = '\uE000', Close = '\uE001';
 

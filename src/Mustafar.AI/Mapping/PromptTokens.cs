@@ -26,17 +26,18 @@ internal static class PromptTokens
 
     /// <param name="engine">The model's tokenizer.</param>
     /// <param name="prompt">The templated prompt.</param>
-    /// <param name="messageTexts">Where the messages' texts lie in it (<see cref="PromptBuilder.MessageTexts"/>), or null if unknown.</param>
-    public static IReadOnlyList<LLamaToken> Templated(LlamaEngine engine, string prompt, IReadOnlyList<Range>? messageTexts)
+    /// <param name="texts">The messages' own texts (<see cref="PromptBuilder.Texts"/>).</param>
+    /// <param name="locate">Where those texts lie in the prompt (<see cref="PromptBuilder.MessageTexts"/>), or null if unknown.</param>
+    public static IReadOnlyList<LLamaToken> Templated(LlamaEngine engine, string prompt, IEnumerable<string> texts, Func<IReadOnlyList<Range>?> locate)
     {
         var specials = engine.SpecialTokens;
-        if (messageTexts is null || specials.Tokens.Count == 0)
+        // Most prompts quote none: those skip the second rendering that locates the texts.
+        if (specials.Tokens.Count > 0 && texts.Any(t => t.AsSpan().IndexOfAny(specials.Texts) >= 0) && locate() is { } spans)
         {
-            return engine.Tokenize(prompt, addBos: true, special: true);
+            return Partitioned(engine, prompt, spans);
         }
 
-        bool quoted = messageTexts.Any(r => prompt.AsSpan()[r].IndexOfAny(specials.Texts) >= 0);
-        return quoted ? Partitioned(engine, prompt, messageTexts) : engine.Tokenize(prompt, addBos: true, special: true);
+        return engine.Tokenize(prompt, addBos: true, special: true);
     }
 
     /// <summary>The prompt's tokens with special tokens parsed outside <paramref name="messageTexts"/> only.</summary>

@@ -57,16 +57,19 @@ internal static partial class ToolCalls
     /// <summary>How a tool's result is shown to the model; <paramref name="markValue"/> rewrites the value inside the markup.</summary>
     public static string RenderResult(FunctionResultContent result, ToolCallFormat format, Func<string, string>? markValue = null)
     {
-        string value = result.Result switch
-        {
-            null => "null",
-            string s => s,
-            JsonElement e => e.GetRawText(),
-            var o => JsonSerializer.Serialize(o),
-        };
+        string value = ResultValue(result);
         value = markValue is null ? value : markValue(value);
         return format == ToolCallFormat.Llama3 ? value : $"<tool_response>{value}</tool_response>";
     }
+
+    /// <summary>A tool result's value as the model reads it.</summary>
+    public static string ResultValue(FunctionResultContent result) => result.Result switch
+    {
+        null => "null",
+        string s => s,
+        JsonElement e => e.GetRawText(),
+        var o => JsonSerializer.Serialize(o),
+    };
 
     /// <summary>Splits generated text into plain text and the tool calls it contains.</summary>
     public static (string Text, List<FunctionCallContent> Calls) Parse(string output, ToolCallFormat format)

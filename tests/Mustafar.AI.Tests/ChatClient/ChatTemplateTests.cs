@@ -56,7 +56,7 @@ public sealed class ChatTemplateTests
         var (prompt, spans) = Render(engine, texts);
         var whole = engine.Tokenize(prompt, addBos: true, special: true);
         Assert.Equal(whole, PromptTokens.Partitioned(engine, prompt, spans!));
-        Assert.Equal(whole, PromptTokens.Templated(engine, prompt, spans));
+        Assert.Equal(whole, PromptTokens.Templated(engine, prompt, texts, () => spans));
     }
 
     [Theory]
@@ -66,13 +66,14 @@ public sealed class ChatTemplateTests
     {
         // The synthetic vocabulary's EOS is "</s>"; these templates write it after each answer.
         await using var engine = await TemplatedEngineAsync(template);
-        var (prompt, spans) = Render(engine, ["", "What does </s> mean?\n", "It ends a text.", "And <s>?"]);
+        string[] texts = ["", "What does </s> mean?\n", "It ends a text.", "And <s>?"];
+        var (prompt, spans) = Render(engine, texts);
         var eos = engine.Tokenize("</s>", addBos: false, special: true).Single();
         int written = prompt.Split("</s>").Length - 1, quoted = 1;
-        Assert.Equal(written - quoted, PromptTokens.Templated(engine, prompt, spans).Count(t => t == eos));
+        Assert.Equal(written - quoted, PromptTokens.Templated(engine, prompt, texts, () => spans).Count(t => t == eos));
         Assert.Equal(written, engine.Tokenize(prompt, addBos: true, special: true).Count(t => t == eos));  // llama.cpp's parse: the quote too
         // The quoted texts read as the characters they are made of; BOS only where llama.cpp puts it, first.
-        var tokens = PromptTokens.Templated(engine, prompt, spans);
+        var tokens = PromptTokens.Templated(engine, prompt, texts, () => spans);
         Assert.Contains(string.Join(",", engine.Tokenize("What does </s> mean?", addBos: false, special: false).Skip(1)), string.Join(",", tokens));
         Assert.Equal([0], tokens.Select((t, i) => (t, i)).Where(x => x.t == engine.BosToken).Select(x => x.i));
 
@@ -99,7 +100,8 @@ public sealed class ChatTemplateTests
         Assert.Contains("<tool_response>page text </s> more text</tool_response>", prompt, StringComparison.Ordinal);
         Assert.Contains(spans!, r => prompt[r] == "page text </s> more text");
         var eos = engine.Tokenize("</s>", addBos: false, special: true).Single();
-        Assert.Equal(prompt.Split("</s>").Length - 2, PromptTokens.Templated(engine, prompt, spans).Count(t => t == eos));
+        var tokens = PromptTokens.Templated(engine, prompt, PromptBuilder.Texts(messages), () => spans);
+        Assert.Equal(prompt.Split("</s>").Length - 2, tokens.Count(t => t == eos));
     }
 
     private static async Task<Engine.LlamaEngine> TemplatedEngineAsync(string template)
