@@ -24,25 +24,11 @@ internal static unsafe partial class LlamaCalls
     public static LLamaToken[] Tokenize(SafeLlamaModelHandle model, string text, bool addBos, bool special)
     {
         ArgumentNullException.ThrowIfNull(text);
-        bool added = false;
-        model.DangerousAddRef(ref added);
-        try
-        {
-            IntPtr vocab = llama_model_get_vocab(model.DangerousGetHandle());
-            if (TryTokenize(vocab, text, addBos, special, out var tokens, out string error))
-            {
-                return tokens;
-            }
-
-            throw new ArgumentException(Explain(vocab, text, error), nameof(text));
-        }
-        finally
-        {
-            if (added)
-            {
-                model.DangerousRelease();
-            }
-        }
+        using var lease = new Lease(model);
+        IntPtr vocab = llama_model_get_vocab(lease.Handle);
+        return TryTokenize(vocab, text, addBos, special, out var tokens, out string error)
+            ? tokens
+            : throw new ArgumentException(Explain(vocab, text, error), nameof(text));
     }
 
     private static bool TryTokenize(IntPtr vocab, string text, bool addBos, bool special, out LLamaToken[] tokens, out string error)
@@ -104,79 +90,38 @@ internal static unsafe partial class LlamaCalls
         SafeLLamaSamplerChainHandle chain)
     {
         var sample = (delegate* unmanaged[Cdecl]<LlamaApi*, IntPtr, int, int, IntPtr, IntPtr, int*, byte*, int, int>)Loaded.Value.Sample;
-        bool contextAdded = false, grammarAdded = false, chainAdded = false;
-        try
+        using Lease ctx = new(context), grammarLease = new(grammar), chainLease = new(chain);
+        LlamaApi api = Loaded.Value.Api;
+        byte* message = stackalloc byte[ErrorBytes];
+        int token;
+        int status = sample(&api, ctx.Handle, index, vocabSize, grammarLease.Handle, chainLease.Handle, &token, message, ErrorBytes);
+        return status switch
         {
-            context.DangerousAddRef(ref contextAdded);
-            grammar?.DangerousAddRef(ref grammarAdded);
-            chain.DangerousAddRef(ref chainAdded);
-            LlamaApi api = Loaded.Value.Api;
-            byte* message = stackalloc byte[ErrorBytes];
-            int token;
-            int status = sample(&api, context.DangerousGetHandle(), index, vocabSize, grammar?.DangerousGetHandle() ?? IntPtr.Zero,
-                chain.DangerousGetHandle(), &token, message, ErrorBytes);
-            return status switch
-            {
-                CallOk => (LLamaToken)token,
-                NoAllowedToken => throw new InvalidOperationException(
-                    "No token of the model's vocabulary continues the output in the format this request requires (ChatOptions.ResponseFormat " +
-                    "or a required tool call): the model cannot write it."),
-                _ => throw new InvalidOperationException($"llama.cpp's sampling failed: {Marshal.PtrToStringUTF8((IntPtr)message)}"),
-            };
-        }
-        finally
-        {
-            if (chainAdded)
-            {
-                chain.DangerousRelease();
-            }
-
-            if (grammarAdded)
-            {
-                grammar!.DangerousRelease();
-            }
-
-            if (contextAdded)
-            {
-                context.DangerousRelease();
-            }
-        }
+            CallOk => (LLamaToken)token,
+            NoAllowedToken => throw new InvalidOperationException(
+                "No token of the model's vocabulary continues the output in the format this request requires (ChatOptions.ResponseFormat " +
+                "or a required tool call): the model cannot write it."),
+            _ => throw new InvalidOperationException($"llama.cpp's sampling failed: {Marshal.PtrToStringUTF8((IntPtr)message)}"),
+        };
     }
 
     /// <summary>Adds a sampler of <paramref name="grammar"/> (GBNF, rule "root") to <paramref name="chain"/>.</summary>
     /// <exception cref="ArgumentException">llama.cpp refuses the grammar.</exception>
     public static void AddGrammar(SafeLLamaSamplerChainHandle chain, SafeLlamaModelHandle model, string grammar)
     {
-        bool modelAdded = false, chainAdded = false;
-        try
+        using Lease modelLease = new(model), chainLease = new(chain);
+        // llama.cpp returns no sampler for a grammar it cannot parse or that is left-recursive (LLamaSharp's
+        // AddGrammar would add that null to the chain, and the first sampling would dereference it).
+        IntPtr sampler = llama_sampler_init_grammar(llama_model_get_vocab(modelLease.Handle), grammar, "root");
+        if (sampler == IntPtr.Zero)
         {
-            model.DangerousAddRef(ref modelAdded);
-            chain.DangerousAddRef(ref chainAdded);
-            // llama.cpp returns no sampler for a grammar it cannot parse or that is left-recursive (LLamaSharp's
-            // AddGrammar would add that null to the chain, and the first sampling would dereference it).
-            IntPtr sampler = llama_sampler_init_grammar(llama_model_get_vocab(model.DangerousGetHandle()), grammar, "root");
-            if (sampler == IntPtr.Zero)
-            {
-                throw new ArgumentException(
-                    "llama.cpp refused the grammar made for this request's required format (ChatOptions.ResponseFormat's JSON schema or the " +
-                    "tools' parameter schemas); a schema whose $ref refers to itself before any value is read makes a left-recursive grammar. " +
-                    "The llama.cpp log says why.");
-            }
-
-            llama_sampler_chain_add(chain.DangerousGetHandle(), sampler);  // the chain owns it from here
+            throw new ArgumentException(
+                "llama.cpp refused the grammar made for this request's required format (ChatOptions.ResponseFormat's JSON schema or the " +
+                "tools' parameter schemas); a schema whose $ref refers to itself before any value is read makes a left-recursive grammar. " +
+                "The llama.cpp log says why.");
         }
-        finally
-        {
-            if (chainAdded)
-            {
-                chain.DangerousRelease();
-            }
 
-            if (modelAdded)
-            {
-                model.DangerousRelease();
-            }
-        }
+        llama_sampler_chain_add(chainLease.Handle, sampler);  // the chain owns it from here
     }
 
     /// <summary>
@@ -186,30 +131,19 @@ internal static unsafe partial class LlamaCalls
     public static IReadOnlyList<(string Text, LLamaToken Token)> SpecialTokens(SafeLlamaModelHandle model)
     {
         const int Unknown = 1 << 0, Control = 1 << 3, UserDefined = 1 << 4;  // llama.h's llama_token_attr
-        bool added = false;
-        model.DangerousAddRef(ref added);
-        try
+        using var lease = new Lease(model);
+        IntPtr vocab = llama_model_get_vocab(lease.Handle);
+        var found = new List<(string Text, LLamaToken Token)>();
+        for (int id = 0, n = llama_vocab_n_tokens(vocab); id < n; id++)
         {
-            IntPtr vocab = llama_model_get_vocab(model.DangerousGetHandle());
-            var found = new List<(string Text, LLamaToken Token)>();
-            for (int id = 0, n = llama_vocab_n_tokens(vocab); id < n; id++)
+            if ((llama_vocab_get_attr(vocab, id) & (Unknown | Control | UserDefined)) != 0 &&
+                Marshal.PtrToStringUTF8(llama_vocab_get_text(vocab, id)) is { Length: > 0 } text)
             {
-                if ((llama_vocab_get_attr(vocab, id) & (Unknown | Control | UserDefined)) != 0 &&
-                    Marshal.PtrToStringUTF8(llama_vocab_get_text(vocab, id)) is { Length: > 0 } text)
-                {
-                    found.Add((text, (LLamaToken)id));
-                }
+                found.Add((text, (LLamaToken)id));
             }
+        }
 
-            return [.. found.OrderByDescending(t => t.Text.Length)];
-        }
-        finally
-        {
-            if (added)
-            {
-                model.DangerousRelease();
-            }
-        }
+        return [.. found.OrderByDescending(t => t.Text.Length)];
     }
 
     [LibraryImport(LlamaLibrary)]
@@ -229,6 +163,29 @@ internal static unsafe partial class LlamaCalls
 
     [LibraryImport(LlamaLibrary)]
     private static partial void llama_sampler_chain_add(IntPtr chain, IntPtr sampler);
+
+    /// <summary>A native handle kept alive (its release deferred) while a call uses its pointer; none for a null handle.</summary>
+    private readonly ref struct Lease
+    {
+        private readonly SafeHandle? _handle;
+        private readonly bool _added;
+
+        public Lease(SafeHandle? handle)
+        {
+            _handle = handle;
+            handle?.DangerousAddRef(ref _added);
+        }
+
+        public IntPtr Handle => _handle?.DangerousGetHandle() ?? IntPtr.Zero;
+
+        public void Dispose()
+        {
+            if (_added)
+            {
+                _handle!.DangerousRelease();
+            }
+        }
+    }
 
     /// <summary>mustafar_llama_api of native/include/mustafar.h.</summary>
     [StructLayout(LayoutKind.Sequential)]
