@@ -12,6 +12,9 @@
 //                                                                        that many sequences of context cells in one cache)
 //        attention_cuda_bench --read <bytes>   (the plain read of that many bytes)
 //        attention_cuda_bench --pattern <context>   (plain reads of batch 1's dense cache in the decode kernel's pattern and others)
+//        attention_cuda_bench --walk <context>   (the decode kernel's walk of batch 1's dense cache without its work: 16-byte
+//                                                asynchronous copies, row bulk copies, tensor copies)
+#include <cuda.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -27,6 +30,7 @@
 #include <vector>
 
 #include "cuda/attention_decode.h"
+#include "cuda/bulk_copy_cuda.h"
 #include "kv/record.h"
 #include "bench_cuda.h"
 
@@ -121,6 +125,171 @@ double pattern_time(int64_t ctx, int blocks, int threads) {
         CK(cudaGetLastError());
     });
 }
+
+#if CUDART_VERSION >= 12000  // tensor maps
+// ---- The dense decode kernel's walk without its work (--walk) ----------------------------------------
+// Grid (splits, KV heads) of 128 threads; warp w of a block takes its split's 16-cell steps w, w + 4, ...
+// with S steps (K and V, 8 KB) in flight, brought by one of three copy kinds:
+//   0: 16-byte asynchronous copies, the kernel's (lane: chunk l % 16 of rows l / 16 + 2 i), commit groups;
+//   1: one bulk copy per cell row (lanes 0-15 K, 16-31 V), an mbarrier per stage;
+//   2: tensor copies (lane 0: K's and V's channels 0-63 and 64-127 of the 16 cells, 128-byte swizzle).
+// A step "uses" its buffer by one 16-byte read a lane.
+struct WalkMaps {
+    CUtensorMap k, v;
+};
+
+__device__ __forceinline__ unsigned walk_smem(const void* p) { return static_cast<unsigned>(__cvta_generic_to_shared(p)); }
+
+template <int kKind, int S>
+__global__ void __launch_bounds__(128) walk_kernel(const __grid_constant__ WalkMaps maps, const char* k, const char* v, int64_t n_kv, int splits,
+                                                   uint32_t* sink) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    extern __shared__ __align__(1024) uint8_t smem[];
+    constexpr int kStep = 2 * 16 * kD * 2;  // K and V of 16 cells
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, hk = blockIdx.y;
+    const int64_t c0 = n_kv * blockIdx.x / splits, c1 = n_kv * (blockIdx.x + 1) / splits, steps = (c1 - c0 + 15) / 16;
+    uint8_t* mine = smem + size_t(warp) * S * kStep;
+    const unsigned bars = walk_smem(smem + 4 * S * kStep) + 8u * unsigned(warp * S);
+    if (kKind != 0 && lane == 0)
+        for (int b = 0; b < S; ++b) mustafar::cuda::barrier_init(bars + 8u * b);
+    __syncwarp();
+    const size_t row = size_t(kHeadsKv) * kD * 2;  // a cell's K (or V) row: all heads
+    auto issue = [&](int64_t st, int buf) {
+        const int64_t base = c0 + 16 * st;
+        const unsigned dst = walk_smem(mine + size_t(buf) * kStep);
+        if constexpr (kKind == 0) {
+            const int r = lane / 16, ch = lane % 16;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                const int64_t cell = base + r + 2 * i;
+                if (cell < c1) {
+                    const size_t off = size_t(cell) * row + size_t(hk) * kD * 2 + ch * 16;
+                    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst + unsigned((r + 2 * i) * 256 + ch * 16)), "l"(k + off) : "memory");
+                    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst + 4096u + unsigned((r + 2 * i) * 256 + ch * 16)), "l"(v + off)
+                                 : "memory");
+                }
+            }
+            asm volatile("cp.async.commit_group;\n" ::: "memory");
+        } else {
+            const unsigned bar = bars + 8u * buf, cells = unsigned(min(int64_t(16), c1 - base));
+            // A tensor copy's box always lands whole (cells past the tensor as zeros): 8 KB.
+            if (lane == 0) mustafar::cuda::expect_bytes(bar, kKind == 2 ? 8192u : cells * 2u * kD * 2u);
+            if constexpr (kKind == 1) {
+                if (unsigned(lane % 16) < cells) {
+                    const size_t off = size_t(base + lane % 16) * row + size_t(hk) * kD * 2;
+                    mustafar::cuda::bulk_copy(dst + (lane >= 16 ? 4096u : 0u) + unsigned(lane % 16) * 256u, (lane < 16 ? k : v) + off, kD * 2, bar);
+                }
+            } else if (lane == 0) {
+                // Boxes of 64 channels x 1 head x 16 cells: two for K (channels 0-63, 64-127), two for V. Cells
+                // past n_kv are filled with zeros by the copy engine and still counted; the split's last step
+                // may read the next split's cells (counted too).
+                for (int j = 0; j < 4; ++j) {
+                    const CUtensorMap* m = j < 2 ? &maps.k : &maps.v;
+                    asm volatile(
+                        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(
+                            dst + unsigned(j) * 2048u),
+                        "l"(reinterpret_cast<uint64_t>(m)), "r"((j % 2) * 64), "r"(hk), "r"(int(base)), "r"(bar)
+                        : "memory");
+                }
+            }
+        }
+    };
+    (void)maps;
+    int64_t st = warp;
+    for (int b = 0; b < S; ++b) {
+        if (st + 4 * b < steps) {
+            issue(st + 4 * b, b);
+        } else if constexpr (kKind == 0) {
+            asm volatile("cp.async.commit_group;\n" ::: "memory");
+        }
+    }
+    uint32_t acc = 0, parity = 0;
+    int buf = 0;
+    for (; st < steps; st += 4) {
+        if constexpr (kKind == 0) {
+            asm volatile("cp.async.wait_group %0;\n" ::"n"(S - 1) : "memory");
+        } else {
+            mustafar::cuda::wait_phase(bars + 8u * buf, (parity >> buf) & 1u);
+            parity ^= 1u << buf;
+        }
+        __syncwarp();
+        const uint4 x = *reinterpret_cast<const uint4*>(mine + size_t(buf) * kStep + lane * 16);
+        acc ^= x.x ^ x.w;
+        __syncwarp();
+        if (st + 4 * S < steps) {
+            issue(st + 4 * S, buf);
+        } else if constexpr (kKind == 0) {
+            asm volatile("cp.async.commit_group;\n" ::: "memory");
+        }
+        buf = buf + 1 == S ? 0 : buf + 1;
+    }
+    if (acc == 0x9e3779b9u) sink[blockIdx.x] = acc;
+#else
+    (void)maps, (void)k, (void)v, (void)n_kv, (void)splits, (void)sink;
+#endif
+}
+
+using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
+                                 const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+// A dense cache's K or V (ctx cells of kHeadsKv heads of kD f16 channels) as boxes of 64 channels x 1 head x 16 cells.
+CUtensorMap cache_map(void* base, int64_t ctx) {
+    static EncodeTiled encode = [] {
+        void* fn = nullptr;
+        cudaDriverEntryPointQueryResult q{};
+#if CUDART_VERSION >= 12050
+        CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
+#else
+        CK(cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &fn, cudaEnableDefault, &q));
+#endif
+        if (fn == nullptr) {
+            std::fprintf(stderr, "cuTensorMapEncodeTiled not found\n");
+            std::exit(2);
+        }
+        return reinterpret_cast<EncodeTiled>(fn);
+    }();
+    CUtensorMap m;
+    const cuuint64_t dims[3] = {cuuint64_t(kD), cuuint64_t(kHeadsKv), cuuint64_t(ctx)};
+    const cuuint64_t strides[2] = {cuuint64_t(kD) * 2, cuuint64_t(kHeadsKv) * kD * 2};
+    const cuuint32_t box[3] = {64, 1, 16}, elem[3] = {1, 1, 1};
+    const CUresult r = encode(&m, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 3, base, dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                              CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) {
+        std::fprintf(stderr, "cuTensorMapEncodeTiled: error %d\n", int(r));
+        std::exit(2);
+    }
+    return m;
+}
+
+// µs per call of walk_kernel<kind, S> over batch 1's dense cache of ctx cells (rotated copies), `per_sm`
+// blocks a multiprocessor (33 splits at 2, as the decode kernel's launcher takes at 32K).
+template <int kKind, int S>
+double walk_time(int64_t ctx, int sms, int per_sm) {
+    const size_t cache = size_t(ctx) * kHeadsKv * kD * 2;
+    const int copies = copies_for(2 * cache);
+    std::vector<std::unique_ptr<DevMem>> k, v;
+    std::vector<WalkMaps> maps;
+    for (int c = 0; c < copies; ++c) {
+        k.push_back(std::make_unique<DevMem>(cache));
+        v.push_back(std::make_unique<DevMem>(cache));
+        fill(k.back()->p, cache / 2, 11u + c);
+        fill(v.back()->p, cache / 2, 23u + c);
+        maps.push_back({cache_map(k.back()->p, ctx), cache_map(v.back()->p, ctx)});
+    }
+    const int splits = std::max(1, per_sm * sms / kHeadsKv);
+    const size_t smem = size_t(4) * S * 2 * 16 * kD * 2 + 4 * S * 8;
+    const auto fn = walk_kernel<kKind, S>;
+    CK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    DevMem sink(size_t(splits) * 4);
+    Timer t;
+    return t.us_per_call(50, [&](int i) {
+        fn<<<dim3(unsigned(splits), unsigned(kHeadsKv)), 128, smem>>>(maps[i % copies], k[i % copies]->as<char>(), v[i % copies]->as<char>(), ctx,
+                                                                     splits, sink.as<uint32_t>());
+        CK(cudaGetLastError());
+    });
+}
+
+#endif
 
 // `rows` query rows per sequence (1: decode; a prompt's micro-batch), each seeing all ctx cells.
 mc::DecodeProblem problem(int batch, int64_t ctx, const float* q, float* out, int rows) {
@@ -433,6 +602,22 @@ int main(int argc, char** argv) {
         line("1 head a block, 2 x 128 threads an SM, 48 loads a thread", pattern_time<1, 48>(ctx, 2 * sms, 128));
         return 0;
     }
+#if CUDART_VERSION >= 12000
+    if (std::string(argv[1]) == "--walk" && argc >= 3) {
+        const int64_t ctx = std::atoll(argv[2]);
+        const double bytes = 2.0 * double(ctx) * kHeadsKv * kD * 2;
+        auto line = [&](const char* what, double us) { std::printf("walk ctx=%lld %s: %.1f us, %.0f GB/s\n", (long long)ctx, what, us, bytes / (us * 1e-6) / 1e9); };
+        line("contiguous (read_all)", read_time(size_t(bytes), sms));
+        line("16-byte copies, 3 steps a warp, 2 blocks an SM (the kernel's)", walk_time<0, 3>(ctx, sms, 2));
+        line("16-byte copies, 6 steps a warp, 1 block an SM", walk_time<0, 6>(ctx, sms, 1));
+        line("row bulk copies, 3 steps a warp, 2 blocks an SM", walk_time<1, 3>(ctx, sms, 2));
+        line("tensor copies, 2 steps a warp, 2 blocks an SM", walk_time<2, 2>(ctx, sms, 2));
+        line("tensor copies, 3 steps a warp, 2 blocks an SM", walk_time<2, 3>(ctx, sms, 2));
+        line("tensor copies, 6 steps a warp, 1 block an SM", walk_time<2, 6>(ctx, sms, 1));
+        line("tensor copies, 3 steps a warp, 1 block an SM", walk_time<2, 3>(ctx, sms, 1));
+        return 0;
+    }
+#endif
     if (std::string(argv[1]) == "--read" && argc >= 3) {
         const size_t bytes = size_t(std::atoll(argv[2])) / 16 * 16;
         const double us = read_time(bytes, sms);
