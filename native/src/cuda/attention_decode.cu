@@ -1105,14 +1105,6 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
         int32_t ks_next, vs_next;
         slots_of(next, live_next, ks_next, vs_next);
         const float mv_far = mask_value(far);
-        // Step far's copies into the buffer (or, past the split's end, an empty group).
-        auto issue_far = [&] {
-            if (far >= 0) {
-                issue(far, buf, live_of(mv_far));
-            } else if constexpr (!kBulk) {
-                __pipeline_commit();
-            }
-        };
         if constexpr (kBulk) {
             wait_phase(bars + 8u * unsigned(buf), (parity >> buf) & 1u);
             parity ^= 1u << buf;
@@ -1155,33 +1147,16 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
                     }
                 }
             } else {
-                // The step's K and V fragments into registers first (64 at D = 128), then the buffer takes
-                // step far's copies before the step is computed: the walk keeps three steps in flight while a
-                // warp computes, where the buffer used to wait for the whole computation.
                 const uint8_t* tile = mine + size_t(buf) * 2 * kTile * kRow;
-                uint32_t kf[D / 16][4], vf[D / 16][4];
-#pragma unroll
-                for (int j = 0; j < D / 16; ++j) {
-                    ldsm_x4(kf[j], tile + k_row * kRow + j * 32 + k_col);
-                    ldsm_x4_trans(vf[j], tile + (kTile + v_row) * kRow + j * 32 + v_col);
-                }
-                __syncwarp();  // the fragments' reads are performed before the copies overwrite the buffer
-                issue_far();
-                auto reg = [](const uint32_t (&f)[D / 16][4]) {
-                    return [&f](int j, uint32_t(&b)[4]) {
-#pragma unroll
-                        for (int e = 0; e < 4; ++e) b[e] = f[j][e];
-                    };
-                };
-                auto reg_v = [&vf](int n, uint32_t(&b)[4]) {
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) b[e] = vf[n / 2][e];
-                };
-                compute(tile_q(smem), mv, reg(kf), [] {}, reg_v);
+                compute(tile_q(smem), mv, tile_k(tile), [] {}, tile_v(tile + kTile * kRow));
             }
         }
         __syncwarp();
-        if (kSparse || live == 0u) issue_far();
+        if (far >= 0) {
+            issue(far, buf, live_of(mv_far));
+        } else if constexpr (!kBulk) {
+            __pipeline_commit();
+        }
         buf = buf + 1 == kStages ? 0 : buf + 1;
         step += kWarps;
         base = next;
