@@ -888,7 +888,6 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
         if constexpr (!kBulk) __pipeline_commit();
     };
 
-    static_assert(!kPacked || kSparse, "the packed rows serve the store");
     constexpr int kOut = kPacked ? D / 16 : D / 8;  // accumulator tiles: 16 channels (packed) or 8
     float o[kOut][4];
 #pragma unroll
@@ -1097,6 +1096,18 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
         }
     }
     __syncthreads();
+    // Over the dense cache the queries' A fragments stay in registers (32 at D = 128; the kernel has room at
+    // two blocks a multiprocessor), where each step loaded them again from the staging.
+    constexpr bool kQueryRegs = !kSparse;
+    uint32_t qa[kQueryRegs ? D / 16 : 1][4];
+    if constexpr (kQueryRegs) {
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc) ldsm_x4(qa[kc], smem + a_row * kRow + kc * 32 + a_col);
+    }
+    auto reg_q = [&qa](int kc, uint32_t(&a)[4]) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) a[e] = qa[kc][e];
+    };
     // Step s's copies are in buffer s % kStages; after its computation the buffer takes step s + kStages's
     // (far), whose mask values load at the step's start.
     while (base >= 0) {
@@ -1148,7 +1159,11 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
                 }
             } else {
                 const uint8_t* tile = mine + size_t(buf) * 2 * kTile * kRow;
-                compute(tile_q(smem), mv, tile_k(tile), [] {}, tile_v(tile + kTile * kRow));
+                if constexpr (kPacked) {
+                    compute_packed(reg_q, mv, tile_k(tile), [] {}, tile + kTile * kRow, [] {});
+                } else {
+                    compute(reg_q, mv, tile_k(tile), [] {}, tile_v(tile + kTile * kRow));
+                }
             }
         }
         __syncwarp();
@@ -1655,8 +1670,8 @@ MmaFn store_fn(bool packed, bool four_fit) {
 // a multiprocessor (the store's variant for four blocks).
 MmaFn mma_fn(int d, bool sparse, bool packed, bool four_fit) {
     switch (d) {
-        case 64: return sparse ? store_fn<64>(packed, four_fit) : mma_kernel<64, false>;
-        case 128: return sparse ? store_fn<128>(packed, four_fit) : mma_kernel<128, false>;
+        case 64: return sparse ? store_fn<64>(packed, four_fit) : packed ? mma_kernel<64, false, true> : mma_kernel<64, false>;
+        case 128: return sparse ? store_fn<128>(packed, four_fit) : packed ? mma_kernel<128, false, true> : mma_kernel<128, false>;
         default: return nullptr;
     }
 }
@@ -2023,7 +2038,7 @@ namespace {
 // The tensor-core kernels for D = 64 and 128 (up to 8 query heads per KV head).
 bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCache& cc, bool sparse, DecodeWorkspace& ws, int sm_count,
                 cudaStream_t stream, int splits) {
-    const bool packed = sparse && p.n_head / p.n_head_kv <= 4;
+    const bool packed = p.n_head / p.n_head_kv <= 4;
     MmaFn fn = mma_fn(p.head_dim, sparse, packed, true);
     const size_t smem = mma_smem(p.head_dim, sparse, cc.k_stride + cc.v_stride);
     if (!ws.allow_smem(reinterpret_cast<const void*>(fn), smem)) return false;
