@@ -888,6 +888,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
         if constexpr (!kBulk) __pipeline_commit();
     };
 
+    static_assert(!kPacked || kSparse, "the packed rows serve the store");
     constexpr int kOut = kPacked ? D / 16 : D / 8;  // accumulator tiles: 16 channels (packed) or 8
     float o[kOut][4];
 #pragma unroll
@@ -1159,11 +1160,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
                 }
             } else {
                 const uint8_t* tile = mine + size_t(buf) * 2 * kTile * kRow;
-                if constexpr (kPacked) {
-                    compute_packed(reg_q, mv, tile_k(tile), [] {}, tile + kTile * kRow, [] {});
-                } else {
-                    compute(reg_q, mv, tile_k(tile), [] {}, tile_v(tile + kTile * kRow));
-                }
+                compute(reg_q, mv, tile_k(tile), [] {}, tile_v(tile + kTile * kRow));
             }
         }
         __syncwarp();
@@ -1670,8 +1667,8 @@ MmaFn store_fn(bool packed, bool four_fit) {
 // a multiprocessor (the store's variant for four blocks).
 MmaFn mma_fn(int d, bool sparse, bool packed, bool four_fit) {
     switch (d) {
-        case 64: return sparse ? store_fn<64>(packed, four_fit) : packed ? mma_kernel<64, false, true> : mma_kernel<64, false>;
-        case 128: return sparse ? store_fn<128>(packed, four_fit) : packed ? mma_kernel<128, false, true> : mma_kernel<128, false>;
+        case 64: return sparse ? store_fn<64>(packed, four_fit) : mma_kernel<64, false>;
+        case 128: return sparse ? store_fn<128>(packed, four_fit) : mma_kernel<128, false>;
         default: return nullptr;
     }
 }
@@ -2038,7 +2035,7 @@ namespace {
 // The tensor-core kernels for D = 64 and 128 (up to 8 query heads per KV head).
 bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCache& cc, bool sparse, DecodeWorkspace& ws, int sm_count,
                 cudaStream_t stream, int splits) {
-    const bool packed = p.n_head / p.n_head_kv <= 4;
+    const bool packed = sparse && p.n_head / p.n_head_kv <= 4;
     MmaFn fn = mma_fn(p.head_dim, sparse, packed, true);
     const size_t smem = mma_smem(p.head_dim, sparse, cc.k_stride + cc.v_stride);
     if (!ws.allow_smem(reinterpret_cast<const void*>(fn), smem)) return false;
