@@ -276,11 +276,13 @@ __device__ __forceinline__ int load_acquire(const int* p) {
     return v;
 }
 
-// mergers == 0 (dense cache, compute capability 9.0 on): the last arrival merges alone, its group's partials
-// brought into shared memory `w` by one bulk copy completed on the barrier at `bar` (never used before). The
-// protocol with several mergers took about 3.7 us from the last walk's end on the H200 at batch 1 (an
-// in-kernel merge against none: 32K 41.0 against 37.2 us, 4K 12.4 against 8.8): an arrival count, a poll
-// by the waiting mergers and their loads are three round trips through L2, each load a thread's share.
+// mergers == 0 (dense cache, compute capability 9.0 on, where one merger would load with its threads): the
+// last arrival merges alone, its group's partials brought into shared memory `w` by one bulk copy completed
+// on the barrier at `bar` (never used before). The merge is a fixed cost of every call: on the H200, dense
+// batch 1, the kernel with its merge against without took 41.0 against 37.2 us at 32K, 12.4 against 8.8 at
+// 4K. One bulk merger against one loading merger: batch 4, 4K 24.0 against 24.6 us, batch 8, 4K 40.1 against
+// 40.7; against eight loading mergers (batch 1, 32K, 33 splits) it was slower, 41.7 against 41.45, so the
+// launcher keeps those where they apply.
 template <int D>
 __device__ void merge_bulk(const DecodeProblem& p, const Place& pl, int G, const float* base, int splits, float* w, unsigned bar) {
     constexpr int P = part_stride(D);
@@ -339,11 +341,12 @@ __device__ void merge_bulk(const DecodeProblem& p, const Place& pl, int G, const
 // Shared floats that merge_bulk needs for G heads' splits.
 __host__ __device__ constexpr size_t merge_bulk_floats(int D, int G, int splits) { return size_t(G) * splits * (part_stride(D) + 1) + G; }
 
-template <int D>
+// kBulkMerge: the dense kernel, which may be launched with mergers == 0 (merge_bulk).
+template <int D, bool kBulkMerge>
 __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, const float* part, int splits, int mergers, int* counters, float* w,
                               unsigned bar) {
     __shared__ int s_role;
-    const bool bulk = mergers == 0;
+    const bool bulk = kBulkMerge && mergers == 0;
     if (bulk) mergers = 1;
     __syncthreads();  // the block's partial is written
     int counted = -1;  // a waiting merger's second count, read only once its share is merged
@@ -364,9 +367,11 @@ __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, co
     constexpr int P = part_stride(D), kBatch = 17;
     // Pair i = g * splits + s (head g, split s) at base + i * P; loads bypass L1 (other blocks wrote them).
     const float* base = part + ((size_t(pl.seq) * p.n_rows + pl.row) * p.n_head + size_t(pl.hk) * G) * size_t(splits) * P;
-    if (bulk) {
-        if constexpr (kBulkCopies) merge_bulk<D>(p, pl, G, base, splits, w, bar);
-        return;
+    if constexpr (kBulkMerge && kBulkCopies) {
+        if (bulk) {
+            merge_bulk<D>(p, pl, G, base, splits, w, bar);
+            return;
+        }
     }
     // Item t: head t / (D / 4), channels 4 (t % (D / 4)) + 0..3; this merger's are first .. first + count - 1,
     // R a round, each summed by `parts` threads (thread: item it0 of the round, splits q, q + parts, ...).
@@ -1300,7 +1305,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     if (counters != nullptr) {
         // merge_bulk's barrier: warp 0's first copy barrier, which the dense walk leaves unused.
         const unsigned bar = smem_u32(smem + mma_body_bytes(D, kSparse, rec));
-        merge_if_last<D>(p, pl, G, part, splits, mergers, counters, reinterpret_cast<float*>(smem), bar);
+        merge_if_last<D, !kSparse>(p, pl, G, part, splits, mergers, counters, reinterpret_cast<float*>(smem), bar);
     }
 }
 
@@ -2145,9 +2150,9 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
     }
     const int64_t blocks = int64_t(splits) * p.n_head_kv * p.n_rows * p.n_seq;
     int mergers = blocks <= resident && splits >= 16 ? std::min(kMaxMergers, splits / 4) : 1;
-    // Over the dense cache from compute capability 9.0 on, one merger with a bulk copy where the group's
-    // partials fit in the kernel's shared memory (merge_bulk).
-    if (!sparse && counters != nullptr && bulk_copies_on_device() &&
+    // Over the dense cache from compute capability 9.0 on, a lone merger takes its group's partials by a bulk
+    // copy where they fit in the kernel's shared memory (merge_bulk).
+    if (!sparse && mergers == 1 && counters != nullptr && bulk_copies_on_device() &&
         merge_bulk_floats(p.head_dim, int(G), splits) * sizeof(float) <= mma_body_bytes(p.head_dim, false, 0))
         mergers = 0;
     launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, pr.tiles, pr.part, splits, counters, mergers);
