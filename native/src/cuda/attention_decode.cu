@@ -2111,19 +2111,6 @@ int decode_splits(const DecodeProblem& p, int resident_blocks) {
 
 namespace {
 
-// Whether the current device runs bulk copies (compute capability 9.0 on); asked once.
-bool bulk_copies_on_device() {
-    static const bool on = [] {
-        int device = 0, major = 0;
-        if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
-            cudaGetLastError();
-            return false;
-        }
-        return major >= 9;
-    }();
-    return on;
-}
-
 // The tensor-core kernels for D = 64 and 128 (up to 8 query heads per KV head).
 bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCache& cc, bool sparse, DecodeWorkspace& ws, int sm_count,
                 cudaStream_t stream, int splits) {
@@ -2152,7 +2139,7 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
     int mergers = blocks <= resident && splits >= 16 ? std::min(kMaxMergers, splits / 4) : 1;
     // Over the dense cache from compute capability 9.0 on, a lone merger takes its group's partials by a bulk
     // copy where they fit in the kernel's shared memory (merge_bulk).
-    if (!sparse && mergers == 1 && counters != nullptr && bulk_copies_on_device() &&
+    if (!sparse && mergers == 1 && counters != nullptr && hopper_or_newer() &&
         merge_bulk_floats(p.head_dim, int(G), splits) * sizeof(float) <= mma_body_bytes(p.head_dim, false, 0))
         mergers = 0;
     launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, pr.tiles, pr.part, splits, counters, mergers);

@@ -37,8 +37,11 @@ __device__ __forceinline__ void start_after_previous() {
     let_next_start();
 }
 
-// Whether launches ask for the overlap: the current device at the first call has compute capability
-// 9.0 or more, and MUSTAFAR_PDL is not 0.
+// Whether the current device at the first call has compute capability 9.0 or more (programmatic
+// dependent launch, bulk copies).
+bool hopper_or_newer();
+
+// Whether launches ask for the overlap: hopper_or_newer(), and MUSTAFAR_PDL is not 0.
 bool early_launch();
 
 // kernel<<<grid, block, smem, stream>>>(args...), with the overlap when early_launch(). As with <<<>>>,
