@@ -1174,9 +1174,8 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     __syncthreads();
     // Over the dense cache the queries' A fragments stay in registers (32 at D = 128; the kernel has room at
     // two blocks a multiprocessor), where each step loaded them again from the staging.
-    constexpr bool kQueryRegs = !kSparse;
-    uint32_t qa[kQueryRegs ? D / 16 : 1][4];
-    if constexpr (kQueryRegs) {
+    uint32_t qa[kSparse ? 1 : D / 16][4];
+    if constexpr (!kSparse) {
 #pragma unroll
         for (int kc = 0; kc < D / 16; ++kc) ldsm_x4(qa[kc], smem + a_row * kRow + kc * 32 + a_col);
     }
