@@ -8,7 +8,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 : "${OUT:?set OUT}"
 refs=(${REF:-})
-for f in "${refs[@]}"; do [ -f "$f" ] || { echo "missing $f" >&2; exit 1; }; done
+for f in "${refs[@]}"; do [ -e "$f" ] || { echo "missing $f" >&2; exit 1; }; done
 mkdir -p "$OUT"
 # shellcheck source=tests/gpu/trees.sh
 . tests/gpu/trees.sh

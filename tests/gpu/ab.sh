@@ -2,7 +2,8 @@
 # A/B timing of the attention kernels on one machine: the work tree's native/src/cuda/attention_decode.cu
 # against reference copies of that file (REF: one or more files, space-separated, default
 # artifacts/gpu/ref/attention_decode.cu; make one with `git show <commit>:native/src/cuda/attention_decode.cu
-# > artifacts/gpu/ref/attention_decode.cu` and carry artifacts/gpu/ref). Trees: new, ref1, ref2, ...
+# > artifacts/gpu/ref/attention_decode.cu` and carry artifacts/gpu/ref; where headers differ too, a folder:
+# see tests/gpu/trees.sh). Trees: new, ref1, ref2, ...
 # Dense times of one point differ by a few per cent between machines of one kind, so a change is judged
 # against its reference in the same call. Every build runs the kernel tests.
 # POINTS: "s,batch,context[,splits]" (s = 0: dense; splits 0 or absent: the launcher's choice).
@@ -14,7 +15,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 : "${OUT:?set OUT}"
 refs=(${REF:-artifacts/gpu/ref/attention_decode.cu})
-for f in "${refs[@]}"; do [ -f "$f" ] || { echo "missing $f" >&2; exit 1; }; done
+for f in "${refs[@]}"; do [ -e "$f" ] || { echo "missing $f" >&2; exit 1; }; done
 mkdir -p "$OUT"
 # shellcheck source=tests/gpu/trees.sh
 . tests/gpu/trees.sh

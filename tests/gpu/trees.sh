@@ -1,7 +1,10 @@
-# Sourced by tests/gpu/ab.sh and ab-gemv.sh: build_trees <file> "<targets>" <ref files...> builds the work
-# tree's native/ as tree "new" and, for each reference file, a copy with <file> replaced by it (ref1, ref2,
+# Sourced by tests/gpu/ab.sh and ab-gemv.sh: build_trees <file> "<targets>" <refs...> builds the work
+# tree's native/ as tree "new" and, for each reference, a copy with <file> replaced by it (ref1, ref2,
 # ...), each from its own copy of native/ and all in parallel (each kernel file is one long compilation:
 # side by side, four trees build in about the time of one). Sets `trees`; needs OUT and artifacts/gpu/ggml.
+# A reference that is a folder replaces every file it holds, at the same path under native/ (for a change
+# that also touched a header: `mkdir -p artifacts/gpu/ref/old && git archive <commit> native/src/cuda |
+# tar -x -C artifacts/gpu/ref/old --strip-components=1`, then REF=artifacts/gpu/ref/old).
 build_trees() {
   local file=$1 targets=$2 ggml="$PWD/artifacts/gpu/ggml" i tree failed=0
   shift 2
@@ -11,7 +14,10 @@ build_trees() {
   for i in "${!trees[@]}"; do
     tree=${trees[$i]}
     rm -rf "artifacts/gpu/src-$tree" && mkdir -p "artifacts/gpu/src-$tree" && cp -r native "artifacts/gpu/src-$tree/"
-    [ "$i" = 0 ] || cp "${refs[$((i - 1))]}" "artifacts/gpu/src-$tree/$file"
+    if [ "$i" != 0 ]; then
+      local ref=${refs[$((i - 1))]}
+      if [ -d "$ref" ]; then cp -r "$ref/." "artifacts/gpu/src-$tree/native/"; else cp "$ref" "artifacts/gpu/src-$tree/$file"; fi
+    fi
     cp "artifacts/gpu/src-$tree/$file" "$OUT/$tree-$(basename "$file")"
     # shellcheck disable=SC2086
     (cmake -S "artifacts/gpu/src-$tree/native" -B "artifacts/gpu/build-$tree" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_LIB_DIR="$ggml" \
