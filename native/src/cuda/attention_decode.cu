@@ -276,6 +276,30 @@ __device__ __forceinline__ int load_acquire(const int* p) {
     return v;
 }
 
+// Each head g's weight of each of its splits s against the largest m (into s_w[g * splits + s]) and its
+// weighted sum of l (into s_sum[g]); m_of(i) and l_of(i) read pair i = g * splits + s's m and l (m_of may
+// read s_w[i], which is written only after).
+template <typename M, typename L>
+__device__ void split_weights(int G, int splits, M&& m_of, L&& l_of, float* s_w, float* s_sum) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    for (int g = warp; g < G; g += kWarps) {
+        float m = -INFINITY;
+        for (int s = lane; s < splits; s += 32) m = fmaxf(m, m_of(g * splits + s));
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        float l = 0.0f;
+        for (int s = lane; s < splits; s += 32) {
+            const int i = g * splits + s;
+            const float f = merge_factor(m_of(i), m);
+            s_w[i] = f;
+            l += l_of(i) * f;
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
+        if (lane == 0) s_sum[g] = l;
+    }
+}
+
 // mergers == 0 (dense cache, compute capability 9.0 on, where one merger would load with its threads): the
 // last arrival merges alone, its group's partials brought into shared memory `w` by one bulk copy completed
 // on the barrier at `bar` (never used before). The merge is a fixed cost of every call: on the H200, dense
@@ -299,23 +323,8 @@ __device__ void merge_bulk(const DecodeProblem& p, const Place& pl, int G, const
     }
     __syncthreads();  // the barrier is initialised
     wait_phase(bar, 0);
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    for (int g = warp; g < G; g += kWarps) {
-        float m = -INFINITY;
-        for (int s = lane; s < splits; s += 32) m = fmaxf(m, w[size_t(g * splits + s) * P + D]);
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-        float l = 0.0f;
-        for (int s = lane; s < splits; s += 32) {
-            const float* pp = w + size_t(g * splits + s) * P;
-            const float f = merge_factor(pp[D], m);
-            s_w[g * splits + s] = f;
-            l += pp[D + 1] * f;
-        }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
-        if (lane == 0) s_sum[g] = l;
-    }
+    split_weights(
+        G, splits, [&](int i) { return w[size_t(i) * P + D]; }, [&](int i) { return w[size_t(i) * P + D + 1]; }, s_w, s_sum);
     __syncthreads();
     // Item t: head t / (D / 4), channels 4 (t % (D / 4)) + 0..3, summed over the splits in order.
     for (int t = threadIdx.x; t < G * (D / 4); t += kThreads) {
@@ -406,22 +415,7 @@ __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, co
             }
     }
     __syncthreads();
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    for (int g = warp; g < G; g += kWarps) {
-        float m = -INFINITY;
-        for (int s = lane; s < splits; s += 32) m = fmaxf(m, s_w[g * splits + s]);
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-        float l = 0.0f;
-        for (int s = lane; s < splits; s += 32) {
-            const float f = merge_factor(s_w[g * splits + s], m);
-            s_w[g * splits + s] = f;
-            l += s_l[g * splits + s] * f;
-        }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
-        if (lane == 0) s_sum[g] = l;
-    }
+    split_weights(G, splits, [&](int i) { return s_w[i]; }, [&](int i) { return s_l[i]; }, s_w, s_sum);
     __syncthreads();
     for (int r0 = 0; r0 < count; r0 += R) {
         const int it = r0 + it0, t = first + it, g = t / (D / 4);
