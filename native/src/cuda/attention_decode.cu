@@ -653,6 +653,13 @@ __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const uint8_t* p
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
 }
 
+// The 8x8 f16 matrix whose row g, columns 2t and 2t + 1 lane (g, t) holds, transposed in the same layout.
+__device__ __forceinline__ uint32_t transpose8x8(uint32_t x) {
+    uint32_t y;
+    asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+    return y;
+}
+
 __device__ __forceinline__ uint32_t as_u32(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
 
 // (x, y) as f16 pairs: hi + lo == (x, y) to about 2^-22.
@@ -963,6 +970,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
 #pragma unroll
     for (int n = 0; n < kOut; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m = -INFINITY, l = 0.0f;
+    float mh[2] = {-INFINITY, -INFINITY}, lh[2] = {0.0f, 0.0f};  // kPacked: heads 2 (t % 2) + 0 and 1
 
     // ldmatrix row addresses of this lane: S uses K as (cell = 8 * ((lane >> 4) & 1) + lane % 8,
     // channels + 8 * ((lane >> 3) & 1)); P V uses V transposed as (cell = 8 * ((lane >> 3) & 1) + lane % 8,
@@ -1039,33 +1047,67 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
         }
     };
 
-    // The packed step (kPacked), V's tile vt. Lane (g, t) holds the scores of head g % 4 and, of O^T,
-    // channels g and g + 8 of each 16-channel tile for columns 2t and 2t + 1 (heads 2 (t % 2) + 0 and 1;
-    // high parts for t < 2).
-    auto compute_packed = [&](auto&& qfrag, float mv, auto&& kfrag, auto&& between, const uint8_t* vt, auto&& side) {
-        float s4[4];
-        const float tmax = scores_of(qfrag, mv, kfrag, s4, side);
-        const bool grow = tmax > m;
-        float alpha = 1.0f;
-        if (grow) {
-            alpha = exp2f(m - tmax);
-            l *= alpha;
-            m = tmax;
-        }
-        if (__any_sync(0xffffffffu, grow)) {  // this lane's columns' heads take their rows' factors (lanes 4 h)
-            const float fa = __shfl_sync(0xffffffffu, alpha, 8 * (t % 2)), fb = __shfl_sync(0xffffffffu, alpha, 8 * (t % 2) + 4);
+    // The packed step (kPacked), V's tile vt: the scores as S^T = K Q^T, A = K (rows: cells g and g + 8, from
+    // kfrag's B layout), B = Q^T (column g: head g % 4's high part for g < 4, its low part for g >= 4; qtfrag), so
+    // that one MMA a channel block covers the step's 16 cells and the queries' fragments stay in registers: with
+    // Q as A, each step loaded them again (8 ldmatrix, 32 of the step's 335 shared-memory wavefronts, the pipe
+    // that bounds this kernel). C: cells g (c0, c1) and g + 8 (c2, c3), columns 2t and 2t + 1; lanes t and t ^ 2
+    // hold the high and low products of heads 2 (t % 2) and 2 (t % 2) + 1, whose running maxima and sums
+    // (mh, lh) the lane keeps. Of O^T = V^T P^T, lane (g, t) holds channels g and g + 8 of each 16-channel tile
+    // for columns 2t and 2t + 1: the same heads, so a growing maximum rescales them without a shuffle.
+    auto compute_packed = [&](auto&& qtfrag, float mv, auto&& kfrag, auto&& between, const uint8_t* vt, auto&& side) {
+        float sc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-            for (int n = 0; n < kOut; ++n) {
-                o[n][0] *= fa;
-                o[n][1] *= fb;
-                o[n][2] *= fa;
-                o[n][3] *= fb;
+        for (int kc = 0; kc < D / 16; ++kc) {
+            uint32_t b[2], k[4];
+            qtfrag(kc, b);
+            kfrag(kc, k);
+            mma16816_split(sc, k[0], k[2], k[1], k[3], b[0], b[1]);
+        }
+        side();  // independent work that overlaps the MMAs' latency and the shuffles
+        const float mk0 = __shfl_sync(0xffffffffu, mv, g), mk8 = __shfl_sync(0xffffffffu, mv, g + 8);
+        float s4[4];  // cell g: heads 2 (t % 2) + 0, 1; cell g + 8: the same
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float mk = i < 2 ? mk0 : mk8, x = sc[i] + __shfl_xor_sync(0xffffffffu, sc[i], 2);
+            s4[i] = mk != -INFINITY ? x + mk * kLog2e : -INFINITY;
+        }
+        bool grow = false;
+        float alpha[2] = {1.0f, 1.0f};
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            float tmax = fmaxf(s4[j], s4[2 + j]);
+            tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 4));
+            tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 8));
+            tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 16));
+            if (tmax > mh[j]) {
+                alpha[j] = exp2f(mh[j] - tmax);
+                lh[j] *= alpha[j];
+                mh[j] = tmax;
+                grow = true;
             }
         }
-        uint32_t ph0, pl0, ph2, pl2;
-        probabilities(s4, ph0, pl0, ph2, pl2);
-        // B = P^T: column g is head g % 4's high (g < 4) or low part, for cells 2t, 2t + 1 and 2t + 8, 2t + 9.
-        const uint32_t b0 = g < 4 ? ph0 : pl0, b1 = g < 4 ? ph2 : pl2;
+        if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+            for (int n = 0; n < kOut; ++n) {
+                o[n][0] *= alpha[0];
+                o[n][1] *= alpha[1];
+                o[n][2] *= alpha[0];
+                o[n][3] *= alpha[1];
+            }
+        }
+        float pr[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            pr[i] = s4[i] == -INFINITY ? 0.0f : exp2f(s4[i] - mh[i % 2]);
+            lh[i % 2] += pr[i];
+        }
+        uint32_t h0, l0, h8, l8;
+        split2(pr[0], pr[1], h0, l0);
+        split2(pr[2], pr[3], h8, l8);
+        // Row g, columns 2t, 2t + 1 of P (cells x columns: heads' high parts 0-3, low parts 4-7), transposed:
+        // B = P^T, column g for cells 2t, 2t + 1 (b0) and 2t + 8, 2t + 9 (b1).
+        const uint32_t b0 = transpose8x8(t < 2 ? h0 : l0), b1 = transpose8x8(t < 2 ? h8 : l8);
         between();
 #pragma unroll
         for (int n = 0; n < kOut; ++n) {
@@ -1173,6 +1215,24 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
 #pragma unroll
         for (int kc = 0; kc < D / 16; ++kc) ldsm_x4(qa[kc], smem + a_row * kRow + kc * 32 + a_col);
     }
+    // The packed kernel's B = Q^T fragments (compute_packed) in the K runs' order, kept in registers; a step with
+    // window cells takes them in the natural order from the staging. Column g: row g (high parts) or 8 + g (low).
+    uint32_t qt[kPacked ? D / 16 : 1][2] = {};
+    auto staged_qt = [&](int rows) {
+        const uint8_t* r = smem + (rows + (g < 4 ? g : 8 + g)) * kRow + 4 * t;
+        return [=](int kc, uint32_t(&b)[2]) {
+            b[0] = *reinterpret_cast<const uint32_t*>(r + kc * 32);
+            b[1] = *reinterpret_cast<const uint32_t*>(r + kc * 32 + 16);
+        };
+    };
+    if constexpr (kPacked) {
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc) staged_qt(16)(kc, qt[kc]);
+    }
+    auto reg_qt = [&qt](int kc, uint32_t(&b)[2]) {
+        b[0] = qt[kc][0];
+        b[1] = qt[kc][1];
+    };
     auto reg_q = [&qa](int kc, uint32_t(&a)[4]) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) a[e] = qa[kc][e];
@@ -1203,12 +1263,12 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
                     // overlaps the scores' latencies (H200, one call: s = 0.7, batch 8, 32K 221.3 against 224.1 us
                     // with the expansion first; s = 0.5 253.3 against 259.3).
                     auto v_side = [&] { expand_own(raw, 1, (live >> (lane % 16)) & 1u); };
-                    if constexpr (kPacked) compute_packed(tile_q(smem + 16 * kRow), mv, RunK<D>(raw, live, lane, k_at), [] { __syncwarp(); }, mine, v_side);
+                    if constexpr (kPacked) compute_packed(reg_qt, mv, RunK<D>(raw, live, lane, k_at), [] { __syncwarp(); }, mine, v_side);
                 } else if (!__any_sync(0xffffffffu, ks >= 0)) {
                     expand_step(raw, 1, live, vs);
                     __syncwarp();
                     if constexpr (kPacked) {
-                        compute_packed(tile_q(smem + 16 * kRow), mv, RunK<D>(raw, live, lane, k_at), [] {}, mine, [] {});
+                        compute_packed(reg_qt, mv, RunK<D>(raw, live, lane, k_at), [] {}, mine, [] {});
                     } else {
                         compute(tile_q(smem + 16 * kRow), mv, RunK<D>(raw, live, lane, k_at), [] {}, tile_v(mine));
                     }
@@ -1221,7 +1281,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
                         __syncwarp();
                     };
                     if constexpr (kPacked) {
-                        compute_packed(tile_q(smem), mv, tile_k(mine), v_after_k, mine, [] {});
+                        compute_packed(staged_qt(0), mv, tile_k(mine), v_after_k, mine, [] {});
                     } else {
                         compute(tile_q(smem), mv, tile_k(mine), v_after_k, tile_v(mine));
                     }
@@ -1255,8 +1315,15 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
         vs = vs_next;
     }
 
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    if constexpr (kPacked) {  // each head's sum over the cells of lanes g
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+#pragma unroll
+            for (int x = 4; x < 32; x *= 2) lh[j] += __shfl_xor_sync(0xffffffffu, lh[j], x);
+    } else {
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+    }
     __syncthreads();  // the merge arrays overlay the queries and the warps' tiles
     float* s_acc = reinterpret_cast<float*>(smem);
     float* s_m = s_acc + kWarps * G * D;
@@ -1272,6 +1339,10 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
             for (int j = 0; j < 2; ++j) {
                 const int h = 2 * t + j;
                 if (h >= G) continue;
+                if (g == 0) {
+                    s_m[warp * G + h] = mh[j];
+                    s_l[warp * G + h] = lh[j];
+                }
 #pragma unroll
                 for (int n = 0; n < kOut; ++n) {
                     s_acc[(warp * G + h) * D + n * 16 + g] = o[n][j];
@@ -1288,7 +1359,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
                 s_acc[(warp * G + g) * D + n * 8 + 2 * t + 1] = o[n][1] + o[n][3];
             }
         }
-        if (t == 0) {
+        if (!kPacked && t == 0) {
             s_m[warp * G + g] = m;
             s_l[warp * G + g] = l;
         }
