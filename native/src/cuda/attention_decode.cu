@@ -970,7 +970,6 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
 #pragma unroll
     for (int n = 0; n < kOut; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m = -INFINITY, l = 0.0f;
-    float mh[2] = {-INFINITY, -INFINITY}, lh[2] = {0.0f, 0.0f};  // kPacked: heads 2 (t % 2) + 0 and 1
 
     // ldmatrix row addresses of this lane: S uses K as (cell = 8 * ((lane >> 4) & 1) + lane % 8,
     // channels + 8 * ((lane >> 3) & 1)); P V uses V transposed as (cell = 8 * ((lane >> 3) & 1) + lane % 8,
@@ -1048,13 +1047,12 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     };
 
     // The packed step (kPacked), V's tile vt: the scores as S^T = K Q^T, A = K (rows: cells g and g + 8, from
-    // kfrag's B layout), B = Q^T (column g: head g % 4's high part for g < 4, its low part for g >= 4; qtfrag), so
-    // that one MMA a channel block covers the step's 16 cells and the queries' fragments stay in registers: with
-    // Q as A, each step loaded them again (8 ldmatrix, 32 of the step's 335 shared-memory wavefronts, the pipe
-    // that bounds this kernel). C: cells g (c0, c1) and g + 8 (c2, c3), columns 2t and 2t + 1; lanes t and t ^ 2
-    // hold the high and low products of heads 2 (t % 2) and 2 (t % 2) + 1, whose running maxima and sums
-    // (mh, lh) the lane keeps. Of O^T = V^T P^T, lane (g, t) holds channels g and g + 8 of each 16-channel tile
-    // for columns 2t and 2t + 1: the same heads, so a growing maximum rescales them without a shuffle.
+    // kfrag's B layout), B = Q^T (column c: head c / 2's high part for even c, its low part for odd c; qtfrag),
+    // so that one MMA a channel block covers the step's 16 cells and the queries' fragments stay in registers
+    // (with Q as A each step loaded them again: 8 ldmatrix, in the shared-memory pipe that bounds this kernel).
+    // C: cells g (c0, c1) and g + 8 (c2, c3), columns 2t and 2t + 1: head t's high and low products, so lane
+    // (g, t) keeps head t's running maximum and sum (m, l). Of O^T = V^T P^T, lane (g, t) holds channels g and
+    // g + 8 of each 16-channel tile for the same two columns: a growing maximum rescales them without a shuffle.
     auto compute_packed = [&](auto&& qtfrag, float mv, auto&& kfrag, auto&& between, const uint8_t* vt, auto&& side) {
         float sc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
@@ -1066,48 +1064,36 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
         }
         side();  // independent work that overlaps the MMAs' latency and the shuffles
         const float mk0 = __shfl_sync(0xffffffffu, mv, g), mk8 = __shfl_sync(0xffffffffu, mv, g + 8);
-        float s4[4];  // cell g: heads 2 (t % 2) + 0, 1; cell g + 8: the same
+        const float s0 = mk0 != -INFINITY ? sc[0] + sc[1] + mk0 * kLog2e : -INFINITY;
+        const float s8 = mk8 != -INFINITY ? sc[2] + sc[3] + mk8 * kLog2e : -INFINITY;
+        float tmax = fmaxf(s0, s8);
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const float mk = i < 2 ? mk0 : mk8, x = sc[i] + __shfl_xor_sync(0xffffffffu, sc[i], 2);
-            s4[i] = mk != -INFINITY ? x + mk * kLog2e : -INFINITY;
-        }
-        bool grow = false;
-        float alpha[2] = {1.0f, 1.0f};
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-            float tmax = fmaxf(s4[j], s4[2 + j]);
-            tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 4));
-            tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 8));
-            tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 16));
-            if (tmax > mh[j]) {
-                alpha[j] = exp2f(mh[j] - tmax);
-                lh[j] *= alpha[j];
-                mh[j] = tmax;
-                grow = true;
-            }
+        for (int x = 4; x < 32; x *= 2) tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, x));
+        const bool grow = tmax > m;
+        float alpha = 1.0f;
+        if (grow) {
+            alpha = exp2f(m - tmax);
+            l *= alpha;
+            m = tmax;
         }
         if (__any_sync(0xffffffffu, grow)) {
 #pragma unroll
             for (int n = 0; n < kOut; ++n) {
-                o[n][0] *= alpha[0];
-                o[n][1] *= alpha[1];
-                o[n][2] *= alpha[0];
-                o[n][3] *= alpha[1];
+                o[n][0] *= alpha;
+                o[n][1] *= alpha;
+                o[n][2] *= alpha;
+                o[n][3] *= alpha;
             }
         }
-        float pr[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            pr[i] = s4[i] == -INFINITY ? 0.0f : exp2f(s4[i] - mh[i % 2]);
-            lh[i % 2] += pr[i];
-        }
-        uint32_t h0, l0, h8, l8;
-        split2(pr[0], pr[1], h0, l0);
-        split2(pr[2], pr[3], h8, l8);
-        // Row g, columns 2t, 2t + 1 of P (cells x columns: heads' high parts 0-3, low parts 4-7), transposed:
-        // B = P^T, column g for cells 2t, 2t + 1 (b0) and 2t + 8, 2t + 9 (b1).
-        const uint32_t b0 = transpose8x8(t < 2 ? h0 : l0), b1 = transpose8x8(t < 2 ? h8 : l8);
+        const float p0 = s0 == -INFINITY ? 0.0f : exp2f(s0 - m), p8 = s8 == -INFINITY ? 0.0f : exp2f(s8 - m);
+        l += p0 + p8;
+        // Row g, columns 2t, 2t + 1 of P (cells x columns, as Q^T's), transposed: B = P^T, column g for cells
+        // 2t, 2t + 1 (b0) and 2t + 8, 2t + 9 (b1).
+        auto high_low = [](float x) {
+            const __half hi = __float2half_rn(x);
+            return as_u32(__halves2half2(hi, __float2half_rn(x - __half2float(hi))));
+        };
+        const uint32_t b0 = transpose8x8(high_low(p0)), b1 = transpose8x8(high_low(p8));
         between();
 #pragma unroll
         for (int n = 0; n < kOut; ++n) {
@@ -1216,10 +1202,11 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
         for (int kc = 0; kc < D / 16; ++kc) ldsm_x4(qa[kc], smem + a_row * kRow + kc * 32 + a_col);
     }
     // The packed kernel's B = Q^T fragments (compute_packed) in the K runs' order, kept in registers; a step with
-    // window cells takes them in the natural order from the staging. Column g: row g (high parts) or 8 + g (low).
+    // window cells takes them in the natural order from the staging. Column g: head g / 2's row of high parts
+    // (even g) or of low parts (odd g).
     uint32_t qt[kPacked ? D / 16 : 1][2] = {};
     auto staged_qt = [&](int rows) {
-        const uint8_t* r = smem + (rows + (g < 4 ? g : 8 + g)) * kRow + 4 * t;
+        const uint8_t* r = smem + (rows + 8 * (g % 2) + g / 2) * kRow + 4 * t;
         return [=](int kc, uint32_t(&b)[2]) {
             b[0] = *reinterpret_cast<const uint32_t*>(r + kc * 32);
             b[1] = *reinterpret_cast<const uint32_t*>(r + kc * 32 + 16);
@@ -1315,11 +1302,9 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
         vs = vs_next;
     }
 
-    if constexpr (kPacked) {  // each head's sum over the cells of lanes g
+    if constexpr (kPacked) {  // head t's sum over the cells of lanes g
 #pragma unroll
-        for (int j = 0; j < 2; ++j)
-#pragma unroll
-            for (int x = 4; x < 32; x *= 2) lh[j] += __shfl_xor_sync(0xffffffffu, lh[j], x);
+        for (int x = 4; x < 32; x *= 2) l += __shfl_xor_sync(0xffffffffu, l, x);
     } else {
         l += __shfl_xor_sync(0xffffffffu, l, 1);
         l += __shfl_xor_sync(0xffffffffu, l, 2);
@@ -1328,26 +1313,16 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     float* s_acc = reinterpret_cast<float*>(smem);
     float* s_m = s_acc + kWarps * G * D;
     float* s_l = s_m + kWarps * G;
-    if constexpr (kPacked) {
-        // Columns c and c + 4 (lanes t and t + 2): a head's high and low parts.
+    if constexpr (kPacked) {  // columns 2t and 2t + 1: head t's high and low parts
+        if (t < G) {
+            if (g == 0) {
+                s_m[warp * G + t] = m;
+                s_l[warp * G + t] = l;
+            }
 #pragma unroll
-        for (int n = 0; n < kOut; ++n)
-#pragma unroll
-            for (int j = 0; j < 4; ++j) o[n][j] += __shfl_xor_sync(0xffffffffu, o[n][j], 2);
-        if (t < 2) {
-#pragma unroll
-            for (int j = 0; j < 2; ++j) {
-                const int h = 2 * t + j;
-                if (h >= G) continue;
-                if (g == 0) {
-                    s_m[warp * G + h] = mh[j];
-                    s_l[warp * G + h] = lh[j];
-                }
-#pragma unroll
-                for (int n = 0; n < kOut; ++n) {
-                    s_acc[(warp * G + h) * D + n * 16 + g] = o[n][j];
-                    s_acc[(warp * G + h) * D + n * 16 + g + 8] = o[n][2 + j];
-                }
+            for (int n = 0; n < kOut; ++n) {
+                s_acc[(warp * G + t) * D + n * 16 + g] = o[n][0] + o[n][1];
+                s_acc[(warp * G + t) * D + n * 16 + g + 8] = o[n][2] + o[n][3];
             }
         }
     }
