@@ -827,12 +827,12 @@ __host__ __device__ inline size_t mma_body_bytes(int D, bool sparse, size_t reco
 // The body, then each warp's two copy barriers (one per buffer; 16 bytes a warp).
 size_t mma_smem(int D, bool sparse, size_t record_bytes) { return mma_body_bytes(D, sparse, record_bytes) + kWarps * 16; }
 
-// kPacked (the store, G <= 4): the scores' A rows 4-7 and 12-15 repeat rows 0-3 and 8-11 (the heads' f16
-// high and low parts), so lanes g and g + 4 both hold head g % 4's scores; the values' product is
-// O^T = V^T P^T (M: 16 channels, N: the 4 heads' P high parts, then their low parts, column g from lane g),
-// so a lane accumulates 32 floats instead of 64, with 24 MMAs a step instead of 32 (H200, one call: s = 0.7,
-// batch 8, 32K 232.2 against 235.1 us; s = 0.5 268.4 against 279.4). Holding the K runs' query fragments in
-// registers instead (16 with the low parts in rows 4-7 and a shuffle to add them, or 32) spilled and was not faster.
+// kPacked (the store, G <= 4): the scores are S^T = K Q^T with the queries' B fragments in registers (each
+// column one head's f16 high or low part), and the values' product is O^T = V^T P^T (M: 16 channels, N: the
+// same columns, P^T from the scores' C fragments by movmatrix), so a lane keeps one head's softmax state and
+// accumulates 32 floats instead of 64, with 16 MMAs a step instead of 32. H200, one call: S = Q K^T with Q
+// as A, loaded from shared memory every step (8 ldmatrix), took s = 0.7, batch 8, 32K 221.3 against 209.5 us,
+// batch 1, 128K 115.2 against 109.4; s = 0.5, batch 8, 32K 253.4 against 236.8.
 // kBlocks: the blocks a multiprocessor is to hold over the store (the register cap follows: 128 at 4, 168
 // at 3); 4 where the staging fits four, else 3 (s = 0.5 at D = 128: 65 KB a block), where the cap of 4 only
 // made the kernel spill (H200, s = 0.5, batch 8, 32K, packed: 264.8 against 269.5 us, one call).
@@ -1161,7 +1161,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     float x[kPer];
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
-        const int i = threadIdx.x + j * kThreads, h = kPacked ? i / D % 4 : i / D, d = i % D;
+        const int i = threadIdx.x + j * kThreads, h = i / D, d = i % D;
         x[j] = h < G ? reinterpret_cast<const float*>(p.q + size_t(pl.row) * p.q_nb1 + size_t(pl.hk * G + h) * p.q_nb2 + size_t(pl.seq) * p.q_nb3)[d] : 0.0f;
     }
     int buf = 0;
@@ -1178,8 +1178,8 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
             __pipeline_commit();
         }
     }
-    // The group's queries in log2 units, as f16 high and low parts; rows >= G stay zero (packed: rows 4-7
-    // and 12-15 repeat 0-3 and 8-11). Over the store they are written in both orders.
+    // The group's queries in log2 units, as f16 high and low parts; rows >= G stay zero. Over the store they
+    // are written in both orders.
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
         const int i = threadIdx.x + j * kThreads, r = i / D, d = i % D;
