@@ -1325,16 +1325,13 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
                 s_acc[(warp * G + t) * D + n * 16 + g + 8] = o[n][2] + o[n][3];
             }
         }
-    }
-    if (g < G) {
-        if constexpr (!kPacked) {
+    } else if (g < G) {  // rows g: head g's high and low parts
 #pragma unroll
-            for (int n = 0; n < D / 8; ++n) {
-                s_acc[(warp * G + g) * D + n * 8 + 2 * t] = o[n][0] + o[n][2];
-                s_acc[(warp * G + g) * D + n * 8 + 2 * t + 1] = o[n][1] + o[n][3];
-            }
+        for (int n = 0; n < D / 8; ++n) {
+            s_acc[(warp * G + g) * D + n * 8 + 2 * t] = o[n][0] + o[n][2];
+            s_acc[(warp * G + g) * D + n * 8 + 2 * t + 1] = o[n][1] + o[n][3];
         }
-        if (!kPacked && t == 0) {
+        if (t == 0) {
             s_m[warp * G + g] = m;
             s_l[warp * G + g] = l;
         }
