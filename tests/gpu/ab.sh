@@ -7,6 +7,8 @@
 # Dense times of one point differ by a few per cent between machines of one kind, so a change is judged
 # against its reference in the same call. Every build runs the kernel tests.
 # POINTS: "s,batch,context[,splits]" (s = 0: dense; splits 0 or absent: the launcher's choice).
+# NCU_POINTS: decode points as in POINTS whose decode kernel Nsight Compute measures once per tree: time,
+# instructions, shared-memory wavefronts and bank conflicts, the LSU data pipe's and the issue slots' use.
 # PROMPTS: "s,context[,causal[,expand]]": a 512-row prompt micro-batch over context cells (causal mask unless 0;
 # over the store, expand 0 times the prompt kernel expanding its tiles instead of the expanded copy; builds
 # before c63acca ignore it and always take their prompt kernel's own expansion).
@@ -41,3 +43,12 @@ for point in ${PROMPTS:-}; do
 done | tee -a "$OUT/ab.txt"
 # The same as a Markdown table (TREES: names for the header, in the order new ref1 ref2 ...).
 if command -v python3 > /dev/null; then python3 tests/gpu/ab_table.py "$OUT/ab.txt" ${TREES:-} | tee "$OUT/ab.md"; fi
+for point in ${NCU_POINTS:-}; do
+  IFS=, read -r s batch ctx splits <<< "$point"
+  for tree in "${trees[@]}"; do
+    echo "== $tree $point"
+    ncu --clock-control none -k regex:mma_kernel --launch-skip 10 --launch-count 1 --metrics \
+      gpu__time_duration.sum,smsp__inst_executed.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,l1tex__data_pipe_lsu_wavefronts.avg.pct_of_peak_sustained_elapsed,smsp__issue_active.avg.pct_of_peak_sustained_active \
+      "artifacts/gpu/build-$tree/attention_cuda_bench" --one "$s" "$batch" "$ctx" "${splits:-0}" 2>&1 | grep -E "duration|inst_exec|wavefronts|conflicts|pct"
+  done
+done | tee "$OUT/ncu.txt"
