@@ -662,6 +662,12 @@ __device__ __forceinline__ uint32_t transpose8x8(uint32_t x) {
 
 __device__ __forceinline__ uint32_t as_u32(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
 
+// x as one f16 pair (high part, low part): their sum is x to about 2^-22 (split2's split of one value).
+__device__ __forceinline__ uint32_t high_low(float x) {
+    const __half hi = __float2half_rn(x);
+    return as_u32(__halves2half2(hi, __float2half_rn(x - __half2float(hi))));
+}
+
 // (x, y) as f16 pairs: hi + lo == (x, y) to about 2^-22.
 __device__ __forceinline__ void split2(float x, float y, uint32_t& hi, uint32_t& lo) {
     const __half2 h = __floats2half2_rn(x, y);
@@ -985,7 +991,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     // qfrag(kc, a): the queries' A fragments in the order kfrag takes the channels (high parts in rows 0-7, low 8-15).
     // The step's scores in log2 units (s4[i]: cell (i / 2) * 8 + 2t + i % 2 of row g, -inf where masked), and
     // their maximum over the row's 16 cells.
-    auto scores_of = [&](auto&& qfrag, float mv, auto&& kfrag, float (&s4)[4], auto&& side) {
+    auto scores_of = [&](auto&& qfrag, float mv, auto&& kfrag, float (&s4)[4]) {
         // C rows g: Q_high K^T, rows g + 8: Q_low K^T, for cells 0-7 and 8-15.
         float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
@@ -997,7 +1003,6 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
             mma16816_split(sc[0], a[0], a[1], a[2], a[3], b[0], b[1]);
             mma16816_split(sc[1], a[0], a[1], a[2], a[3], b[2], b[3]);
         }
-        side();  // independent work that overlaps the MMAs' latency and the maximum's shuffles
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             const float mk = __shfl_sync(0xffffffffu, mv, (i / 2) * 8 + 2 * t + (i % 2));
@@ -1021,7 +1026,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     };
     auto compute = [&](auto&& qfrag, float mv, auto&& kfrag, auto&& between, auto&& vfrag) {
         float s4[4];
-        const float tmax = scores_of(qfrag, mv, kfrag, s4, [] {});
+        const float tmax = scores_of(qfrag, mv, kfrag, s4);
         if (tmax > m) {
             const float a = exp2f(m - tmax);
             l *= a;
@@ -1089,10 +1094,6 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
         l += p0 + p8;
         // Row g, columns 2t, 2t + 1 of P (cells x columns, as Q^T's), transposed: B = P^T, column g for cells
         // 2t, 2t + 1 (b0) and 2t + 8, 2t + 9 (b1).
-        auto high_low = [](float x) {
-            const __half hi = __float2half_rn(x);
-            return as_u32(__halves2half2(hi, __float2half_rn(x - __half2float(hi))));
-        };
         const uint32_t b0 = transpose8x8(high_low(p0)), b1 = transpose8x8(high_low(p8));
         between();
 #pragma unroll
