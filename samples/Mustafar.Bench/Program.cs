@@ -5,7 +5,11 @@
 //      at once (their cells stay cached as prefixes);
 //   2. generation: the same prompts again (prefix hits: no prompt work) with --decode-tokens tokens each.
 //   Mustafar.Bench --model PATH [--generate-llama3-8b] [--contexts 4096,16384,32768] [--batches 1,4,8]
-//                  [--decode-tokens 64] [--k-sparsity S] [--v-sparsity S] [--batch-size 512] [--out FILE.md] [--title TEXT]
+//                  [--decode-tokens 64] [--k-sparsity S] [--v-sparsity S] [--batch-size 512] [--cache-layout shared|per-request]
+//                  [--fresh-prompts] [--out FILE.md] [--title TEXT]
+// --cache-layout per-request: MustafarCacheLayout.PerRequest (each request its own share of the cells, no cached
+// prefixes), so the generation phase decodes its prompts again, as with --fresh-prompts (CachedPrefixes 0); the
+// engine's step columns still time its generation steps alone.
 // --batch-size: MustafarOptions.BatchSize, the tokens of one llama.cpp micro-batch (a prompt's graphs).
 // --generate-llama3-8b writes a Llama-3-8B-shaped F16 GGUF with random weights to PATH first (16 GB) unless
 // it exists. Prompts use the synthetic models' character vocabulary (one token per character).
@@ -22,10 +26,11 @@ using Mustafar.Gguf;
 
 var queue = new Queue<string>(args);
 string? model = null, outFile = null, title = null;
-bool generate = false;
+bool generate = false, fresh = false;
 int[] contexts = [4096, 16384, 32768], batches = [1, 4, 8];
 int decodeTokens = 64, batchSize = new MustafarOptions().BatchSize;
 double kSparsity = 0, vSparsity = 0;
+var layout = MustafarCacheLayout.Shared;
 try
 {
     while (queue.Count > 0)
@@ -41,6 +46,15 @@ try
             case "--k-sparsity": kSparsity = double.Parse(Next(), CultureInfo.InvariantCulture); break;
             case "--v-sparsity": vSparsity = double.Parse(Next(), CultureInfo.InvariantCulture); break;
             case "--batch-size": batchSize = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+            case "--fresh-prompts": fresh = true; break;
+            case "--cache-layout":
+                layout = Next() switch
+                {
+                    "shared" => MustafarCacheLayout.Shared,
+                    "per-request" => MustafarCacheLayout.PerRequest,
+                    var other => throw new ArgumentException($"--cache-layout is shared or per-request, not '{other}'"),
+                };
+                break;
             case "--out": outFile = Next(); break;
             case "--title": title = Next(); break;
             default: throw new ArgumentException($"unknown argument {arg}");
@@ -86,7 +100,8 @@ try
             ModelPath = model,
             ContextSize = batch * contexts.Max(),
             MaxConcurrentRequests = batch,
-            CachedPrefixes = batch,
+            CachedPrefixes = layout == MustafarCacheLayout.Shared && !fresh ? batch : 0,
+            CacheLayout = layout,
             KSparsity = kSparsity,
             VSparsity = vSparsity,
             BatchSize = batchSize,
@@ -109,6 +124,8 @@ try
                 $"| {batch} | {Label(context)} | {prompt.InputTokens} | {prompt.Seconds:F2} | {promptRate:F0} | {gen.OutputTokens} | {gen.Seconds:F2} | {genRate:F1} | {stepMs:F2} | {split.StepMs:F3} | {split.DecodeMs:F3} | {split.SampleMs:F3} |");
             rows.Add(row);
             Console.WriteLine(row);
+            // Greedy outputs of the generation phase, to compare builds and layouts run for run.
+            Console.WriteLine($"batch {batch}, {Label(context)}: generated text digest {gen.Digest}");
         }
     }
 
@@ -116,8 +133,10 @@ try
     {
         var md = new StringBuilder();
         md.AppendLine(CultureInfo.InvariantCulture, $"# {title ?? "End-to-end throughput"}").AppendLine();
-        md.AppendLine(CultureInfo.InvariantCulture, $"Model `{Path.GetFileName(model)}`, K sparsity {kSparsity}, V sparsity {vSparsity}, {decodeTokens} generated tokens per request, micro-batches of {batchSize} tokens. Program: `samples/Mustafar.Bench`.").AppendLine();
-        md.AppendLine("Prompt phase: all prompts at once, one output token each. Generation phase: the same prompts again (cached prefixes), all requests decoding together; a step is one token for every request.").AppendLine();
+        md.AppendLine(CultureInfo.InvariantCulture, $"Model `{Path.GetFileName(model)}`, K sparsity {kSparsity}, V sparsity {vSparsity}, {decodeTokens} generated tokens per request, micro-batches of {batchSize} tokens, cache layout {layout}. Program: `samples/Mustafar.Bench`.").AppendLine();
+        md.AppendLine(layout == MustafarCacheLayout.Shared && !fresh
+            ? "Prompt phase: all prompts at once, one output token each. Generation phase: the same prompts again (cached prefixes), all requests decoding together; a step is one token for every request."
+            : "Prompt phase: all prompts at once, one output token each. Generation phase: the same prompts again, decoded again (no cached prefixes), then all requests decoding together; its seconds, tok/s and ms per step include those prompts, the engine's step columns do not.").AppendLine();
         md.AppendLine("The last three columns: the engine's generation steps (every token of the step a generated one; `MustafarMetrics`), mean ms: the whole step, its llama_decode call, its sampling.").AppendLine();
         md.AppendLine("| batch | context | prompt tokens | prompt s | prompt tok/s | generated tokens | generation s | generation tok/s | ms per step | engine step ms | llama_decode ms | sampling ms |");
         md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|");
@@ -158,12 +177,14 @@ static async Task<Phase> RunAsync(IChatClient client, string[] prompts, int maxT
     var results = await Task.WhenAll(prompts.Select(async p =>
     {
         var response = await client.GetResponseAsync(p, new ChatOptions { MaxOutputTokens = maxTokens, Temperature = 0 });
-        return (Input: response.Usage?.InputTokenCount ?? 0, Output: response.Usage?.OutputTokenCount ?? 0);
+        return (Input: response.Usage?.InputTokenCount ?? 0, Output: response.Usage?.OutputTokenCount ?? 0, response.Text);
     }));
-    return new Phase(results.Sum(r => r.Input), results.Sum(r => r.Output), clock.Elapsed.TotalSeconds);
+    byte[] texts = Encoding.UTF8.GetBytes(string.Join("\u0001", results.Select(r => r.Text)));
+    string digest = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(texts))[..16];
+    return new Phase(results.Sum(r => r.Input), results.Sum(r => r.Output), clock.Elapsed.TotalSeconds, digest);
 }
 
-internal readonly record struct Phase(long InputTokens, long OutputTokens, double Seconds);
+internal readonly record struct Phase(long InputTokens, long OutputTokens, double Seconds, string Digest);
 
 internal readonly record struct StepSplit(long Steps, double StepMs, double DecodeMs, double SampleMs);
 

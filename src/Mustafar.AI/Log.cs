@@ -5,8 +5,8 @@ namespace Mustafar.AI;
 /// <summary>Source-generated log messages of the library.</summary>
 internal static partial class Log
 {
-    [LoggerMessage(1, LogLevel.Information, "Loaded {ModelPath} ({Layers} layers, head_dim {HeadDim}, {HeadCount}/{KvHeadCount} heads) with context {ContextSize} on {Backend}; KV cache of {KvLayers} layers on {Device}")]
-    public static partial void ModelLoaded(this ILogger logger, string modelPath, int layers, int headDim, int headCount, int kvHeadCount, int contextSize, string backend, int kvLayers, string device);
+    [LoggerMessage(1, LogLevel.Information, "Loaded {ModelPath} ({Layers} layers, head_dim {HeadDim}, {HeadCount}/{KvHeadCount} heads) with context {ContextSize} (a request at most {RequestContextSize}) on {Backend}; KV cache of {KvLayers} layers on {Device}")]
+    public static partial void ModelLoaded(this ILogger logger, string modelPath, int layers, int headDim, int headCount, int kvHeadCount, int contextSize, int requestContextSize, string backend, int kvLayers, string device);
 
     [LoggerMessage(2, LogLevel.Debug, "Request {ResponseId}: {PromptTokens} prompt tokens, {MaxTokens} max output tokens")]
     public static partial void RequestStarted(this ILogger logger, string responseId, int promptTokens, int maxTokens);

@@ -12,9 +12,23 @@ public sealed class MustafarContextOverflowException : InvalidOperationException
         ContextSize = contextSize;
     }
 
+    private MustafarContextOverflowException(int promptTokens, int contextSize, string message)
+        : base(message)
+    {
+        PromptTokens = promptTokens;
+        ContextSize = contextSize;
+    }
+
+    /// <summary>A prompt longer than a request's share of the context (<see cref="MustafarCacheLayout.PerRequest"/>).</summary>
+    internal static MustafarContextOverflowException ForRequestShare(int promptTokens, int share, int requests) =>
+        new(promptTokens, share,
+            $"The prompt has {promptTokens} tokens but a request's share of the context holds {share} (MustafarOptions.ContextSize " +
+            $"divided among MaxConcurrentRequests = {requests} with CacheLayout PerRequest); shorten the prompt, raise ContextSize, " +
+            "lower MaxConcurrentRequests or use CacheLayout Shared.");
+
     /// <summary>Tokens in the rejected prompt.</summary>
     public int PromptTokens { get; }
 
-    /// <summary>Context size in tokens.</summary>
+    /// <summary>Context size in tokens that the prompt had to fit in (a request's share with <see cref="MustafarCacheLayout.PerRequest"/>).</summary>
     public int ContextSize { get; }
 }

@@ -14,7 +14,11 @@ public sealed class MustafarOptions
     /// <summary>Model id reported in <c>ChatClientMetadata</c> and responses; defaults to the file name.</summary>
     public string? ModelId { get; set; }
 
-    /// <summary>Context size in tokens (the KV cache holds this many cells). 0 uses the model's training context.</summary>
+    /// <summary>
+    /// Context size in tokens (the KV cache holds this many cells). 0 uses the model's training context. With
+    /// <see cref="CacheLayout"/> <see cref="MustafarCacheLayout.PerRequest"/> a request holds at most
+    /// <c>ContextSize / MaxConcurrentRequests</c> of them.
+    /// </summary>
     public int ContextSize { get; set; } = 4096;
 
     /// <summary>Most tokens handed to llama.cpp in one decode call (a longer prompt is split).</summary>
@@ -54,6 +58,13 @@ public sealed class MustafarOptions
     /// they are identical.
     /// </summary>
     public int CachedPrefixes { get; set; }
+
+    /// <summary>
+    /// Whether running requests draw their cells from one pool (<see cref="MustafarCacheLayout.Shared"/>, the default) or
+    /// each owns an equal share of the context (<see cref="MustafarCacheLayout.PerRequest"/>: faster steps when many long
+    /// requests decode together; no <see cref="CachedPrefixes"/>).
+    /// </summary>
+    public MustafarCacheLayout CacheLayout { get; set; } = MustafarCacheLayout.Shared;
 
     /// <summary>Requests that may wait for a free sequence; further callers wait until one is admitted (back-pressure).</summary>
     public int MaxQueuedRequests { get; set; } = 64;
@@ -132,6 +143,25 @@ public sealed class MustafarOptionsValidator : IValidateOptions<MustafarOptions>
             {
                 failures.Add($"MustafarOptions.ContextSize ({options.ContextSize}) must be at least MaxConcurrentRequests plus CachedPrefixes ({sequences}): " +
                     "llama.cpp's decode calls are no larger than the context.");
+            }
+        }
+
+        if (!Enum.IsDefined(options.CacheLayout))
+        {
+            failures.Add($"MustafarOptions.CacheLayout must be Shared or PerRequest; got {(int)options.CacheLayout}.");
+        }
+        else if (options.CacheLayout == MustafarCacheLayout.PerRequest)
+        {
+            if (options.CachedPrefixes > 0)
+            {
+                failures.Add($"MustafarOptions.CachedPrefixes must be 0 with CacheLayout PerRequest (got {options.CachedPrefixes}): " +
+                    "a cached prefix is reused by sharing its cells, which requests of that layout do not.");
+            }
+
+            if (options.ContextSize > 0 && options.MaxConcurrentRequests >= 1 && options.ContextSize % (256L * options.MaxConcurrentRequests) != 0)
+            {
+                failures.Add($"MustafarOptions.ContextSize ({options.ContextSize}) must be a multiple of 256 times MaxConcurrentRequests " +
+                    $"({256L * options.MaxConcurrentRequests}) with CacheLayout PerRequest: llama.cpp rounds each request's share up to a multiple of 256 cells.");
             }
         }
 

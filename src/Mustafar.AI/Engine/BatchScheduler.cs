@@ -4,6 +4,7 @@ using System.Threading.Channels;
 using LLama;
 using LLama.Native;
 using Mustafar.AI.Mapping;
+using Mustafar.AI.Native;
 
 namespace Mustafar.AI.Engine;
 
@@ -28,6 +29,12 @@ internal sealed class BatchScheduler : IAsyncDisposable
     private readonly int _maxRunning;
     private readonly int _maxCached;
 
+    // With a stream of cells per sequence (MustafarCacheLayout.PerRequest), llama.cpp splits a decode call into
+    // micro-batches of equally many tokens per sequence, so prompts of several requests in one call would be cut
+    // where the shorter ones end, and the later pieces would attend the earlier ones' compressed rows. One
+    // request's prompt per step is cut only after its first token (beside the generating sequences' tokens).
+    private readonly bool _promptPerStep;
+
     /// <summary>Shortest shared prefix worth copying instead of decoding.</summary>
     private const int MinReusedTokens = 4;
 
@@ -39,10 +46,15 @@ internal sealed class BatchScheduler : IAsyncDisposable
         _vocabSize = _vocab.Count;
         _maxRunning = maxRunning;
         _maxCached = maxCached;
+        RequestContextSize = LlamaCalls.SequenceContext(context.NativeHandle);
+        _promptPerStep = RequestContextSize < (int)context.ContextSize;
         _queue = Channel.CreateBounded<Request>(new BoundedChannelOptions(maxQueued) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         _loop = new Thread(Loop) { IsBackground = true, Name = "Mustafar batch scheduler" };
         _loop.Start();
     }
+
+    /// <summary>Tokens one request can hold (llama.cpp's cells per sequence).</summary>
+    public int RequestContextSize { get; }
 
     /// <summary>Requests running now (sequences in the context).</summary>
     public int Running { get; private set; }
@@ -184,7 +196,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
             }
 
             budget -= n;
-            if (budget == 0)
+            if (budget == 0 || _promptPerStep)
             {
                 break;
             }
@@ -220,7 +232,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
             throw new InvalidOperationException($"llama_decode failed with {result} ({(int)result}); see the llama.cpp log.");
         }
 
-        int contextSize = (int)_context.ContextSize;
+        int contextSize = RequestContextSize;
         long sampleTicks = 0;
         foreach (var r in st.Active.Where(r => r.LogitIndex >= 0 && !r.Stopped).ToList())
         {
@@ -282,7 +294,8 @@ internal sealed class BatchScheduler : IAsyncDisposable
                 }
             }
 
-            next.Seq = st.Free.Pop();  // ids: running + cached, so one is free while fewer run than allowed
+            next.Seq = st.Free.Min;  // ids: running + cached, so one is free while fewer run than allowed
+            st.Free.Remove(next.Seq);
             if (source.Entry is { } entry)
             {
                 // The last prompt token is decoded again for its logits.
@@ -318,14 +331,14 @@ internal sealed class BatchScheduler : IAsyncDisposable
         }
 
         _context.NativeHandle.MemorySequenceRemove((LLamaSeqId)r.Seq, -1, -1);
-        st.Free.Push(r.Seq);
+        st.Free.Add(r.Seq);
     }
 
     private void Evict(LoopState st, CachedSequence entry)
     {
         _context.NativeHandle.MemorySequenceRemove((LLamaSeqId)entry.Seq, -1, -1);
         st.Cached.Remove(entry);
-        st.Free.Push(entry.Seq);
+        st.Free.Add(entry.Seq);
     }
 
     private static void Emit(Request r, GeneratedToken token) =>
@@ -356,7 +369,9 @@ internal sealed class BatchScheduler : IAsyncDisposable
     /// <summary>What only the loop's thread touches.</summary>
     private sealed class LoopState(int sequences)
     {
-        public Stack<int> Free { get; } = new(Enumerable.Range(0, sequences).Reverse());
+        // The lowest free id is taken: running ids stay consecutive, which llama.cpp needs to decode sequences of
+        // their own streams (MustafarCacheLayout.PerRequest) in one micro-batch.
+        public SortedSet<int> Free { get; } = [.. Enumerable.Range(0, sequences)];
 
         public List<Request> Active { get; } = [];
 

@@ -70,6 +70,9 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
 
     public int ContextSize => (int)_context.ContextSize;
 
+    /// <summary>Tokens one request can hold: <see cref="ContextSize"/>, or its share with <see cref="MustafarCacheLayout.PerRequest"/>.</summary>
+    public int RequestContextSize => _scheduler.RequestContextSize;
+
     /// <summary>Requests running as sequences now.</summary>
     public int RunningRequests => _scheduler.Running;
 
@@ -111,7 +114,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
             Threads = options.Threads,
             BatchThreads = options.Threads,
             SeqMax = (uint)(options.MaxConcurrentRequests + options.CachedPrefixes),
-            KVUnified = true, // the sequences share all cells instead of a fixed share each
+            KVUnified = options.CacheLayout == MustafarCacheLayout.Shared, // else one llama.cpp stream per sequence
             TypeK = GGMLType.GGML_TYPE_F16,
             TypeV = GGMLType.GGML_TYPE_F16,
         };
@@ -192,7 +195,7 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
             CheckKvPlacement(shape, kvDevices, backend is null ? "CPU" : NativeBackend.DeviceName);
             var engine = new LlamaEngine(options, shape, weights, context, backend, owner, kvDevices, logger);
             logger.ModelLoaded(options.ModelPath, shape.LayerCount, shape.HeadDim, shape.HeadCount, shape.KvHeadCount,
-                engine.ContextSize, backend is null ? "llama.cpp CPU" : $"Mustafar ({backend.Flavour})", kvDevices.Count,
+                engine.ContextSize, engine.RequestContextSize, backend is null ? "llama.cpp CPU" : $"Mustafar ({backend.Flavour})", kvDevices.Count,
                 string.Join(",", kvDevices.Values.Distinct()));
             return engine;
         }
@@ -258,9 +261,11 @@ internal sealed partial class LlamaEngine : IAsyncDisposable, IDisposable
             throw new ArgumentException("The prompt is empty.", nameof(prompt));
         }
 
-        if (prompt.Count >= ContextSize)
+        if (prompt.Count >= RequestContextSize)
         {
-            throw new MustafarContextOverflowException(prompt.Count, ContextSize);
+            throw Options.CacheLayout == MustafarCacheLayout.PerRequest
+                ? MustafarContextOverflowException.ForRequestShare(prompt.Count, RequestContextSize, Options.MaxConcurrentRequests)
+                : new MustafarContextOverflowException(prompt.Count, ContextSize);
         }
 
         return _scheduler.RunAsync(prompt, sampling, maxTokens, cancellationToken);

@@ -105,6 +105,13 @@ internal static unsafe partial class LlamaCalls
         };
     }
 
+    /// <summary>Tokens one sequence of the context can hold: the whole context when its cells are shared, else its share.</summary>
+    public static int SequenceContext(SafeLLamaContextHandle context)
+    {
+        using var lease = new Lease(context);
+        return checked((int)llama_n_ctx_seq(lease.Handle));
+    }
+
     /// <summary>Adds a sampler of <paramref name="grammar"/> (GBNF, rule "root") to <paramref name="chain"/>.</summary>
     /// <exception cref="ArgumentException">llama.cpp refuses the grammar.</exception>
     public static void AddGrammar(SafeLLamaSamplerChainHandle chain, SafeLlamaModelHandle model, string grammar)
@@ -148,6 +155,9 @@ internal static unsafe partial class LlamaCalls
 
     [LibraryImport(LlamaLibrary)]
     private static partial IntPtr llama_model_get_vocab(IntPtr model);
+
+    [LibraryImport(LlamaLibrary)]
+    private static partial uint llama_n_ctx_seq(IntPtr context);
 
     [LibraryImport(LlamaLibrary)]
     private static partial int llama_vocab_n_tokens(IntPtr vocab);

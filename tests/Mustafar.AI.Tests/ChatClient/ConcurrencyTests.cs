@@ -15,7 +15,8 @@ public sealed class ConcurrencyTests
 
     private static ChatOptions Greedy(int n) => new() { Temperature = 0, MaxOutputTokens = n };
 
-    private static async Task<IChatClient> CreateAsync(int concurrent, int queued = 64, double sparsity = 0.5) =>
+    private static async Task<IChatClient> CreateAsync(int concurrent, int queued = 64, double sparsity = 0.5,
+        MustafarCacheLayout layout = MustafarCacheLayout.Shared) =>
         await MustafarChatClientFactory.CreateAsync(new MustafarOptions
         {
             ModelPath = TestPaths.Stories,
@@ -26,6 +27,7 @@ public sealed class ConcurrencyTests
             LocalWindow = 16,
             MaxConcurrentRequests = concurrent,
             MaxQueuedRequests = queued,
+            CacheLayout = layout,
         });
 
     // Whether batching is faster is the benchmark's question (samples/Mustafar.Bench), not a unit test's:
@@ -46,6 +48,50 @@ public sealed class ConcurrencyTests
         var concurrent = await Task.WhenAll(Prompts.Select(p => client.GetResponseAsync(p, Greedy(48))));
         Assert.Equal(sequential, concurrent.Select(r => r.Text));
         Assert.Equal(Prompts.Length, engine.PeakRunningRequests);
+    }
+
+    [SkippableTheory]
+    [InlineData(0.0)]
+    [InlineData(0.5)]
+    public async Task RequestsWithCellsOfTheirOwnGiveTheSequentialTokens(double sparsity)
+    {
+        // Prompts longer than the window: their first rows are compressed right after their micro-batch.
+        string[] prompts = [.. Prompts.Select(p => string.Join(". ", Enumerable.Repeat(p, 6)))];
+        using var shared = await CreateAsync(concurrent: 1, sparsity: sparsity);
+        var sequential = new List<string>();
+        foreach (string prompt in prompts)
+        {
+            sequential.Add((await shared.GetResponseAsync(prompt, Greedy(48))).Text);
+        }
+
+        using var client = await CreateAsync(concurrent: 8, sparsity: sparsity, layout: MustafarCacheLayout.PerRequest);
+        var engine = ((MustafarChatClient)client).Engine;
+        Assert.Equal(2048 / 8, engine.RequestContextSize);
+        var concurrent = await Task.WhenAll(prompts.Select(p => client.GetResponseAsync(p, Greedy(48))));
+        Assert.Equal(sequential, concurrent.Select(r => r.Text));
+        Assert.Equal(prompts.Length, engine.PeakRunningRequests);
+    }
+
+    [SkippableFact]
+    public async Task ARequestWithCellsOfItsOwnHoldsItsShareOfTheContextAndNoMore()
+    {
+        using var client = await MustafarChatClientFactory.CreateAsync(new MustafarOptions
+        {
+            ModelPath = TestPaths.Stories, ContextSize = 1024, Threads = 2, MaxConcurrentRequests = 4,
+            CacheLayout = MustafarCacheLayout.PerRequest,
+        });
+        string longPrompt = string.Join(". ", Enumerable.Repeat(Prompts[0], 60));
+        var error = await Assert.ThrowsAsync<MustafarContextOverflowException>(() => client.GetResponseAsync(longPrompt, Greedy(4)));
+        Assert.Equal(256, error.ContextSize);
+        Assert.Contains("a request's share of the context holds 256", error.Message, StringComparison.Ordinal);
+
+        // Asked for more than its share holds, each of four requests ends at its share's end, side by side.
+        var responses = await Task.WhenAll(Prompts.Take(4).Select(p => client.GetResponseAsync(p, Greedy(500))));
+        Assert.All(responses, r =>
+        {
+            Assert.Equal(ChatFinishReason.Length, r.FinishReason);
+            Assert.Equal(256 + 1, r.Usage!.InputTokenCount + r.Usage.OutputTokenCount);  // the last token is sampled, never stored
+        });
     }
 
     [SkippableFact]

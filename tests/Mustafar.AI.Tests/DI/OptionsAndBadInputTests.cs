@@ -26,6 +26,9 @@ public sealed class OptionsAndBadInputTests
         { o => o.MaxConcurrentRequests = 0, "MaxConcurrentRequests must be at least 1; got 0" },
         { o => (o.BatchSize, o.MaxConcurrentRequests, o.CachedPrefixes) = (4, 4, 2), "MaxConcurrentRequests (4) plus CachedPrefixes (2) must be at most BatchSize (4)" },
         { o => o.ContextSize = 3, "ContextSize (3) must be at least MaxConcurrentRequests plus CachedPrefixes (4)" },
+        { o => (o.CacheLayout, o.CachedPrefixes) = (MustafarCacheLayout.PerRequest, 1), "CachedPrefixes must be 0 with CacheLayout PerRequest (got 1)" },
+        { o => o.CacheLayout = (MustafarCacheLayout)7, "CacheLayout must be Shared or PerRequest; got 7" },
+        { o => (o.CacheLayout, o.ContextSize) = (MustafarCacheLayout.PerRequest, 2048 + 256), "ContextSize (2304) must be a multiple of 256 times MaxConcurrentRequests (1024)" },
     };
 
     [Theory]

@@ -34,6 +34,25 @@ public sealed class BenchSampleTests
     }
 
     [Fact]
+    public async Task RequestsWithCellsOfTheirOwnGenerateTheSharedLayoutsText()
+    {
+        string model = TestPaths.TempFile("tiny-layout.gguf");
+        SyntheticLlama.Write(model, SyntheticLlamaSpec.Tiny with { ContextLength = 1024 });
+        var digests = new List<string>();
+        foreach (string[] layout in new[] { ["--fresh-prompts"], new[] { "--cache-layout", "per-request" } })
+        {
+            string output = TestPaths.TempFile("bench-layout.md");
+            var (exitCode, log) = await SamplePrograms.RunAsync("Mustafar.Bench",
+                ["--model", model, "--contexts", "256", "--batches", "2", "--decode-tokens", "8", "--out", output, .. layout]);
+            Assert.True(exitCode == 0, log);
+            digests.Add(log.Split('\n').Single(l => l.Contains("generated text digest", StringComparison.Ordinal)).Trim());
+            Assert.Contains(layout.Length == 1 ? "cache layout Shared" : "cache layout PerRequest", File.ReadAllText(output), StringComparison.Ordinal);
+        }
+
+        Assert.Equal(digests[0], digests[1]);
+    }
+
+    [Fact]
     public async Task RejectsAContextTooSmallForTheGeneratedTokens()
     {
         var (exitCode, log) = await SamplePrograms.RunAsync("Mustafar.Bench", "--model", "unused.gguf", "--contexts", "64", "--decode-tokens", "8");
