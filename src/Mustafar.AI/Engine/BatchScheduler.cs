@@ -30,10 +30,11 @@ internal sealed class BatchScheduler : IAsyncDisposable
     private readonly int _maxCached;
 
     // With a stream of cells per sequence (MustafarCacheLayout.PerRequest), llama.cpp splits a decode call into
-    // micro-batches of equally many tokens per sequence, so prompts of several requests in one call would be cut
-    // where the shorter ones end, and the later pieces would attend the earlier ones' compressed rows. One
-    // request's prompt per step is cut only after its first token (beside the generating sequences' tokens).
-    private readonly bool _promptPerStep;
+    // micro-batches of equally many tokens per sequence: prompt chunks of unequal length would be cut where the
+    // shorter ones end, several times a step, and each later piece would attend its earlier pieces' rows that left
+    // the window compressed. So there every prompting request gets an equal chunk a step (its first token aside,
+    // which goes with the generating sequences' tokens), and prompts that arrive together finish together.
+    private readonly bool _equalPromptChunks;
 
     /// <summary>Shortest shared prefix worth copying instead of decoding.</summary>
     private const int MinReusedTokens = 4;
@@ -47,7 +48,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
         _maxRunning = maxRunning;
         _maxCached = maxCached;
         RequestContextSize = LlamaCalls.SequenceContext(context.NativeHandle);
-        _promptPerStep = RequestContextSize < (int)context.ContextSize;
+        _equalPromptChunks = RequestContextSize < (int)context.ContextSize;
         _queue = Channel.CreateBounded<Request>(new BoundedChannelOptions(maxQueued) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         _loop = new Thread(Loop) { IsBackground = true, Name = "Mustafar batch scheduler" };
         _loop.Start();
@@ -179,9 +180,13 @@ internal sealed class BatchScheduler : IAsyncDisposable
 
         int generatedTokens = batch.TokenCount;
 
-        foreach (var r in st.Active.Where(r => r.PromptDone < r.Prompt.Count))
+        var prompting = st.Active.Where(r => r.PromptDone < r.Prompt.Count).ToList();
+        int chunk = _equalPromptChunks && prompting.Count > 0
+            ? Math.Max(1, Math.Min(budget / prompting.Count, prompting.Min(r => r.Prompt.Count - r.PromptDone)))
+            : int.MaxValue;
+        foreach (var r in prompting)
         {
-            int n = Math.Min(budget, r.Prompt.Count - r.PromptDone);
+            int n = Math.Min(Math.Min(budget, chunk), r.Prompt.Count - r.PromptDone);
             r.StepTokens = r.StepPromptTokens = n;
             for (int i = 0; i < n; i++)
             {
@@ -196,7 +201,7 @@ internal sealed class BatchScheduler : IAsyncDisposable
             }
 
             budget -= n;
-            if (budget == 0 || _promptPerStep)
+            if (budget == 0)
             {
                 break;
             }

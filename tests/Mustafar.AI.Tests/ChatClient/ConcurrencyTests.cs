@@ -55,9 +55,21 @@ public sealed class ConcurrencyTests
     [InlineData(0.5)]
     public async Task RequestsWithCellsOfTheirOwnGiveTheSequentialTokens(double sparsity)
     {
-        // Prompts longer than the window: their first rows are compressed right after their micro-batch.
-        string[] prompts = [.. Prompts.Select(p => string.Join(". ", Enumerable.Repeat(p, 6)))];
+        // Prompts longer than the window (their first rows are compressed right after their micro-batch), all of
+        // one length, so that arriving together they are decoded whole, side by side, as each alone.
         using var shared = await CreateAsync(concurrent: 1, sparsity: sparsity);
+        var tokenizer = shared.GetService<MustafarTokenizer>()!;
+        string[] prompts = [.. Prompts.Select(p => string.Join(". ", Enumerable.Repeat(p, 6)))];
+        int length = prompts.Max(p => tokenizer.CountTokens(p));
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            while (tokenizer.CountTokens(prompts[i]) < length)
+            {
+                prompts[i] += " and";
+            }
+        }
+
+        Assert.All(prompts, p => Assert.Equal(length, tokenizer.CountTokens(p)));
         var sequential = new List<string>();
         foreach (string prompt in prompts)
         {
