@@ -29,5 +29,6 @@ if [ "${1:-}" = "--e2e" ]; then
     tests/gpu/e2e.sh artifacts/gpu/publish artifacts/gpu/models "artifacts/gpu/expected/e2e-s$s.txt" "$s"
   done
   tests/gpu/e2e-agent.sh artifacts/gpu/publish artifacts/gpu/models artifacts/gpu/expected/agent.txt
+  tests/gpu/layout-digests.sh artifacts/gpu/publish artifacts/gpu/models artifacts/gpu/expected/layouts.txt
   echo "carry: artifacts/gpu/ggml artifacts/gpu/apps.tar.xz artifacts/gpu/models artifacts/gpu/expected"
 fi
