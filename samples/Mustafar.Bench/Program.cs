@@ -6,7 +6,8 @@
 //   2. generation: the same prompts again (prefix hits: no prompt work) with --decode-tokens tokens each.
 //   Mustafar.Bench --model PATH [--generate-llama3-8b] [--contexts 4096,16384,32768] [--batches 1,4,8]
 //                  [--decode-tokens 64] [--k-sparsity S] [--v-sparsity S] [--batch-size 512] [--cache-layout shared|per-request]
-//                  [--fresh-prompts] [--out FILE.md] [--title TEXT]
+//                  [--fresh-prompts] [--prompts FILE] [--out FILE.md] [--title TEXT]
+// --prompts: the first `batch` lines of FILE as the prompts instead of random text (greedy text to compare).
 // --cache-layout per-request: MustafarCacheLayout.PerRequest (each request its own share of the cells, no cached
 // prefixes), so the generation phase decodes its prompts again, as with --fresh-prompts (CachedPrefixes 0); the
 // engine's step columns still time its generation steps alone.
@@ -25,7 +26,7 @@ using Mustafar.AI;
 using Mustafar.Gguf;
 
 var queue = new Queue<string>(args);
-string? model = null, outFile = null, title = null;
+string? model = null, outFile = null, title = null, promptFile = null;
 bool generate = false, fresh = false;
 int[] contexts = [4096, 16384, 32768], batches = [1, 4, 8];
 int decodeTokens = 64, batchSize = new MustafarOptions().BatchSize;
@@ -47,6 +48,7 @@ try
             case "--v-sparsity": vSparsity = double.Parse(Next(), CultureInfo.InvariantCulture); break;
             case "--batch-size": batchSize = int.Parse(Next(), CultureInfo.InvariantCulture); break;
             case "--fresh-prompts": fresh = true; break;
+            case "--prompts": promptFile = Next(); break;
             case "--cache-layout":
                 layout = Next() switch
                 {
@@ -112,7 +114,14 @@ try
         Console.WriteLine($"batch {batch}: loaded in {load.Elapsed.TotalSeconds:F1} s, context {options.ContextSize} cells");
         foreach (int context in contexts)
         {
-            string[] prompts = Enumerable.Range(0, batch).Select(_ => RandomText(random, context - decodeTokens - 64)).ToArray();
+            string[] prompts = promptFile is null
+                ? [.. Enumerable.Range(0, batch).Select(_ => RandomText(random, context - decodeTokens - 64))]
+                : [.. File.ReadLines(promptFile).Where(l => l.Length > 0).Take(batch)];
+            if (prompts.Length < batch)
+            {
+                throw new ArgumentException($"--prompts {promptFile} has fewer than {batch} prompts");
+            }
+
             var prompt = await RunAsync(client, prompts, 1);
             steps.Reset();
             var gen = await RunAsync(client, prompts, decodeTokens);
