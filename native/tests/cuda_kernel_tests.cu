@@ -276,7 +276,7 @@ struct Problem {
     MaskKind kind;
     std::vector<float> q;         // [D, n_rows, n_head, n_seq]
     std::vector<uint16_t> k, v;   // as above
-    std::vector<uint16_t> mask;   // [n_kv, n_rows] when masked (n_seq 1)
+    std::vector<uint16_t> mask;   // [n_kv, n_rows, 1, n_seq] when masked
     int n_head() const { return G * n_head_kv; }
     size_t at(int s, int64_t c, int h) const { return ((size_t(s) * n_kv + c) * n_head_kv + h) * D; }
 };
@@ -325,6 +325,24 @@ Problem make_problem(std::mt19937_64& rng, int D, int G, int n_rows, int n_seq, 
                 if ((c >= r * run && c < (r + 1) * run) || (c >= prompt && c % n_rows == r))
                     p.mask[size_t(r) * n_kv + c] = fp32_to_fp16(c % 5 == 0 ? -0.25f : 0.0f);
     }
+    // One mask per sequence index, as llama.cpp gives a cache with a stream of cells per sequence: sequence s
+    // hides the first 7 s cells each row of sequence 0 sees (one stays), so that mixing them up shows.
+    if (masked && n_seq > 1) {
+        const size_t per_seq = size_t(n_kv) * n_rows;
+        p.mask.resize(per_seq * n_seq);
+        for (int sq = 1; sq < n_seq; ++sq)
+            for (int r = 0; r < n_rows; ++r) {
+                uint16_t* row = &p.mask[sq * per_seq + size_t(r) * n_kv];
+                std::copy_n(&p.mask[size_t(r) * n_kv], n_kv, row);
+                const int64_t seen = std::count_if(row, row + n_kv, [&](uint16_t m) { return m != minus_inf; });
+                int64_t hide = std::min<int64_t>(7 * sq, seen - 1);
+                for (int64_t c = 0; c < n_kv && hide > 0; ++c)
+                    if (row[c] != minus_inf) {
+                        row[c] = minus_inf;
+                        --hide;
+                    }
+            }
+    }
     return p;
 }
 
@@ -341,7 +359,7 @@ std::vector<double> reference(const Problem& p, KFn key, VFn value) {
                 const float* q = &p.q[((size_t(s) * p.n_head() + h) * p.n_rows + r) * p.D];
                 double m = -INFINITY;
                 for (int64_t c = 0; c < p.n_kv; ++c) {
-                    const float mv = p.masked ? fp16_to_fp32(p.mask[size_t(r) * p.n_kv + c]) : 0.0f;
+                    const float mv = p.masked ? fp16_to_fp32(p.mask[(size_t(s) * p.n_rows + r) * p.n_kv + c]) : 0.0f;
                     if (mv == -INFINITY) {
                         score[c] = -INFINITY;
                         continue;
@@ -388,6 +406,7 @@ mc::DecodeProblem device_problem(const Problem& p, const float* q, float* out, c
         d.mask = reinterpret_cast<const char*>(mask);
         d.mask_nb1 = size_t(p.n_kv) * 2;
         d.mask_nb3 = d.mask_nb1 * p.n_rows;
+        d.mask_ne3 = p.n_seq;
     }
     return d;
 }
@@ -442,6 +461,9 @@ const Shape kShapes[] = {
     {128, 4, 130, 1, 1001, kCausalBias}, {64, 2, 64, 1, 512, kCausalBias},
     // A sequence's micro-batch in a shared cache (unaligned mask rows: n_kv 777).
     {128, 4, 96, 1, 2000, kSpan}, {64, 8, 40, 1, 777, kSpan},
+    // A stream of cells per sequence (MustafarCacheLayout.PerRequest): masked decode rows and prompts of
+    // several sequence indices, each with its own mask.
+    {128, 4, 1, 4, 3000, kCausal}, {64, 8, 2, 3, 900, kCausalBias}, {128, 4, 96, 3, 1024, kCausal}, {64, 2, 40, 2, 777, kSpan},
 };
 
 void test_dense(std::mt19937_64& rng, int sms) {
