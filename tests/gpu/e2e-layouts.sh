@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The two cache layouts (MustafarCacheLayout) end to end through samples/Mustafar.Bench on the CUDA flavour:
-#  1. greedy text of 4 concurrent requests on the stories model at s = 0 and 0.7 in each layout, against the
-#     CPU flavour's (artifacts/gpu/expected/layouts.txt from tests/gpu/prepare.sh --e2e);
+#  1. greedy text of 4 concurrent requests (tests/gpu/layout-digests.sh: story prompts on the stories model, recall
+#     prompts on recall-hd128-q8_0) at s = 0 and 0.7 in each layout, against the CPU flavour's
+#     (artifacts/gpu/expected/layouts.txt from tests/gpu/prepare.sh --e2e);
 #  2. the Llama-3-8B-shaped model at POINTS ("s,batch,context"; s = 0: dense), each layout in turn, with
 #     MUSTAFAR_PROFILE=graphs (the backend's account of the decode graphs: host issue, wait, time between graphs).
 # After tests/gpu/run.sh (library built, publish unpacked). Usage on the GPU machine:
