@@ -5,11 +5,9 @@ public sealed class MustafarContextOverflowException : InvalidOperationException
 {
     /// <summary>Creates the exception for a prompt of <paramref name="promptTokens"/> tokens.</summary>
     public MustafarContextOverflowException(int promptTokens, int contextSize)
-        : base($"The prompt has {promptTokens} tokens but the context holds {contextSize}; " +
+        : this(promptTokens, contextSize, $"The prompt has {promptTokens} tokens but the context holds {contextSize}; " +
                "shorten the prompt or raise MustafarOptions.ContextSize (the model's training context is the usual limit).")
     {
-        PromptTokens = promptTokens;
-        ContextSize = contextSize;
     }
 
     private MustafarContextOverflowException(int promptTokens, int contextSize, string message)
