@@ -7,7 +7,8 @@
 //   Mustafar.Bench --model PATH [--generate-llama3-8b] [--contexts 4096,16384,32768] [--batches 1,4,8]
 //                  [--decode-tokens 64] [--k-sparsity S] [--v-sparsity S] [--batch-size 512] [--cache-layout shared|per-request]
 //                  [--fresh-prompts] [--prompts FILE] [--out FILE.md] [--title TEXT]
-// --prompts: the first `batch` lines of FILE as the prompts instead of random text (greedy text to compare).
+// --prompts: the first `batch` lines of FILE as the prompts instead of random text (greedy text to compare); the
+// generation phase's texts are then printed too, one line each, to see which request a differing digest comes from.
 // --cache-layout per-request: MustafarCacheLayout.PerRequest (each request its own share of the cells, no cached
 // prefixes), so the generation phase decodes its prompts again, as with --fresh-prompts (CachedPrefixes 0); the
 // engine's step columns still time its generation steps alone.
@@ -20,6 +21,7 @@ using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Text;
+using System.Text.Json;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Logging;
 using Mustafar.AI;
@@ -77,7 +79,8 @@ catch (Exception e) when (e is ArgumentException or FormatException)
 {
     Console.Error.WriteLine($"error: {e.Message}");
     Console.Error.WriteLine("usage: Mustafar.Bench --model PATH [--generate-llama3-8b] [--contexts 4096,16384,32768] [--batches 1,4,8] " +
-                            "[--decode-tokens 64] [--k-sparsity S] [--v-sparsity S] [--batch-size 512] [--out FILE.md] [--title TEXT]");
+                            "[--decode-tokens 64] [--k-sparsity S] [--v-sparsity S] [--batch-size 512] [--cache-layout shared|per-request] " +
+                            "[--fresh-prompts] [--prompts FILE] [--out FILE.md] [--title TEXT]");
     return 2;
 }
 
@@ -135,6 +138,13 @@ try
             Console.WriteLine(row);
             // Greedy outputs of the generation phase, to compare builds and layouts run for run.
             Console.WriteLine($"batch {batch}, {Label(context)}: generated text digest {gen.Digest}");
+            if (promptFile is not null)
+            {
+                for (int i = 0; i < gen.Texts.Length; i++)
+                {
+                    Console.WriteLine($"generated text {i}: {JsonSerializer.Serialize(gen.Texts[i])}");
+                }
+            }
         }
     }
 
@@ -188,12 +198,13 @@ static async Task<Phase> RunAsync(IChatClient client, string[] prompts, int maxT
         var response = await client.GetResponseAsync(p, new ChatOptions { MaxOutputTokens = maxTokens, Temperature = 0 });
         return (Input: response.Usage?.InputTokenCount ?? 0, Output: response.Usage?.OutputTokenCount ?? 0, response.Text);
     }));
-    byte[] texts = Encoding.UTF8.GetBytes(string.Join("\u0001", results.Select(r => r.Text)));
-    string digest = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(texts))[..16];
-    return new Phase(results.Sum(r => r.Input), results.Sum(r => r.Output), clock.Elapsed.TotalSeconds, digest);
+    string[] texts = [.. results.Select(r => r.Text)];
+    byte[] joined = Encoding.UTF8.GetBytes(string.Join("\u0001", texts));
+    string digest = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(joined))[..16];
+    return new Phase(results.Sum(r => r.Input), results.Sum(r => r.Output), clock.Elapsed.TotalSeconds, digest, texts);
 }
 
-internal readonly record struct Phase(long InputTokens, long OutputTokens, double Seconds, string Digest);
+internal readonly record struct Phase(long InputTokens, long OutputTokens, double Seconds, string Digest, string[] Texts);
 
 internal readonly record struct StepSplit(long Steps, double StepMs, double DecodeMs, double SampleMs);
 

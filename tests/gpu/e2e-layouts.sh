@@ -16,7 +16,13 @@ model=artifacts/gpu/llama3-8b-f16.gguf
 mkdir -p "$OUT"
 status=0
 tests/gpu/layout-digests.sh "$app" artifacts/gpu/models "$OUT/layouts-cuda.txt" || status=1
-if diff artifacts/gpu/expected/layouts.txt "$OUT/layouts-cuda.txt"; then echo "layouts: greedy text as the CPU flavour's"; else echo "layouts: FAILED"; status=1; fi
+if diff artifacts/gpu/expected/layouts.txt "$OUT/layouts-cuda.txt"; then
+  echo "layouts: greedy text as the CPU flavour's"
+else
+  echo "layouts: FAILED"
+  diff artifacts/gpu/expected/layouts.txt.texts "$OUT/layouts-cuda.txt.texts"
+  status=1
+fi
 gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader)"
 for point in ${POINTS-"0,8,32768"}; do  # POINTS="": the digests alone
   IFS=, read -r s batch ctx <<< "$point"
