@@ -464,6 +464,40 @@ Case copy_case(const char* what, ggml_type src_type, ggml_type dst_type, bool tr
     return {name, build, 0.0};
 }
 
+// How far the first `count` outputs of build(n) are from those of build(1) on one backend (the largest
+// difference over the largest magnitude, or bit for bit equal), and whether build(n) computed twice gives the
+// same bits. Leaves fill in order, so the first column (row) of every input is the same for every n.
+std::string fmt_g(double x) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.2g", x);
+    return b;
+}
+
+struct Dependence {
+    double relative = 0;
+    bool as_alone = true;
+    bool repeatable = true;
+    bool supported = true;
+};
+
+Dependence dependence(ggml_backend_t backend, ggml_backend_buffer_type_t buft, ggml_backend_dev_t dev,
+                      const std::function<Builder(int64_t)>& build, int64_t n, size_t count, uint64_t seed) {
+    const Result alone = run(backend, buft, dev, build(1), seed, 0);
+    const Result beside[2] = {run(backend, buft, dev, build(n), seed, 0), run(backend, buft, dev, build(n), seed, 0)};
+    Dependence d;
+    for (const Result* r : {&alone, &beside[0], &beside[1]}) d.supported = d.supported && r->supported && r->values.size() >= count;
+    if (!d.supported) return d;
+    double diff = 0, mag = 0;
+    for (size_t i = 0; i < count; ++i) {
+        diff = std::max(diff, std::fabs(double(beside[0].values[i]) - alone.values[i]));
+        mag = std::max(mag, std::fabs(double(alone.values[i])));
+        d.as_alone = d.as_alone && std::memcmp(&beside[0].values[i], &alone.values[i], sizeof(float)) == 0;
+    }
+    d.relative = mag > 0 ? diff / mag : diff;
+    d.repeatable = std::memcmp(beside[0].values.data(), beside[1].values.data(), beside[0].values.size() * sizeof(float)) == 0;
+    return d;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -589,6 +623,57 @@ int main(int argc, char** argv) {
             std::printf("%s decode layer, round %d of one graph computed %d times: nmse %.3g (limit 2e-05)\n", ok ? "ok  " : "FAIL", round + 1,
                         kRounds, e);
             failed += ok ? 0 : 1;
+        }
+    }
+
+    // Batch dependence: whether a row's result changes with the rows computed beside it. A continuous-batching
+    // engine computes a request's token in micro-batches whose size follows the other requests' timing, so where a
+    // row depends on its batch, a concurrent request's greedy text can part from its text alone at a near tie.
+    // Reported, not checked (both flavours depend on it): ggml's CPU backend, whose numerics the CPU flavour's
+    // attention copies, splits one decode row's cells among its threads and several rows by row, with f16
+    // accumulators; the CUDA flavour takes our matrix-vector kernel for one column and cuBLAS's choice by shape
+    // for more, and splits each decode row's cells by the batch's size (32 rows and more take the prompt kernel).
+    // Checked: the same batch computed twice gives the same bits (a request alone is reproducible).
+    {
+        constexpr int64_t K = 4096, M = 4096, D = 128, heads = 32, heads_kv = 8, n_kv = 4096;
+        auto mul_mat = [](int64_t n) -> Builder {
+            return [=](ggml_context* c) {
+                return ggml_mul_mat(c, named(ggml_new_tensor_4d(c, GGML_TYPE_F16, K, M, 1, 1), "w"), named(ggml_new_tensor_4d(c, GGML_TYPE_F32, K, n, 1, 1), "x"));
+            };
+        };
+        auto attention = [](int64_t rows) -> Builder {
+            return [=](ggml_context* c) {
+                ggml_tensor* q = ggml_permute(c, named(ggml_new_tensor_4d(c, GGML_TYPE_F32, D, heads, rows, 1), "q"), 0, 2, 1, 3);
+                ggml_tensor* kc = named(ggml_new_tensor_4d(c, GGML_TYPE_F16, D * heads_kv, n_kv, 1, 1), "cache_k_l0");
+                ggml_tensor* vc = named(ggml_new_tensor_4d(c, GGML_TYPE_F16, D * heads_kv, n_kv, 1, 1), "cache_v_l0");
+                ggml_tensor* k = ggml_view_4d(c, kc, D, n_kv, heads_kv, 1, kc->nb[1], D * 2, kc->nb[1] * n_kv, 0);
+                ggml_tensor* v = ggml_view_4d(c, vc, D, n_kv, heads_kv, 1, vc->nb[1], D * 2, vc->nb[1] * n_kv, 0);
+                ggml_tensor* m = named(ggml_new_tensor_4d(c, GGML_TYPE_F16, n_kv, rows, 1, 1), "mask");
+                return ggml_flash_attn_ext(c, q, k, v, m, 1.0f / std::sqrt(float(D)), 0.0f, 0.0f);
+            };
+        };
+        auto report = [&](const std::string& what, const char* backend_name, const Dependence& d, bool checked) {
+            const bool ok = !checked || (d.supported && d.repeatable);
+            std::printf("%s %s on %s: ", checked ? (ok ? "ok  " : "FAIL") : "info", what.c_str(), backend_name);
+            if (!d.supported) std::printf("not computed there\n");
+            else
+                std::printf("%s twice; %s\n", d.repeatable ? "the same bits" : "OTHER BITS", d.as_alone ? "every bit as alone" :
+                            ("differs from alone by up to " + fmt_g(d.relative) + " of its largest value (batch dependence)").c_str());
+            if (checked) {
+                failed += ok ? 0 : 1;
+                ++checks;
+            }
+        };
+        const char* flavour = computes_model_ops ? "the CUDA flavour" : "the CPU flavour";
+        for (int64_t n : {2, 8, 64}) {
+            const std::string what = "MUL_MAT f16 4096x4096, column 0 of " + std::to_string(n);
+            report(what, "ggml's CPU backend", dependence(cpu, ggml_backend_cpu_buffer_type(), nullptr, mul_mat, n, size_t(M), seed), false);
+            if (computes_model_ops) report(what, flavour, dependence(ours, our_buft, dev, mul_mat, n, size_t(M), seed), true);
+        }
+        for (int64_t rows : {2, 8, 40}) {
+            const std::string what = "FLASH_ATTN_EXT D=128 heads=32/8 kv=4096, row 0 of " + std::to_string(rows);
+            report(what, "ggml's CPU backend", dependence(cpu, ggml_backend_cpu_buffer_type(), nullptr, attention, rows, size_t(D * heads), seed), false);
+            report(what, flavour, dependence(ours, our_buft, dev, attention, rows, size_t(D * heads), seed), true);
         }
     }
 
