@@ -25,7 +25,7 @@ chars = 'abcdefghijklmnopqrstuvwxyz0123456789'
 for _ in range(256): print(''.join(random.choice(chars) for _ in range(200)))" > "$OUT/prompts.txt"
 gpu="$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader)"
 echo "GPU: $gpu"
-for point in ${POINTS:-"0,30 0,32 0.7,72"}; do
+for point in ${POINTS:-0,30 0,32 0.7,72}; do
   IFS=, read -r s n <<< "$point"
   run="s$s-n$n"
   (while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; sleep 0.5; done) > "$OUT/$run-memory.txt" 2>/dev/null &
