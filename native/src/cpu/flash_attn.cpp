@@ -16,18 +16,50 @@ using simd::dot;
 
 constexpr int64_t kRowBlock = 16;
 
+// Cells read this far ahead are asked for first: a walk over the cells of one head strides by a whole
+// cache row, which the hardware prefetchers do not follow across pages.
+constexpr int64_t kPrefetchCells = 8;
+
 // A K or V operand: an ordinary tensor, or a view of a Mustafar store (decompressed per vector on
 // the fly, never into a dense copy of the cache).
 struct KvOperand {
     const ggml_tensor* t = nullptr;
     const kv::KvStore* store = nullptr;
 
-    void load(int64_t ic, int64_t h, int64_t s, float* out, int64_t n) const {
+    // Cell ic of head h, stream s: over a store, its row and head. llama.cpp's views step one store row a
+    // cell, so the row follows from cell 0's without the two divisions of kv::locate.
+    struct Walk {
+        kv::RowHead first;
+        bool row_per_cell = false;
+    };
+    Walk walk(int64_t h, int64_t s) const {
+        Walk w;
         if (store != nullptr) {
-            const kv::RowHead at = kv::locate(t, *store, ic, h, s);
-            store->read_head_f32(at.row, at.head, out);
+            w.first = kv::locate(t, *store, 0, h, s);
+            w.row_per_cell = size_t(t->nb[1]) == store->dense_row_bytes();
+        }
+        return w;
+    }
+    kv::RowHead at(const Walk& w, int64_t ic, int64_t h, int64_t s) const {
+        return w.row_per_cell ? kv::RowHead{w.first.row + ic, w.first.head} : kv::locate(t, *store, ic, h, s);
+    }
+    const char* row(int64_t ic, int64_t h, int64_t s) const { return static_cast<const char*>(t->data) + ic * t->nb[1] + h * t->nb[2] + s * t->nb[3]; }
+
+    void load(const Walk& w, int64_t ic, int64_t h, int64_t s, float* out, int64_t n) const {
+        if (store != nullptr) {
+            const kv::RowHead a = at(w, ic, h, s);
+            store->read_head_f32(a.row, a.head, out);
         } else {
-            row_to_f32(t->type, static_cast<const char*>(t->data) + ic * t->nb[1] + h * t->nb[2] + s * t->nb[3], out, n);
+            row_to_f32(t->type, row(ic, h, s), out, n);
+        }
+    }
+    void prefetch(const Walk& w, int64_t ic, int64_t h, int64_t s, int64_t n) const {
+        if (store != nullptr) {
+            const kv::RowHead a = at(w, ic, h, s);
+            store->prefetch_head(a.row, a.head);
+        } else {
+            const char* p = row(ic, h, s);
+            for (size_t b = 0; b < size_t(n) * ggml_type_size(t->type); b += 64) __builtin_prefetch(p + b);
         }
     }
 };
@@ -84,12 +116,17 @@ void attend(const Attention& a, Lanes& l, int64_t n_lanes, int64_t iq3, int64_t 
     const int64_t ik3 = iq3 / a.rk3;
     const float* f16 = fp16_table().values;
     const int64_t DV = a.DV;
+    const KvOperand::Walk kw = a.kop.walk(hk, ik3), vw = a.vop.walk(hk, ik3);
     for (int64_t ic = ic0; ic < ic1; ++ic) {
+        if (ic + kPrefetchCells < ic1) {
+            a.kop.prefetch(kw, ic + kPrefetchCells, hk, ik3, a.DK);
+            a.vop.prefetch(vw, ic + kPrefetchCells, hk, ik3, DV);
+        }
         bool any = a.mask == nullptr;
         for (int64_t lane = 0; lane < n_lanes && !any; ++lane) any = f16[l.mask[lane][ic]] != -INFINITY;
         if (!any) continue;  // every lane masks this cell: skip converting it
-        a.kop.load(ic, hk, ik3, l.krow.data(), a.DK);
-        a.vop.load(ic, hk, ik3, l.vrow.data(), DV);
+        a.kop.load(kw, ic, hk, ik3, l.krow.data(), a.DK);
+        a.vop.load(vw, ic, hk, ik3, l.vrow.data(), DV);
         const float* vr = l.vrow.data();
         for (int64_t lane = 0; lane < n_lanes; ++lane) {
             const float mv = a.mask ? l.slope[lane] * f16[l.mask[lane][ic]] : 0.0f;

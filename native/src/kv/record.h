@@ -39,7 +39,8 @@ inline RecordLayout make_layout(int head_dim, double sparsity) {
 void compress(const uint16_t* x, const RecordLayout& layout, uint8_t* record);
 // Writes the D f16 values of a record back, pruned ones as +0.
 void decompress(const uint8_t* record, const RecordLayout& layout, uint16_t* out);
-// Same, to f32 (what attention consumes).
-void decompress_f32(const uint8_t* record, const RecordLayout& layout, float* out);
+// Same, to f32 (what attention consumes). tail_readable: the 16 bytes after the record may be read (a store's
+// records are followed by its pool), so the expansion loads the values in place instead of copying them first.
+void decompress_f32(const uint8_t* record, const RecordLayout& layout, float* out, bool tail_readable = false);
 
 }  // namespace mustafar::kv

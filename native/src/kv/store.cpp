@@ -181,9 +181,27 @@ void KvStore::read_head_f32(int64_t row, int head, float* out) const {
             for (int d = 0; d < D; ++d) out[d] = t[v[d]];
             break;
         }
-        case RowState::Compressed: decompress_f32(record(row, head), layout_, out); break;
+        case RowState::Compressed: decompress_f32(record(row, head), layout_, out, pool_rows_ > 0); break;  // the pool follows
         case RowState::Empty: std::fill(out, out + D, 0.0f); break;
     }
+}
+
+void KvStore::prefetch_head(int64_t row, int head) const {
+    if (device_) return;
+    const uint8_t* p = nullptr;
+    size_t bytes = 0;
+    switch (state_[row]) {
+        case RowState::Dense:
+            p = reinterpret_cast<const uint8_t*>(slot(slot_of_[row]) + size_t(head) * layout_.head_dim);
+            bytes = size_t(layout_.head_dim) * 2;
+            break;
+        case RowState::Compressed:
+            p = record(row, head);
+            bytes = layout_.stride;
+            break;
+        case RowState::Empty: return;
+    }
+    for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b);
 }
 
 void KvStore::read_row_f16(int64_t row, uint16_t* out) const {

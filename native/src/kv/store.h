@@ -71,6 +71,9 @@ public:
     void restore_row(int64_t row, const uint16_t* values);
     // One head of a row as f32 (zeros for an empty row); decompresses compressed rows.
     void read_head_f32(int64_t row, int head, float* out) const;
+    // Asks the CPU's caches for the bytes read_head_f32(row, head) will read (host stores; a walk over cells
+    // strides by a whole row, which the hardware prefetchers do not follow across pages).
+    void prefetch_head(int64_t row, int head) const;
     // The whole row as f16 (get_tensor).
     void read_row_f16(int64_t row, uint16_t* out) const;
     // Prunes and packs a dense row, freeing its pool slot.
