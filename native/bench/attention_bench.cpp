@@ -2,6 +2,8 @@
 // 8 KV heads, head_dim 128): KV bytes per token and time per attention call, dense f16 cache
 // (our backend and ggml's CPU backend) against the Mustafar cache at s = 0.5 and 0.7.
 // Usage: attention_bench <threads> <results.md> [commit]
+//        attention_bench --one <threads> <context> <cache: 0 ggml, 1 ours dense, 2 s = 0.5, 3 s = 0.7> [calls]
+//        (one point, µs per call on one line: to compare builds call by call, e.g. with LD_PRELOAD of another library)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -134,13 +136,14 @@ Result run(const Setup& s, int64_t n_ctx, int reps, std::mt19937_64& rng) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc < 3) {
-        std::fprintf(stderr, "usage: %s <threads> <results.md> [commit]\n", argv[0]);
+    const bool one = argc > 1 && std::string(argv[1]) == "--one";
+    if (argc < 3 || (one && argc < 5)) {
+        std::fprintf(stderr, "usage: %s <threads> <results.md> [commit]\n       %s --one <threads> <context> <cache 0-3> [calls]\n", argv[0], argv[0]);
         return 2;
     }
-    const int threads = std::atoi(argv[1]);
-    const std::string out_path = argv[2];
-    const std::string commit = argc > 3 ? argv[3] : "unknown";
+    const int threads = std::atoi(argv[one ? 2 : 1]);
+    const std::string out_path = one ? "" : argv[2];
+    const std::string commit = !one && argc > 3 ? argv[3] : "unknown";
 
     ggml_backend_reg_t reg = ggml_backend_init();
     if (reg == nullptr) return 1;
@@ -158,6 +161,18 @@ int main(int argc, char** argv) {
         {ours, ggml_backend_dev_buffer_type(dev), 0.7},
     };
     const char* names[] = {"ggml CPU, f16 cache", "Mustafar backend, dense f16", "Mustafar s = 0.5", "Mustafar s = 0.7"};
+
+    if (one) {
+        const int64_t n_ctx = std::atoll(argv[3]);
+        const int cache = std::atoi(argv[4]);
+        if (n_ctx < 1 || cache < 0 || cache > 3) return 2;
+        std::mt19937_64 rng(1);
+        const Result r = run(setups[cache], n_ctx, argc > 5 ? std::atoi(argv[5]) : 11, rng);
+        std::printf("%s, %lld cells: %.0f us\n", names[cache], (long long)n_ctx, r.us);
+        ggml_backend_free(ours);
+        ggml_backend_free(cpu);
+        return 0;
+    }
 
     std::ostringstream table;
     char date[32];

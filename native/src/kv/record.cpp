@@ -88,7 +88,8 @@ void decompress_f32(const uint8_t* record, const RecordLayout& layout, float* ou
     }
     const ExpandTable& t = expand_table();
     int pos = 0;
-    for (int g = 0; g < layout.head_dim / 8; ++g) {
+    const int groups = layout.head_dim / 8;  // read once: the stores below might alias layout for the compiler
+    for (int g = 0; g < groups; ++g) {
         const uint8_t b = record[g];
         const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed + 2 * pos));
         const __m128i e = _mm_shuffle_epi8(v, _mm_load_si128(reinterpret_cast<const __m128i*>(t.control[b])));

@@ -197,11 +197,12 @@ void KvStore::prefetch_head(int64_t row, int head) const {
             break;
         case RowState::Compressed:
             p = record(row, head);
-            bytes = layout_.stride;
+            bytes = layout_.stride + 16;  // decompress_f32's loads reach up to 16 bytes past the record
             break;
         case RowState::Empty: return;
     }
     for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b);
+    __builtin_prefetch(p + bytes - 1);  // the last line, where the bytes do not end on a line
 }
 
 void KvStore::read_row_f16(int64_t row, uint16_t* out) const {
