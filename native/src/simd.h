@@ -80,4 +80,53 @@ inline void axpy(float* y, const float* x, float a, int64_t n) {
     for (; i < n; ++i) y[i] = std::fma(x[i], a, y[i]);
 }
 
+// out[l] = dot(a[l], b, n) for L vectors a[l] against one b, each with dot's operations in dot's order (so
+// the same bits), b loaded once for all L.
+template <int L>
+inline void dot_lanes(const float* const* a, const float* b, int64_t n, float* out) {
+#ifdef MUSTAFAR_AVX2
+    __m256 acc0[L], acc1[L];
+    for (int l = 0; l < L; ++l) acc0[l] = acc1[l] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m256 b0 = _mm256_loadu_ps(b + i), b1 = _mm256_loadu_ps(b + i + 8);
+        for (int l = 0; l < L; ++l) {
+            acc0[l] = _mm256_fmadd_ps(_mm256_loadu_ps(a[l] + i), b0, acc0[l]);
+            acc1[l] = _mm256_fmadd_ps(_mm256_loadu_ps(a[l] + i + 8), b1, acc1[l]);
+        }
+    }
+    for (; i + 8 <= n; i += 8) {
+        const __m256 b0 = _mm256_loadu_ps(b + i);
+        for (int l = 0; l < L; ++l) acc0[l] = _mm256_fmadd_ps(_mm256_loadu_ps(a[l] + i), b0, acc0[l]);
+    }
+    for (int l = 0; l < L; ++l) {
+        const __m256 acc = _mm256_add_ps(acc0[l], acc1[l]);
+        __m128 r = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        float s = _mm_cvtss_f32(r);
+        for (int64_t j = i; j < n; ++j) s += a[l][j] * b[j];
+        out[l] = s;
+    }
+#else
+    for (int l = 0; l < L; ++l) out[l] = dot(a[l], b, n);
+#endif
+}
+
+// y[l] = fma(x, a[l], y[l]) for the first `lanes` (at most 4) of y, x loaded once for all of them: axpy's
+// operations, so the same bits.
+inline void axpy_lanes(float* const* y, const float* x, const float* a, int lanes, int64_t n) {
+    int64_t i = 0;
+#ifdef MUSTAFAR_AVX2
+    __m256 va[4];
+    for (int l = 0; l < lanes; ++l) va[l] = _mm256_set1_ps(a[l]);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 vx = _mm256_loadu_ps(x + i);
+        for (int l = 0; l < lanes; ++l) _mm256_storeu_ps(y[l] + i, _mm256_fmadd_ps(vx, va[l], _mm256_loadu_ps(y[l] + i)));
+    }
+#endif
+    for (; i < n; ++i)
+        for (int l = 0; l < lanes; ++l) y[l][i] = std::fma(x[i], a[l], y[l][i]);
+}
+
 }  // namespace mustafar::simd

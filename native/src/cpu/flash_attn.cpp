@@ -20,6 +20,9 @@ constexpr int64_t kRowBlock = 16;
 // cache row, which the hardware prefetchers do not follow across pages.
 constexpr int64_t kPrefetchCells = 8;
 
+// Query rows (lanes) whose scores and accumulators take one load of a cell's K and V rows.
+constexpr int kLanesTogether = 4;
+
 // A K or V operand: an ordinary tensor, or a view of a Mustafar store (decompressed per vector on
 // the fly, never into a dense copy of the cache).
 struct KvOperand {
@@ -128,25 +131,45 @@ void attend(const Attention& a, Lanes& l, int64_t n_lanes, int64_t iq3, int64_t 
         a.kop.load(kw, ic, hk, ik3, l.krow.data(), a.DK);
         a.vop.load(vw, ic, hk, ik3, l.vrow.data(), DV);
         const float* vr = l.vrow.data();
-        for (int64_t lane = 0; lane < n_lanes; ++lane) {
-            const float mv = a.mask ? l.slope[lane] * f16[l.mask[lane][ic]] : 0.0f;
-            if (mv == -INFINITY) continue;
-            float s = dot(&l.q[lane * a.DK], l.krow.data(), a.DK) * a.scale;
-            if (a.softcap != 0.0f) s = a.softcap * std::tanh(s);
-            s += mv;
-            float* acc = &l.acc[lane * DV];
-            float ms = 1.0f, vs = 1.0f;
-            if (s > l.mx[lane]) {
-                ms = std::exp(l.mx[lane] - s);
-                l.mx[lane] = s;
-                simd::scale(acc, ms, DV);
-                if (a.f16_acc) simd::round_to_f16(acc, DV);
-            } else {
-                vs = std::exp(s - l.mx[lane]);
+        // Four lanes at a time share each load of K's and V's row (every lane's arithmetic as one lane's alone).
+        for (int64_t lane0 = 0; lane0 < n_lanes; lane0 += kLanesTogether) {
+            const int nl = int(std::min<int64_t>(kLanesTogether, n_lanes - lane0));
+            const float* qs[kLanesTogether];
+            float dots[kLanesTogether];
+            for (int j = 0; j < nl; ++j) qs[j] = &l.q[(lane0 + j) * a.DK];
+            if (nl == kLanesTogether) simd::dot_lanes<kLanesTogether>(qs, l.krow.data(), a.DK, dots);
+            else
+                for (int j = 0; j < nl; ++j) dots[j] = dot(qs[j], l.krow.data(), a.DK);
+            float* accs[kLanesTogether];
+            float weights[kLanesTogether];
+            int taking = 0;  // lanes whose accumulators take V below
+            for (int j = 0; j < nl; ++j) {
+                const int64_t lane = lane0 + j;
+                const float mv = a.mask ? l.slope[lane] * f16[l.mask[lane][ic]] : 0.0f;
+                if (mv == -INFINITY) continue;
+                float s = dots[j] * a.scale;
+                if (a.softcap != 0.0f) s = a.softcap * std::tanh(s);
+                s += mv;
+                float* acc = &l.acc[lane * DV];
+                float ms = 1.0f, vs = 1.0f;
+                if (s > l.mx[lane]) {
+                    ms = std::exp(l.mx[lane] - s);
+                    l.mx[lane] = s;
+                    simd::scale(acc, ms, DV);
+                    if (a.f16_acc) simd::round_to_f16(acc, DV);
+                } else {
+                    vs = std::exp(s - l.mx[lane]);
+                }
+                if (a.f16_acc) {  // ggml's f16 accumulator: rounded after each update
+                    simd::axpy(acc, vr, vs, DV);
+                    simd::round_to_f16(acc, DV);
+                } else {
+                    accs[taking] = acc;
+                    weights[taking++] = vs;
+                }
+                l.sum[lane] = l.sum[lane] * ms + vs;
             }
-            simd::axpy(acc, vr, vs, DV);
-            if (a.f16_acc) simd::round_to_f16(acc, DV);
-            l.sum[lane] = l.sum[lane] * ms + vs;
+            if (taking > 0) simd::axpy_lanes(accs, vr, weights, taking, DV);
         }
     }
 }
