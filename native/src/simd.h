@@ -114,7 +114,9 @@ inline void dot_lanes(const float* const* a, const float* b, int64_t n, float* o
 }
 
 // y[l] = fma(x, a[l], y[l]) for the first `lanes` (at most 4) of y, x loaded once for all of them: axpy's
-// operations, so the same bits.
+// operations, so the same bits. ToF16: each result rounded to f16 as it is stored, as round_to_f16 after axpy
+// would round it (ggml's f16 accumulator), in the same pass.
+template <bool ToF16 = false>
 inline void axpy_lanes(float* const* y, const float* x, const float* a, int lanes, int64_t n) {
     int64_t i = 0;
 #ifdef MUSTAFAR_AVX2
@@ -122,11 +124,19 @@ inline void axpy_lanes(float* const* y, const float* x, const float* a, int lane
     for (int l = 0; l < lanes; ++l) va[l] = _mm256_set1_ps(a[l]);
     for (; i + 8 <= n; i += 8) {
         const __m256 vx = _mm256_loadu_ps(x + i);
-        for (int l = 0; l < lanes; ++l) _mm256_storeu_ps(y[l] + i, _mm256_fmadd_ps(vx, va[l], _mm256_loadu_ps(y[l] + i)));
+        for (int l = 0; l < lanes; ++l) {
+            __m256 r = _mm256_fmadd_ps(vx, va[l], _mm256_loadu_ps(y[l] + i));
+            if constexpr (ToF16) r = _mm256_cvtph_ps(_mm256_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT));
+            _mm256_storeu_ps(y[l] + i, r);
+        }
     }
 #endif
+    const float* t = fp16_table().values;
     for (; i < n; ++i)
-        for (int l = 0; l < lanes; ++l) y[l][i] = std::fma(x[i], a[l], y[l][i]);
+        for (int l = 0; l < lanes; ++l) {
+            const float r = std::fma(x[i], a[l], y[l][i]);
+            y[l][i] = ToF16 ? t[fp32_to_fp16(r)] : r;
+        }
 }
 
 }  // namespace mustafar::simd

@@ -160,16 +160,14 @@ void attend(const Attention& a, Lanes& l, int64_t n_lanes, int64_t iq3, int64_t 
                 } else {
                     vs = std::exp(s - l.mx[lane]);
                 }
-                if (a.f16_acc) {  // ggml's f16 accumulator: rounded after each update
-                    simd::axpy(acc, vr, vs, DV);
-                    simd::round_to_f16(acc, DV);
-                } else {
-                    accs[taking] = acc;
-                    weights[taking++] = vs;
-                }
+                accs[taking] = acc;
+                weights[taking++] = vs;
                 l.sum[lane] = l.sum[lane] * ms + vs;
             }
-            if (taking > 0) simd::axpy_lanes(accs, vr, weights, taking, DV);
+            if (taking == 0) continue;
+            // ggml's f16 accumulator (f16_acc) is rounded after each update.
+            if (a.f16_acc) simd::axpy_lanes<true>(accs, vr, weights, taking, DV);
+            else simd::axpy_lanes(accs, vr, weights, taking, DV);
         }
     }
 }
