@@ -69,17 +69,6 @@ inline void scale(float* y, float a, int64_t n) {
     for (; i < n; ++i) y[i] *= a;
 }
 
-// y = fma(x, a, y)
-inline void axpy(float* y, const float* x, float a, int64_t n) {
-    int64_t i = 0;
-#ifdef MUSTAFAR_AVX2
-    const __m256 va = _mm256_set1_ps(a);
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(_mm256_loadu_ps(x + i), va, _mm256_loadu_ps(y + i)));
-#endif
-    for (; i < n; ++i) y[i] = std::fma(x[i], a, y[i]);
-}
-
 // out[l] = dot(a[l], b, n) for L vectors a[l] against one b, each with dot's operations in dot's order (so
 // the same bits), b loaded once for all L.
 template <int L>
@@ -113,9 +102,9 @@ inline void dot_lanes(const float* const* a, const float* b, int64_t n, float* o
 #endif
 }
 
-// y[l] = fma(x, a[l], y[l]) for the first `lanes` (at most 4) of y, x loaded once for all of them: axpy's
-// operations, so the same bits. ToF16: each result rounded to f16 as it is stored, as round_to_f16 after axpy
-// would round it (ggml's f16 accumulator), in the same pass.
+// y[l] = fma(x, a[l], y[l]) element by element for the first `lanes` (at most 4) of y, x loaded once for all
+// of them. ToF16: each result rounded to f16 as it is stored, as round_to_f16 would round it afterwards (ggml's
+// f16 accumulator), in the same pass.
 template <bool ToF16 = false>
 inline void axpy_lanes(float* const* y, const float* x, const float* a, int lanes, int64_t n) {
     int64_t i = 0;
