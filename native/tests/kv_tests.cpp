@@ -18,6 +18,7 @@
 #include "kv/record.h"
 #include "kv/store.h"
 #include "shadows.h"
+#include "simd.h"
 #include "checks.h"
 
 namespace {
@@ -85,6 +86,53 @@ void test_pruning(std::mt19937_64& rng) {
     }
     check(mustafar::kv::make_layout(128, 0.5).stride == 144 && mustafar::kv::make_layout(128, 0.7).stride == 96,
           "D=128 records are 144 B at s=0.5 and 96 B at s=0.7 (../shared/docs/mustafar-method.md)");
+}
+
+// The CPU attention's helpers for several query rows and its in-place expansion give, bit for bit, what one
+// row's dot and update and the copying expansion give (the CPU flavour's outputs did not change with them).
+void test_cpu_attention_helpers(std::mt19937_64& rng) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    auto same_bits = [](const float* a, const float* b, size_t n) { return std::memcmp(a, b, n * sizeof(float)) == 0; };
+    for (int n : {8, 12, 40, 64, 128, 136, 256}) {
+        std::vector<float> rows(4 * size_t(n)), b(n);
+        for (auto& v : rows) v = normal(rng);
+        for (auto& v : b) v = normal(rng);
+        const float* a[4] = {&rows[0], &rows[size_t(n)], &rows[2 * size_t(n)], &rows[3 * size_t(n)]};
+        float four[4], one[4];
+        mustafar::simd::dot_lanes<4>(a, b.data(), n, four);
+        for (int l = 0; l < 4; ++l) one[l] = mustafar::simd::dot(a[l], b.data(), n);
+        check(same_bits(four, one, 4), "dot_lanes<4> gives dot's bits, n=" + std::to_string(n));
+        for (int lanes = 1; lanes <= 4; ++lanes)
+            for (bool to_f16 : {false, true}) {
+                std::vector<float> ys(rows), ref(rows);
+                float* y[4] = {&ys[0], &ys[size_t(n)], &ys[2 * size_t(n)], &ys[3 * size_t(n)]};
+                const float w[4] = {normal(rng), normal(rng), normal(rng), normal(rng)};
+                if (to_f16) mustafar::simd::axpy_lanes<true>(y, b.data(), w, lanes, n);
+                else mustafar::simd::axpy_lanes(y, b.data(), w, lanes, n);
+                for (int l = 0; l < lanes; ++l) {  // one row: fma element by element, then (f16) a rounding pass
+                    float* r = &ref[size_t(l) * n];
+                    for (int i = 0; i < n; ++i) r[i] = std::fma(b[i], w[l], r[i]);
+                    if (to_f16) mustafar::simd::round_to_f16(r, n);
+                }
+                check(same_bits(ys.data(), ref.data(), ys.size()),
+                      "axpy_lanes" + std::string(to_f16 ? "<true>" : "") + " gives one row's bits, n=" + std::to_string(n) + ", lanes=" + std::to_string(lanes));
+            }
+    }
+    for (int D : {64, 128, 256})
+        for (double s : {0.5, 0.7}) {
+            const auto layout = mustafar::kv::make_layout(D, s);
+            std::vector<uint8_t> record(layout.stride + 16, 0xee);  // 16 readable bytes after the record
+            std::vector<uint16_t> x(D);
+            for (int trial = 0; trial < 10; ++trial) {
+                for (auto& v : x) v = mustafar::fp32_to_fp16(normal(rng));
+                mustafar::kv::compress(x.data(), layout, record.data());
+                std::vector<float> in_place(D), copied(D);
+                mustafar::kv::decompress_f32(record.data(), layout, in_place.data(), true);
+                mustafar::kv::decompress_f32(record.data(), layout, copied.data(), false);
+                check(same_bits(in_place.data(), copied.data(), size_t(D)),
+                      "decompress_f32 in place equals the copying expansion, D=" + std::to_string(D) + " s=" + std::to_string(s));
+            }
+        }
 }
 
 // ---- a cache in our backend, driven like llama.cpp drives it -----------------------------------
@@ -552,6 +600,7 @@ int main(int argc, char** argv) {
     }
 
     test_pruning(rng);
+    test_cpu_attention_helpers(rng);
     test_host_shadows(rng);
     test_attention_on_compressed(b, rng);
     test_window(b, rng);
