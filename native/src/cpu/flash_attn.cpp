@@ -131,25 +131,26 @@ void attend(const Attention& a, Lanes& l, int64_t n_lanes, int64_t iq3, int64_t 
         a.kop.load(kw, ic, hk, ik3, l.krow.data(), a.DK);
         a.vop.load(vw, ic, hk, ik3, l.vrow.data(), DV);
         const float* vr = l.vrow.data();
-        // Four lanes at a time share each load of K's and V's row (every lane's arithmetic as one lane's alone).
-        for (int64_t lane0 = 0; lane0 < n_lanes; lane0 += kLanesTogether) {
-            const int nl = int(std::min<int64_t>(kLanesTogether, n_lanes - lane0));
+        // The lanes that see the cell, four at a time, share each load of K's and V's row (every lane's
+        // arithmetic as one lane's alone); lanes whose mask hides the cell (other sequences' cells in a shared
+        // cache) are not computed at all.
+        int64_t taken[kLanesTogether];
+        float mvs[kLanesTogether];
+        int pending = 0;
+        auto attend_pending = [&] {
             const float* qs[kLanesTogether];
             float dots[kLanesTogether];
-            for (int j = 0; j < nl; ++j) qs[j] = &l.q[(lane0 + j) * a.DK];
-            if (nl == kLanesTogether) simd::dot_lanes<kLanesTogether>(qs, l.krow.data(), a.DK, dots);
+            for (int j = 0; j < pending; ++j) qs[j] = &l.q[taken[j] * a.DK];
+            if (pending == kLanesTogether) simd::dot_lanes<kLanesTogether>(qs, l.krow.data(), a.DK, dots);
             else
-                for (int j = 0; j < nl; ++j) dots[j] = dot(qs[j], l.krow.data(), a.DK);
+                for (int j = 0; j < pending; ++j) dots[j] = dot(qs[j], l.krow.data(), a.DK);
             float* accs[kLanesTogether];
             float weights[kLanesTogether];
-            int taking = 0;  // lanes whose accumulators take V below
-            for (int j = 0; j < nl; ++j) {
-                const int64_t lane = lane0 + j;
-                const float mv = a.mask ? l.slope[lane] * f16[l.mask[lane][ic]] : 0.0f;
-                if (mv == -INFINITY) continue;
+            for (int j = 0; j < pending; ++j) {
+                const int64_t lane = taken[j];
                 float s = dots[j] * a.scale;
                 if (a.softcap != 0.0f) s = a.softcap * std::tanh(s);
-                s += mv;
+                s += mvs[j];
                 float* acc = &l.acc[lane * DV];
                 float ms = 1.0f, vs = 1.0f;
                 if (s > l.mx[lane]) {
@@ -160,15 +161,23 @@ void attend(const Attention& a, Lanes& l, int64_t n_lanes, int64_t iq3, int64_t 
                 } else {
                     vs = std::exp(s - l.mx[lane]);
                 }
-                accs[taking] = acc;
-                weights[taking++] = vs;
+                accs[j] = acc;
+                weights[j] = vs;
                 l.sum[lane] = l.sum[lane] * ms + vs;
             }
-            if (taking == 0) continue;
             // ggml's f16 accumulator (f16_acc) is rounded after each update.
-            if (a.f16_acc) simd::axpy_lanes<true>(accs, vr, weights, taking, DV);
-            else simd::axpy_lanes(accs, vr, weights, taking, DV);
+            if (a.f16_acc) simd::axpy_lanes<true>(accs, vr, weights, pending, DV);
+            else simd::axpy_lanes(accs, vr, weights, pending, DV);
+            pending = 0;
+        };
+        for (int64_t lane = 0; lane < n_lanes; ++lane) {
+            const float mv = a.mask ? l.slope[lane] * f16[l.mask[lane][ic]] : 0.0f;
+            if (mv == -INFINITY) continue;
+            taken[pending] = lane;
+            mvs[pending] = mv;
+            if (++pending == kLanesTogether) attend_pending();
         }
+        if (pending > 0) attend_pending();
     }
 }
 
