@@ -78,8 +78,8 @@ void decompress_f32(const uint8_t* record, const RecordLayout& layout, float* ou
     const uint8_t* values = record + layout.bitmap_bytes();
 #ifdef MUSTAFAR_AVX2
     // Eight elements per bitmap byte: load 16 bytes of packed values, expand, convert. A load may reach
-    // up to 16 bytes past the record (bytes it never selects); without readable bytes there, a copy gives
-    // it room (the copy, a libc call per record, took half of a CPU decode's attention time).
+    // up to 16 bytes past the record (bytes it never selects); without readable bytes there, a copy (a libc
+    // call per record) gives it room.
     alignas(32) uint8_t copy[2 * kMaxHeadDim + 16];
     const uint8_t* packed = values;
     if (!tail_readable) {
