@@ -34,31 +34,6 @@ inline void round_to_f16(float* x, int64_t n) {
     for (; i < n; ++i) x[i] = t[fp32_to_fp16(x[i])];
 }
 
-inline float dot(const float* a, const float* b, int64_t n) {
-    int64_t i = 0;
-    float s = 0.0f;
-#ifdef MUSTAFAR_AVX2
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (; i + 16 <= n; i += 16) {
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-    }
-    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    const __m256 acc = _mm256_add_ps(acc0, acc1);
-    __m128 r = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    s = _mm_cvtss_f32(r);
-#else
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
-    s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-#endif
-    for (; i < n; ++i) s += a[i] * b[i];
-    return s;
-}
-
 // y = y * a
 inline void scale(float* y, float a, int64_t n) {
     int64_t i = 0;
@@ -69,14 +44,14 @@ inline void scale(float* y, float a, int64_t n) {
     for (; i < n; ++i) y[i] *= a;
 }
 
-// out[l] = dot(a[l], b, n) for L vectors a[l] against one b, each with dot's operations in dot's order (so
-// the same bits), b loaded once for all L.
+// out[l] = the dot product of a[l] and b (n values) for L vectors a[l], b loaded once for all of them; each
+// product's operations and their order do not depend on L, so every L gives the same bits (dot is L = 1).
 template <int L>
 inline void dot_lanes(const float* const* a, const float* b, int64_t n, float* out) {
+    int64_t i = 0;
 #ifdef MUSTAFAR_AVX2
     __m256 acc0[L], acc1[L];
     for (int l = 0; l < L; ++l) acc0[l] = acc1[l] = _mm256_setzero_ps();
-    int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         const __m256 b0 = _mm256_loadu_ps(b + i), b1 = _mm256_loadu_ps(b + i + 8);
         for (int l = 0; l < L; ++l) {
@@ -93,13 +68,24 @@ inline void dot_lanes(const float* const* a, const float* b, int64_t n, float* o
         __m128 r = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
         r = _mm_add_ps(r, _mm_movehl_ps(r, r));
         r = _mm_add_ss(r, _mm_movehdup_ps(r));
-        float s = _mm_cvtss_f32(r);
-        for (int64_t j = i; j < n; ++j) s += a[l][j] * b[j];
-        out[l] = s;
+        out[l] = _mm_cvtss_f32(r);
     }
 #else
-    for (int l = 0; l < L; ++l) out[l] = dot(a[l], b, n);
+    float acc[L][8] = {};
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < L; ++l)
+            for (int j = 0; j < 8; ++j) acc[l][j] += a[l][i + j] * b[i + j];
+    for (int l = 0; l < L; ++l)
+        out[l] = ((acc[l][0] + acc[l][1]) + (acc[l][2] + acc[l][3])) + ((acc[l][4] + acc[l][5]) + (acc[l][6] + acc[l][7]));
 #endif
+    for (int l = 0; l < L; ++l)  // an explicit fma: the compiler's contraction choice could differ between Ls
+        for (int64_t j = i; j < n; ++j) out[l] = std::fma(a[l][j], b[j], out[l]);
+}
+
+inline float dot(const float* a, const float* b, int64_t n) {
+    float s;
+    dot_lanes<1>(&a, b, n, &s);
+    return s;
 }
 
 // y[l] = fma(x, a[l], y[l]) element by element for the first `lanes` (at most 4) of y, x loaded once for all

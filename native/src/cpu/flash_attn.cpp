@@ -34,12 +34,15 @@ struct KvOperand {
     struct Walk {
         kv::RowHead first;
         bool row_per_cell = false;
+        size_t head_bytes = 0;  // an ordinary tensor's bytes of one cell and head
     };
-    Walk walk(int64_t h, int64_t s) const {
+    Walk walk(int64_t h, int64_t s, int64_t n) const {
         Walk w;
         if (store != nullptr) {
             w.first = kv::locate(t, *store, 0, h, s);
             w.row_per_cell = size_t(t->nb[1]) == store->dense_row_bytes();
+        } else {
+            w.head_bytes = size_t(n) * ggml_type_size(t->type);
         }
         return w;
     }
@@ -56,13 +59,13 @@ struct KvOperand {
             row_to_f32(t->type, row(ic, h, s), out, n);
         }
     }
-    void prefetch(const Walk& w, int64_t ic, int64_t h, int64_t s, int64_t n) const {
+    void prefetch(const Walk& w, int64_t ic, int64_t h, int64_t s) const {
         if (store != nullptr) {
             const kv::RowHead a = at(w, ic, h, s);
             store->prefetch_head(a.row, a.head);
         } else {
             const char* p = row(ic, h, s);
-            for (size_t b = 0; b < size_t(n) * ggml_type_size(t->type); b += 64) __builtin_prefetch(p + b);
+            for (size_t b = 0; b < w.head_bytes; b += 64) __builtin_prefetch(p + b);
         }
     }
 };
@@ -119,11 +122,11 @@ void attend(const Attention& a, Lanes& l, int64_t n_lanes, int64_t iq3, int64_t 
     const int64_t ik3 = iq3 / a.rk3;
     const float* f16 = fp16_table().values;
     const int64_t DV = a.DV;
-    const KvOperand::Walk kw = a.kop.walk(hk, ik3), vw = a.vop.walk(hk, ik3);
+    const KvOperand::Walk kw = a.kop.walk(hk, ik3, a.DK), vw = a.vop.walk(hk, ik3, DV);
     for (int64_t ic = ic0; ic < ic1; ++ic) {
         if (ic + kPrefetchCells < ic1) {
-            a.kop.prefetch(kw, ic + kPrefetchCells, hk, ik3, a.DK);
-            a.vop.prefetch(vw, ic + kPrefetchCells, hk, ik3, DV);
+            a.kop.prefetch(kw, ic + kPrefetchCells, hk, ik3);
+            a.vop.prefetch(vw, ic + kPrefetchCells, hk, ik3);
         }
         bool any = a.mask == nullptr;
         for (int64_t lane = 0; lane < n_lanes && !any; ++lane) any = f16[l.mask[lane][ic]] != -INFINITY;
