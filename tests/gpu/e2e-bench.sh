@@ -7,11 +7,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 : "${OUT:?set OUT}" "${COMMIT:?set COMMIT}"
-cmake -S native -B artifacts/gpu/build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_LIB_DIR="$PWD/artifacts/gpu/ggml" -DMUSTAFAR_CUDA=ON \
-  > "$OUT/cmake.txt" 2>&1 || { tail -30 "$OUT/cmake.txt"; exit 1; }
-cmake --build artifacts/gpu/build --target ggml-mustafar > "$OUT/build.txt" 2>&1 || { grep error "$OUT/build.txt" | head -20; exit 1; }
-rm -rf artifacts/gpu/publish && tar -xJf artifacts/gpu/apps.tar.xz -C artifacts/gpu
-cp artifacts/gpu/build/libggml-mustafar.so artifacts/gpu/publish/runtimes/linux-x64/native/
+# shellcheck source=tests/gpu/publish-lib.sh
+. tests/gpu/publish-lib.sh
+build_publish
 gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader)"
 for s in ${SPARSITY:-0.7 0}; do
   if [ "$s" = 0 ]; then cache="dense f16 cache"; else cache="Mustafar cache, K and V sparsity $s"; fi

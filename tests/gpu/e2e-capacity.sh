@@ -13,11 +13,9 @@ cd "$(dirname "$0")/../.."
 app=artifacts/gpu/publish
 model=artifacts/gpu/llama3-8b-f16.gguf
 mkdir -p "$OUT"
-cmake -S native -B artifacts/gpu/build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_LIB_DIR="$PWD/artifacts/gpu/ggml" -DMUSTAFAR_CUDA=ON \
-  > "$OUT/cmake.txt" 2>&1 || { tail -30 "$OUT/cmake.txt"; exit 1; }
-cmake --build artifacts/gpu/build --target ggml-mustafar > "$OUT/build.txt" 2>&1 || { grep error "$OUT/build.txt" | head -20; exit 1; }
-rm -rf "$app" && tar -xJf artifacts/gpu/apps.tar.xz -C artifacts/gpu
-cp artifacts/gpu/build/libggml-mustafar.so "$app/runtimes/linux-x64/native/"
+# shellcheck source=tests/gpu/publish-lib.sh
+. tests/gpu/publish-lib.sh
+build_publish
 # Short prompts of the synthetic vocabulary's characters (one token each), one a line.
 python3 -c "
 import random
