@@ -11,6 +11,7 @@
 //        attention_cuda_bench --prompt-shared <s> <context> <sequences> [expand]   (the same at the end of the last of
 //                                                                        that many sequences of context cells in one cache)
 //        attention_cuda_bench --compress   (a decode step's prune + compress, as the executor launches it and per store)
+//        attention_cuda_bench --masked <s> <context> <visible>   (batch-1 decode with a mask row hiding cells from visible on)
 //        attention_cuda_bench --read <bytes>   (the plain read of that many bytes)
 //        attention_cuda_bench --pattern <context>   (plain reads of batch 1's dense cache in the decode kernel's pattern and others)
 //        attention_cuda_bench --walk <context>   (the decode kernel's walk of batch 1's dense cache without its work: 16-byte
@@ -591,6 +592,19 @@ int main(int argc, char** argv) {
         double bytes = 0;
         const double us = s == 0.0 ? dense_time(batch, ctx, sms, &bytes, 1, splits) : compressed_time(batch, ctx, s, sms, &bytes, 1, splits);
         std::printf("s=%.2f b=%d ctx=%lld splits=%d: %.1f us, %.0f GB/s\n", s, batch, (long long)ctx, splits, us, bytes / (us * 1e-6) / 1e9);
+        return 0;
+    }
+    if (std::string(argv[1]) == "--masked" && argc >= 5) {
+        // Batch-1 decode with a mask row, as in a model's graph: cells from `visible` on hidden.
+        const double s = std::atof(argv[2]);
+        const int64_t ctx = std::atoll(argv[3]), visible = std::atoll(argv[4]);
+        std::vector<uint16_t> row(size_t(ctx), 0xfc00u);
+        std::fill(row.begin(), row.begin() + std::min(visible, ctx), uint16_t(0));
+        DevMem mask(row.size() * 2);
+        CK(cudaMemcpy(mask.p, row.data(), row.size() * 2, cudaMemcpyHostToDevice));
+        double bytes = 0;
+        const double us = s == 0.0 ? dense_time(1, ctx, sms, &bytes, 1, 0, mask.as<char>()) : compressed_time(1, ctx, s, sms, &bytes, 1, 0, mask.as<char>());
+        std::printf("masked s=%.2f ctx=%lld visible=%lld: %.1f us\n", s, (long long)ctx, (long long)visible, us);
         return 0;
     }
     if (std::string(argv[1]) == "--compress") {
