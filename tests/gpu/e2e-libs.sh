@@ -3,44 +3,34 @@
 # tests/gpu/run.sh) and one built here from each folder of OLDS ("<name>:<folder>" words; a folder holds
 # another commit's native/, made on the build machine with `git archive <sha> native | tar -x -C <folder>`
 # and carried). The libraries alternate point by point, ROUNDS times, so that a drift of the machine hits
-# them alike. POINTS: "s,batch,context" (s = 0: dense cache). ENVS ("<name>:<VAR>=<value>" words) runs the
-# work tree's library once per word with that variable set (an A/B of one build); OLDS may then be empty.
+# them alike. POINTS: "s,batch,context" (s = 0: dense cache).
 # Usage on the GPU machine: COMMIT=<sha> OLDS="8ae5b54:artifacts/gpu/old" OUT=<folder> POINTS="0,1,4096" tests/gpu/e2e-libs.sh
-#                           COMMIT=<sha> OLDS= ENVS="on:X=1 off:X=0" OUT=<folder> tests/gpu/e2e-libs.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-: "${OUT:?set OUT}" "${COMMIT:?set COMMIT}" "${OLDS?set OLDS}"
+: "${OUT:?set OUT}" "${COMMIT:?set COMMIT}" "${OLDS:?set OLDS}"
 bench=artifacts/gpu/publish/Mustafar.Bench
 lib_dir=artifacts/gpu/publish/runtimes/linux-x64/native
 model=artifacts/gpu/llama3-8b-f16.gguf
 [ -x "$bench" ] || { echo "missing $bench: run tests/gpu/run.sh first" >&2; exit 1; }
 mkdir -p "$OUT"
 cp artifacts/gpu/build/libggml-mustafar.so "$OUT/lib-$COMMIT.so"
-# Run labels, their libraries and environment assignments ("-": none).
-names=() libs=() envs=()
-for e in ${ENVS:-"-"}; do
-  if [ "$e" = - ]; then names+=("$COMMIT"); else names+=("$COMMIT+${e%%:*}"); fi
-  libs+=("$COMMIT") envs+=("${e#*:}")
-done
+names=("$COMMIT")
 for old in $OLDS; do
   name="${old%%:*}" src="${old#*:}"
   cmake -S "$src/native" -B "artifacts/gpu/build-$name" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_LIB_DIR="$PWD/artifacts/gpu/ggml" \
     -DMUSTAFAR_CUDA=ON > "$OUT/cmake-$name.txt" 2>&1 && cmake --build "artifacts/gpu/build-$name" --target ggml-mustafar > "$OUT/build-$name.txt" 2>&1 ||
     { grep -E "error" "$OUT/build-$name.txt" | head -20; exit 1; }
   cp "artifacts/gpu/build-$name/libggml-mustafar.so" "$OUT/lib-$name.so"
-  names+=("$name") libs+=("$name") envs+=("-")
+  names+=("$name")
 done
 gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader)"
 for round in $(seq "${ROUNDS:-2}"); do
   for point in ${POINTS:-"0,1,4096"}; do
     IFS=, read -r s batch ctx <<< "$point"
-    for i in "${!names[@]}"; do
-      lib="${names[$i]}"
-      cp "$OUT/lib-${libs[$i]}.so" "$lib_dir/libggml-mustafar.so"
+    for lib in "${names[@]}"; do
+      cp "$OUT/lib-$lib.so" "$lib_dir/libggml-mustafar.so"
       run="s$s-b$batch-$ctx-$lib-$round"
-      env_set=()
-      [ "${envs[$i]}" = - ] || env_set=("${envs[$i]}")
-      env "${env_set[@]}" timeout "${POINT_LIMIT:-120}" "$bench" --generate-llama3-8b --model "$model" --contexts "$ctx" --batches "$batch" \
+      timeout "${POINT_LIMIT:-120}" "$bench" --generate-llama3-8b --model "$model" --contexts "$ctx" --batches "$batch" \
         --decode-tokens "${DECODE_TOKENS:-130}" --k-sparsity "$s" --v-sparsity "$s" \
         --title "End-to-end, s = $s, batch $batch, $ctx: $gpu, library of $lib" --out "$OUT/$run.md" > "$OUT/$run.txt" 2>&1
       echo "$run rc=$? $(grep -h "^| [0-9]" "$OUT/$run.md" 2>/dev/null)"
