@@ -464,9 +464,6 @@ Case copy_case(const char* what, ggml_type src_type, ggml_type dst_type, bool tr
     return {name, build, 0.0};
 }
 
-// How far the first `count` outputs of build(n) are from those of build(1) on one backend (the largest
-// difference over the largest magnitude, or bit for bit equal), and whether build(n) computed twice gives the
-// same bits. Leaves fill in order, so the first column (row) of every input is the same for every n.
 std::string fmt_g(double x) {
     char b[32];
     std::snprintf(b, sizeof b, "%.2g", x);
@@ -480,6 +477,9 @@ struct Dependence {
     bool supported = true;
 };
 
+// How far the first `count` outputs of build(n) are from those of build(1) on one backend (the largest
+// difference over the largest magnitude, or bit for bit equal), and whether build(n) computed twice gives the
+// same bits. Leaves fill in order, so the first column (row) of every input is the same for every n.
 Dependence dependence(ggml_backend_t backend, ggml_backend_buffer_type_t buft, ggml_backend_dev_t dev,
                       const std::function<Builder(int64_t)>& build, int64_t n, size_t count, uint64_t seed) {
     const Result alone = run(backend, buft, dev, build(1), seed, 0);
