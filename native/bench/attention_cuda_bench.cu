@@ -12,6 +12,8 @@
 //                                                                        that many sequences of context cells in one cache)
 //        attention_cuda_bench --compress   (a decode step's prune + compress, as the executor launches it and per store)
 //        attention_cuda_bench --masked <s> <context> <visible>   (batch-1 decode with a mask row hiding cells from visible on)
+//        attention_cuda_bench --cold <s> <batch> <context>   (as --one, each call timed alone after 256 MB written over the
+//                                                          L2, as a model's weights pass through it between two layers)
 //        attention_cuda_bench --read <bytes>   (the plain read of that many bytes)
 //        attention_cuda_bench --pattern <context>   (plain reads of batch 1's dense cache in the decode kernel's pattern and others)
 //        attention_cuda_bench --walk <context>   (the decode kernel's walk of batch 1's dense cache without its work: 16-byte
@@ -62,6 +64,29 @@ double copy_bandwidth() {  // bytes read + written per second
 
 // Up to 64 copies: with at most 8, a batch-1 store at 4K and s = 0.7 (6.3 MB) rotated through 50 MB, which the
 // H200's 60 MB L2 holds, so its times were those of a warm cache; in a model the other layers' weights evict it.
+// --cold: attention_time() times each call alone, after a write that replaces the L2's contents (data and the
+// kernel's instructions alike), instead of calls back to back.
+bool g_cold = false;
+
+template <typename F>
+double attention_time(Timer& t, int reps, F&& call) {
+    if (!g_cold) return t.us_per_call(reps, call);
+    static DevMem scratch(kRotateBytes);
+    Timer one;
+    double us = 0;
+    for (int i = -3; i < reps; ++i) {
+        CK(cudaMemsetAsync(scratch.p, i & 0xff, kRotateBytes));
+        CK(cudaEventRecord(one.a));
+        call(i + 3);
+        CK(cudaEventRecord(one.b));
+        CK(cudaEventSynchronize(one.b));
+        float ms = 0;
+        CK(cudaEventElapsedTime(&ms, one.a, one.b));
+        if (i >= 0) us += 1000.0 * ms;
+    }
+    return us / reps;
+}
+
 int copies_for(size_t bytes) { return int(std::max<size_t>(1, std::min<size_t>(64, (kRotateBytes + bytes - 1) / bytes))); }
 
 // read_all over `bytes` (rotated copies), one call after another like the attention kernels (plain
@@ -369,7 +394,7 @@ double dense_time(int batch, int64_t ctx, int sms, double* bytes_out, int rows =
     const mc::DecodeProblem p = with_mask(problem(batch, ctx, q.as<float>(), out.as<float>(), rows), mask);
     mc::DecodeWorkspace ws;
     Timer t;
-    const double us = t.us_per_call(rows > 1 ? 10 : 50, [&](int i) {
+    const double us = attention_time(t, rows > 1 ? 10 : 50, [&](int i) {
         if (!mc::decode_attention_dense(p, dense_cache(*k[i % copies], *v[i % copies], ctx), ws, sms, nullptr, splits)) std::exit(3);
     });
     *bytes_out = 2.0 * double(cache);
@@ -453,7 +478,7 @@ double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_
     mc::DecodeWorkspace ws;
     ws.expand_prompts(expand);
     Timer t;
-    const double us = t.us_per_call(rows > 1 ? 10 : 50, [&](int i) {
+    const double us = attention_time(t, rows > 1 ? 10 : 50, [&](int i) {
         if (!mc::decode_attention_compressed(p, compressed_cache(stores[i % copies], ctx), ws, sms, nullptr, splits)) std::exit(3);
     });
     *bytes_out = stores[0].bytes;
@@ -586,6 +611,11 @@ int main(int argc, char** argv) {
     cudaDeviceProp prop{};
     if (!first_device(prop)) return 0;
     const int sms = prop.multiProcessorCount;
+    if (std::string(argv[1]) == "--cold" && argc >= 5) {
+        g_cold = true;
+        argv[1] = const_cast<char*>("--one");
+        std::printf("cold ");
+    }
     if (std::string(argv[1]) == "--one" && argc >= 5) {
         const double s = std::atof(argv[2]);
         const int batch = std::atoi(argv[3]);
