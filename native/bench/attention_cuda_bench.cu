@@ -64,18 +64,25 @@ double copy_bandwidth() {  // bytes read + written per second
 
 // Up to 64 copies: with at most 8, a batch-1 store at 4K and s = 0.7 (6.3 MB) rotated through 50 MB, which the
 // H200's 60 MB L2 holds, so its times were those of a warm cache; in a model the other layers' weights evict it.
-// --cold: attention_time() times each call alone, after a write that replaces the L2's contents (data and the
-// kernel's instructions alike), instead of calls back to back.
+// --cold: attention_time() times each call alone, after a read that replaces the L2's contents (data and the
+// kernel's instructions alike) with clean lines, as a layer's weights do, instead of calls back to back.
 bool g_cold = false;
+
+// Plain loads (not read_all's streaming ones, which the L2 evicts first and so keep less of it).
+__global__ void evict_l2(const uint4* x, size_t n, uint32_t* sink) {
+    uint32_t acc = 0;
+    for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) acc ^= x[i].x ^ x[i].w;
+    if (acc == 0x9e3779b9u) sink[blockIdx.x] = acc;
+}
 
 template <typename F>
 double attention_time(Timer& t, int reps, F&& call) {
     if (!g_cold) return t.us_per_call(reps, call);
-    static DevMem scratch(kRotateBytes);
+    static DevMem scratch(kRotateBytes), sink(1024 * 4);
     Timer one;
     double us = 0;
     for (int i = -3; i < reps; ++i) {
-        CK(cudaMemsetAsync(scratch.p, i & 0xff, kRotateBytes));
+        evict_l2<<<1024, 512>>>(scratch.as<uint4>(), kRotateBytes / 16, sink.as<uint32_t>());
         CK(cudaEventRecord(one.a));
         call(i + 3);
         CK(cudaEventRecord(one.b));

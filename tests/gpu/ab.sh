@@ -12,6 +12,11 @@
 # PROMPTS: "s,context[,causal[,expand]]": a 512-row prompt micro-batch over context cells (causal mask unless 0;
 # over the store, expand 0 times the prompt kernel expanding its tiles instead of the expanded copy; builds
 # before c63acca ignore it and always take their prompt kernel's own expansion).
+# COLD_POINTS: decode points whose decode kernel Nsight Compute times with every cache flushed before each launch
+# (a model's other kernels pass between two layers' attentions) and with none: time and the share of warp stalls
+# waiting for instructions.
+# E2E_POINTS: "s,batch,context": each tree's library also builds and runs the Llama-3-8B-shaped model end to end
+# (needs the publish of tests/gpu/prepare.sh --e2e in artifacts/gpu/apps.tar.xz; ROUNDS, DECODE_TOKENS).
 # Usage on the GPU machine: OUT=<folder> POINTS="..." tests/gpu/ab.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,7 +26,7 @@ for f in "${refs[@]}"; do [ -e "$f" ] || { echo "missing $f" >&2; exit 1; }; don
 mkdir -p "$OUT"
 # shellcheck source=tests/gpu/trees.sh
 . tests/gpu/trees.sh
-build_trees native/src/cuda/attention_decode.cu "cuda_kernel_tests attention_cuda_bench" "${refs[@]}" || exit 1
+build_trees native/src/cuda/attention_decode.cu "cuda_kernel_tests attention_cuda_bench${E2E_POINTS:+ ggml-mustafar}" "${refs[@]}" || exit 1
 for tree in "${trees[@]}"; do
   "artifacts/gpu/build-$tree/cuda_kernel_tests" 1 > "$OUT/kernel-tests-$tree.txt" 2>&1
   echo "$tree kernel tests: $(tail -1 "$OUT/kernel-tests-$tree.txt")"
@@ -52,3 +57,30 @@ for point in ${NCU_POINTS:-}; do
       "artifacts/gpu/build-$tree/attention_cuda_bench" --one "$s" "$batch" "$ctx" "${splits:-0}" 2>&1 | grep -E "duration|inst_exec|wavefronts|conflicts|pct"
   done
 done | tee "$OUT/ncu.txt"
+for point in ${COLD_POINTS:-}; do
+  IFS=, read -r s batch ctx splits <<< "$point"
+  for tree in "${trees[@]}"; do
+    for cache in all none; do
+      echo "== $tree $point caches flushed: $cache"
+      ncu --clock-control none --cache-control "$cache" -k regex:mma_kernel --launch-skip 10 --launch-count 5 --metrics \
+        gpu__time_duration.sum,smsp__warp_issue_stalled_no_instruction_per_warp_active.pct \
+        "artifacts/gpu/build-$tree/attention_cuda_bench" --one "$s" "$batch" "$ctx" "${splits:-0}" 2>&1 | grep -E "duration|stalled"
+    done
+  done
+done | tee "$OUT/cold.txt"
+if [ -n "${E2E_POINTS:-}" ]; then
+  bench=artifacts/gpu/publish/Mustafar.Bench lib_dir=artifacts/gpu/publish/runtimes/linux-x64/native
+  rm -rf artifacts/gpu/publish && tar -xJf artifacts/gpu/apps.tar.xz -C artifacts/gpu || exit 1
+  for round in $(seq "${ROUNDS:-2}"); do
+    for point in $E2E_POINTS; do
+      IFS=, read -r s batch ctx <<< "$point"
+      for tree in "${trees[@]}"; do
+        cp "artifacts/gpu/build-$tree/libggml-mustafar.so" "$lib_dir/libggml-mustafar.so"
+        run="e2e-s$s-b$batch-$ctx-$tree-$round"
+        timeout "${POINT_LIMIT:-120}" "$bench" --generate-llama3-8b --model artifacts/gpu/llama3-8b-f16.gguf --contexts "$ctx" --batches "$batch" \
+          --decode-tokens "${DECODE_TOKENS:-64}" --k-sparsity "$s" --v-sparsity "$s" --out "$OUT/$run.md" > "$OUT/$run.txt" 2>&1
+        echo "$run rc=$? $(grep -h "^| [0-9]" "$OUT/$run.md" 2>/dev/null)"
+      done
+    done
+  done | tee "$OUT/e2e.txt"
+fi
