@@ -5,15 +5,16 @@
 // sequences fit next to the model's weights. Caches smaller than 256 MB are rotated over several
 // copies so that the L2 cache does not serve them. Writes a Markdown table.
 // Usage: attention_cuda_bench <results.md> [commit]
-//        attention_cuda_bench --one <s> <batch> <context> [splits]   (one configuration, for a profiler; s = 0: dense)
+//        attention_cuda_bench --one <s> <batch> <context> [splits] [window]   (one configuration, for a profiler; s = 0: dense;
+//                                                                     window: the store's dense cells a sequence, 32 unless given)
 //        attention_cuda_bench --prompt <s> <context> [causal] [expand]   (a 512-row prompt micro-batch; causal unless 0;
 //                                                                        over the store, expand 0: tiles expanded in the prompt kernel)
 //        attention_cuda_bench --prompt-shared <s> <context> <sequences> [expand]   (the same at the end of the last of
 //                                                                        that many sequences of context cells in one cache)
 //        attention_cuda_bench --compress   (a decode step's prune + compress, as the executor launches it and per store)
 //        attention_cuda_bench --masked <s> <context> <visible>   (batch-1 decode with a mask row hiding cells from visible on)
-//        attention_cuda_bench --cold <s> <batch> <context>   (as --one, each call timed alone after 256 MB written over the
-//                                                          L2, as a model's weights pass through it between two layers)
+//        attention_cuda_bench --cold <s> <batch> <context> [splits] [window]   (as --one, each call timed alone after 256 MB
+//                                                          read through the L2, as a layer's weights pass through it)
 //        attention_cuda_bench --read <bytes>   (the plain read of that many bytes)
 //        attention_cuda_bench --pattern <context>   (plain reads of batch 1's dense cache in the decode kernel's pattern and others)
 //        attention_cuda_bench --walk <context>   (the decode kernel's walk of batch 1's dense cache without its work: 16-byte
@@ -409,7 +410,7 @@ double dense_time(int batch, int64_t ctx, int sms, double* bytes_out, int rows =
 }
 
 // One layer's Mustafar store for `batch` sequences of ctx cells: records made by our compress kernel
-// from random vectors, each sequence's last kWindow cells dense in the pool.
+// from random vectors, each sequence's last `window` cells dense in the pool.
 struct Store {
     kv::RecordLayout layout;
     int64_t rows = 0;  // records are head-major: head h's start rows * stride bytes after head h - 1's
@@ -417,7 +418,7 @@ struct Store {
     double bytes = 0;  // what one attention call reads
 };
 
-Store make_store(int batch, int64_t ctx, double s) {
+Store make_store(int batch, int64_t ctx, double s, int window = kWindow) {
     Store st;
     st.layout = kv::make_layout(kD, s);
     const int64_t rows = st.rows = int64_t(batch) * ctx;
@@ -444,15 +445,15 @@ Store make_store(int batch, int64_t ctx, double s) {
     }
     std::vector<int32_t> slot(rows, -1);
     for (int b = 0; b < batch; ++b)
-        for (int w = 0; w < kWindow; ++w) slot[size_t(b) * ctx + ctx - kWindow + w] = b * kWindow + w;
+        for (int w = 0; w < window; ++w) slot[size_t(b) * ctx + ctx - window + w] = b * window + w;
     st.slot = std::make_unique<DevMem>(size_t(rows) * 4);
     CK(cudaMemcpy(st.slot->p, slot.data(), size_t(rows) * 4, cudaMemcpyHostToDevice));
-    st.k_pool = std::make_unique<DevMem>(size_t(batch) * kWindow * row_bytes);
-    st.v_pool = std::make_unique<DevMem>(size_t(batch) * kWindow * row_bytes);
-    fill(st.k_pool->p, size_t(batch) * kWindow * row_bytes / 2, 99);
-    fill(st.v_pool->p, size_t(batch) * kWindow * row_bytes / 2, 98);
-    const double compressed = double(batch) * (ctx - kWindow) * kHeadsKv * 2.0 * double(st.layout.stride);
-    st.bytes = compressed + double(batch) * kWindow * 2.0 * double(row_bytes) + double(rows) * 4;
+    st.k_pool = std::make_unique<DevMem>(size_t(batch) * window * row_bytes);
+    st.v_pool = std::make_unique<DevMem>(size_t(batch) * window * row_bytes);
+    fill(st.k_pool->p, size_t(batch) * window * row_bytes / 2, 99);
+    fill(st.v_pool->p, size_t(batch) * window * row_bytes / 2, 98);
+    const double compressed = double(batch) * (ctx - window) * kHeadsKv * 2.0 * double(st.layout.stride);
+    st.bytes = compressed + double(batch) * window * 2.0 * double(row_bytes) + double(rows) * 4;
     return st;
 }
 
@@ -473,11 +474,11 @@ mc::CompressedCache compressed_cache(const Store& st, int64_t seq_rows) {
 }
 
 double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_out, int rows = 1, int splits = 0, const char* mask = nullptr,
-                       bool expand = true) {
+                       bool expand = true, int window = kWindow) {
     const size_t one = size_t(batch) * ctx * kHeadsKv * 2 * kv::make_layout(kD, s).stride;
     const int copies = copies_for(one);
     std::vector<Store> stores;
-    for (int c = 0; c < copies; ++c) stores.push_back(make_store(batch, ctx, s));
+    for (int c = 0; c < copies; ++c) stores.push_back(make_store(batch, ctx, s, window));
     const size_t qbytes = size_t(batch) * rows * kHeads * kD * 4;
     DevMem q(qbytes), out(qbytes);
     CK(cudaMemset(q.p, 0, qbytes));
@@ -628,8 +629,10 @@ int main(int argc, char** argv) {
         const int batch = std::atoi(argv[3]);
         const int64_t ctx = std::atoll(argv[4]);
         const int splits = argc >= 6 ? std::atoi(argv[5]) : 0;  // 0: the launcher's choice
+        const int window = argc >= 7 ? std::atoi(argv[6]) : kWindow;
         double bytes = 0;
-        const double us = s == 0.0 ? dense_time(batch, ctx, sms, &bytes, 1, splits) : compressed_time(batch, ctx, s, sms, &bytes, 1, splits);
+        const double us = s == 0.0 ? dense_time(batch, ctx, sms, &bytes, 1, splits)
+                                   : compressed_time(batch, ctx, s, sms, &bytes, 1, splits, nullptr, true, window);
         std::printf("s=%.2f b=%d ctx=%lld splits=%d: %.1f us, %.0f GB/s\n", s, batch, (long long)ctx, splits, us, bytes / (us * 1e-6) / 1e9);
         return 0;
     }
