@@ -70,7 +70,9 @@ for point in ${COLD_POINTS:-}; do
 done | tee "$OUT/cold.txt"
 if [ -n "${E2E_POINTS:-}" ]; then
   bench=artifacts/gpu/publish/Mustafar.Bench lib_dir=artifacts/gpu/publish/runtimes/linux-x64/native
-  rm -rf artifacts/gpu/publish && tar -xJf artifacts/gpu/apps.tar.xz -C artifacts/gpu || exit 1
+  # shellcheck source=tests/gpu/publish-lib.sh
+  . tests/gpu/publish-lib.sh
+  unpack_publish "artifacts/gpu/build-${trees[0]}/libggml-mustafar.so"
   for round in $(seq "${ROUNDS:-2}"); do
     for point in $E2E_POINTS; do
       IFS=, read -r s batch ctx <<< "$point"

@@ -53,8 +53,9 @@ fi
 # End to end through the C# stack, when a self-contained publish of the samples was carried
 # (tests/gpu/prepare.sh --e2e): greedy outputs on the CUDA flavour, to compare with the CPU flavour's.
 if [ -f artifacts/gpu/apps.tar.xz ]; then
-  rm -rf artifacts/gpu/publish && tar -xJf artifacts/gpu/apps.tar.xz -C artifacts/gpu
-  cp artifacts/gpu/build/libggml-mustafar.so artifacts/gpu/publish/runtimes/linux-x64/native/
+  # shellcheck source=tests/gpu/publish-lib.sh
+  . tests/gpu/publish-lib.sh
+  unpack_publish artifacts/gpu/build/libggml-mustafar.so
 fi
 if [ -f artifacts/gpu/apps.tar.xz ] && [ "${TESTS:-1}" = 1 ]; then
   # Dense and Mustafar-store greedy outputs must equal the CPU flavour's (prepare.sh --e2e).
