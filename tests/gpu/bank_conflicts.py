@@ -9,7 +9,10 @@ step of 16 cells:
   - K: lane (g, t) walks channels t*D/4 .. (t+1)*D/4 - 1 of cell g (first 32 loads) and of cell g + 8 (next 32);
   - V: lane l expands half l // 16 of cell l % 16's record, one channel per load;
   - V runs (a candidate, artifacts/gpu/try/s8/runv.cu): lane (g, t) walks channels g*D/8 .. (g+1)*D/8 - 1 of
-    cells 2t, 2t + 1, 2t + 8 and 2t + 9 (O^T's A fragments straight from the records, no V tile).
+    cells 2t, 2t + 1, 2t + 8 and 2t + 9 (O^T's A fragments straight from the records, no V tile);
+  - K windows (a candidate, not built): lane (g, t) loads its K run's values as three 16-byte chunks from the one
+    that holds its first value (16-byte loads: four phases of 8 lanes, each costing the most distinct chunks in
+    one group of 4 banks); the values would then have to be placed into the fragments from registers.
 Usage: bank_conflicts.py [kept values per record, default 39 (D = 128, s = 0.7)] [trials, default 200]
 Prints the layouts compared in bench/results/gpu-attention-2026-11-30.md (fifth session).
 """
@@ -64,6 +67,23 @@ def v_runs(records, at):
                                          for i in range(4) for p in range(D // 8)))
 
 
+def k_windows(records, at, chunks=3):
+    total = 0
+    for first in (0, 8):
+        for j in range(chunks):
+            lanes = []  # lane 4g + t: chunk j of its run's values
+            for g in range(8):
+                for t in range(4):
+                    bits, prefix = records[first + g]
+                    lanes.append((at(first + g) + D // 8 + 2 * prefix[t * D // 4]) // 16 + j)
+            for phase in range(4):
+                groups = {}
+                for chunk in lanes[8 * phase:8 * phase + 8]:
+                    groups.setdefault(chunk % 8, set()).add(chunk)
+                total += max(len(c) for c in groups.values())
+    return total
+
+
 def main():
     kept = int(sys.argv[1]) if len(sys.argv) > 1 else 39
     trials = int(sys.argv[2]) if len(sys.argv) > 2 else 200
@@ -78,15 +98,16 @@ def main():
     }
     random.seed(1)
     print(f"D = {D}, {kept} kept values, records of {stride} bytes; wavefronts a warp step, mean of {trials} steps")
-    print(f"{'layout':64s} {'K':>7s} {'V':>7s} {'V runs':>7s}")
+    print(f"{'layout':64s} {'K':>7s} {'V':>7s} {'V runs':>7s} {'K windows':>9s}")
     for name, (k_at, v_at) in layouts.items():
-        k = v = vr = 0
+        k = v = vr = kw = 0
         for _ in range(trials):
             records = [random_record(kept) for _ in range(16)]
             k += k_runs(records, k_at)
             v += v_halves(records, v_at)
             vr += v_runs(records, v_at)
-        print(f"{name:64s} {k / trials:7.1f} {v / trials:7.1f} {vr / trials:7.1f}")
+            kw += k_windows(records, k_at)
+        print(f"{name:64s} {k / trials:7.1f} {v / trials:7.1f} {vr / trials:7.1f} {kw / trials:9.1f}")
 
 
 if __name__ == "__main__":
