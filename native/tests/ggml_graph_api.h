@@ -37,6 +37,20 @@ ggml_tensor* ggml_rope_ext(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b, gg
 // blocks; imatrix may be null for the types the tests use. Returns the bytes written.
 size_t ggml_quantize_chunk(ggml_type type, const float* src, void* dst, int64_t start, int64_t nrows, int64_t n_per_row,
                            const float* imatrix);
+// ggml's own conversions of a type (ggml.h's struct ggml_type_traits, unchanged in 0.18.0): to_float
+// decodes k values of whole blocks.
+typedef void (*ggml_to_float_t)(const void* x, float* y, int64_t k);
+typedef void (*ggml_from_float_t)(const float* x, void* y, int64_t k);
+struct ggml_type_traits {
+    const char* type_name;
+    int64_t blck_size;
+    int64_t blck_size_interleave;
+    size_t type_size;
+    bool is_quantized;
+    ggml_to_float_t to_float;
+    ggml_from_float_t from_float_ref;
+};
+const ggml_type_traits* ggml_get_type_traits(ggml_type type);
 ggml_cgraph* ggml_new_graph(ggml_context* ctx);
 void ggml_build_forward_expand(ggml_cgraph* cgraph, ggml_tensor* tensor);
 

@@ -1,17 +1,20 @@
 // Op conformance: every op and type our backend claims, on fresh random inputs, computed by our
 // backend and by ggml's CPU backend from the same graph; the outputs must agree (in the manner of
 // ggml's test-backend-ops). Exit code 0 when every case passes. Usage: op_conformance [seed]
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "../include/mustafar.h"
 #include "fp16.h"
+#include "weight_blocks.h"
 #include "ggml_graph_api.h"
 
 namespace {
@@ -68,7 +71,7 @@ void fill(ggml_tensor* t, uint64_t seed, int64_t index_range) {
             std::memcpy(block, &dh, 2);
             for (int i = 0; i < 32; ++i) block[2 + i] = uint8_t(int8_t(std::lround(d > 0 ? x[i] / d : 0.0f)));
         }
-    } else if (t->type == GGML_TYPE_Q4_0 || t->type == GGML_TYPE_Q4_K || t->type == GGML_TYPE_Q6_K) {
+    } else if (t->type != GGML_TYPE_BF16 && mustafar::blocks::with_format(t->type, [](auto) {})) {
         // Uniform floats through ggml's own quantizer, row by row, as a GGUF converter writes them.
         std::vector<float> x(static_cast<size_t>(count));
         for (float& v : x) v = uni(rng);
@@ -265,9 +268,11 @@ std::vector<Case> compute_cases() {
     cs.push_back(compute_case("MUL_MAT q8_0 weights", 0, [=](ggml_context* c) {
         return ggml_mul_mat(c, t(c, GGML_TYPE_Q8_0, 128, 40, 1, 1, "w"), t(c, GGML_TYPE_F32, 128, 9, 1, 1, "x")); }, 1e-4));
     // The other weight types that are stored as f16 on the GPU, likewise (ggml's CPU takes the activations
-    // in BF16 for BF16 weights, in Q8_0 for Q4_0 and in Q8_K for Q4_K and Q6_K). Rows of 256 and 512: whole
-    // super-blocks of the K-quants; one column (generation) and seven (a prompt batch).
-    for (ggml_type wt : {GGML_TYPE_BF16, GGML_TYPE_Q4_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K}) {
+    // in BF16 for BF16 weights, in Q8_0 for Q4_0 and Q5_0, in Q8_1 for Q4_1 and Q5_1 and in Q8_K for the
+    // K-quants). Rows of 256 and 512: whole super-blocks of the K-quants; one column (generation) and seven
+    // (a prompt batch).
+    for (ggml_type wt : {GGML_TYPE_BF16, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1, GGML_TYPE_Q4_K,
+                         GGML_TYPE_Q5_K, GGML_TYPE_Q6_K}) {
         const std::string type = ggml_type_name(wt);
         cs.push_back(compute_case(("GET_ROWS " + type).c_str(), 50, [=](ggml_context* c) {
             return ggml_get_rows(c, t(c, wt, 256, 50, 1, 1, "w"), t(c, GGML_TYPE_I32, 7, 1, 1, 1, "idx")); }, 1e-6));
@@ -500,6 +505,63 @@ Dependence dependence(ggml_backend_t backend, ggml_backend_buffer_type_t buft, g
 
 }  // namespace
 
+// The weight formats that the CUDA flavour converts to f16 when they are uploaded (weight_blocks.h), decoded on
+// the host against ggml's own dequantisation of the same blocks, so that CI checks them without a GPU: rows that
+// ggml quantizes from uniform floats of magnitudes 2^-4 to 2^3, every other row offset from 0 (the formats with a
+// min). A value may differ from ggml's by the rounding of one product, where one compiler fuses a multiply with
+// the add that follows it and the other does not: at most 2^-21 of its row's largest magnitude. Returns the
+// formats that failed.
+int check_weight_blocks(uint64_t seed) {
+    int failed = 0;
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+    constexpr int64_t kPerRow = 512, kRows = 16, kN = kPerRow * kRows;
+    for (int type : mustafar::blocks::kTypes) {
+        const ggml_type gt = ggml_type(type);
+        const ggml_type_traits* traits = ggml_get_type_traits(gt);
+        int64_t values = 0;
+        size_t bytes = 0;
+        mustafar::blocks::with_format(type, [&](auto format) {
+            values = decltype(format)::kValues;
+            bytes = decltype(format)::kBytes;
+        });
+        if (traits == nullptr || traits->to_float == nullptr || traits->blck_size != values || traits->type_size != bytes) {
+            std::printf("FAIL weight blocks %s: ggml's block is %lld values in %zu bytes, ours %lld in %zu\n", ggml_type_name(gt),
+                        traits ? (long long)traits->blck_size : -1LL, traits ? traits->type_size : size_t(0), (long long)values, bytes);
+            ++failed;
+            continue;
+        }
+        std::vector<float> x(kN), ref(kN), ours(kN);
+        for (int64_t r = 0; r < kRows; ++r) {
+            const float scale = std::ldexp(1.0f, int(r % 8) - 4), offset = r % 2 ? 0.5f * scale : 0.0f;
+            for (int64_t i = 0; i < kPerRow; ++i) x[r * kPerRow + i] = uni(rng) * scale + offset;
+        }
+        std::vector<uint8_t> q(size_t(kN / values) * bytes);
+        ggml_quantize_chunk(gt, x.data(), q.data(), 0, kRows, kPerRow, nullptr);
+        traits->to_float(q.data(), ref.data(), kN);
+        mustafar::blocks::decode_on_host(type, q.data(), ours.data(), kN / values);
+        int64_t equal = 0, beyond = 0;
+        double worst = 0;  // the largest difference, relative to its row's largest magnitude
+        for (int64_t r = 0; r < kRows; ++r) {
+            float row_max = 0;
+            for (int64_t i = 0; i < kPerRow; ++i) row_max = std::max(row_max, std::fabs(ref[r * kPerRow + i]));
+            for (int64_t i = 0; i < kPerRow; ++i) {
+                const float a = ours[r * kPerRow + i], b = ref[r * kPerRow + i];
+                equal += std::memcmp(&a, &b, sizeof a) == 0;
+                const double d = std::fabs(double(a) - double(b)) / (row_max > 0 ? row_max : 1.0f);
+                worst = std::max(worst, std::isnan(d) ? INFINITY : d);
+                beyond += !(d <= std::ldexp(1.0, -21));
+            }
+        }
+        const bool ok = beyond == 0;
+        std::printf("%s weight blocks %s on the host against ggml's dequantisation: %lld values, %lld bit for bit, largest difference "
+                    "%.3g of the row's largest\n",
+                    ok ? "ok  " : "FAIL", ggml_type_name(gt), (long long)kN, (long long)equal, worst);
+        failed += ok ? 0 : 1;
+    }
+    return failed;
+}
+
 int main(int argc, char** argv) {
     const uint64_t seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : std::random_device{}();
     std::printf("op_conformance seed %llu\n", (unsigned long long)seed);
@@ -561,8 +623,8 @@ int main(int argc, char** argv) {
 
     for (Case& c : compute_cases()) cases.push_back(std::move(c));
 
-    int failed = 0;
-    size_t checks = cases.size();
+    int failed = check_weight_blocks(seed);
+    size_t checks = cases.size() + std::size(mustafar::blocks::kTypes);
     if (computes_model_ops) {
         // No GPU holds 4 TiB: the allocation must be refused, and every case below then runs after it (a refused
         // allocation once failed the next launch's error check).

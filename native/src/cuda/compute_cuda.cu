@@ -3,7 +3,7 @@
 // SWIGLU, GET_ROWS, ROPE (normal and NeoX, with YaRN as ggml defines it) and MUL_MAT through cuBLAS
 // (f16 weights take the activations in f16, as ggml's CPU backend does; f32 weights stay in f32), or,
 // for f16 weights and one column (batch-1 decode), through our matrix-vector kernel (gemv_cuda.h).
-// Weights stored converted to f16 (BF16, Q8_0, Q4_0, Q4_K, Q6_K; see buffer_cuda.cu) are read as f16.
+// Weights stored converted to f16 (the types of weight_blocks.h; see buffer_cuda.cu) are read as f16.
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 

@@ -13,10 +13,11 @@
 namespace mustafar::cuda {
 void init_device_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device);
 
-// Weights of the types that have an f16 conversion (BF16, Q8_0, Q4_0, Q4_K, Q6_K) are stored in our
-// buffers converted to f16 (one element per value, rows of ne0), marked by this tag in tensor->extra;
-// MUL_MAT and GET_ROWS read them as f16. stored_as_f16 says whether a tensor is (or, once allocated in
-// our buffers, will be) stored so: a weight, i.e. not a view, no op, not a KV cache tensor.
+// Weights of the types that have an f16 conversion (weight_blocks.h: BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+// Q4_K, Q5_K, Q6_K) are stored in our buffers converted to f16 (one element per value, rows of ne0),
+// marked by this tag in tensor->extra; MUL_MAT and GET_ROWS read them as f16. stored_as_f16 says whether a
+// tensor is (or, once allocated in our buffers, will be) stored so: a weight, i.e. not a view, no op, not a
+// KV cache tensor.
 extern const char kConvertedToF16;
 inline bool converted_to_f16(const ggml_tensor* t) { return t->view_src == nullptr && t->extra == &kConvertedToF16; }
 bool stored_as_f16(const ggml_tensor* t);
