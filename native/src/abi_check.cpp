@@ -50,8 +50,9 @@ std::string check() {
         {GGML_TYPE_F32, "f32", 4}, {GGML_TYPE_F16, "f16", 2}, {GGML_TYPE_I32, "i32", 4},
         {GGML_TYPE_I64, "i64", 8}, {GGML_TYPE_BF16, "bf16", 2}, {GGML_TYPE_Q8_0, "q8_0", 34},
         {GGML_TYPE_Q4_0, "q4_0", 18}, {GGML_TYPE_Q4_1, "q4_1", 20}, {GGML_TYPE_Q5_0, "q5_0", 22},
-        {GGML_TYPE_Q5_1, "q5_1", 24}, {GGML_TYPE_Q4_K, "q4_K", 144}, {GGML_TYPE_Q5_K, "q5_K", 176},
-        {GGML_TYPE_Q6_K, "q6_K", 210},
+        {GGML_TYPE_Q5_1, "q5_1", 24}, {GGML_TYPE_Q2_K, "q2_K", 84}, {GGML_TYPE_Q3_K, "q3_K", 110},
+        {GGML_TYPE_Q4_K, "q4_K", 144}, {GGML_TYPE_Q5_K, "q5_K", 176}, {GGML_TYPE_Q6_K, "q6_K", 210},
+        {GGML_TYPE_IQ4_NL, "iq4_nl", 18}, {GGML_TYPE_IQ4_XS, "iq4_xs", 136},
     };
     for (const auto& e : types) {
         const char* name = ggml_type_name(e.type);

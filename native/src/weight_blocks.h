@@ -156,6 +156,65 @@ struct Q5_KFormat {
     }
 };
 
+// Q2_K, a super-block of 256 values in 16 sub-blocks of 16: 16 bytes of scales (sub-block j: scale in the low
+// nibble of byte j, min in the high nibble), 64 bytes of 2-bit codes, f16 d, f16 dmin. Value i of half h
+// (128 values) takes bits 2q, 2q + 1 (q = (i % 128) / 32) of byte 32h + i % 32;
+// value = d * scale * code - dmin * min.
+struct Q2_KFormat {
+    static constexpr int kValues = 256;
+    static constexpr size_t kBytes = 16 + 64 + 2 + 2;
+    MUSTAFAR_HD static float value(const uint8_t* block, int i) {
+        const int code = (block[16 + 32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))) & 3;
+        const uint8_t sc = block[i / 16];
+        return half_at(block + 80) * float(sc & 0x0F) * float(code) - half_at(block + 82) * float(sc >> 4);
+    }
+};
+
+// Q3_K, a super-block of 256 values in 16 sub-blocks of 16: 32 bytes hmask, 64 bytes of 2-bit codes (placed
+// as Q2_K's), 12 bytes of 6-bit scales, f16 d. Scale k: low 4 bits from the low (k < 8) or high (k >= 8)
+// nibble of byte k % 8, high 2 bits from bits 2 (k / 4), 2 (k / 4) + 1 of byte 8 + k % 4; it counts from -32.
+// Bit i / 32 of hmask[i % 32] set: code as it is, clear: code - 4; value = d * (scale - 32) * code.
+struct Q3_KFormat {
+    static constexpr int kValues = 256;
+    static constexpr size_t kBytes = 32 + 64 + 12 + 2;
+    MUSTAFAR_HD static float value(const uint8_t* block, int i) {
+        const int low = (block[32 + 32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))) & 3;
+        const int code = low - (((block[i % 32] >> (i / 32)) & 1) ? 0 : 4);
+        const int k = i / 16;
+        const uint8_t* s = block + 96;
+        const int scale = (k < 8 ? (s[k] & 0x0F) : (s[k - 8] >> 4)) | (((s[8 + k % 4] >> (2 * (k / 4))) & 3) << 4);
+        return half_at(block + 108) * float(scale - 32) * float(code);
+    }
+};
+
+// IQ4_NL's 16 levels (ggml-common.h's kvalues_iq4nl: -127 -104 -83 -65 -49 -35 -22 -10 1 13 25 38 53 69 89 113),
+// as the bytes of two words, so that device code needs no table in memory.
+MUSTAFAR_HD inline int iq4nl_level(int code) {
+    const uint64_t levels = code < 8 ? 0xf6eaddcfbfad9881ull : 0x7159453526190d01ull;
+    return static_cast<int8_t>(static_cast<uint8_t>(levels >> (8 * (code % 8))));
+}
+
+// IQ4_NL: an f16 scale d, then 16 bytes of 4-bit codes placed as Q4_0's; value = d * level(code).
+struct Iq4NlFormat {
+    static constexpr int kValues = 32;
+    static constexpr size_t kBytes = 2 + 16;
+    MUSTAFAR_HD static float value(const uint8_t* block, int i) { return half_at(block) * float(iq4nl_level(nibble_of(block + 2, i))); }
+};
+
+// IQ4_XS, a super-block of 256 values in 8 sub-blocks of 32: f16 d, 16 bits of scales' high bits (2 a
+// sub-block), 4 bytes of their low nibbles (sub-block b: nibble b % 2 of byte b / 2), then 16 bytes of
+// codes a sub-block placed as Q4_0's; value = d * (scale - 32) * level(code).
+struct Iq4XsFormat {
+    static constexpr int kValues = 256;
+    static constexpr size_t kBytes = 2 + 2 + 4 + 128;
+    MUSTAFAR_HD static float value(const uint8_t* block, int i) {
+        const int b = i / 32;
+        const uint32_t high = uint32_t(block[2]) | (uint32_t(block[3]) << 8);
+        const int scale = ((block[4 + b / 2] >> (4 * (b % 2))) & 0x0F) | int(((high >> (2 * b)) & 3u) << 4);
+        return half_at(block) * float(scale - 32) * float(iq4nl_level(nibble_of(block + 8 + 16 * b, i % 32)));
+    }
+};
+
 // Q6_K, a super-block of 256 values: 128 bytes of low 4 bits (ql), 64 bytes of high 2 bits (qh), 16
 // signed 8-bit scales (one per 16 values), then the f16 d. Two halves of 128 values; half h reads
 // ql[64h..], qh[32h..] and scales[8h..]. In a half, value 32g + l (quarter g = 0..3, l = 0..31) takes
@@ -187,16 +246,21 @@ bool with_format(int type, F&& f) {
         case GGML_TYPE_Q4_1: f(Q4_1Format{}); return true;
         case GGML_TYPE_Q5_0: f(Q5_0Format{}); return true;
         case GGML_TYPE_Q5_1: f(Q5_1Format{}); return true;
+        case GGML_TYPE_Q2_K: f(Q2_KFormat{}); return true;
+        case GGML_TYPE_Q3_K: f(Q3_KFormat{}); return true;
         case GGML_TYPE_Q4_K: f(Q4_KFormat{}); return true;
         case GGML_TYPE_Q5_K: f(Q5_KFormat{}); return true;
         case GGML_TYPE_Q6_K: f(Q6_KFormat{}); return true;
+        case GGML_TYPE_IQ4_NL: f(Iq4NlFormat{}); return true;
+        case GGML_TYPE_IQ4_XS: f(Iq4XsFormat{}); return true;
         default: return false;
     }
 }
 
 // The weight types with a format above, for tests and messages.
-constexpr int kTypes[] = {GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0,
-                          GGML_TYPE_Q5_1, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K};
+constexpr int kTypes[] = {GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1,
+                          GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K, GGML_TYPE_IQ4_NL,
+                          GGML_TYPE_IQ4_XS};
 
 // n_blocks whole blocks of `type` at `blocks` decoded into f32 on the host; false for a type without a format.
 inline bool decode_on_host(int type, const void* blocks, float* out, int64_t n_blocks) {

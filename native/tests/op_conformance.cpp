@@ -267,12 +267,13 @@ std::vector<Case> compute_cases() {
         return ggml_get_rows(c, t(c, GGML_TYPE_Q8_0, 64, 50, 1, 1, "w"), t(c, GGML_TYPE_I32, 7, 1, 1, 1, "idx")); }, 1e-6));
     cs.push_back(compute_case("MUL_MAT q8_0 weights", 0, [=](ggml_context* c) {
         return ggml_mul_mat(c, t(c, GGML_TYPE_Q8_0, 128, 40, 1, 1, "w"), t(c, GGML_TYPE_F32, 128, 9, 1, 1, "x")); }, 1e-4));
-    // The other weight types that are stored as f16 on the GPU, likewise (ggml's CPU takes the activations
-    // in BF16 for BF16 weights, in Q8_0 for Q4_0 and Q5_0, in Q8_1 for Q4_1 and Q5_1 and in Q8_K for the
-    // K-quants). Rows of 256 and 512: whole super-blocks of the K-quants; one column (generation) and seven
-    // (a prompt batch).
-    for (ggml_type wt : {GGML_TYPE_BF16, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1, GGML_TYPE_Q4_K,
-                         GGML_TYPE_Q5_K, GGML_TYPE_Q6_K}) {
+    // The other weight types that are stored as f16 on the GPU (weight_blocks.h), likewise (ggml's CPU takes
+    // the activations in BF16 for BF16 weights, in Q8_0 for Q4_0, Q5_0 and IQ4_NL, in Q8_1 for Q4_1 and Q5_1
+    // and in Q8_K for the K-quants and IQ4_XS). Rows of 256 and 512: whole super-blocks; one column
+    // (generation) and seven (a prompt batch).
+    for (int id : mustafar::blocks::kTypes) {
+        if (id == GGML_TYPE_Q8_0) continue;  // above
+        const ggml_type wt = ggml_type(id);
         const std::string type = ggml_type_name(wt);
         cs.push_back(compute_case(("GET_ROWS " + type).c_str(), 50, [=](ggml_context* c) {
             return ggml_get_rows(c, t(c, wt, 256, 50, 1, 1, "w"), t(c, GGML_TYPE_I32, 7, 1, 1, 1, "idx")); }, 1e-6));
