@@ -504,8 +504,6 @@ Dependence dependence(ggml_backend_t backend, ggml_backend_buffer_type_t buft, g
     return d;
 }
 
-}  // namespace
-
 // The weight formats that the CUDA flavour converts to f16 when they are uploaded (weight_blocks.h), decoded on
 // the host against ggml's own dequantisation of the same blocks, so that CI checks them without a GPU: rows that
 // ggml quantizes from uniform floats of magnitudes 2^-4 to 2^3, every other row offset from 0 (the formats with a
@@ -562,6 +560,8 @@ int check_weight_blocks(uint64_t seed) {
     }
     return failed;
 }
+
+}  // namespace
 
 int main(int argc, char** argv) {
     const uint64_t seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : std::random_device{}();
