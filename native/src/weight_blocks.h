@@ -257,11 +257,6 @@ bool with_format(int type, F&& f) {
     }
 }
 
-// The weight types with a format above (op_conformance checks each).
-constexpr int kTypes[] = {GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1,
-                          GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K, GGML_TYPE_IQ4_NL,
-                          GGML_TYPE_IQ4_XS};
-
 // n_blocks whole blocks of `type` at `blocks` decoded into f32 on the host; false for a type without a format.
 inline bool decode_on_host(int type, const void* blocks, float* out, int64_t n_blocks) {
     return with_format(type, [&](auto format) {
