@@ -257,14 +257,4 @@ bool with_format(int type, F&& f) {
     }
 }
 
-// n_blocks whole blocks of `type` at `blocks` decoded into f32 on the host; false for a type without a format.
-inline bool decode_on_host(int type, const void* blocks, float* out, int64_t n_blocks) {
-    return with_format(type, [&](auto format) {
-        using Format = decltype(format);
-        const auto* b = static_cast<const uint8_t*>(blocks);
-        for (int64_t k = 0; k < n_blocks; ++k)
-            for (int i = 0; i < Format::kValues; ++i) out[k * Format::kValues + i] = Format::value(b + k * Format::kBytes, i);
-    });
-}
-
 }  // namespace mustafar::blocks

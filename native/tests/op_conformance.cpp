@@ -545,7 +545,10 @@ int check_weight_blocks(uint64_t seed) {
         std::vector<uint8_t> q(size_t(kN / values) * bytes);
         ggml_quantize_chunk(gt, x.data(), q.data(), 0, kRows, kPerRow, nullptr);
         traits->to_float(q.data(), ref.data(), kN);
-        mustafar::blocks::decode_on_host(type, q.data(), ours.data(), kN / values);
+        mustafar::blocks::with_format(type, [&](auto format) {
+            using Format = decltype(format);
+            for (int64_t k = 0; k < kN; ++k) ours[k] = Format::value(q.data() + (k / values) * bytes, int(k % values));
+        });
         int64_t equal = 0, beyond = 0;
         double worst = 0;  // the largest difference, relative to its row's largest magnitude
         for (int64_t r = 0; r < kRows; ++r) {
