@@ -176,7 +176,9 @@ struct WalkMaps {
     CUtensorMap k, v;
 };
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900  // its callers are sm_90 code only
 __device__ __forceinline__ unsigned walk_smem(const void* p) { return static_cast<unsigned>(__cvta_generic_to_shared(p)); }
+#endif
 
 template <int kKind, int S>
 __global__ void __launch_bounds__(128) walk_kernel(const __grid_constant__ WalkMaps maps, const char* k, const char* v, int64_t n_kv, int splits,

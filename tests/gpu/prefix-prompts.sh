@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Whether the prefixes that earlier points leave cached slow a later long prompt: in the end-to-end grid
+# (e2e-bench.sh) the batch-8, 32K prompts ran at a third to a half of their speed alone. Runs the Bench's
+# batch-BATCH prompts of CONTEXT tokens alone, then after a point of BEFORE tokens in the same client (whose
+# prompts stay cached in the shared pool), each with MUSTAFAR_PROFILE=graphs; prompt-accounts.py splits the
+# profile's running prompt-graph account at the points.
+# Usage on the GPU machine: COMMIT=<sha> OUT=<folder> BATCH=8 CONTEXT=32768 BEFORE=16384 tests/gpu/prefix-prompts.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+: "${OUT:?set OUT}" "${COMMIT:?set COMMIT}"
+# shellcheck source=tests/gpu/publish-lib.sh
+. tests/gpu/publish-lib.sh
+build_publish
+batch="${BATCH:-8}" context="${CONTEXT:-32768}" before="${BEFORE:-16384}"
+for contexts in "$context" "$before,$context"; do
+  run="b$batch-${contexts/,/-}"
+  MUSTAFAR_PROFILE=graphs artifacts/gpu/publish/Mustafar.Bench --generate-llama3-8b --model artifacts/gpu/llama3-8b-f16.gguf \
+    --contexts "$contexts" --batches "$batch" --decode-tokens "${DECODE_TOKENS:-16}" --k-sparsity 0 --v-sparsity 0 \
+    --title "Prompts after cached prefixes: $(nvidia-smi --query-gpu=name --format=csv,noheader), commit $COMMIT" \
+    --out "$OUT/$run.md" > "$OUT/$run.txt" 2>&1
+  echo "$run rc=$?"
+  grep -h "^| [0-9]" "$OUT/$run.md" 2>/dev/null || tail -5 "$OUT/$run.txt"
+  python3 tests/gpu/prompt-accounts.py "$OUT/$run.txt"
+done
