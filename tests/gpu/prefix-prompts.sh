@@ -2,8 +2,9 @@
 # Whether the prefixes that earlier points leave cached slow a later long prompt: in the end-to-end grid
 # (e2e-bench.sh) the batch-8, 32K prompts ran at a third to a half of their speed alone. Runs the Bench's
 # batch-BATCH prompts of CONTEXT tokens alone, then after a point of BEFORE tokens in the same client (whose
-# prompts stay cached in the shared pool), each with MUSTAFAR_PROFILE=graphs; prompt-accounts.py splits the
-# profile's running prompt-graph account at the points.
+# prompts stay cached in the shared pool), each with MUSTAFAR_PROFILE=$PROFILE (graphs, the default, or 1: also
+# per kind of node, with events around each node); prompt-accounts.py splits the profile's running
+# prompt-graph account at the points.
 # Usage on the GPU machine: COMMIT=<sha> OUT=<folder> BATCH=8 CONTEXT=32768 BEFORE=16384 tests/gpu/prefix-prompts.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,7 +15,7 @@ build_publish
 batch="${BATCH:-8}" context="${CONTEXT:-32768}" before="${BEFORE:-16384}"
 for contexts in "$context" "$before,$context"; do
   run="b$batch-${contexts/,/-}"
-  MUSTAFAR_PROFILE=graphs artifacts/gpu/publish/Mustafar.Bench --generate-llama3-8b --model artifacts/gpu/llama3-8b-f16.gguf \
+  MUSTAFAR_PROFILE="${PROFILE:-graphs}" artifacts/gpu/publish/Mustafar.Bench --generate-llama3-8b --model artifacts/gpu/llama3-8b-f16.gguf \
     --contexts "$contexts" --batches "$batch" --decode-tokens "${DECODE_TOKENS:-16}" --k-sparsity 0 --v-sparsity 0 \
     --title "Prompts after cached prefixes: $(nvidia-smi --query-gpu=name --format=csv,noheader), commit $COMMIT" \
     --out "$OUT/$run.md" > "$OUT/$run.txt" 2>&1
