@@ -265,7 +265,10 @@ void test_expand_cells(std::mt19937_64& rng, int sms) {
 // inside every row's run of zeros as full without their mask, and must read it elsewhere.
 // span: a micro-batch of one sequence in a cache that others share: the sequence's cells are the cache's
 // last n_kv / 2 (its window among them), the rows its last n_rows, causal (a prompt's copy holds only those).
-enum class MaskKind { none, blocks, runs, causal, causal_bias, span };
+// chunks: a micro-batch of several sequences' prompts (64 rows each) in a shared cache whose history lies in
+// chunks of 48 cells, each sequence's far apart among others' (cached prefixes, requests that left): long
+// runs of tiles that no row of a prompt block sees between the tiles it does (the prompt kernel skips them).
+enum class MaskKind { none, blocks, runs, causal, causal_bias, span, chunks };
 
 // One attention problem on the host, with the cache in llama.cpp's layout: cell c of KV head h of
 // sequence index s at ((s * n_kv + c) * n_head_kv + h) * D.
@@ -315,6 +318,18 @@ Problem make_problem(std::mt19937_64& rng, int D, int G, int n_rows, int n_seq, 
         p.mask.assign(size_t(n_kv) * n_rows, minus_inf);
         const int64_t first = n_kv - n_kv / 2;
         for (int r = 0; r < n_rows; ++r) std::fill(p.mask.begin() + size_t(r) * n_kv + first, p.mask.begin() + size_t(r) * n_kv + n_kv - n_rows + r + 1, uint16_t(0));
+    } else if (kind == MaskKind::chunks) {
+        p.mask.assign(size_t(n_kv) * n_rows, minus_inf);
+        const int owners = (n_rows + 63) / 64 + 5;
+        const int64_t history = n_kv - n_rows;
+        for (int r = 0; r < n_rows; ++r) {
+            const int s = r / 64;
+            for (int64_t c = 0; c < history; ++c) {
+                const int64_t chunk = c / 48;
+                if (int((chunk * 5 + chunk / 4) % owners) == s) p.mask[size_t(r) * n_kv + c] = fp32_to_fp16(c % 11 == 0 ? -0.5f : 0.0f);
+            }
+            for (int r2 = 64 * s; r2 <= r; ++r2) p.mask[size_t(r) * n_kv + history + r2] = 0;
+        }
     } else if (kind == MaskKind::runs) {
         // Row r's prompt fills cells [r, r + 1) * run of the first 90 %; the last 10 % holds the rows'
         // decode cells in turn: a split that ends a row's run must not walk the others' runs.
@@ -428,6 +443,7 @@ const char* mask_name(MaskKind k) {
         case MaskKind::causal: return " masked (causal)";
         case MaskKind::causal_bias: return " masked (causal, with a bias)";
         case MaskKind::span: return " masked (one sequence's span of a shared cache)";
+        case MaskKind::chunks: return " masked (sequences' prompts over scattered chunks of a shared cache)";
         default: return "";
     }
 }
@@ -445,7 +461,7 @@ struct Shape {
 };
 
 constexpr MaskKind kNo = MaskKind::none, kBlocks = MaskKind::blocks, kRuns = MaskKind::runs, kCausal = MaskKind::causal,
-                   kCausalBias = MaskKind::causal_bias, kSpan = MaskKind::span;
+                   kCausalBias = MaskKind::causal_bias, kSpan = MaskKind::span, kChunks = MaskKind::chunks;
 const Shape kShapes[] = {
     {128, 4, 1, 1, 1, kNo},      {128, 4, 1, 1, 37, kNo},  {128, 4, 1, 3, 3000, kNo}, {128, 4, 4, 1, 2000, kBlocks},
     {64, 1, 2, 2, 700, kNo},     {64, 8, 3, 1, 900, kBlocks}, {256, 2, 1, 2, 1500, kNo}, {256, 8, 1, 1, 600, kNo},
@@ -461,6 +477,8 @@ const Shape kShapes[] = {
     {128, 4, 130, 1, 1001, kCausalBias}, {64, 2, 64, 1, 512, kCausalBias},
     // A sequence's micro-batch in a shared cache (unaligned mask rows: n_kv 777).
     {128, 4, 96, 1, 2000, kSpan}, {64, 8, 40, 1, 777, kSpan},
+    // Several sequences' prompts over scattered chunks of a shared cache (unaligned mask rows: n_kv 3001).
+    {128, 4, 160, 1, 6000, kChunks}, {64, 2, 96, 1, 3001, kChunks},
     // A stream of cells per sequence (MustafarCacheLayout.PerRequest): masked decode rows and prompts of
     // several sequence indices, each with its own mask.
     {128, 4, 1, 4, 3000, kCausal}, {64, 8, 2, 3, 900, kCausalBias}, {128, 4, 96, 3, 1024, kCausal}, {64, 2, 40, 2, 777, kSpan},

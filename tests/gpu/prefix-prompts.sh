@@ -13,7 +13,9 @@ cd "$(dirname "$0")/../.."
 . tests/gpu/publish-lib.sh
 build_publish
 batch="${BATCH:-8}" context="${CONTEXT:-32768}" before="${BEFORE:-16384}"
-for contexts in "$context" "$before,$context"; do
+# ALONE=0 skips the run alone.
+runs=("$before,$context"); [ "${ALONE:-1}" = 1 ] && runs=("$context" "${runs[@]}")
+for contexts in "${runs[@]}"; do
   run="b$batch-${contexts/,/-}"
   MUSTAFAR_PROFILE="${PROFILE:-graphs}" artifacts/gpu/publish/Mustafar.Bench --generate-llama3-8b --model artifacts/gpu/llama3-8b-f16.gguf \
     --contexts "$contexts" --batches "$batch" --decode-tokens "${DECODE_TOKENS:-16}" --k-sparsity 0 --v-sparsity 0 \
