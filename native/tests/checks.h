@@ -12,6 +12,7 @@ inline void check(bool ok, const std::string& what) {
     if (!ok) {
         ++g_failed;
         std::printf("FAIL %s\n", what.c_str());
+        std::fflush(stdout);  // a run cut short by a time limit still shows the failures it met
     }
 }
 

@@ -478,7 +478,7 @@ const Shape kShapes[] = {
     // A sequence's micro-batch in a shared cache (unaligned mask rows: n_kv 777).
     {128, 4, 96, 1, 2000, kSpan}, {64, 8, 40, 1, 777, kSpan},
     // Several sequences' prompts over scattered chunks of a shared cache (unaligned mask rows: n_kv 3001).
-    {128, 4, 160, 1, 6000, kChunks}, {64, 2, 96, 1, 3001, kChunks},
+    {128, 4, 130, 1, 3000, kChunks}, {64, 2, 96, 1, 3001, kChunks},
     // A stream of cells per sequence (MustafarCacheLayout.PerRequest): masked decode rows and prompts of
     // several sequence indices, each with its own mask.
     {128, 4, 1, 4, 3000, kCausal}, {64, 8, 2, 3, 900, kCausalBias}, {128, 4, 96, 3, 1024, kCausal}, {64, 2, 40, 2, 777, kSpan},
