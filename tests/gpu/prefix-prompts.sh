@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Whether the prefixes that earlier points leave cached slow a later long prompt: in the end-to-end grid
-# (e2e-bench.sh) the batch-8, 32K prompts ran at a third to a half of their speed alone. Runs the Bench's
-# batch-BATCH prompts of CONTEXT tokens alone, then after a point of BEFORE tokens in the same client (whose
+# (e2e-bench.sh) the batch-8, 32K prompts ran at a third to a half of their speed alone, until the prompt kernel
+# skipped the tiles its rows do not see (cda1a94). Runs the Bench's batch-BATCH prompts of CONTEXT tokens alone, then after a point of BEFORE tokens in the same client (whose
 # prompts stay cached in the shared pool), each with MUSTAFAR_PROFILE=$PROFILE (graphs, the default, or 1: also
 # per kind of node, with events around each node); prompt-accounts.py splits the profile's running
-# prompt-graph account at the points.
+# prompt-graph account at the points. SPARSITY: K and V sparsity (0, the default: a dense cache).
 # Usage on the GPU machine: COMMIT=<sha> OUT=<folder> BATCH=8 CONTEXT=32768 BEFORE=16384 tests/gpu/prefix-prompts.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,7 +18,7 @@ runs=("$before,$context"); [ "${ALONE:-1}" = 1 ] && runs=("$context" "${runs[@]}
 for contexts in "${runs[@]}"; do
   run="b$batch-${contexts/,/-}"
   MUSTAFAR_PROFILE="${PROFILE:-graphs}" artifacts/gpu/publish/Mustafar.Bench --generate-llama3-8b --model artifacts/gpu/llama3-8b-f16.gguf \
-    --contexts "$contexts" --batches "$batch" --decode-tokens "${DECODE_TOKENS:-16}" --k-sparsity 0 --v-sparsity 0 \
+    --contexts "$contexts" --batches "$batch" --decode-tokens "${DECODE_TOKENS:-16}" --k-sparsity "${SPARSITY:-0}" --v-sparsity "${SPARSITY:-0}" \
     --title "Prompts after cached prefixes: $(nvidia-smi --query-gpu=name --format=csv,noheader), commit $COMMIT" \
     --out "$OUT/$run.md" > "$OUT/$run.txt" 2>&1
   echo "$run rc=$?"

@@ -3,7 +3,8 @@
 
 The backend logs the account (cumulative means) every 8 prompt graphs; the Bench prints a table row after
 each point. Each point's own means come from the differences of the running sums between the last account
-before its row and the last one before the previous row (to within 8 graphs).
+before its row and the last one before the previous row (to within 8 graphs; the profile's time since the
+previous graph is a mean over the gaps it timed, taken here as one a graph).
 Usage: prompt-accounts.py <Bench output with the profile's log>
 """
 import re
