@@ -30,6 +30,12 @@ ggml_backend_t init_backend(ggml_backend_dev_t dev, const char*) { return create
 
 ggml_backend_buffer_type_t get_buffer_type(ggml_backend_dev_t) { return &registry().buffer_type; }
 
+// Page-locked memory where the flavour has it: llama.cpp then keeps its graph inputs and outputs there.
+ggml_backend_buffer_type_t get_host_buffer_type(ggml_backend_dev_t) {
+    Registry& r = registry();
+    return r.has_host_buffer_type ? &r.host_buffer_type : nullptr;
+}
+
 bool dev_supports_op(ggml_backend_dev_t, const ggml_tensor* op) { return supports_op(op); }
 
 bool supports_buft(ggml_backend_dev_t, ggml_backend_buffer_type_t buft) { return buft == &registry().buffer_type; }
@@ -45,7 +51,7 @@ void init_device(ggml_backend_device& device, ggml_backend_reg_t reg) {
         /* get_props            */ get_props,
         /* init_backend         */ init_backend,
         /* get_buffer_type      */ get_buffer_type,
-        /* get_host_buffer_type */ nullptr,
+        /* get_host_buffer_type */ get_host_buffer_type,
         /* buffer_from_host_ptr */ nullptr,
         /* supports_op          */ dev_supports_op,
         /* supports_buft        */ supports_buft,

@@ -13,6 +13,9 @@ const char* name();         // "cpu" or "cuda"
 const char* description();  // the device description llama.cpp prints
 void memory(size_t* free, size_t* total);
 void init_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device);
+// The device's host buffer type, where llama.cpp keeps its host-side buffers (graph inputs, outputs): the
+// CUDA flavour's page-locked memory; false where the flavour has none (the CPU flavour).
+bool init_host_side_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device);
 // Types of K/V and shapes the flavour's attention handles beyond the common checks in backend.cpp.
 bool supports_kv_type(ggml_type type);
 // The device side of a store whose bytes are at `memory` (out stays null for host memory, the CPU

@@ -1,6 +1,7 @@
 #include "registry.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "abi_check.h"
@@ -40,6 +41,9 @@ Registry& registry() {
         r->reg.context = nullptr;
         init_device(r->device, &r->reg);
         flavour::init_buffer_type(r->buffer_type, &r->device);
+        const char* pinned = std::getenv("MUSTAFAR_PINNED_HOST");
+        r->has_host_buffer_type = (pinned == nullptr || std::strcmp(pinned, "0") != 0) &&
+                                  flavour::init_host_side_buffer_type(r->host_buffer_type, &r->device);
         return r;
     }();
     return *instance;

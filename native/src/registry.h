@@ -20,6 +20,10 @@ struct Registry {
     ggml_backend_reg reg{};
     ggml_backend_device device{};
     ggml_backend_buffer_type buffer_type{};
+    // The device's host buffer type (flavour::init_host_side_buffer_type), when it has one and
+    // MUSTAFAR_PINNED_HOST is not 0.
+    ggml_backend_buffer_type host_buffer_type{};
+    bool has_host_buffer_type = false;
 
     std::mutex buffers_mutex;
     std::vector<const Buffer*> buffers;

@@ -97,8 +97,15 @@ if [ -f artifacts/gpu/apps.tar.xz ] && [ "${TESTS:-1}" = 1 ]; then
   # Where llama.cpp put the layers, weights and cache of each model.
   for model in stories260K-f32.gguf babyllama-tok105-f32.gguf recall-hd128-q8_0.gguf; do
     "artifacts/gpu/publish/Mustafar.Chat" --model "artifacts/gpu/models/$model" --temperature 0 --max-tokens 4 --verbose "the" 2>&1 \
-      | grep -E "offloaded|model buffer size|KV buffer size|compute buffer size" > "$out/placement-$model.txt" || status=1
+      | grep -E "offloaded|model buffer size|KV buffer size|compute buffer size|output buffer size" > "$out/placement-$model.txt" || status=1
   done
+  # llama.cpp's host-side buffers (graph inputs, outputs) in the device's page-locked memory (host_buffer_cuda.cu).
+  if grep -q "Mustafar_Host compute buffer size" "$out/placement-stories260K-f32.gguf.txt"; then
+    echo "llama.cpp's CPU compute buffer: page-locked (Mustafar_Host)" | tee -a "$out/e2e-compare.txt"
+  else
+    echo "FAIL llama.cpp's CPU compute buffer is not in Mustafar_Host memory" | tee -a "$out/e2e-compare.txt"
+    status=1
+  fi
   # A cache larger than the GPU (100M cells: over 300 GB): llama.cpp's reason and exit code 1, not a crash.
   rc=0
   "artifacts/gpu/publish/Mustafar.Chat" --model artifacts/gpu/models/recall-hd128-q8_0.gguf --ctx-size 100000000 --max-tokens 4 "the" \

@@ -59,6 +59,8 @@ void memory(size_t* free, size_t* total) {
 
 void init_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device) { init_host_buffer_type(buft, device); }
 
+bool init_host_side_buffer_type(ggml_backend_buffer_type&, ggml_backend_dev_t) { return false; }
+
 bool supports_kv_type(ggml_type type) { return is_float_type(type); }
 
 bool make_store_memory(uint8_t*, int64_t, int64_t, const kv::StoreConfig&, std::unique_ptr<kv::StoreMemory>& out) {

@@ -313,6 +313,11 @@ void memory(size_t* free, size_t* total) {
 
 void init_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device) { cuda::init_device_buffer_type(buft, device); }
 
+bool init_host_side_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device) {
+    cuda::init_pinned_buffer_type(buft, device);
+    return true;
+}
+
 bool supports_kv_type(ggml_type type) { return is_float_type(type); }
 
 bool make_store_memory(uint8_t* memory, int64_t n_rows, int64_t n_embd, const kv::StoreConfig& cfg, std::unique_ptr<kv::StoreMemory>& out) {

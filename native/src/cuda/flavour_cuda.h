@@ -12,6 +12,8 @@
 
 namespace mustafar::cuda {
 void init_device_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device);
+// Page-locked host memory for llama.cpp's host-side buffers (host_buffer_cuda.cu).
+void init_pinned_buffer_type(ggml_backend_buffer_type& buft, ggml_backend_dev_t device);
 
 // Weights of the types that have an f16 conversion (weight_blocks.h: BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
 // Q4_K, Q5_K, Q6_K) are stored in our buffers converted to f16 (one element per value, rows of ne0),
