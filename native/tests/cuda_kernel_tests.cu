@@ -454,6 +454,22 @@ std::string describe(const Problem& p, int splits) {
            " splits=" + std::to_string(splits);
 }
 
+// The rows per sequence index of a prompt's packed copy that holds every 32-cell tile any of its rows sees
+// (all n_kv cells, rounded up to whole tiles, without a mask), the largest over the sequence indices.
+int64_t packed_rows(const Problem& p) {
+    const int64_t tiles = (p.n_kv + 31) / 32;
+    if (!p.masked) return 32 * tiles;
+    int64_t most = 0;
+    for (int s = 0; s < p.n_seq; ++s) {
+        std::vector<char> seen(size_t(tiles), 0);
+        for (int r = 0; r < p.n_rows; ++r)
+            for (int64_t c = 0; c < p.n_kv; ++c)
+                if (p.mask[(size_t(s) * p.n_rows + r) * p.n_kv + c] != 0xfc00) seen[size_t(c / 32)] = 1;
+        most = std::max<int64_t>(most, 32 * std::count(seen.begin(), seen.end(), char(1)));
+    }
+    return most;
+}
+
 struct Shape {
     int D, G, rows, seqs;
     int64_t n_kv;
@@ -557,15 +573,16 @@ void test_compressed(std::mt19937_64& rng, int sms) {
             const mc::DecodeProblem dp = device_problem(p, q.p, out.p, p.masked ? mask.p : nullptr);
             const mc::CompressedCache cache = device_store(dk, dv, dslot, dkp, dvp, lk, lv, rows, row_elems, p.n_kv);
             // Prompts (32 rows or more, splits left to the library) run four times: through an expanded copy of
-            // the cache, with the prompt kernel expanding its tiles, and with copies of half the cells (a span
-            // mask's sequence fits exactly, its kernels reading cell c at c - n_kv / 2 rounded up; the other
-            // masks' spans do not, and the store's kernel takes them on the device) and of one cell less.
+            // the cache, with the prompt kernel expanding its tiles, and with copies just large enough for the
+            // 32-cell tiles the rows of every sequence index see (packed_rows) and of one row less, where the
+            // store's kernel takes the largest on the device (and with one sequence index, all of it).
             struct Run {
                 int splits;
                 bool expand;
                 int64_t cap;  // cells the copy may hold; 0: the default limit
             };
-            const Run runs[] = {{0, true, 0}, {0, false, 0}, {0, true, p.n_kv / 2}, {0, true, p.n_kv / 2 - 1}, {1, true, 0}, {3, true, 0}};
+            const int64_t fit = packed_rows(p);
+            const Run runs[] = {{0, true, 0}, {0, false, 0}, {0, true, fit}, {0, true, fit - 1}, {1, true, 0}, {3, true, 0}};
             for (const Run& run : runs) {
                 if ((!run.expand || run.cap > 0) && sh.rows < 32) continue;
                 ws.expand_prompts(run.expand);
@@ -575,7 +592,7 @@ void test_compressed(std::mt19937_64& rng, int sms) {
                 CK(cudaDeviceSynchronize());
                 const double err = relative_error(out.down(), ref);
                 const std::string how = !run.expand ? " (tiles expanded in the prompt kernel)"
-                                        : run.cap > 0 ? " (a copy of " + std::to_string(run.cap) + " cells a sequence)"
+                                        : run.cap > 0 ? " (a copy of " + std::to_string(run.cap) + " rows a sequence index)"
                                                       : "";
                 check(ok && err <= 1e-3, "compressed attention sK=" + std::to_string(sk) + " sV=" + std::to_string(sv) + " " + describe(p, run.splits) + how +
                                              ": relative error " + std::to_string(err));

@@ -5,6 +5,7 @@
 # prompts stay cached in the shared pool), each with MUSTAFAR_PROFILE=$PROFILE (graphs, the default, or 1: also
 # per kind of node, with events around each node); prompt-accounts.py splits the profile's running
 # prompt-graph account at the points. SPARSITY: K and V sparsity (0, the default: a dense cache).
+# LIB: another build of our library to run instead of the work tree's (an A/B on one machine).
 # Usage on the GPU machine: COMMIT=<sha> OUT=<folder> BATCH=8 CONTEXT=32768 BEFORE=16384 tests/gpu/prefix-prompts.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -12,6 +13,7 @@ cd "$(dirname "$0")/../.."
 # shellcheck source=tests/gpu/publish-lib.sh
 . tests/gpu/publish-lib.sh
 build_publish
+[ -z "${LIB:-}" ] || cp "$LIB" artifacts/gpu/publish/runtimes/linux-x64/native/libggml-mustafar.so || exit 1
 batch="${BATCH:-8}" context="${CONTEXT:-32768}" before="${BEFORE:-16384}"
 # ALONE=0 skips the run alone.
 runs=("$before,$context"); [ "${ALONE:-1}" = 1 ] && runs=("$context" "${runs[@]}")

@@ -1383,31 +1383,24 @@ constexpr int kPromptRows = 64, kPromptTile = 32;
 // up to 524 288 cells. Beyond that prepare() gives none and the block reads the mask of every tile of its range.
 constexpr int kLiveWords = 1024;
 
-// What a prompt's expanded copy of the store holds (launch_prompt): `cap` cells per sequence index; without
-// spans all n_kv of them (cap = n_kv), with spans (a masked prompt) the cells [lo, hi) that its rows see,
-// cell c at c - lo, where hi - lo <= cap. A micro-batch of one sequence in a cache that 8 sequences share
-// sees an eighth of it: the copy then takes no more than that sequence's cells.
+// What a prompt's expanded copy of the store holds (launch_prompt): `cap` rows per sequence index. Without
+// a mask, the cells [first, first + cap), cell c in row c - first. With one, the 32-cell tiles that any row
+// of the micro-batch sees (range_kernel, order_kernel), packed in cell order: tile k of the order in rows
+// 32 k to 32 k + 31. A micro-batch's sequence in a pool shared with cached prefixes has its cells in short
+// runs all over the pool: the span from its first to its last cell held the others' cells too and, past
+// the copy's limit, left the prompt to the store's own slower kernel.
 struct CopyPlan {
-    const int2* spans = nullptr;
+    const int* rank = nullptr;   // per sequence index and 32-cell tile: its place in the order, -1 if unseen
+    const int* order = nullptr;  // per sequence index: the seen tiles in cell order
+    const int* count = nullptr;  // per sequence index: how many tiles are seen
+    int64_t tiles = 0;           // rank's and order's entries per sequence index
     int64_t cap = 0;
-    int64_t first = 0;  // without spans: the copy's first cell
+    int64_t first = 0;  // without a mask: the copy's first cell
 };
-// A span as the range kernel collects it: {n_kv - lo, hi}, so that both grow by atomicMax from the zeros
-// of a memset (empty: lo = n_kv, hi = 0).
-__device__ __forceinline__ void add_to_span(int2* span, int64_t n_kv, int lo, int hi) {
-    atomicMax(&span->x, int(n_kv) - lo);
-    atomicMax(&span->y, hi);
-}
-__device__ __forceinline__ int2 span_of(const int2* spans, int seq, int64_t n_kv) {
-    const int2 s = spans[seq];
-    return make_int2(int(n_kv) - s.x, s.y);
-}
-// Whether the copy holds sequence index seq's span (an empty span too), and the span.
-__device__ __forceinline__ bool copy_holds(const CopyPlan& plan, int seq, int64_t n_kv, int& lo, int& hi) {
-    const int2 s = span_of(plan.spans, seq, n_kv);
-    lo = s.x;
-    hi = s.y;
-    return int64_t(hi) - lo <= plan.cap;
+// Whether the copy holds sequence index seq's tiles (none too), and how many there are.
+__device__ __forceinline__ bool copy_holds(const CopyPlan& plan, int seq, int& n_tiles) {
+    n_tiles = plan.count[seq];
+    return int64_t(n_tiles) * kPromptTile <= plan.cap;
 }
 // Mask tile rows of 40 halves (80 bytes): the softmax's pair reads (8 rows x 4 lanes a warp) hit 32 banks.
 constexpr int kPromptMaskRow = kPromptTile + 8;
@@ -1460,13 +1453,13 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
     const int h = blockIdx.y, seq = blockIdx.z, G = p.n_head / p.n_head_kv, hk = h / G;
     const int row0 = blockIdx.x * kPromptRows + warp * 16;  // this warp's rows: row0 + g, row0 + g + 8
-    // Over an expanded copy with spans, the dense kernel serves the sequence indices whose span the copy
-    // holds (their cell c at c - lo) and the store's kernel the others.
-    int64_t shift = 0;
-    if (plan.spans != nullptr) {
-        int lo, hi;
-        if (copy_holds(plan, seq, p.n_kv, lo, hi) == kSparse) return;
-        if (!kSparse && hi > lo) shift = lo;
+    // Over an expanded copy of seen tiles, the dense kernel serves the sequence indices whose tiles the copy
+    // holds and the store's kernel the others.
+    const bool packed = plan.rank != nullptr;
+    const int* const rank = packed ? plan.rank + int64_t(seq) * plan.tiles : nullptr;
+    if (packed) {
+        int n_tiles;
+        if (copy_holds(plan, seq, n_tiles) == kSparse) return;
     }
 
     // The cells any row of the block sees, [c_lo, c_hi), and those every row sees with mask value 0,
@@ -1505,7 +1498,8 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
         for (int i = int(threadIdx.x); i < live_words; i += int(blockDim.x)) s_live[i] = own[i];
     }
     __syncthreads();
-    const int c_lo = s_lo, c_hi = s_hi, f_lo = s_full_lo, f_hi = s_full_hi;
+    // Over a packed copy the walk's tiles are the copy's (32-cell aligned): a tile's rows are then together.
+    const int c_lo = packed && !kSparse ? s_lo / kPromptTile * kPromptTile : s_lo, c_hi = s_hi, f_lo = s_full_lo, f_hi = s_full_hi;
     auto known_full = [&](int base) { return base >= f_lo && base + kPromptTile <= f_hi; };
     // The walk's tile after the one at base: the first base + 32 k (k >= 1) holding a cell of a live 16-cell
     // tile, c_hi when none. Tiles stay 32 cells apart from c_lo, so the mask loads keep their alignment.
@@ -1616,21 +1610,27 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
     const char* const v_at = kSparse ? nullptr : dc.v + size_t(hk) * dc.v_nb2 + size_t(seq) * dc.v_nb3 + size_t(u0) * dc.v_nb1 + ch * 16;
     const size_t k_step = kSparse ? 0 : size_t(kCopyRows) * dc.k_nb1, v_step = kSparse ? 0 : size_t(kCopyRows) * dc.v_nb1;
 
-    auto issue = [&](int base, int buf, bool live) {
+    // The dense rows' row of a tile's first cell: the cell, or over a packed copy the tile's place in it
+    // (negative for a tile no row sees, whose rows the copy lacks). Loaded with the tile's mask, a tile ahead.
+    auto row_of = [&](int base) -> int64_t {
+        if (kSparse || !packed) return base;
+        return int64_t(__ldg(rank + base / kPromptTile)) * kPromptTile;
+    };
+    auto issue = [&](int base, int buf, bool live, int64_t row) {
         if (!live) {
             __pipeline_commit();
             return;
         }
         const unsigned dst = tile_at + unsigned(buf * 2 * kPromptTile * kRow);
-        const char* k = kSparse ? nullptr : k_at + (int64_t(base) - shift) * int64_t(dc.k_nb1);
-        const char* v = kSparse ? nullptr : v_at + (int64_t(base) - shift) * int64_t(dc.v_nb1);
+        const char* k = kSparse ? nullptr : k_at + row * int64_t(dc.k_nb1);
+        const char* v = kSparse ? nullptr : v_at + row * int64_t(dc.v_nb1);
 #pragma unroll
         for (int i = 0; i < kCopies; ++i) {
             const int cell = base + u0 + kCopyRows * i;
 #pragma unroll
             for (int kv = 0; kv < 2; ++kv) {
                 const unsigned d = dst + unsigned((kv * kPromptTile + kCopyRows * i) * kRow);
-                if (cell >= c_hi) {
+                if (cell >= c_hi || row < 0) {
                     asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(d), "r"(0u) : "memory");
                 } else if constexpr (kSparse) {
                     const int32_t slot = slot_of(buf, kv, u0 + kCopyRows * i);  // compressed cells are expanded into the tile later
@@ -1671,22 +1671,26 @@ __global__ void __launch_bounds__(kThreads) prompt_kernel(DecodeProblem p, Dense
     if constexpr (kSparse) slot_next = load_slot(c_lo);
     int state = c_lo < c_hi ? tile_state(c_lo, 0, mask_next, slot_next) : kTileDead;
     int next = c_lo < c_hi ? next_base(c_lo) : c_hi, after = c_hi;  // the walk's next two tiles
+    int64_t row_next = 0;  // the dense rows' row of tile `next`
     if (next < c_hi) {
         load_mask(next, mask_next);
         if constexpr (kSparse) slot_next = load_slot(next);
+        row_next = row_of(next);
     }
-    if (c_lo < c_hi) issue(c_lo, 0, state != kTileDead);
+    if (c_lo < c_hi) issue(c_lo, 0, state != kTileDead, row_of(c_lo));
     for (int base = c_lo; base < c_hi; base = next, next = after) {
         int next_state = kTileDead;
         after = c_hi;
         if (next < c_hi) {
             next_state = tile_state(next, buf ^ 1, mask_next, slot_next);
             after = next_base(next);
+            const int64_t row = row_next;
             if (after < c_hi) {  // in flight while this tile computes
                 load_mask(after, mask_next);
                 if constexpr (kSparse) slot_next = load_slot(after);
+                row_next = row_of(after);
             }
-            issue(next, buf ^ 1, next_state != kTileDead);
+            issue(next, buf ^ 1, next_state != kTileDead, row);
         } else {
             __pipeline_commit();
         }
@@ -1893,8 +1897,8 @@ __device__ __forceinline__ uint32_t visible8(const __half* mrow, int64_t c, int6
     return vis;
 }
 
-__global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, int4* ranges, int* tiles, int* counts, int64_t stride, int2* spans,
-                                                               uint32_t* live, int live_words) {
+__global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, int4* ranges, int* tiles, int* counts, int64_t stride, uint32_t* seen,
+                                                               int64_t seen_words, uint32_t* live, int live_words) {
     start_after_previous();
     constexpr int kWarpsR = kRangeThreads / 32;
     __shared__ int s_lo, s_hi, s_zero_end, s_warp[kWarpsR];
@@ -1920,6 +1924,10 @@ __global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, i
         live != nullptr ? live + (size_t(pl.seq) * ((p.n_rows + kPromptRows - 1) / kPromptRows) + pl.row / kPromptRows) * size_t(live_words) : nullptr;
     int live_word = 0;
     uint32_t live_bits = 0u;
+    // And its visible 32-cell tiles into its sequence index's `seen` (zeroed by prepare): the packed copy's tiles.
+    uint32_t* const own_seen = seen != nullptr ? seen + int64_t(pl.seq) * seen_words : nullptr;
+    int64_t seen_word = 0;
+    uint32_t seen_bits = 0u;
 #pragma unroll 2
     for (int64_t c = c_begin; c < c_end; c += kWalkTile) {
         uint32_t v0, n0, v1, n1;
@@ -1944,9 +1952,19 @@ __global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, i
                 live_word = tile >> 5;
                 live_bits |= 1u << (tile & 31);
             }
+            if (own_seen != nullptr) {
+                const int64_t tile = c / kPromptTile;
+                if (tile >> 5 != seen_word && seen_bits != 0u) {
+                    atomicOr(own_seen + seen_word, seen_bits);
+                    seen_bits = 0u;
+                }
+                seen_word = tile >> 5;
+                seen_bits |= 1u << (tile & 31);
+            }
         }
     }
     if (live_bits != 0u) atomicOr(own_live + live_word, live_bits);
+    if (seen_bits != 0u) atomicOr(own_seen + seen_word, seen_bits);
     // Exclusive scan of the tile counts: within the warp, then over the warps.
     int incl = count;
 #pragma unroll
@@ -1975,12 +1993,54 @@ __global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, i
     if (t == 0) {
         ranges[rs] = total == 0 ? make_int4(0, 0, 0, 0) : make_int4(s_lo, s_hi + 1, min(int(p.n_kv), s_zero_end), 0);
         if (counts != nullptr) counts[rs] = total;
-        if (spans != nullptr && total > 0) add_to_span(spans + pl.seq, p.n_kv, s_lo, s_hi + 1);
     }
     if (tiles == nullptr || count == 0) return;
     int* out = tiles + size_t(rs) * stride + before;
     for (int64_t c = c_begin; c < c_end; c += kWalkTile)
         if (visible16(c) != 0u) *out++ = int(c / kWalkTile);
+}
+
+// The packed copy's order (CopyPlan) from range_kernel's `seen` bits: one block per sequence index, a word
+// of 32 tiles per thread a round, their places by a scan of the words' counts.
+__global__ void __launch_bounds__(kRangeThreads) order_kernel(const uint32_t* seen, int64_t words, int64_t tiles, int* rank, int* order, int* count) {
+    start_after_previous();
+    constexpr int kWarpsR = kRangeThreads / 32;
+    __shared__ int s_warp[kWarpsR];
+    const int seq = blockIdx.x, t = threadIdx.x, lane = t % 32, warp = t / 32;
+    seen += int64_t(seq) * words;
+    rank += int64_t(seq) * tiles;
+    order += int64_t(seq) * tiles;
+    int done = 0;  // tiles placed by the rounds before
+    for (int64_t w0 = 0; w0 < words; w0 += kRangeThreads) {
+        const int64_t w = w0 + t;
+        const uint32_t bits = w < words ? seen[w] : 0u;
+        const int n = __popc(bits);
+        int incl = n;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const int v = __shfl_up_sync(0xffffffffu, incl, o);
+            if (lane >= o) incl += v;
+        }
+        if (lane == 31) s_warp[warp] = incl;
+        __syncthreads();
+        int at = done + incl - n, total = 0;
+        for (int i = 0; i < kWarpsR; ++i) {
+            if (i < warp) at += s_warp[i];
+            total += s_warp[i];
+        }
+        __syncthreads();  // s_warp is written again in the next round
+        for (int b = 0; b < 32 && w * 32 + b < tiles; ++b) {
+            const int64_t tile = w * 32 + b;
+            if ((bits >> b) & 1u) {
+                rank[tile] = at;
+                order[at++] = int(tile);
+            } else {
+                rank[tile] = -1;
+            }
+        }
+        done += total;
+    }
+    if (t == 0) count[seq] = done;
 }
 
 using DenseFn = void (*)(DecodeProblem, DenseCache, TileLists, float*, int);
@@ -2019,7 +2079,13 @@ size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 // computes the ranges and, for the decode kernels (want_tiles), the tile lists.
 struct Prepared {
     int4* ranges = nullptr;  // {first visible cell, last + 1, end of the zero run from the first, 0}
-    int2* spans = nullptr;   // per sequence index, the cells any row sees (want_spans; add_to_span)
+    // Per sequence index (want_order): the 32-cell tiles any row sees (range_kernel) and their packed order
+    // (order_kernel; CopyPlan).
+    uint32_t* seen = nullptr;
+    int* rank = nullptr;
+    int* order = nullptr;
+    int* count = nullptr;
+    int64_t tiles32 = 0;
     uint32_t* live = nullptr;  // per prompt block, the 16-cell tiles any of its rows sees (want_live)
     int live_words = 0;
     TileLists tiles;
@@ -2027,17 +2093,21 @@ struct Prepared {
     bool ok = false;
 };
 
-Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWorkspace& ws, cudaStream_t stream, bool want_spans = false,
+Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWorkspace& ws, cudaStream_t stream, bool want_order = false,
                  bool want_live = false) {
     Prepared r;
     const size_t row_seqs = size_t(p.n_rows) * p.n_seq;
     const bool masked = p.mask != nullptr;
-    want_spans = want_spans && masked;
+    want_order = want_order && masked;
     const int64_t stride = (p.n_kv + kWalkTile - 1) / kWalkTile;
     const int live_words = int((stride + 31) / 32);
     want_live = want_live && masked && live_words <= kLiveWords;
-    const size_t span_at = row_seqs * sizeof(int4), span_bytes = want_spans ? size_t(p.n_seq) * sizeof(int2) : 0;
-    const size_t live_at = round_up(span_at + span_bytes, 16);
+    const int64_t tiles32 = (p.n_kv + kPromptTile - 1) / kPromptTile, seen_words = (tiles32 + 31) / 32;
+    const size_t seen_at = row_seqs * sizeof(int4), seen_bytes = want_order ? size_t(p.n_seq) * size_t(seen_words) * sizeof(uint32_t) : 0;
+    const size_t tiles_bytes = want_order ? size_t(p.n_seq) * size_t(tiles32) * sizeof(int) : 0;
+    const size_t rank_at = round_up(seen_at + seen_bytes, 16), order_at = round_up(rank_at + tiles_bytes, 16),
+                 count_at = round_up(order_at + tiles_bytes, 16), count_bytes32 = want_order ? size_t(p.n_seq) * sizeof(int) : 0;
+    const size_t live_at = round_up(count_at + count_bytes32, 16);
     const size_t live_bytes =
         want_live ? size_t(p.n_seq) * size_t((p.n_rows + kPromptRows - 1) / kPromptRows) * size_t(live_words) * sizeof(uint32_t) : 0;
     const size_t range_bytes = masked ? round_up(live_at + live_bytes, 256) : 0;
@@ -2049,7 +2119,13 @@ Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWork
         auto* base = static_cast<char*>(ws.get(total));
         if (base == nullptr) return r;
         if (range_bytes > 0) r.ranges = reinterpret_cast<int4*>(base);
-        if (span_bytes > 0) r.spans = reinterpret_cast<int2*>(base + span_at);
+        if (want_order) {
+            r.seen = reinterpret_cast<uint32_t*>(base + seen_at);
+            r.rank = reinterpret_cast<int*>(base + rank_at);
+            r.order = reinterpret_cast<int*>(base + order_at);
+            r.count = reinterpret_cast<int*>(base + count_at);
+            r.tiles32 = tiles32;
+        }
         if (live_bytes > 0) {
             r.live = reinterpret_cast<uint32_t*>(base + live_at);
             r.live_words = live_words;
@@ -2073,18 +2149,23 @@ Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWork
         key.n_seq = p.n_seq;
         key.n_kv = p.n_kv;
         key.tiles = want_tiles;
-        key.spans = want_spans;
+        key.order = want_order;
         key.live = want_live;
         key.bytes = range_bytes + count_bytes + tile_bytes;
     }
     if (r.ranges == nullptr) {
         if (total > 0) ws.forget_ranges();  // the partials go where ranges were
     } else if (!ws.has_ranges(key)) {
-        if (r.spans != nullptr && !MUSTAFAR_CUDA_OK(cudaMemsetAsync(r.spans, 0, span_bytes, stream))) return r;
+        if (r.seen != nullptr && !MUSTAFAR_CUDA_OK(cudaMemsetAsync(r.seen, 0, seen_bytes, stream))) return r;
         if (r.live != nullptr && !MUSTAFAR_CUDA_OK(cudaMemsetAsync(r.live, 0, live_bytes, stream))) return r;
         launch_kernel(range_kernel, unsigned(row_seqs), kRangeThreads, 0, stream, p, r.ranges, const_cast<int*>(r.tiles.tiles), const_cast<int*>(r.tiles.counts),
-                      stride, r.spans, r.live, r.live_words);
+                      stride, r.seen, seen_words, r.live, r.live_words);
         if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return r;
+        if (r.seen != nullptr) {
+            launch_kernel(order_kernel, unsigned(p.n_seq), kRangeThreads, 0, stream, static_cast<const uint32_t*>(r.seen), seen_words, tiles32, r.rank,
+                          r.order, r.count);
+            if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return r;
+        }
     }
     r.ok = true;
     return r;
@@ -2307,8 +2388,8 @@ struct LaneExpand {
     }
 };
 
-// The store's cells that a prompt's copy holds (CopyPlan) into dense f16 rows in ggml's layout (cell c of KV
-// head h of sequence index s at ((s * cap + c - lo) * n_head_kv + h) * D). A warp takes kCopyCells
+// The store's cells that a prompt's copy holds (CopyPlan) into dense f16 rows in ggml's layout (row r of KV
+// head h of sequence index s at ((s * cap + r) * n_head_kv + h) * D). A warp takes kCopyCells
 // consecutive cells of one head's K or V at a time (grid y: head and K or V), every lane a share of each
 // row's channels (LaneExpand), window cells copied from the pool; each row is one 2D-byte store.
 // H200, 32K cells of Llama-3-8B's 8 heads, s = 0.7: 281 us with a thread per half record walking its
@@ -2318,8 +2399,12 @@ template <int D>
 __global__ void __launch_bounds__(kThreads) expand_kernel(CompressedCache cc, int64_t n_kv, int n_head_kv, __half* k_out, __half* v_out, CopyPlan plan) {
     start_after_previous();
     const int hk = blockIdx.y / 2, kv = blockIdx.y % 2, seq = blockIdx.z, lane = threadIdx.x % 32;
-    int lo = int(plan.first), hi = int(plan.first + plan.cap);
-    if (plan.spans != nullptr && !copy_holds(plan, seq, n_kv, lo, hi)) return;  // the store's prompt kernel takes it
+    static_assert(kPromptTile % kCopyCells == 0, "a warp's cells lie in one tile of a packed copy");
+    const bool packed = plan.rank != nullptr;
+    int n_tiles = 0;
+    if (packed && !copy_holds(plan, seq, n_tiles)) return;  // the store's prompt kernel takes it
+    const int64_t end = packed ? n_kv : min(n_kv, plan.first + plan.cap), rows = packed ? int64_t(n_tiles) * kPromptTile : end - plan.first;
+    const int* const order = packed ? plan.order + int64_t(seq) * plan.tiles : nullptr;
     const int32_t* const slots = (kv == 0 ? cc.k_slot : cc.v_slot) + int64_t(seq) * cc.seq_rows;
     const uint8_t* const records = (kv == 0 ? cc.k_records + hk * cc.k_head_bytes : cc.v_records + hk * cc.v_head_bytes) +
                                    size_t(int64_t(seq) * cc.seq_rows) * (kv == 0 ? cc.k_stride : cc.v_stride);
@@ -2327,14 +2412,15 @@ __global__ void __launch_bounds__(kThreads) expand_kernel(CompressedCache cc, in
     const char* const pool = (kv == 0 ? cc.k_pool : cc.v_pool) + size_t(hk) * D * 2;
     __half* const out = (kv == 0 ? k_out : v_out) + (size_t(seq) * size_t(plan.cap) * n_head_kv + hk) * D;
     const int64_t warps = int64_t(gridDim.x) * kWarps;
-    for (int64_t c0 = lo + (int64_t(blockIdx.x) * kWarps + threadIdx.x / 32) * kCopyCells; c0 < hi; c0 += warps * kCopyCells) {
-        // Cells past hi repeat c0 (read, not written), so that every step below runs for all kCopyCells.
+    for (int64_t r0 = (int64_t(blockIdx.x) * kWarps + threadIdx.x / 32) * kCopyCells; r0 < rows; r0 += warps * kCopyCells) {
+        const int64_t c0 = packed ? int64_t(__ldg(order + r0 / kPromptTile)) * kPromptTile + r0 % kPromptTile : plan.first + r0;
+        // Cells past the end repeat c0 (read, not written), so that every step below runs for all kCopyCells.
         int64_t cell[kCopyCells];
         int32_t slot[kCopyCells];
         LaneExpand<D> e[kCopyCells];
 #pragma unroll
         for (int i = 0; i < kCopyCells; ++i) {
-            cell[i] = c0 + i < hi ? c0 + i : c0;
+            cell[i] = c0 + i < end ? c0 + i : c0;
             slot[i] = __ldg(slots + cell[i]);
             e[i].load_bitmap(records + size_t(cell[i]) * stride);
         }
@@ -2350,8 +2436,8 @@ __global__ void __launch_bounds__(kThreads) expand_kernel(CompressedCache cc, in
             } else {
                 e[i].place(v);
             }
-            uint32_t* dst = reinterpret_cast<uint32_t*>(out + size_t(cell[i] - lo) * n_head_kv * D) + lane * (D / 64);
-            if (c0 + i >= hi) continue;
+            uint32_t* dst = reinterpret_cast<uint32_t*>(out + size_t(r0 + i) * n_head_kv * D) + lane * (D / 64);
+            if (c0 + i >= end) continue;
             if constexpr (D == 128) *reinterpret_cast<uint2*>(dst) = make_uint2(v[0], v[1]);
             else *dst = v[0];
         }
@@ -2361,8 +2447,8 @@ __global__ void __launch_bounds__(kThreads) expand_kernel(CompressedCache cc, in
 bool launch_expand(const CompressedCache& cc, int head_dim, int n_head_kv, int n_seq, int64_t n_kv, const CopyPlan& plan, __half* k_out, __half* v_out,
                    DecodeWorkspace& ws, int sm_count, cudaStream_t stream) {
     const auto fn = head_dim == 64 ? expand_kernel<64> : expand_kernel<128>;
-    // Two waves of blocks at most, each walking its share of the cells: with spans, most of cap's cells may
-    // lie outside the one a sequence index's rows see.
+    // Two waves of blocks at most, each walking its share of the rows: over a packed copy, most of cap's rows
+    // may be beyond the tiles a sequence index's rows see.
     const int64_t warp_jobs = (plan.cap + kCopyCells - 1) / kCopyCells, pairs = int64_t(2) * n_head_kv * n_seq;
     const int64_t resident = int64_t(ws.blocks_per_sm(reinterpret_cast<const void*>(fn), 0)) * sm_count;
     const int64_t blocks = std::max<int64_t>(1, std::min((warp_jobs + kWarps - 1) / kWarps, 2 * resident / pairs));
@@ -2382,10 +2468,11 @@ bool launch_prompt_kernel(const DecodeProblem& p, const DenseCache& dc, const Co
 }
 
 // A prompt (32 rows or more). Over the store it first expands the cells its rows see into a dense copy
-// (DecodeWorkspace::expand_prompts) that the dense prompt kernel reads. The copy holds `cap` cells per
-// sequence index, as many as the workspace's limit allows: with a mask, the range kernel collects each
-// sequence index's span and the kernels decide on the device which spans the copy holds; the store's
-// prompt kernel, expanding its own tiles, serves the others (its launch exits at once where all fit).
+// (DecodeWorkspace::expand_prompts) that the dense prompt kernel reads. The copy holds `cap` rows per
+// sequence index, as many as the workspace's limit allows: with a mask, the range and order kernels
+// collect the 32-cell tiles each sequence index's rows see, and the kernels decide on the device whose
+// tiles the copy holds; the store's prompt kernel, expanding its own tiles, serves the others (its launch
+// exits at once where all fit).
 // Without a mask, or where the copy is off or cannot be allocated, the store's kernel serves all.
 bool launch_prompt(const DecodeProblem& p, const DenseCache& dc, const CompressedCache& cc, bool sparse, DecodeWorkspace& ws, int sm_count,
                    cudaStream_t stream) {
@@ -2394,12 +2481,19 @@ bool launch_prompt(const DecodeProblem& p, const DenseCache& dc, const Compresse
     if (!pr.ok) return false;
     if (!sparse) return launch_prompt_kernel(p, dc, CompressedCache{}, false, pr, CopyPlan{}, ws, stream);
     const size_t row_bytes = size_t(p.n_head_kv) * p.head_dim * 2;
-    const int64_t cap = std::min<int64_t>(p.n_kv, int64_t(ws.expanded_limit() / (2 * size_t(p.n_seq) * row_bytes)));
-    const bool copy = ws.expands_prompts() && cap > 0 && (masked || cap == p.n_kv);
+    // Whole tiles: a packed copy of every tile holds up to 31 rows past n_kv.
+    const int64_t all = (p.n_kv + kPromptTile - 1) / kPromptTile * kPromptTile;
+    const int64_t cap = std::min<int64_t>(all, int64_t(ws.expanded_limit() / (2 * size_t(p.n_seq) * row_bytes)));
+    const bool copy = ws.expands_prompts() && cap > 0 && (masked || cap >= p.n_kv);
     const size_t half_bytes = size_t(p.n_seq) * size_t(cap) * row_bytes;
     auto* k = copy ? static_cast<char*>(ws.expanded(2 * half_bytes)) : nullptr;
     if (k == nullptr) return launch_prompt_kernel(p, DenseCache{}, cc, true, pr, CopyPlan{}, ws, stream);
-    const CopyPlan plan{pr.spans, cap, 0};
+    CopyPlan plan;
+    plan.rank = pr.rank;
+    plan.order = pr.order;
+    plan.count = pr.count;
+    plan.tiles = pr.tiles32;
+    plan.cap = cap;
     if (!launch_expand(cc, p.head_dim, p.n_head_kv, p.n_seq, p.n_kv, plan, reinterpret_cast<__half*>(k), reinterpret_cast<__half*>(k + half_bytes), ws,
                        sm_count, stream))
         return false;
@@ -2410,7 +2504,7 @@ bool launch_prompt(const DecodeProblem& p, const DenseCache& dc, const Compresse
     copy_dc.k_nb2 = copy_dc.v_nb2 = size_t(p.head_dim) * 2;
     copy_dc.k_nb3 = copy_dc.v_nb3 = size_t(cap) * row_bytes;
     if (!launch_prompt_kernel(p, copy_dc, CompressedCache{}, false, pr, plan, ws, stream)) return false;
-    return plan.spans == nullptr || cap == p.n_kv || launch_prompt_kernel(p, DenseCache{}, cc, true, pr, plan, ws, stream);
+    return plan.rank == nullptr || cap == all || launch_prompt_kernel(p, DenseCache{}, cc, true, pr, plan, ws, stream);
 }
 
 bool use_mma(const DecodeProblem& p) { return p.head_dim == 64 || p.head_dim == 128; }
@@ -2421,8 +2515,10 @@ bool expand_cells(const CompressedCache& cache, int head_dim, int n_head_kv, int
                   DecodeWorkspace& ws, int sm_count, cudaStream_t stream) {
     if ((head_dim != 64 && head_dim != 128) || !compressed_supported(cache, head_dim) || first < 0 || n < 0 || first + n > INT_MAX) return false;
     if (n == 0 || n_seq == 0) return true;
-    return launch_expand(cache, head_dim, n_head_kv, n_seq, first + n, CopyPlan{nullptr, n, first}, static_cast<__half*>(k_out), static_cast<__half*>(v_out), ws,
-                         sm_count, stream);
+    CopyPlan plan;
+    plan.cap = n;
+    plan.first = first;
+    return launch_expand(cache, head_dim, n_head_kv, n_seq, first + n, plan, static_cast<__half*>(k_out), static_cast<__half*>(v_out), ws, sm_count, stream);
 }
 
 bool decode_attention_dense(const DecodeProblem& p, const DenseCache& c, DecodeWorkspace& ws, int sm_count, cudaStream_t stream, int splits) {

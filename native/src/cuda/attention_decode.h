@@ -106,10 +106,10 @@ public:
         size_t mask_nb1 = 0, mask_nb3 = 0, bytes = 0;
         int mask_ne3 = 0, n_rows = 0, n_seq = 0;
         int64_t n_kv = 0;
-        bool tiles = false, spans = false, live = false;
+        bool tiles = false, order = false, live = false;
         bool operator==(const RangesKey& o) const {
             return mask == o.mask && mask_nb1 == o.mask_nb1 && mask_nb3 == o.mask_nb3 && bytes == o.bytes && mask_ne3 == o.mask_ne3 &&
-                   n_rows == o.n_rows && n_seq == o.n_seq && n_kv == o.n_kv && tiles == o.tiles && spans == o.spans && live == o.live;
+                   n_rows == o.n_rows && n_seq == o.n_seq && n_kv == o.n_kv && tiles == o.tiles && order == o.order && live == o.live;
         }
     };
     bool has_ranges(const RangesKey& key) {
