@@ -2414,6 +2414,7 @@ __global__ void __launch_bounds__(kThreads) expand_kernel(CompressedCache cc, in
     const int64_t warps = int64_t(gridDim.x) * kWarps;
     for (int64_t r0 = (int64_t(blockIdx.x) * kWarps + threadIdx.x / 32) * kCopyCells; r0 < rows; r0 += warps * kCopyCells) {
         const int64_t c0 = packed ? int64_t(__ldg(order + r0 / kPromptTile)) * kPromptTile + r0 % kPromptTile : plan.first + r0;
+        if (c0 >= end) continue;  // the rows of a packed copy's last tile past n_kv (uniform in the warp)
         // Cells past the end repeat c0 (read, not written), so that every step below runs for all kCopyCells.
         int64_t cell[kCopyCells];
         int32_t slot[kCopyCells];
