@@ -4,10 +4,39 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <system_error>
+#include <thread>
+#include <vector>
 
 namespace mustafar {
 
 namespace {
+// From this size on a copy is split over up to kCopyThreads threads (the caller's among them). One thread
+// copies about 9 GB/s on the build machine (a 128 MB mask in 14-15 ms, cpu-shadows-2026-12-01.md), and on
+// the H200 machine a batch-8 prompt graph over the store spent 21 ms on 108 MB of uploads, which wait for
+// their host copies, against 4 ms for a dense cache's 209 MB (gpu-e2e-2026-12-02.md, thirtieth session).
+constexpr size_t kSplitCopyBytes = size_t(16) << 20;
+constexpr unsigned kCopyThreads = 4;
+
+void copy_bytes(uint8_t* dst, const void* src_bytes, size_t size) {
+    const auto* src = static_cast<const uint8_t*>(src_bytes);
+    const unsigned n = size < kSplitCopyBytes ? 1u : std::min(kCopyThreads, std::max(1u, std::thread::hardware_concurrency()));
+    const size_t part = (size / n + 4095) / 4096 * 4096;
+    std::vector<std::thread> threads;
+    size_t begin = part;  // parts from here on go to other threads while this one copies the first
+    try {
+        for (; n > 1 && begin < size; begin += part) {
+            const size_t bytes = std::min(part, size - begin);
+            threads.emplace_back([=] { std::memcpy(dst + begin, src + begin, bytes); });
+        }
+    } catch (const std::system_error&) {
+        // no thread for this part: this one copies the rest below
+    }
+    std::memcpy(dst, src, std::min(part, size));
+    if (begin < size) std::memcpy(dst + begin, src + begin, size - begin);
+    for (std::thread& t : threads) t.join();
+}
+
 // A host copy's bytes, allocated without the zero fill of a vector (every byte is written at once);
 // capacity >= size.
 struct Copy {
@@ -47,7 +76,7 @@ void HostShadows::record(const void* device, const void* host, size_t size) {
             // Copies do not overlap: only those starting inside the new range can meet it.
             copies_->map.erase(std::next(same), copies_->map.lower_bound(begin + size));
             same->second.size = size;
-            std::memcpy(same->second.bytes.get(), host, size);
+            copy_bytes(same->second.bytes.get(), host, size);
             return;
         }
     }
@@ -57,7 +86,7 @@ void HostShadows::record(const void* device, const void* host, size_t size) {
     copy.capacity = std::min(size + size / 2, kMaxBytes);  // room for the next micro-batches' larger masks
     copy.bytes.reset(new uint8_t[copy.capacity]);
     copy.size = size;
-    std::memcpy(copy.bytes.get(), host, size);
+    copy_bytes(copy.bytes.get(), host, size);
 }
 
 void HostShadows::invalidate(const void* device, size_t size) {

@@ -578,6 +578,20 @@ void test_host_shadows(std::mt19937_64& rng) {
     check(reads(300, 100, b.data()) && reads(0, 100, nullptr), "shadows: a record inside another copy drops that copy");
     s.invalidate(at(350), 1);
     check(reads(300, 100, nullptr), "shadows: an invalidated byte drops its copy");
+
+    // A record of 16 MB or more is copied by several threads, in parts of whole pages: a size that is none.
+    const size_t big = (size_t(16) << 20) + 12345;
+    std::vector<uint8_t> c(big), d(big);
+    for (size_t i = 0; i < big; i += 8) {
+        const uint64_t x = rng(), y = rng();
+        std::memcpy(&c[i], &x, std::min<size_t>(8, big - i));
+        std::memcpy(&d[i], &y, std::min<size_t>(8, big - i));
+    }
+    const size_t far = size_t(1) << 30;
+    s.record(at(far), c.data(), big);
+    check(reads(far, big, c.data()), "shadows: a large record is read back whole");
+    s.record(at(far), d.data(), big);  // in place
+    check(reads(far, big, d.data()) && reads(far + big - 7, 7, d.data() + big - 7), "shadows: a large record in place replaces every byte");
 }
 
 int main(int argc, char** argv) {
