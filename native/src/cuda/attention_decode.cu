@@ -1897,12 +1897,36 @@ __device__ __forceinline__ uint32_t visible8(const __half* mrow, int64_t c, int6
     return vis;
 }
 
+// Exclusive scan of each thread's n over a block of kRangeThreads: within the warp, then over the warps
+// (s_warp: a shared int per warp). `between` runs after the first barrier, before the second, which the
+// caller's shared updates there need; total: the block's sum.
+template <typename Between>
+__device__ __forceinline__ int block_exclusive_scan(int n, int* s_warp, int& total, Between&& between) {
+    const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
+    int incl = n;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const int v = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += v;
+    }
+    if (lane == 31) s_warp[warp] = incl;
+    __syncthreads();
+    between();
+    int before = incl - n;
+    total = 0;
+    for (int w = 0; w < kRangeThreads / 32; ++w) {
+        if (w < warp) before += s_warp[w];
+        total += s_warp[w];
+    }
+    __syncthreads();
+    return before;
+}
+
 __global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, int4* ranges, int* tiles, int* counts, int64_t stride, uint32_t* seen,
                                                                int64_t seen_words, uint32_t* live, int live_words) {
     start_after_previous();
-    constexpr int kWarpsR = kRangeThreads / 32;
-    __shared__ int s_lo, s_hi, s_zero_end, s_warp[kWarpsR];
-    const int rs = blockIdx.x, t = threadIdx.x, lane = t % 32, warp = t / 32;
+    __shared__ int s_lo, s_hi, s_zero_end, s_warp[kRangeThreads / 32];
+    const int rs = blockIdx.x, t = threadIdx.x;
     Place pl{};
     pl.row = rs % p.n_rows;
     pl.seq = rs / p.n_rows;
@@ -1965,23 +1989,12 @@ __global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, i
     }
     if (live_bits != 0u) atomicOr(own_live + live_word, live_bits);
     if (seen_bits != 0u) atomicOr(own_seen + seen_word, seen_bits);
-    // Exclusive scan of the tile counts: within the warp, then over the warps.
-    int incl = count;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        const int v = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += v;
-    }
-    if (lane == 31) s_warp[warp] = incl;
-    __syncthreads();
-    if (lo != INT_MAX) atomicMin(&s_lo, lo);
-    if (hi >= 0) atomicMax(&s_hi, hi);
-    int before = incl - count, total = 0;
-    for (int w = 0; w < kWarpsR; ++w) {
-        if (w < warp) before += s_warp[w];
-        total += s_warp[w];
-    }
-    __syncthreads();
+    // Where this thread's tiles go in the row's list; the row's first and last visible cells.
+    int total;
+    const int before = block_exclusive_scan(count, s_warp, total, [&] {
+        if (lo != INT_MAX) atomicMin(&s_lo, lo);
+        if (hi >= 0) atomicMax(&s_hi, hi);
+    });
     // The row's first visible cell is s_lo: the run ends at the first nonzero value from there on.
     const int row_lo = s_lo;
     if (c_begin > row_lo) {
@@ -2004,9 +2017,8 @@ __global__ void __launch_bounds__(kRangeThreads) range_kernel(DecodeProblem p, i
 // of 32 tiles per thread a round, their places by a scan of the words' counts.
 __global__ void __launch_bounds__(kRangeThreads) order_kernel(const uint32_t* seen, int64_t words, int64_t tiles, int* rank, int* order, int* count) {
     start_after_previous();
-    constexpr int kWarpsR = kRangeThreads / 32;
-    __shared__ int s_warp[kWarpsR];
-    const int seq = blockIdx.x, t = threadIdx.x, lane = t % 32, warp = t / 32;
+    __shared__ int s_warp[kRangeThreads / 32];
+    const int seq = blockIdx.x, t = threadIdx.x;
     seen += int64_t(seq) * words;
     rank += int64_t(seq) * tiles;
     order += int64_t(seq) * tiles;
@@ -2014,21 +2026,8 @@ __global__ void __launch_bounds__(kRangeThreads) order_kernel(const uint32_t* se
     for (int64_t w0 = 0; w0 < words; w0 += kRangeThreads) {
         const int64_t w = w0 + t;
         const uint32_t bits = w < words ? seen[w] : 0u;
-        const int n = __popc(bits);
-        int incl = n;
-#pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            const int v = __shfl_up_sync(0xffffffffu, incl, o);
-            if (lane >= o) incl += v;
-        }
-        if (lane == 31) s_warp[warp] = incl;
-        __syncthreads();
-        int at = done + incl - n, total = 0;
-        for (int i = 0; i < kWarpsR; ++i) {
-            if (i < warp) at += s_warp[i];
-            total += s_warp[i];
-        }
-        __syncthreads();  // s_warp is written again in the next round
+        int total;
+        int at = done + block_exclusive_scan(__popc(bits), s_warp, total, [] {});
         for (int b = 0; b < 32 && w * 32 + b < tiles; ++b) {
             const int64_t tile = w * 32 + b;
             if ((bits >> b) & 1u) {
