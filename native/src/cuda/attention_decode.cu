@@ -499,7 +499,7 @@ __global__ void __launch_bounds__(kThreads) dense_kernel(DecodeProblem p, DenseC
 #pragma unroll
             for (int g = 0; g < G; ++g) s[u][g] = live[u] ? s[u][g] + mk[u] * kLog2e : -INFINITY;
         }
-        st.add_step<SUB>(s, [&](int u, float (&v)[8]) { to_float8(vr[u], v); });
+        st.template add_step<SUB>(s, [&](int u, float (&v)[8]) { to_float8(vr[u], v); });
     }
     finish<D, G>(p, pl, st, part, splits);
 }
@@ -598,7 +598,7 @@ __global__ void __launch_bounds__(kThreads) compressed_kernel(DecodeProblem p, C
 #pragma unroll
             for (int g = 0; g < G; ++g) s[u][g] = live ? s[u][g] + mk * kLog2e : -INFINITY;
         }
-        st.add_step<SUB>(s, [&](int u, float (&v)[8]) {
+        st.template add_step<SUB>(s, [&](int u, float (&v)[8]) {
             if (vslot[u] == -2) {
 #pragma unroll
                 for (int d = 0; d < 8; ++d) v[d] = 0.0f;
