@@ -12,9 +12,10 @@ namespace mustafar {
 
 namespace {
 // From this size on a copy is split over up to kCopyThreads threads (the caller's among them). One thread
-// copies about 9 GB/s on the build machine (a 128 MB mask in 14-15 ms, cpu-shadows-2026-12-01.md), and on
-// the H200 machine a batch-8 prompt graph over the store spent 21 ms on 108 MB of uploads, which wait for
-// their host copies, against 4 ms for a dense cache's 209 MB (gpu-e2e-2026-12-02.md, thirtieth session).
+// copies about 9 GB/s on the build machine (a 128 MB mask in 14-15 ms, cpu-shadows-2026-12-01.md), and the
+// CUDA flavour's set_tensor returns only when an upload's host copy is done: on the H200 machine a batch-8
+// prompt graph over the store spent 21 ms on 108 MB of uploads, a dense cache's (no copies) 4 ms on 209 MB
+// (gpu-e2e-2026-12-02.md, thirtieth session).
 constexpr size_t kSplitCopyBytes = size_t(16) << 20;
 constexpr unsigned kCopyThreads = 4;
 
