@@ -2105,8 +2105,8 @@ Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWork
     const size_t seen_at = row_seqs * sizeof(int4), seen_bytes = want_order ? size_t(p.n_seq) * size_t(seen_words) * sizeof(uint32_t) : 0;
     const size_t tiles_bytes = want_order ? size_t(p.n_seq) * size_t(tiles32) * sizeof(int) : 0;
     const size_t rank_at = round_up(seen_at + seen_bytes, 16), order_at = round_up(rank_at + tiles_bytes, 16),
-                 count_at = round_up(order_at + tiles_bytes, 16), count_bytes32 = want_order ? size_t(p.n_seq) * sizeof(int) : 0;
-    const size_t live_at = round_up(count_at + count_bytes32, 16);
+                 count_at = round_up(order_at + tiles_bytes, 16), seen_count_bytes = want_order ? size_t(p.n_seq) * sizeof(int) : 0;
+    const size_t live_at = round_up(count_at + seen_count_bytes, 16);
     const size_t live_bytes =
         want_live ? size_t(p.n_seq) * size_t((p.n_rows + kPromptRows - 1) / kPromptRows) * size_t(live_words) * sizeof(uint32_t) : 0;
     const size_t range_bytes = masked ? round_up(live_at + live_bytes, 256) : 0;
