@@ -2078,9 +2078,7 @@ size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 // computes the ranges and, for the decode kernels (want_tiles), the tile lists.
 struct Prepared {
     int4* ranges = nullptr;  // {first visible cell, last + 1, end of the zero run from the first, 0}
-    // Per sequence index (want_order): the 32-cell tiles any row sees (range_kernel) and their packed order
-    // (order_kernel; CopyPlan).
-    uint32_t* seen = nullptr;
+    // Per sequence index (want_order): the packed order of the 32-cell tiles any row sees (CopyPlan).
     int* rank = nullptr;
     int* order = nullptr;
     int* count = nullptr;
@@ -2114,12 +2112,13 @@ Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWork
     const size_t tile_bytes = masked && want_tiles ? round_up(row_seqs * size_t(stride) * sizeof(int), 256) : 0;
     const size_t part_bytes = splits > 1 ? row_seqs * p.n_head * size_t(splits) * part_stride(p.head_dim) * sizeof(float) : 0;
     const size_t total = range_bytes + count_bytes + tile_bytes + part_bytes;
+    uint32_t* seen = nullptr;  // per sequence index, the tiles any row sees (range_kernel), which order_kernel packs
     if (total > 0) {
         auto* base = static_cast<char*>(ws.get(total));
         if (base == nullptr) return r;
         if (range_bytes > 0) r.ranges = reinterpret_cast<int4*>(base);
         if (want_order) {
-            r.seen = reinterpret_cast<uint32_t*>(base + seen_at);
+            seen = reinterpret_cast<uint32_t*>(base + seen_at);
             r.rank = reinterpret_cast<int*>(base + rank_at);
             r.order = reinterpret_cast<int*>(base + order_at);
             r.count = reinterpret_cast<int*>(base + count_at);
@@ -2155,13 +2154,13 @@ Prepared prepare(const DecodeProblem& p, int splits, bool want_tiles, DecodeWork
     if (r.ranges == nullptr) {
         if (total > 0) ws.forget_ranges();  // the partials go where ranges were
     } else if (!ws.has_ranges(key)) {
-        if (r.seen != nullptr && !MUSTAFAR_CUDA_OK(cudaMemsetAsync(r.seen, 0, seen_bytes, stream))) return r;
+        if (seen != nullptr && !MUSTAFAR_CUDA_OK(cudaMemsetAsync(seen, 0, seen_bytes, stream))) return r;
         if (r.live != nullptr && !MUSTAFAR_CUDA_OK(cudaMemsetAsync(r.live, 0, live_bytes, stream))) return r;
         launch_kernel(range_kernel, unsigned(row_seqs), kRangeThreads, 0, stream, p, r.ranges, const_cast<int*>(r.tiles.tiles), const_cast<int*>(r.tiles.counts),
-                      stride, r.seen, seen_words, r.live, r.live_words);
+                      stride, seen, seen_words, r.live, r.live_words);
         if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return r;
-        if (r.seen != nullptr) {
-            launch_kernel(order_kernel, unsigned(p.n_seq), kRangeThreads, 0, stream, static_cast<const uint32_t*>(r.seen), seen_words, tiles32, r.rank,
+        if (seen != nullptr) {
+            launch_kernel(order_kernel, unsigned(p.n_seq), kRangeThreads, 0, stream, static_cast<const uint32_t*>(seen), seen_words, tiles32, r.rank,
                           r.order, r.count);
             if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return r;
         }
