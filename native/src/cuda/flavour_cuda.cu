@@ -36,6 +36,7 @@ public:
         if (ok_) ops_ = std::make_unique<cuda::ComputeOps>(stream_);
     }
     ~CudaExecutor() override {
+        if (ok_) MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_));  // graph_compute may have returned before its work ran
         replay_.reset();
         profile_.reset();
         ops_.reset();
@@ -69,7 +70,11 @@ public:
         return status;
     }
 
-    // graph_compute returns with the results in device memory, as ggml's synchronous backends do.
+    // graph_compute returns once the graph is queued (ggml's asynchronous contract, as ggml's own GPU
+    // backends keep it): llama.cpp then prepares the next micro-batch's inputs (a long prompt's mask:
+    // milliseconds of host work) while the GPU runs this one, and synchronize() waits. get/set_tensor
+    // copy on the legacy default stream, which waits for this blocking stream, so they never see a
+    // graph half done. MUSTAFAR_ASYNC_GRAPHS=0, or a profile, waits here as before.
     bool finish() override {
         bool ok = cuda::flush_deferred(kv_);
         if (mode_ == Mode::capture) {
@@ -78,8 +83,8 @@ public:
         }
         mode_ = Mode::run;
         if (profile_->enabled()) profile_->before_finish();
-        ok = MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_)) && ok;
-        kv_.arena.reset();
+        if (wait_in_finish_) ok = MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_)) && ok;
+        ok = kv_.arena.retire(stream_) && ok;
         kv_.ws.forget_ranges();
         kv_.readback_at = nullptr;  // the next graph's inputs are uploaded anew
         kv_.retired.clear();
@@ -87,6 +92,10 @@ public:
         graph_ = nullptr;
         if (profile_->enabled()) profile_->after_finish();
         return ok;
+    }
+
+    void synchronize() override {
+        if (ok_) MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_));
     }
 
 private:
@@ -290,6 +299,11 @@ private:
     // Replay of repeated graphs (replay_cuda.h); not while profiling each node with events.
     std::unique_ptr<cuda::GraphReplay> replay_ = !profile_->per_node() && replay_wanted() ? std::make_unique<cuda::GraphReplay>() : nullptr;
     Mode mode_ = Mode::run;
+    const bool wait_in_finish_ = profile_->enabled() || env_is("MUSTAFAR_ASYNC_GRAPHS", "0");
+    static bool env_is(const char* name, const char* value) {
+        const char* env = std::getenv(name);
+        return env != nullptr && std::strcmp(env, value) == 0;
+    }
 };
 
 std::string device_description() {
