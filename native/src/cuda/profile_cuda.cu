@@ -37,7 +37,7 @@ std::string kind_of(const ggml_cgraph* graph) {
 
 OpProfile::Level OpProfile::from_env() {
     const char* env = std::getenv("MUSTAFAR_PROFILE");
-    if (env == nullptr) return Level::off;
+    if (env == nullptr || *env == '\0' || std::strcmp(env, "0") == 0) return Level::off;
     return std::strcmp(env, "graphs") == 0 ? Level::graphs : Level::nodes;
 }
 

@@ -22,7 +22,7 @@ namespace mustafar::cuda {
 class OpProfile {
 public:
     enum class Level { off, graphs, nodes };
-    static Level from_env();  // MUSTAFAR_PROFILE: unset off, "graphs" graphs, else nodes
+    static Level from_env();  // MUSTAFAR_PROFILE: unset, empty or 0 off, "graphs" graphs, else nodes
 
     explicit OpProfile(Level level) : level_(level) {}
     ~OpProfile();
