@@ -74,7 +74,7 @@ public:
     // backends keep it): llama.cpp then prepares the next micro-batch's inputs (a long prompt's mask:
     // milliseconds of host work) while the GPU runs this one, and synchronize() waits. get/set_tensor
     // copy on the legacy default stream, which waits for this blocking stream, so they never see a
-    // graph half done. MUSTAFAR_ASYNC_GRAPHS=0, or a profile, waits here as before.
+    // graph half done. MUSTAFAR_ASYNC_GRAPHS=0, or a profile per node, waits here.
     bool finish() override {
         bool ok = cuda::flush_deferred(kv_);
         if (mode_ == Mode::capture) {
@@ -95,7 +95,10 @@ public:
     }
 
     void synchronize() override {
-        if (ok_) MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_));
+        if (!ok_) return;
+        if (profile_->enabled()) profile_->wait_begin();
+        MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_));
+        if (profile_->enabled()) profile_->wait_end();
     }
 
 private:
@@ -299,7 +302,7 @@ private:
     // Replay of repeated graphs (replay_cuda.h); not while profiling each node with events.
     std::unique_ptr<cuda::GraphReplay> replay_ = !profile_->per_node() && replay_wanted() ? std::make_unique<cuda::GraphReplay>() : nullptr;
     Mode mode_ = Mode::run;
-    const bool wait_in_finish_ = profile_->enabled() || env_is("MUSTAFAR_ASYNC_GRAPHS", "0");
+    const bool wait_in_finish_ = profile_->per_node() || env_is("MUSTAFAR_ASYNC_GRAPHS", "0");
     static bool env_is(const char* name, const char* value) {
         const char* env = std::getenv(name);
         return env != nullptr && std::strcmp(env, value) == 0;
