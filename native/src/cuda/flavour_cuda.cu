@@ -44,7 +44,7 @@ public:
     }
 
     ggml_status run(ggml_cgraph* graph, int index) override {
-        if (!ok_) return GGML_STATUS_FAILED;
+        if (!ok_ || queued_work_failed_) return GGML_STATUS_FAILED;
         const int n = ggml_graph_n_nodes(graph);
         if (done_.size() != size_t(n)) {  // the graph's first node (finish() clears done_)
             done_.assign(size_t(n), 0);
@@ -94,10 +94,12 @@ public:
         return ok;
     }
 
+    // An error of queued work shows here, after its graph_compute has returned: the next graph fails
+    // with it (logged), so that llama_decode reports it.
     void synchronize() override {
         if (!ok_) return;
         if (profile_->enabled()) profile_->wait_begin();
-        MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_));
+        if (!MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_))) queued_work_failed_ = true;
         if (profile_->enabled()) profile_->wait_end();
     }
 
@@ -303,6 +305,7 @@ private:
     std::unique_ptr<cuda::GraphReplay> replay_ = !profile_->per_node() && replay_wanted() ? std::make_unique<cuda::GraphReplay>() : nullptr;
     Mode mode_ = Mode::run;
     const bool wait_in_finish_ = profile_->per_node() || env_is("MUSTAFAR_ASYNC_GRAPHS", "0");
+    bool queued_work_failed_ = false;
     static bool env_is(const char* name, const char* value) {
         const char* env = std::getenv(name);
         return env != nullptr && std::strcmp(env, value) == 0;
