@@ -65,6 +65,8 @@ ggml_status graph_compute(ggml_backend_t backend, ggml_cgraph* graph) {
     return executor->finish() ? GGML_STATUS_SUCCESS : GGML_STATUS_FAILED;
 }
 
+void synchronize(ggml_backend_t backend) { context_of(backend)->synchronize(); }
+
 const ggml_backend_i kBackendInterface = {
     /* get_name            */ get_name,
     /* free                */ free_backend,
@@ -73,7 +75,7 @@ const ggml_backend_i kBackendInterface = {
     /* set_tensor_2d_async */ nullptr,
     /* get_tensor_2d_async */ nullptr,
     /* cpy_tensor_async    */ nullptr,
-    /* synchronize         */ nullptr,
+    /* synchronize         */ synchronize,
     /* graph_plan_create   */ nullptr,
     /* graph_plan_free     */ nullptr,
     /* graph_plan_update   */ nullptr,

@@ -33,8 +33,11 @@ public:
     // Node `index` of `graph` (never a view); the CUDA flavour may run later nodes with it (fusion) and
     // then answers their own calls at once.
     virtual ggml_status run(ggml_cgraph* graph, int index) = 0;
-    // The graph's end: its results are in memory. False when work had to be redone and failed.
+    // The graph's end: its work is queued (the CUDA flavour) or done. False when work had to be redone
+    // and failed.
     virtual bool finish() { return true; }
+    // Returns when every graph given so far has run (ggml's synchronize).
+    virtual void synchronize() {}
     virtual void set_threads(int) {}
 };
 

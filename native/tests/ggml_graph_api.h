@@ -62,6 +62,8 @@ void ggml_backend_tensor_set(ggml_tensor* tensor, const void* data, size_t offse
 void ggml_backend_tensor_get(const ggml_tensor* tensor, void* data, size_t offset, size_t size);
 void ggml_backend_tensor_memset(ggml_tensor* tensor, uint8_t value, size_t offset, size_t size);
 ggml_status ggml_backend_graph_compute(ggml_backend_t backend, ggml_cgraph* cgraph);
+ggml_status ggml_backend_graph_compute_async(ggml_backend_t backend, ggml_cgraph* cgraph);
+void ggml_backend_synchronize(ggml_backend_t backend);
 void ggml_backend_free(ggml_backend_t backend);
 ggml_backend_buffer_type_t ggml_backend_cpu_buffer_type(void);
 ggml_backend_t ggml_backend_dev_init(ggml_backend_dev_t device, const char* params);

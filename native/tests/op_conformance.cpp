@@ -87,7 +87,7 @@ void fill(ggml_tensor* t, uint64_t seed, int64_t index_range) {
         // distinct row indices per column: a shuffled range
         std::vector<int64_t> perm(index_range);
         for (int64_t i = 0; i < index_range; ++i) perm[i] = i;
-        for (int64_t col = 0; col < count / t->ne[0]; ++col) {
+        for (int64_t col = 0; t->ne[0] > 0 && col < count / t->ne[0]; ++col) {  // none in an empty index list
             std::shuffle(perm.begin(), perm.end(), rng);
             for (int64_t i = 0; i < t->ne[0]; ++i) {
                 if (t->type == GGML_TYPE_I64) reinterpret_cast<int64_t*>(raw.data())[col * t->ne[0] + i] = perm[i];
@@ -232,6 +232,14 @@ std::vector<Case> compute_cases() {
     std::vector<Case> cs;
     cs.push_back(compute_case("ADD broadcast rows", 0, [=](ggml_context* c) {
         return ggml_add(c, t(c, GGML_TYPE_F32, 64, 7, 3, 1, "a"), t(c, GGML_TYPE_F32, 64, 1, 3, 1, "b")); }));
+    // The last layer of a micro-batch without outputs (llama.cpp selects no rows): every op ours, so that the
+    // scheduler keeps the micro-batch in one graph on our backend.
+    cs.push_back(compute_case("last layer of a micro-batch without outputs: GET_ROWS, ADD, RMS_NORM, MUL, MUL_MAT of 0 rows", 9,
+                              [=](ggml_context* c) {
+        ggml_tensor* ids = t(c, GGML_TYPE_I32, 0, 1, 1, 1, "ids");
+        ggml_tensor* h = ggml_add(c, ggml_get_rows(c, t(c, GGML_TYPE_F32, 64, 9, 1, 1, "x"), ids), ggml_get_rows(c, t(c, GGML_TYPE_F32, 64, 9, 1, 1, "r"), ids));
+        ggml_tensor* n = ggml_mul(c, ggml_rms_norm(c, h, 1e-5f), t(c, GGML_TYPE_F32, 64, 1, 1, 1, "w"));
+        return ggml_add(c, ggml_mul_mat(c, t(c, GGML_TYPE_F16, 64, 64, 1, 1, "wo"), n), h); }));
     cs.push_back(compute_case("MUL broadcast", 0, [=](ggml_context* c) {
         return ggml_mul(c, t(c, GGML_TYPE_F32, 64, 7, 3, 1, "a"), t(c, GGML_TYPE_F32, 64, 1, 1, 1, "b")); }));
     cs.push_back(compute_case("RMS_NORM", 0, [=](ggml_context* c) { return ggml_rms_norm(c, t(c, GGML_TYPE_F32, 256, 9, 2, 1, "a"), 1e-5f); }));

@@ -3,7 +3,8 @@
 # (e2e-bench.sh) the batch-8, 32K prompts ran at a third to a half of their speed alone, until the prompt kernel
 # skipped the tiles its rows do not see (cda1a94). Runs the Bench's batch-BATCH prompts of CONTEXT tokens alone, then after a point of BEFORE tokens in the same client (whose
 # prompts stay cached in the shared pool), each with MUSTAFAR_PROFILE=$PROFILE (graphs, the default, or 1: also
-# per kind of node, with events around each node); prompt-accounts.py splits the profile's running
+# per kind of node, with events around each node; 0: none, and graphs are then queued without waiting for them,
+# as without the profile); prompt-accounts.py splits the profile's running
 # prompt-graph account at the points. SPARSITY: K and V sparsity (0, the default: a dense cache).
 # LIB: another build of our library to run instead of the work tree's (an A/B on one machine).
 # Usage on the GPU machine: COMMIT=<sha> OUT=<folder> BATCH=8 CONTEXT=32768 BEFORE=16384 tests/gpu/prefix-prompts.sh

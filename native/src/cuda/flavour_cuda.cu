@@ -36,6 +36,7 @@ public:
         if (ok_) ops_ = std::make_unique<cuda::ComputeOps>(stream_);
     }
     ~CudaExecutor() override {
+        if (ok_) MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_));  // graph_compute may have returned before its work ran
         replay_.reset();
         profile_.reset();
         ops_.reset();
@@ -43,7 +44,7 @@ public:
     }
 
     ggml_status run(ggml_cgraph* graph, int index) override {
-        if (!ok_) return GGML_STATUS_FAILED;
+        if (!ok_ || queued_work_failed_) return GGML_STATUS_FAILED;
         const int n = ggml_graph_n_nodes(graph);
         if (done_.size() != size_t(n)) {  // the graph's first node (finish() clears done_)
             done_.assign(size_t(n), 0);
@@ -69,7 +70,11 @@ public:
         return status;
     }
 
-    // graph_compute returns with the results in device memory, as ggml's synchronous backends do.
+    // graph_compute returns once the graph is queued (ggml's asynchronous contract, as ggml's own GPU
+    // backends keep it): llama.cpp then prepares the next micro-batch's inputs (a long prompt's mask:
+    // milliseconds of host work) while the GPU runs this one, and synchronize() waits. get/set_tensor
+    // copy on the legacy default stream, which waits for this blocking stream, so they never see a
+    // graph half done. MUSTAFAR_ASYNC_GRAPHS=0, or a profile per node, waits here.
     bool finish() override {
         bool ok = cuda::flush_deferred(kv_);
         if (mode_ == Mode::capture) {
@@ -78,8 +83,8 @@ public:
         }
         mode_ = Mode::run;
         if (profile_->enabled()) profile_->before_finish();
-        ok = MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_)) && ok;
-        kv_.arena.reset();
+        if (wait_in_finish_) ok = MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_)) && ok;
+        ok = kv_.arena.retire(stream_) && ok;
         kv_.ws.forget_ranges();
         kv_.readback_at = nullptr;  // the next graph's inputs are uploaded anew
         kv_.retired.clear();
@@ -87,6 +92,15 @@ public:
         graph_ = nullptr;
         if (profile_->enabled()) profile_->after_finish();
         return ok;
+    }
+
+    // An error of queued work shows here, after its graph_compute has returned: the next graph fails
+    // with it (logged), so that llama_decode reports it.
+    void synchronize() override {
+        if (!ok_) return;
+        if (profile_->enabled()) profile_->wait_begin();
+        if (!MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream_))) queued_work_failed_ = true;
+        if (profile_->enabled()) profile_->wait_end();
     }
 
 private:
@@ -290,6 +304,12 @@ private:
     // Replay of repeated graphs (replay_cuda.h); not while profiling each node with events.
     std::unique_ptr<cuda::GraphReplay> replay_ = !profile_->per_node() && replay_wanted() ? std::make_unique<cuda::GraphReplay>() : nullptr;
     Mode mode_ = Mode::run;
+    const bool wait_in_finish_ = profile_->per_node() || env_is("MUSTAFAR_ASYNC_GRAPHS", "0");
+    bool queued_work_failed_ = false;
+    static bool env_is(const char* name, const char* value) {
+        const char* env = std::getenv(name);
+        return env != nullptr && std::strcmp(env, value) == 0;
+    }
 };
 
 std::string device_description() {

@@ -37,7 +37,7 @@ std::string kind_of(const ggml_cgraph* graph) {
 
 OpProfile::Level OpProfile::from_env() {
     const char* env = std::getenv("MUSTAFAR_PROFILE");
-    if (env == nullptr) return Level::off;
+    if (env == nullptr || *env == '\0' || std::strcmp(env, "0") == 0) return Level::off;
     return std::strcmp(env, "graphs") == 0 ? Level::graphs : Level::nodes;
 }
 
@@ -76,6 +76,21 @@ void OpProfile::graph_begin(const ggml_cgraph* graph) {
     ++g.gaps;
     g.gap_ms += ms_between(graph_end_, graph_start_);
     g.gap_copies.add_between(end_mark_, CopyMark::now());
+    g.gap_waits += gap_waits_;
+    g.gap_wait_ms += gap_wait_ms_;
+    if (before_wait_ms_ >= 0) {
+        ++g.gaps_waited;
+        g.before_wait_ms += before_wait_ms_;
+    }
+}
+
+void OpProfile::wait_begin() { wait_start_ = Clock::now(); }
+
+void OpProfile::wait_end() {
+    if (in_graph_ || !ended_one_) return;  // only the waits between graphs
+    ++gap_waits_;
+    gap_wait_ms_ += ms_between(wait_start_, Clock::now());
+    if (before_wait_ms_ < 0) before_wait_ms_ = ms_between(graph_end_, wait_start_);
 }
 
 void OpProfile::begin(const ggml_tensor* node, cudaStream_t stream, const char* fused) {
@@ -112,6 +127,9 @@ void OpProfile::after_finish() {
     graph_end_ = Clock::now();
     end_mark_ = CopyMark::now();
     ended_one_ = true;
+    gap_waits_ = 0;
+    gap_wait_ms_ = 0;
+    before_wait_ms_ = -1;
     // Prompt graphs are few and long: logged more often so that a short prompt still gets its account.
     if (in_graph_ && graphs_[kind_].count % (kind_ == "prompt" ? 8 : 64) == 0) log(kind_);
     in_graph_ = false;
@@ -125,9 +143,11 @@ void OpProfile::log(const std::string& kind) {
     const CopyMark& c = g.gap_copies;
     ggml_log_internal(GGML_LOG_LEVEL_WARN,
                       "%s profile: %ld %s graphs, per graph: host issue %.3f ms, finish wait %.3f ms; since the previous graph %.3f ms, "
-                      "of which uploads %.1f (%.1f KB) %.3f ms, downloads %.1f (%.1f KB) %.3f ms\n",
+                      "of which uploads %.1f (%.1f KB) %.3f ms, downloads %.1f (%.1f KB) %.3f ms, waits for the GPU %.1f %.3f ms "
+                      "(the first %.3f ms after the return)\n",
                       kDeviceName, g.count, kind.c_str(), g.issue_ms / g.count, g.wait_ms / g.count, g.gap_ms / gaps, c.up_n / gaps,
-                      c.up_bytes / gaps / 1024.0, c.up_ns / gaps * 1e-6, c.down_n / gaps, c.down_bytes / gaps / 1024.0, c.down_ns / gaps * 1e-6);
+                      c.up_bytes / gaps / 1024.0, c.up_ns / gaps * 1e-6, c.down_n / gaps, c.down_bytes / gaps / 1024.0, c.down_ns / gaps * 1e-6,
+                      g.gap_waits / gaps, g.gap_wait_ms / gaps, g.before_wait_ms / double(std::max(g.gaps_waited, 1L)));
     std::vector<std::pair<std::string, Total>> rows;
     for (const auto& row : totals_)
         if (row.first.compare(0, kind.size() + 1, kind + ":") == 0) rows.push_back(row);

@@ -1,11 +1,13 @@
 // Timing of the CUDA executor, on when MUSTAFAR_PROFILE is set in the environment. Per graph (decode
 // graphs, with fewer than 32 query rows per attention, apart from prompt graphs): the host time to
-// issue it, the wait in finish(), and the time since the previous graph ended (llama.cpp's own work,
-// the caller's sampling, other backends) with the share of it spent in our buffers' host-device
-// copies (get/set_tensor). MUSTAFAR_PROFILE=graphs stops there and leaves launches and CUDA graphs as
+// issue it, the wait in finish() (none where graph_compute returns before the graph has run), and the
+// time since the previous graph returned (llama.cpp's own work, the caller's sampling, other backends)
+// with the share of it spent in our buffers' host-device copies (get/set_tensor) and in synchronize()
+// (waiting for the GPU), and how long after the return the first such wait came.
+// MUSTAFAR_PROFILE=graphs stops there and leaves launches, CUDA graphs and the asynchronous return as
 // they are; any other value also times each node with events around it (GPU time, and the host time
-// of its launch), which turns graph replay off. Logged (cumulative) after every 64 graphs of a kind;
-// costs nothing when off.
+// of its launch), which turns graph replay off and waits in finish(). Logged (cumulative) after every
+// 64 graphs of a kind; costs nothing when off.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -22,7 +24,7 @@ namespace mustafar::cuda {
 class OpProfile {
 public:
     enum class Level { off, graphs, nodes };
-    static Level from_env();  // MUSTAFAR_PROFILE: unset off, "graphs" graphs, else nodes
+    static Level from_env();  // MUSTAFAR_PROFILE: unset, empty or 0 off, "graphs" graphs, else nodes
 
     explicit OpProfile(Level level) : level_(level) {}
     ~OpProfile();
@@ -36,7 +38,10 @@ public:
     void begin(const ggml_tensor* node, cudaStream_t stream, const char* fused = nullptr);
     void end(cudaStream_t stream);
     void before_finish();
-    void after_finish();  // the stream is idle: the events can be read
+    void after_finish();  // graph_compute returns (per node: the stream is idle, the events can be read)
+    // Around synchronize() (ggml's call that waits for the queued graphs), between graphs.
+    void wait_begin();
+    void wait_end();
 
 private:
     using Clock = std::chrono::steady_clock;
@@ -60,6 +65,8 @@ private:
         long count = 0, gaps = 0;
         double issue_ms = 0, wait_ms = 0, gap_ms = 0;
         CopyMark gap_copies;  // summed over the gaps
+        long gap_waits = 0, gaps_waited = 0;  // synchronize() calls in the gaps; gaps with one
+        double gap_wait_ms = 0, before_wait_ms = 0;  // their time; from a graph's return to its gap's first one
     };
     cudaEvent_t event();
     void log(const std::string& kind);
@@ -70,6 +77,10 @@ private:
     Clock::time_point node_start_, graph_start_, finish_start_, graph_end_;
     CopyMark end_mark_;  // at the previous graph's end
     bool in_graph_ = false, ended_one_ = false;
+    // The current gap's waits (synchronize()), added to its graph kind at the next graph_begin.
+    long gap_waits_ = 0;
+    double gap_wait_ms_ = 0, before_wait_ms_ = -1;
+    Clock::time_point wait_start_;
     std::string kind_;  // of the current graph: "decode", "prompt" or "other" (no attention)
     std::unordered_map<std::string, Total> totals_;
     std::unordered_map<std::string, Graphs> graphs_;

@@ -41,9 +41,27 @@ bool stage_rows(int n, const int32_t* a, const int32_t* b, const int32_t* c, Row
     return true;
 }
 
-UploadArena::~UploadArena() { release(); }
+UploadArena::~UploadArena() {
+    release();
+    if (retired_ != nullptr) MUSTAFAR_CUDA_OK(cudaEventDestroy(retired_));
+}
+
+bool UploadArena::retire(cudaStream_t stream) {
+    if (used_ == 0) return true;  // nothing staged since the last point: the old one still holds
+    used_ = 0;
+    if (retired_ == nullptr && !MUSTAFAR_CUDA_OK(cudaEventCreateWithFlags(&retired_, cudaEventDisableTiming))) return false;
+    pending_ = MUSTAFAR_CUDA_OK(cudaEventRecord(retired_, stream));
+    return pending_;
+}
+
+bool UploadArena::wait_retired() {
+    if (!pending_) return true;
+    pending_ = false;
+    return MUSTAFAR_CUDA_OK(cudaEventSynchronize(retired_));
+}
 
 void UploadArena::release() {
+    wait_retired();  // queued copies may still read the host staging
     if (host_ != nullptr) MUSTAFAR_CUDA_OK(cudaFreeHost(host_));
     if (device_ != nullptr) MUSTAFAR_CUDA_OK(cudaFree(device_));
     host_ = device_ = nullptr;
@@ -52,6 +70,8 @@ void UploadArena::release() {
 
 void* UploadArena::upload(const void* host, size_t bytes, cudaStream_t stream) {
     const size_t need = (bytes + 15) / 16 * 16;
+    // The previous graph's copies from the staging may still be queued behind its kernels.
+    if (used_ == 0 && !wait_retired()) return nullptr;
     if (used_ + need > capacity_) {
         // Whatever read the staged arrays has run once the stream is idle.
         if (!MUSTAFAR_CUDA_OK(cudaStreamSynchronize(stream))) return nullptr;
@@ -198,8 +218,7 @@ bool DeviceStore::flush_now() {
     if (!own_arena_) own_arena_ = std::make_unique<UploadArena>();
     // The legacy default stream: ordered after the executors' (blocking) streams.
     const bool ok = launch(nullptr, *own_arena_) && MUSTAFAR_CUDA_OK(cudaStreamSynchronize(nullptr));
-    own_arena_->reset();
-    return ok;
+    return own_arena_->retire(nullptr) && ok;
 }
 
 }  // namespace mustafar::cuda

@@ -18,7 +18,8 @@ namespace mustafar::cuda {
 
 // Staging for the small arrays a step uploads (rows to write, to compress, slot changes): pinned
 // host memory mirrored in device memory, handed out in order and reused once the stream has caught
-// up (reset after the step's synchronisation, or a synchronisation when full).
+// up (after a graph: the first write of the next one waits for the point retire() marked; when full:
+// a synchronisation).
 class UploadArena {
 public:
     UploadArena() = default;
@@ -27,13 +28,18 @@ public:
     UploadArena& operator=(const UploadArena&) = delete;
     // Copies `bytes` to the device on `stream`; the device address, or null on failure (logged).
     void* upload(const void* host, size_t bytes, cudaStream_t stream);
-    void reset() { used_ = 0; }
+    // The end of a graph whose work on `stream` may still be queued: the staging is handed out from
+    // its start again once the stream has passed this point. False on a CUDA error (logged).
+    bool retire(cudaStream_t stream);
 
 private:
+    bool wait_retired();
     void release();
     uint8_t* host_ = nullptr;
     uint8_t* device_ = nullptr;
     size_t capacity_ = 0, used_ = 0;
+    cudaEvent_t retired_ = nullptr;
+    bool pending_ = false;  // retired_ marks copies that may not have run yet
 };
 
 // Fills `rows` with n entries of up to three host arrays (null: unused): in the launch parameters
