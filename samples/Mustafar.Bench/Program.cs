@@ -6,13 +6,15 @@
 //   2. generation: the same prompts again (prefix hits: no prompt work) with --decode-tokens tokens each.
 //   Mustafar.Bench --model PATH [--generate-llama3-8b] [--contexts 4096,16384,32768] [--batches 1,4,8]
 //                  [--decode-tokens 64] [--k-sparsity S] [--v-sparsity S] [--batch-size 512] [--cache-layout shared|per-request]
-//                  [--fresh-prompts] [--prompts FILE] [--out FILE.md] [--title TEXT]
+//                  [--fresh-prompts] [--prompts FILE] [--threads N] [--out FILE.md] [--title TEXT]
 // --prompts: the first `batch` lines of FILE as the prompts instead of random text (greedy text to compare); the
 // generation phase's texts are then printed too, one line each, to see which request a differing digest comes from.
 // --cache-layout per-request: MustafarCacheLayout.PerRequest (each request its own share of the cells, no cached
 // prefixes), so the generation phase decodes its prompts again, as with --fresh-prompts (CachedPrefixes 0); the
 // engine's step columns still time its generation steps alone.
 // --batch-size: MustafarOptions.BatchSize, the tokens of one llama.cpp micro-batch (a prompt's graphs).
+// --threads: MustafarOptions.Threads, llama.cpp's CPU threads (on the GPU flavour they run only what stays on the
+// CPU, such as the token embeddings' lookup).
 // --generate-llama3-8b writes a Llama-3-8B-shaped F16 GGUF with random weights to PATH first (16 GB) unless
 // it exists. Prompts use the synthetic models' character vocabulary (one token per character).
 // The last three columns split the engine's generation steps (MustafarMetrics): their mean time, and in
@@ -32,6 +34,7 @@ string? model = null, outFile = null, title = null, promptFile = null;
 bool generate = false, fresh = false;
 int[] contexts = [4096, 16384, 32768], batches = [1, 4, 8];
 int decodeTokens = 64, batchSize = new MustafarOptions().BatchSize;
+int? threads = null;
 double kSparsity = 0, vSparsity = 0;
 var layout = MustafarCacheLayout.Shared;
 try
@@ -49,6 +52,7 @@ try
             case "--k-sparsity": kSparsity = double.Parse(Next(), CultureInfo.InvariantCulture); break;
             case "--v-sparsity": vSparsity = double.Parse(Next(), CultureInfo.InvariantCulture); break;
             case "--batch-size": batchSize = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+            case "--threads": threads = int.Parse(Next(), CultureInfo.InvariantCulture); break;
             case "--fresh-prompts": fresh = true; break;
             case "--prompts": promptFile = Next(); break;
             case "--cache-layout":
@@ -80,7 +84,7 @@ catch (Exception e) when (e is ArgumentException or FormatException)
     Console.Error.WriteLine($"error: {e.Message}");
     Console.Error.WriteLine("usage: Mustafar.Bench --model PATH [--generate-llama3-8b] [--contexts 4096,16384,32768] [--batches 1,4,8] " +
                             "[--decode-tokens 64] [--k-sparsity S] [--v-sparsity S] [--batch-size 512] [--cache-layout shared|per-request] " +
-                            "[--fresh-prompts] [--prompts FILE] [--out FILE.md] [--title TEXT]");
+                            "[--fresh-prompts] [--prompts FILE] [--threads N] [--out FILE.md] [--title TEXT]");
     return 2;
 }
 
@@ -110,6 +114,7 @@ try
             KSparsity = kSparsity,
             VSparsity = vSparsity,
             BatchSize = batchSize,
+            Threads = threads,
         };
         var load = Stopwatch.StartNew();
         await using var owner = (IAsyncDisposable)await MustafarChatClientFactory.CreateAsync(options, loggers);
