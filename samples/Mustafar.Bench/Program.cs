@@ -157,7 +157,7 @@ try
     {
         var md = new StringBuilder();
         md.AppendLine(CultureInfo.InvariantCulture, $"# {title ?? "End-to-end throughput"}").AppendLine();
-        md.AppendLine(CultureInfo.InvariantCulture, $"Model `{Path.GetFileName(model)}`, K sparsity {kSparsity}, V sparsity {vSparsity}, {decodeTokens} generated tokens per request, micro-batches of {batchSize} tokens, cache layout {layout}. Program: `samples/Mustafar.Bench`.").AppendLine();
+        md.AppendLine(CultureInfo.InvariantCulture, $"Model `{Path.GetFileName(model)}`, K sparsity {kSparsity}, V sparsity {vSparsity}, {decodeTokens} generated tokens per request, micro-batches of {batchSize} tokens, cache layout {layout}, CPU threads {(threads is { } n ? n.ToString(CultureInfo.InvariantCulture) : "llama.cpp's default")}. Program: `samples/Mustafar.Bench`.").AppendLine();
         md.AppendLine(layout == MustafarCacheLayout.Shared && !fresh
             ? "Prompt phase: all prompts at once, one output token each. Generation phase: the same prompts again (cached prefixes), all requests decoding together; a step is one token for every request."
             : "Prompt phase: all prompts at once, one output token each. Generation phase: the same prompts again, decoded again (no cached prefixes), then all requests decoding together; its seconds, tok/s and ms per step include those prompts, the engine's step columns do not.").AppendLine();

@@ -15,9 +15,10 @@ public sealed class BenchSampleTests
         string output = TestPaths.TempFile("bench.md");
 
         var (exitCode, log) = await SamplePrograms.RunAsync("Mustafar.Bench",
-            "--model", model, "--contexts", "256,512", "--batches", "1,2", "--decode-tokens", "4", "--out", output);
+            "--model", model, "--contexts", "256,512", "--batches", "1,2", "--decode-tokens", "4", "--threads", "1", "--out", output);
 
         Assert.True(exitCode == 0, log);
+        Assert.Contains("CPU threads 1.", File.ReadAllText(output), StringComparison.Ordinal);
         var rows = File.ReadAllLines(output).Where(l => l.StartsWith("| ", StringComparison.Ordinal) && char.IsDigit(l[2])).ToList();
         Assert.Equal(["1 256", "1 512", "2 256", "2 512"], rows.Select(r => string.Join(' ', Cells(r).Take(2))));
         foreach (var cells in rows.Select(Cells))
