@@ -33,6 +33,25 @@ void* reg_get_proc_address(ggml_backend_reg_t, const char* name) {
 
 }  // namespace
 
+void HostRanges::add(const void* base, size_t size) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ranges_[reinterpret_cast<uintptr_t>(base)] = size;
+}
+
+void HostRanges::remove(const void* base) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ranges_.erase(reinterpret_cast<uintptr_t>(base));
+}
+
+bool HostRanges::contains(const void* p, size_t size) {
+    const auto begin = reinterpret_cast<uintptr_t>(p);
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = ranges_.upper_bound(begin);
+    if (it == ranges_.begin()) return false;
+    --it;
+    return begin + size <= it->first + it->second;
+}
+
 Registry& registry() {
     static Registry* instance = [] {
         auto* r = new Registry();  // lives as long as the process: ggml keeps pointers into it

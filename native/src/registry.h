@@ -3,6 +3,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -15,6 +16,20 @@
 namespace mustafar {
 
 class Buffer;
+
+// Our host buffers (the CUDA flavour's Mustafar_Host). llama.cpp writes them only between our graphs: its
+// inputs before a graph, the CPU backend's results in splits of their own. So an upload from one can stand
+// as its own host copy while the graph that reads it runs (HostShadows::borrow).
+class HostRanges {
+public:
+    void add(const void* base, size_t size);
+    void remove(const void* base);
+    bool contains(const void* p, size_t size);
+
+private:
+    std::mutex mutex_;
+    std::map<uintptr_t, size_t> ranges_;  // base -> size
+};
 
 struct Registry {
     ggml_backend_reg reg{};
@@ -35,6 +50,7 @@ struct Registry {
 
     // Host copies of small uploads into device buffers (the CUDA flavour; see shadows.h).
     HostShadows shadows;
+    HostRanges host_buffers;
     // Mustafar stores alive in our buffers: only their host bookkeeping reads the copies above, so
     // uploads are copied only while there is one (buffer.h, LiveStore).
     std::atomic<int64_t> live_stores{0};

@@ -39,10 +39,12 @@ void copy_bytes(uint8_t* dst, const void* src_bytes, size_t size) {
 }
 
 // A host copy's bytes, allocated without the zero fill of a vector (every byte is written at once);
-// capacity >= size.
+// capacity >= size. A borrowed copy owns nothing: its bytes are the upload's source.
 struct Copy {
     std::unique_ptr<uint8_t[]> bytes;
     size_t size = 0, capacity = 0;
+    const uint8_t* borrowed = nullptr;
+    const uint8_t* data() const { return borrowed != nullptr ? borrowed : bytes.get(); }
 };
 }  // namespace
 
@@ -73,7 +75,7 @@ void HostShadows::record(const void* device, const void* host, size_t size) {
     if (size > 0 && size <= kMaxBytes) {
         recorded_.fetch_add(size, std::memory_order_relaxed);
         auto same = copies_->map.find(begin);
-        if (same != copies_->map.end() && same->second.capacity >= size) {
+        if (same != copies_->map.end() && same->second.borrowed == nullptr && same->second.capacity >= size) {
             // Copies do not overlap: only those starting inside the new range can meet it.
             copies_->map.erase(std::next(same), copies_->map.lower_bound(begin + size));
             same->second.size = size;
@@ -90,6 +92,21 @@ void HostShadows::record(const void* device, const void* host, size_t size) {
     copy_bytes(copy.bytes.get(), host, size);
 }
 
+void HostShadows::borrow(const void* device, const void* host, size_t size) {
+    const auto begin = reinterpret_cast<uintptr_t>(device);
+    std::lock_guard<std::mutex> lock(mutex_);
+    copies_->erase_overlapping(begin, begin + size);
+    if (size == 0) return;
+    Copy& copy = copies_->map[begin];
+    copy.borrowed = static_cast<const uint8_t*>(host);
+    copy.size = size;
+}
+
+void HostShadows::drop_borrowed() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = copies_->map.begin(); it != copies_->map.end();) it = it->second.borrowed != nullptr ? copies_->map.erase(it) : std::next(it);
+}
+
 void HostShadows::invalidate(const void* device, size_t size) {
     const auto begin = reinterpret_cast<uintptr_t>(device);
     std::lock_guard<std::mutex> lock(mutex_);
@@ -102,7 +119,7 @@ const uint8_t* HostShadows::find(const void* device, size_t size) const {
     if (it == copies_->map.begin()) return nullptr;
     --it;
     if (begin + size > it->first + it->second.size) return nullptr;
-    return it->second.bytes.get() + (begin - it->first);
+    return it->second.data() + (begin - it->first);
 }
 
 }  // namespace mustafar

@@ -23,9 +23,14 @@ public:
 
     // [device, device + size) now holds `host`'s bytes.
     void record(const void* device, const void* host, size_t size);
+    // The same without a copy: `host` itself stands as the copy until drop_borrowed(). For uploads from
+    // memory that nothing writes until then (llama.cpp's host buffers, written only between graphs).
+    void borrow(const void* device, const void* host, size_t size);
+    // Forgets every borrowed copy (the end of a graph: their memory may be written from now on).
+    void drop_borrowed();
     // [device, device + size) was written by something else.
     void invalidate(const void* device, size_t size);
-    // Bytes copied by record() so far (the tests: which uploads keep a host copy).
+    // Bytes copied by record() so far (the tests: which uploads keep a host copy); borrowed ones are not.
     uint64_t recorded_bytes() const { return recorded_.load(std::memory_order_relaxed); }
     // Runs fn(host) with the host copy of [device, device + size) when one covers it wholly, and
     // returns whether it did; the copy stays valid (under the lock) while fn runs.

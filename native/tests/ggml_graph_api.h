@@ -68,6 +68,8 @@ void ggml_backend_free(ggml_backend_t backend);
 ggml_backend_buffer_type_t ggml_backend_cpu_buffer_type(void);
 ggml_backend_t ggml_backend_dev_init(ggml_backend_dev_t device, const char* params);
 ggml_backend_buffer_type_t ggml_backend_dev_buffer_type(ggml_backend_dev_t device);
+ggml_backend_buffer_type_t ggml_backend_dev_host_buffer_type(ggml_backend_dev_t device);
+void ggml_backend_tensor_copy(ggml_tensor* src, ggml_tensor* dst);
 bool ggml_backend_dev_supports_op(ggml_backend_dev_t device, const ggml_tensor* op);
 ggml_backend_t ggml_backend_cpu_init(void);  // libggml-cpu
 void ggml_backend_cpu_set_n_threads(ggml_backend_t backend, int n_threads);

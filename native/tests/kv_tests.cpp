@@ -636,6 +636,73 @@ void test_host_copies_follow_stores(const Backends& b) {
     ggml_free(ctx);
 }
 
+// Uploads from the device's host buffers (llama.cpp's inputs, as its scheduler copies them) keep no host copy:
+// their source stands as one until the graph that reads them ends. A store's cache writes read the indices
+// so; after the graph the source may change, and a second graph over the same device indices, not uploaded
+// again, must still write the rows where the device's indices say (read back), not where the changed
+// source would.
+void test_uploads_from_host_buffers(const Backends& b) {
+    ggml_backend_buffer_type_t host_buft = ggml_backend_dev_host_buffer_type(b.dev);
+    if (std::strcmp(mustafar_flavour(), "cuda") != 0 || host_buft == nullptr) {
+        std::printf("skip uploads from host buffers: the %s flavour has no host buffer type of its own\n", mustafar_flavour());
+        return;
+    }
+    using Count = uint64_t (*)();
+    const auto copied = reinterpret_cast<Count>(b.reg->iface.get_proc_address(b.reg, "mustafar_host_copied_bytes"));
+    const int64_t D = 64, heads = 2, n = 8;
+    Cache c;
+    make_cache(c, b, D, heads, 64, 0.5, /*window*/ 16, 1, 16);
+    ggml_context* hctx = ggml_init({1 << 20, nullptr, true});
+    ggml_tensor* idx_host = ggml_new_tensor_4d(hctx, GGML_TYPE_I64, n, 1, 1, 1);
+    ggml_backend_buffer_t hbuf = ggml_backend_alloc_ctx_tensors_from_buft(hctx, host_buft);
+    ggml_context* ctx = ggml_init({1 << 20, nullptr, true});
+    ggml_tensor* kcur = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D * heads, n, 1, 1);
+    ggml_tensor* vcur = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D * heads, n, 1, 1);
+    ggml_tensor* idx = ggml_new_tensor_4d(ctx, GGML_TYPE_I64, n, 1, 1, 1);
+    ggml_cgraph* g = ggml_new_graph(ctx);
+    ggml_build_forward_expand(g, ggml_set_rows(ctx, c.k, kcur, idx));
+    ggml_build_forward_expand(g, ggml_set_rows(ctx, c.v, vcur, idx));
+    ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(ctx, ggml_backend_dev_buffer_type(b.dev));
+    auto* host_cells = static_cast<int64_t*>(idx_host->data);
+    for (int64_t r = 0; r < n; ++r) host_cells[r] = 3 + 2 * r;  // cells 3, 5, ..., 17
+    // Row r's channels all hold `base + r`.
+    auto rows_of = [&](float base) {
+        std::vector<float> v(size_t(D * heads * n));
+        for (int64_t r = 0; r < n; ++r)
+            for (int64_t j = 0; j < D * heads; ++j) v[size_t(r * D * heads + j)] = base + float(r);
+        return v;
+    };
+    // True when every cell 3 + 2r holds base + r in K and V.
+    auto cells_hold = [&](float base) {
+        bool ok = true;
+        for (ggml_tensor* cache : {c.k, c.v}) {
+            std::vector<uint16_t> h(size_t(D * heads * 64));
+            ggml_backend_tensor_get(cache, h.data(), 0, h.size() * 2);
+            for (int64_t r = 0; r < n; ++r)
+                ok = ok && mustafar::fp16_to_fp32(h[size_t((3 + 2 * r) * D * heads + 5)]) == base + float(r);
+        }
+        return ok;
+    };
+    const uint64_t before = copied != nullptr ? copied() : 0;
+    ggml_backend_tensor_copy(idx_host, idx);
+    check(copied != nullptr && copied() == before, "an upload from the device's host buffer keeps no host copy of its own");
+    const auto first = rows_of(10.0f);
+    ggml_backend_tensor_set(kcur, first.data(), 0, first.size() * 4);
+    ggml_backend_tensor_set(vcur, first.data(), 0, first.size() * 4);
+    check(ggml_backend_graph_compute(b.ours, g) == GGML_STATUS_SUCCESS && cells_hold(10.0f),
+          "cache writes place the rows by indices uploaded from a host buffer");
+    for (int64_t r = 0; r < n; ++r) host_cells[r] = 40 + r;  // the source changes after its graph
+    const auto second = rows_of(20.0f);
+    ggml_backend_tensor_set(kcur, second.data(), 0, second.size() * 4);
+    ggml_backend_tensor_set(vcur, second.data(), 0, second.size() * 4);
+    check(ggml_backend_graph_compute(b.ours, g) == GGML_STATUS_SUCCESS && cells_hold(20.0f),
+          "after its graph the host buffer's later bytes are not taken for the uploaded indices");
+    ggml_backend_buffer_free(buf);
+    ggml_free(ctx);
+    ggml_backend_buffer_free(hbuf);
+    ggml_free(hctx);
+}
+
 // The host copies of uploads (shadows.h) that the CUDA flavour's store reads: what a read finds after
 // records at the same address (in place, growing within and beyond the copy's room, shrinking),
 // records over other copies, and invalidations.
@@ -682,6 +749,19 @@ void test_host_shadows(std::mt19937_64& rng) {
     check(reads(far, big, c.data()), "shadows: a large record is read back whole");
     s.record(at(far), d.data(), big);  // in place
     check(reads(far, big, d.data()) && reads(far + big - 7, 7, d.data() + big - 7), "shadows: a large record in place replaces every byte");
+
+    // Borrowed copies: the source itself, read as it is now, until drop_borrowed(); owned copies stay.
+    const uint64_t copied = s.recorded_bytes();
+    std::vector<uint8_t> src(a);
+    s.borrow(at(5000), src.data(), 800);
+    src[10] ^= 0xff;
+    check(s.recorded_bytes() == copied && reads(5000, 800, src.data()), "shadows: a borrowed copy is its source, not copied");
+    s.record(at(5000), b.data(), 400);
+    check(reads(5000, 400, b.data()) && reads(5000, 800, nullptr), "shadows: a record at a borrowed copy's place replaces it");
+    s.borrow(at(6000), src.data(), 100);
+    s.drop_borrowed();
+    check(reads(6000, 100, nullptr) && reads(5000, 400, b.data()) && reads(far, big, d.data()),
+          "shadows: drop_borrowed forgets the borrowed copies and keeps the others");
 }
 
 int main(int argc, char** argv) {
@@ -714,6 +794,7 @@ int main(int argc, char** argv) {
     test_products_into_store(b, rng);
     test_graphs_queued_back_to_back(b, rng);
     test_host_copies_follow_stores(b);
+    test_uploads_from_host_buffers(b);
 
     mustafar_cache_config bad{0.95, 0.5, 32, 128, 128, 1, 512, 1};
     check(mustafar_set_cache_config(&bad) != 0 && std::strstr(mustafar_last_error(), "sparsity") != nullptr,

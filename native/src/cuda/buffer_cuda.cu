@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -108,6 +109,15 @@ void memset_tensor(ggml_backend_buffer_t, ggml_tensor* t, uint8_t value, size_t 
 // From this size on, an upload's host copy is made beside it (set_tensor).
 constexpr size_t kCopyBesideUpload = size_t(4) << 20;
 
+// MUSTAFAR_BORROW_INPUTS=0: uploads from llama.cpp's host buffers are copied like any other (an A/B switch).
+bool borrow_inputs() {
+    static const bool on = [] {
+        const char* env = std::getenv("MUSTAFAR_BORROW_INPUTS");
+        return env == nullptr || std::strcmp(env, "0") != 0;
+    }();
+    return on;
+}
+
 // A thread for work beside the caller's, joined when the scope ends.
 class ThreadBeside {
 public:
@@ -142,12 +152,16 @@ void set_tensor(ggml_backend_buffer_t b, ggml_tensor* t, const void* data, size_
     uint8_t* dst = static_cast<uint8_t*>(t->data) + offset;
     // Graph inputs (masks, cache indices) get a host copy while a Mustafar store lives (only its host
     // bookkeeping reads them: a dense cache's prompt copied a 16 MB mask each micro-batch for nothing);
-    // weights never do. A large one (a prompt's mask: 256 MB for a micro-batch over 8 sequences of 32K
-    // cells) is copied by a second thread while this one uploads the same bytes.
+    // weights never do. From llama.cpp's host buffers (the scheduler's uploads of graph inputs) the source
+    // itself stands as the copy until the graph ends (HostRanges in registry.h): a batch-8 prompt's 110 MB
+    // mask over the store cost 8-23 ms a micro-batch to copy (gpu-e2e-2026-12-02.md, thirty-first session).
+    // Another large one (a prompt's mask: 256 MB for a micro-batch over 8 sequences of 32K cells) is copied
+    // by a second thread while this one uploads the same bytes.
     ThreadBeside beside;
     if (registry().live_stores.load(std::memory_order_relaxed) > 0 && b->usage != GGML_BACKEND_BUFFER_USAGE_WEIGHTS && !converted_to_f16(t) &&
         !is_kv_cache_tensor(root_of(t))) {
-        if (size < kCopyBesideUpload || !beside.start([=] { registry().shadows.record(dst, data, size); })) registry().shadows.record(dst, data, size);
+        if (borrow_inputs() && registry().host_buffers.contains(data, size)) registry().shadows.borrow(dst, data, size);
+        else if (size < kCopyBesideUpload || !beside.start([=] { registry().shadows.record(dst, data, size); })) registry().shadows.record(dst, data, size);
     } else {
         registry().shadows.invalidate(dst, size);
     }

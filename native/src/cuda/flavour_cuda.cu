@@ -87,6 +87,7 @@ public:
         ok = kv_.arena.retire(stream_) && ok;
         kv_.ws.forget_ranges();
         kv_.readback_at = nullptr;  // the next graph's inputs are uploaded anew
+        registry().shadows.drop_borrowed();  // llama.cpp may write its host buffers from now on
         kv_.retired.clear();
         done_.clear();
         graph_ = nullptr;

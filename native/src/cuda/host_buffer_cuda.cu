@@ -20,6 +20,9 @@ struct HostBuffer {
     void* base = nullptr;
     bool pinned = false;  // false: plain memory, where the system refused to pin that much
     ~HostBuffer() {
+        if (base == nullptr) return;
+        registry().host_buffers.remove(base);
+        registry().shadows.drop_borrowed();  // none may point into memory that is going away
         if (pinned) MUSTAFAR_CUDA_OK(cudaFreeHost(base));
         else std::free(base);
     }
@@ -70,7 +73,11 @@ ggml_backend_buffer_t alloc_buffer(ggml_backend_buffer_type_t buft, size_t size)
         return nullptr;
     }
     ggml_backend_buffer_t buffer = ggml_backend_buffer_init(buft, kInterface, h, size);
-    if (buffer == nullptr) delete h;
+    if (buffer == nullptr) {
+        delete h;
+        return nullptr;
+    }
+    registry().host_buffers.add(h->base, size);
     return buffer;
 }
 
