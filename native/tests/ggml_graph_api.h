@@ -25,6 +25,8 @@ ggml_tensor* ggml_flash_attn_ext(ggml_context* ctx, ggml_tensor* q, ggml_tensor*
 ggml_tensor* ggml_mul_mat(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b);
 ggml_tensor* ggml_add(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b);
 ggml_tensor* ggml_mul(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b);
+ggml_tensor* ggml_sub(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b);
+ggml_tensor* ggml_div(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b);
 ggml_tensor* ggml_rms_norm(ggml_context* ctx, ggml_tensor* a, float eps);
 ggml_tensor* ggml_scale(ggml_context* ctx, ggml_tensor* a, float s);
 ggml_tensor* ggml_silu(ggml_context* ctx, ggml_tensor* a);

@@ -248,6 +248,18 @@ std::vector<Case> compute_cases() {
     cs.push_back(compute_case("GLU SWIGLU fused halves", 0, [=](ggml_context* c) { return ggml_swiglu(c, t(c, GGML_TYPE_F32, 128, 5, 1, 1, "a")); }));
     cs.push_back(compute_case("GLU SWIGLU split", 0, [=](ggml_context* c) {
         return ggml_swiglu_split(c, t(c, GGML_TYPE_F32, 64, 5, 1, 1, "a"), t(c, GGML_TYPE_F32, 64, 5, 1, 1, "b")); }));
+    // The CUDA flavour's 4-wide kernels take contiguous operands of a multiple of 4 values (same shape, or b
+    // repeated in order); the rest goes through the strided kernels. Both kinds of each op:
+    cs.push_back(compute_case("ADD, SUB, DIV of one shape (4 values a thread)", 0, [=](ggml_context* c) {
+        ggml_tensor* a = t(c, GGML_TYPE_F32, 256, 9, 2, 1, "a");
+        return ggml_div(c, ggml_sub(c, ggml_add(c, a, t(c, GGML_TYPE_F32, 256, 9, 2, 1, "b")), a), t(c, GGML_TYPE_F32, 256, 9, 2, 1, "d")); }));
+    cs.push_back(compute_case("MUL by a 5-value row (strided: not a multiple of 4)", 0, [=](ggml_context* c) {
+        return ggml_mul(c, t(c, GGML_TYPE_F32, 5, 7, 1, 1, "a"), t(c, GGML_TYPE_F32, 5, 1, 1, 1, "b")); }));
+    cs.push_back(compute_case("ADD of a column view (strided: not contiguous)", 0, [=](ggml_context* c) {
+        ggml_tensor* a = t(c, GGML_TYPE_F32, 16, 8, 1, 1, "a");
+        return ggml_add(c, ggml_view_4d(c, a, 8, 8, 1, 1, a->nb[1], a->nb[2], a->nb[3], 4 * sizeof(float)), t(c, GGML_TYPE_F32, 8, 8, 1, 1, "b")); }));
+    cs.push_back(compute_case("GLU SWIGLU split, rows of 63 (strided)", 0, [=](ggml_context* c) {
+        return ggml_swiglu_split(c, t(c, GGML_TYPE_F32, 63, 5, 1, 1, "a"), t(c, GGML_TYPE_F32, 63, 5, 1, 1, "b")); }));
     for (ggml_type wt : {GGML_TYPE_F32, GGML_TYPE_F16}) {
         cs.push_back(compute_case(wt == GGML_TYPE_F32 ? "GET_ROWS f32" : "GET_ROWS f16", 50, [=](ggml_context* c) {
             return ggml_get_rows(c, t(c, wt, 64, 50, 1, 1, "w"), t(c, GGML_TYPE_I32, 7, 1, 1, 1, "idx")); }));

@@ -48,6 +48,15 @@ __device__ void coords(const T4& s, int64_t linear, int64_t i[4]) {
 
 __device__ size_t at(const T4& s, const int64_t i[4]) { return i[0] * s.nb[0] + i[1] * s.nb[1] + i[2] * s.nb[2] + i[3] * s.nb[3]; }
 
+__device__ __forceinline__ float binary_op(int op, float x, float y) {
+    switch (op) {
+        case GGML_OP_ADD: return x + y;
+        case GGML_OP_SUB: return x - y;
+        case GGML_OP_MUL: return x * y;
+        default: return x / y;
+    }
+}
+
 // dst = a (op) b, b broadcast over a (ggml_can_repeat).
 __global__ void binary_kernel(int op, const char* a, T4 sa, const char* b, T4 sb, char* dst, T4 sd, int64_t n) {
     start_after_previous();
@@ -56,14 +65,18 @@ __global__ void binary_kernel(int op, const char* a, T4 sa, const char* b, T4 sb
         coords(sd, k, i);
         for (int d = 0; d < 4; ++d) j[d] = i[d] % sb.ne[d];
         const float x = *reinterpret_cast<const float*>(a + at(sa, i)), y = *reinterpret_cast<const float*>(b + at(sb, j));
-        float r;
-        switch (op) {
-            case GGML_OP_ADD: r = x + y; break;
-            case GGML_OP_SUB: r = x - y; break;
-            case GGML_OP_MUL: r = x * y; break;
-            default: r = x / y; break;
-        }
-        *reinterpret_cast<float*>(dst + at(sd, i)) = r;
+        *reinterpret_cast<float*>(dst + at(sd, i)) = binary_op(op, x, y);
+    }
+}
+
+// The same over contiguous f32 tensors, four elements a thread (flat_operands): a and dst of one shape, b
+// that shape or repeating every nb4 float4s. The general kernel's index arithmetic (twelve 64-bit divisions
+// and remainders an element) cost more than the memory traffic of a prompt's residual ADDs.
+__global__ void binary_flat_kernel(int op, const float4* a, const float4* b, float4* dst, int64_t n4, int64_t nb4) {
+    start_after_previous();
+    for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n4; k += int64_t(gridDim.x) * blockDim.x) {
+        const float4 x = a[k], y = b[nb4 == n4 ? k : k % nb4];
+        dst[k] = make_float4(binary_op(op, x.x, y.x), binary_op(op, x.y, y.y), binary_op(op, x.z, y.z), binary_op(op, x.w, y.w));
     }
 }
 
@@ -78,6 +91,17 @@ __global__ void map_kernel(int kind, float p0, float p1, const char* a, T4 sa, c
     }
 }
 
+__device__ __forceinline__ float swiglu_of(float x, float g) { return x / (1.0f + expf(-x)) * g; }
+
+// SWIGLU of two contiguous f32 tensors of dst's shape, four elements a thread (see binary_flat_kernel).
+__global__ void swiglu_flat_kernel(const float4* a, const float4* b, float4* dst, int64_t n4) {
+    start_after_previous();
+    for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n4; k += int64_t(gridDim.x) * blockDim.x) {
+        const float4 x = a[k], g = b[k];
+        dst[k] = make_float4(swiglu_of(x.x, g.x), swiglu_of(x.y, g.y), swiglu_of(x.z, g.z), swiglu_of(x.w, g.w));
+    }
+}
+
 __global__ void swiglu_kernel(const char* a, T4 sa, size_t a_off, const char* b, T4 sb, size_t b_off, char* dst, T4 sd, int64_t n) {
     start_after_previous();
     for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x) {
@@ -85,7 +109,7 @@ __global__ void swiglu_kernel(const char* a, T4 sa, size_t a_off, const char* b,
         coords(sd, k, i);
         const float x = *reinterpret_cast<const float*>(a + a_off + at(sa, i));
         const float g = *reinterpret_cast<const float*>(b + b_off + at(sb, i));
-        *reinterpret_cast<float*>(dst + at(sd, i)) = x / (1.0f + expf(-x)) * g;
+        *reinterpret_cast<float*>(dst + at(sd, i)) = swiglu_of(x, g);
     }
 }
 
@@ -190,9 +214,36 @@ __global__ void to_half_kernel(const float* src, __half* dst, int64_t n) {
 
 }  // namespace
 
+namespace {
+// Contiguous f32 values, a multiple of four at a 16-byte aligned address: an operand of the flat kernels.
+bool flat4(const ggml_tensor* t) {
+    return t->type == GGML_TYPE_F32 && ggml_is_contiguous(t) && nelements(t) % 4 == 0 && reinterpret_cast<uintptr_t>(t->data) % 16 == 0;
+}
+
+bool same_shape(const ggml_tensor* a, const ggml_tensor* b) {
+    for (int d = 0; d < 4; ++d)
+        if (a->ne[d] != b->ne[d]) return false;
+    return true;
+}
+
+// b's values repeat in dst's element order: b matches dst in its first dimensions and is 1 in the rest.
+bool repeats_in_order(const ggml_tensor* b, const ggml_tensor* dst) {
+    int d = 0;
+    while (d < 4 && b->ne[d] == dst->ne[d]) ++d;
+    while (d < 4 && b->ne[d] == 1) ++d;
+    return d == 4;
+}
+}  // namespace
+
 bool ComputeOps::binary(const ggml_tensor* node) {
     const int64_t n = nelements(node);
     if (n == 0) return true;
+    const ggml_tensor *a = node->src[0], *b = node->src[1];
+    if (flat4(node) && flat4(a) && flat4(b) && same_shape(a, node) && repeats_in_order(b, node)) {
+        launch_kernel(binary_flat_kernel, blocks_for(n / 4, 256), 256, 0, stream_, node->op, static_cast<const float4*>(a->data),
+                      static_cast<const float4*>(b->data), static_cast<float4*>(node->data), n / 4, nelements(b) / 4);
+        return MUSTAFAR_CUDA_OK(cudaGetLastError());
+    }
     launch_kernel(binary_kernel, blocks_for(n, 256), 256, 0, stream_, node->op, static_cast<const char*>(node->src[0]->data), t4(node->src[0]),
                   static_cast<const char*>(node->src[1]->data), t4(node->src[1]),
                   static_cast<char*>(node->data), t4(node), n);
@@ -231,6 +282,11 @@ bool ComputeOps::swiglu(const ggml_tensor* node) {
     }
     const int64_t n = nelements(node);
     if (n == 0) return true;
+    if (a_off == 0 && b_off == 0 && flat4(node) && flat4(a) && flat4(b) && same_shape(a, node) && same_shape(b, node)) {
+        launch_kernel(swiglu_flat_kernel, blocks_for(n / 4, 256), 256, 0, stream_, static_cast<const float4*>(a->data), static_cast<const float4*>(b->data),
+                      static_cast<float4*>(node->data), n / 4);
+        return MUSTAFAR_CUDA_OK(cudaGetLastError());
+    }
     launch_kernel(swiglu_kernel, blocks_for(n, 256), 256, 0, stream_, static_cast<const char*>(a->data), t4(a), a_off,
                   static_cast<const char*>(b->data), t4(b), b_off,
                   static_cast<char*>(node->data), t4(node), n);
