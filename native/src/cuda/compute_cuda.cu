@@ -69,7 +69,7 @@ __global__ void binary_kernel(int op, const char* a, T4 sa, const char* b, T4 sb
     }
 }
 
-// The same over contiguous f32 tensors, four elements a thread (flat_operands): a and dst of one shape, b
+// The same over contiguous f32 tensors, four elements a thread (flat4 below): a and dst of one shape, b
 // that shape or repeating every nb4 float4s. The general kernel's index arithmetic (twelve 64-bit divisions
 // and remainders an element) cost more than the memory traffic of a prompt's residual ADDs.
 __global__ void binary_flat_kernel(int op, const float4* a, const float4* b, float4* dst, int64_t n4, int64_t nb4) {
