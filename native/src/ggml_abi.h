@@ -126,6 +126,7 @@ void ggml_rope_yarn_corr_dims(int n_dims, int n_ctx_orig, float freq_base, float
 void ggml_log_internal(ggml_log_level level, const char* format, ...);
 size_t ggml_type_size(ggml_type type);
 bool ggml_is_contiguous(const ggml_tensor* tensor);
+bool ggml_are_same_shape(const ggml_tensor* t0, const ggml_tensor* t1);
 int ggml_graph_n_nodes(ggml_cgraph* cgraph);
 ggml_tensor* ggml_graph_node(ggml_cgraph* cgraph, int i);
 

@@ -460,11 +460,6 @@ void test_state_round_trip(const Backends& b, std::mt19937_64& rng) {
     }
 }
 
-// Graphs queued back to back without a synchronisation between them, as llama.cpp queues a long prompt's
-// micro-batches (the CUDA flavour's graph_compute returns before its work has run): cache writes of more
-// rows than travel in a launch's parameters (staged in pinned memory that the next graph reuses), window
-// retirements and attention, then decode steps. Every step's output must equal that of the same steps with
-// a synchronisation after each graph, on a second cache of the same configuration.
 // A chain of f32 products of 4096 x 4096 matrices queued on our backend (about ten milliseconds of GPU work),
 // in the flavour that claims MUL_MAT; queue() returns before it has run.
 struct Busy {
@@ -492,6 +487,11 @@ struct Busy {
     }
 };
 
+// Graphs queued back to back without a synchronisation between them, as llama.cpp queues a long prompt's
+// micro-batches (the CUDA flavour's graph_compute returns before its work has run): cache writes of more
+// rows than travel in a launch's parameters (staged in pinned memory that the next graph reuses), window
+// retirements and attention, then decode steps. Every step's output must equal that of the same steps with
+// a synchronisation after each graph, on a second cache of the same configuration.
 void test_graphs_queued_back_to_back(const Backends& b, std::mt19937_64& rng) {
     const int64_t D = 128, heads = 2, n_head = 4, n_kv = 512;
     const std::vector<int64_t> step_rows = {64, 64, 96, 48, 1, 1, 1, 1, 1, 1};

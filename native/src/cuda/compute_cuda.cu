@@ -220,12 +220,6 @@ bool flat4(const ggml_tensor* t) {
     return t->type == GGML_TYPE_F32 && ggml_is_contiguous(t) && nelements(t) % 4 == 0 && reinterpret_cast<uintptr_t>(t->data) % 16 == 0;
 }
 
-bool same_shape(const ggml_tensor* a, const ggml_tensor* b) {
-    for (int d = 0; d < 4; ++d)
-        if (a->ne[d] != b->ne[d]) return false;
-    return true;
-}
-
 // b's values repeat in dst's element order: b matches dst in its first dimensions and is 1 in the rest.
 bool repeats_in_order(const ggml_tensor* b, const ggml_tensor* dst) {
     int d = 0;
@@ -239,7 +233,7 @@ bool ComputeOps::binary(const ggml_tensor* node) {
     const int64_t n = nelements(node);
     if (n == 0) return true;
     const ggml_tensor *a = node->src[0], *b = node->src[1];
-    if (flat4(node) && flat4(a) && flat4(b) && same_shape(a, node) && repeats_in_order(b, node)) {
+    if (flat4(node) && flat4(a) && flat4(b) && ggml_are_same_shape(a, node) && repeats_in_order(b, node)) {
         launch_kernel(binary_flat_kernel, blocks_for(n / 4, 256), 256, 0, stream_, node->op, static_cast<const float4*>(a->data),
                       static_cast<const float4*>(b->data), static_cast<float4*>(node->data), n / 4, nelements(b) / 4);
         return MUSTAFAR_CUDA_OK(cudaGetLastError());
@@ -282,7 +276,7 @@ bool ComputeOps::swiglu(const ggml_tensor* node) {
     }
     const int64_t n = nelements(node);
     if (n == 0) return true;
-    if (a_off == 0 && b_off == 0 && flat4(node) && flat4(a) && flat4(b) && same_shape(a, node) && same_shape(b, node)) {
+    if (a_off == 0 && b_off == 0 && flat4(node) && flat4(a) && flat4(b) && ggml_are_same_shape(a, node) && ggml_are_same_shape(b, node)) {
         launch_kernel(swiglu_flat_kernel, blocks_for(n / 4, 256), 256, 0, stream_, static_cast<const float4*>(a->data), static_cast<const float4*>(b->data),
                       static_cast<float4*>(node->data), n / 4);
         return MUSTAFAR_CUDA_OK(cudaGetLastError());

@@ -24,12 +24,6 @@ Range range_of(const ggml_tensor* t) {
 
 bool is_f32(const ggml_tensor* t) { return t != nullptr && t->type == GGML_TYPE_F32; }
 
-bool same_shape(const ggml_tensor* a, const ggml_tensor* b) {
-    for (int d = 0; d < 4; ++d)
-        if (a->ne[d] != b->ne[d]) return false;
-    return true;
-}
-
 // The next node after i that does work and has not run yet, or -1.
 int next_compute(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
     const int n = ggml_graph_n_nodes(graph);
@@ -87,7 +81,7 @@ Fusion plan_norm_mul(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done
     const ggml_tensor* mul = ggml_graph_node(graph, j);
     if (mul->op != GGML_OP_MUL || mul->src[0] != norm || mul->src[1] == norm) return f;
     const ggml_tensor* w = mul->src[1];
-    if (!is_f32(norm) || !is_f32(mul) || !is_f32(w) || !ggml_is_contiguous(w) || !same_shape(mul, norm) || w->ne[0] != norm->ne[0] ||
+    if (!is_f32(norm) || !is_f32(mul) || !is_f32(w) || !ggml_is_contiguous(w) || !ggml_are_same_shape(mul, norm) || w->ne[0] != norm->ne[0] ||
         w->ne[1] != 1 || w->ne[2] != 1 || w->ne[3] != 1)
         return f;
     f.kind = Fusion::Kind::norm_mul;
@@ -100,7 +94,7 @@ Fusion plan_norm_mul(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done
 void plan_glu(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fusion& f) {
     const ggml_tensor* a = ggml_graph_node(graph, f.mats[0]);
     const ggml_tensor* b = ggml_graph_node(graph, f.mats[1]);
-    if (!same_shape(a, b) || !ggml_is_contiguous(a) || !ggml_is_contiguous(b)) return;
+    if (!ggml_are_same_shape(a, b) || !ggml_is_contiguous(a) || !ggml_is_contiguous(b)) return;
     const int n = ggml_graph_n_nodes(graph);
     int j = -1;
     for (int k = i + 1; k < n && j < 0; ++k) {
@@ -113,7 +107,7 @@ void plan_glu(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fusio
     const bool swapped = glu->op_params[1] != 0;
     const ggml_tensor* x = swapped ? glu->src[1] : glu->src[0];  // the operand that goes through silu
     const ggml_tensor* g = swapped ? glu->src[0] : glu->src[1];
-    if (!((x == a && g == b) || (x == b && g == a)) || !is_f32(glu) || !same_shape(glu, a) || !ggml_is_contiguous(glu) ||
+    if (!((x == a && g == b) || (x == b && g == a)) || !is_f32(glu) || !ggml_are_same_shape(glu, a) || !ggml_is_contiguous(glu) ||
         !can_move_forward(graph, i, j, done, f.mats))
         return;
     if (x == b) std::swap(f.mats[0], f.mats[1]);
@@ -273,7 +267,7 @@ Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
     const ggml_tensor* add = ggml_graph_node(graph, j);
     if (add->op != GGML_OP_ADD || (add->src[0] == lead) == (add->src[1] == lead)) return f;
     const ggml_tensor* r = add->src[0] == lead ? add->src[1] : add->src[0];
-    if (is_f32(add) && is_f32(r) && same_shape(r, lead) && same_shape(add, lead) && ggml_is_contiguous(r) && ggml_is_contiguous(add) &&
+    if (is_f32(add) && is_f32(r) && ggml_are_same_shape(r, lead) && ggml_are_same_shape(add, lead) && ggml_is_contiguous(r) && ggml_is_contiguous(add) &&
         ggml_is_contiguous(lead))
         f.add = j;
     return f;
