@@ -276,8 +276,8 @@ std::vector<Case> compute_cases() {
     }
     cs.push_back(compute_case("MUL_MAT f16 weights 100x40, 1 column", 0, [=](ggml_context* c) {
         return ggml_mul_mat(c, t(c, GGML_TYPE_F16, 100, 40, 1, 1, "w"), t(c, GGML_TYPE_F32, 100, 1, 1, 1, "x")); }));
-    // 2 to 8 columns (batched decode) with K a multiple of 64: the shapes a few-column kernel took
-    // (bench/results/gpu-e2e-2026-12-01.md, runs 33-34; not kept, so cuBLAS).
+    // 2 to 8 columns (batched decode) with K a multiple of 32 take the few-column kernel: 41 rows end in a
+    // partial tile, K = 1152 (36 steps of 32) leaves its 8 warps 4 or 5 steps each.
     for (int64_t k : {256, 512, 1152})
         for (int64_t cols : {2, 5, 8}) {
             const std::string name = "MUL_MAT f16 weights " + std::to_string(k) + "x41, " + std::to_string(cols) + " columns";

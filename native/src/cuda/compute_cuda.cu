@@ -2,17 +2,20 @@
 // their work move to the GPU: element-wise arithmetic with broadcasting, RMS_NORM, SCALE, SILU,
 // SWIGLU, GET_ROWS, ROPE (normal and NeoX, with YaRN as ggml defines it) and MUL_MAT through cuBLAS
 // (f16 weights take the activations in f16, as ggml's CPU backend does; f32 weights stay in f32), or,
-// for f16 weights and one column (batch-1 decode), through our matrix-vector kernel (gemv_cuda.h).
+// for f16 weights and one column (batch-1 decode), through our matrix-vector kernel (gemv_cuda.h), and with
+// 2 to 8 columns (batched decode) through our few-column kernel (few_columns_cuda.h).
 // Weights stored converted to f16 (the types of weight_blocks.h; see buffer_cuda.cu) are read as f16.
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "../buffer.h"
 #include "compute_cuda.h"
 #include "cuda_check.h"
+#include "few_columns_cuda.h"
 #include "flavour_cuda.h"
 #include "gemv_cuda.h"
 #include "launch_cuda.h"
@@ -204,6 +207,15 @@ __global__ void rope_kernel(const char* a, T4 sa, const int32_t* pos, const floa
         *reinterpret_cast<float*>(out + a0 * sd.nb[0]) = y0;
         *reinterpret_cast<float*>(out + a1 * sd.nb[0]) = y1;
     }
+}
+
+// MUSTAFAR_FEW_COLUMNS=0: products of 2 to 8 columns go to cuBLAS (an A/B switch).
+bool few_columns_on() {
+    static const bool on = [] {
+        const char* env = std::getenv("MUSTAFAR_FEW_COLUMNS");
+        return env == nullptr || std::strcmp(env, "0") != 0;
+    }();
+    return on;
 }
 
 __global__ void to_half_kernel(const float* src, __half* dst, int64_t n) {
@@ -491,6 +503,21 @@ bool ComputeOps::mul_mat(const ggml_tensor* node) {
         one.mats[0] = node;
         one.n = 1;
         return mul_mat_vec(one);
+    }
+    // Batched decode steps (2 to 8 columns, no batch dimensions): one launch that reads the weights once.
+    if (half && few_columns_on() && (converted || a->nb[0] == 2) && a->ne[2] == 1 && a->ne[3] == 1 && b->ne[2] == 1 && b->ne[3] == 1 && b->type == GGML_TYPE_F32 &&
+        b->nb[0] == 4 && b->nb[1] % 4 == 0 && node->nb[0] == 4 && node->nb[1] % 4 == 0) {
+        FewColumns f;
+        f.w = static_cast<const __half*>(a->data);
+        f.ldw = a_nb1 / 2;
+        f.x = static_cast<const float*>(b->data);
+        f.ldx = b->nb[1] / 4;
+        f.y = static_cast<float*>(node->data);
+        f.ldy = node->nb[1] / 4;
+        f.M = M;
+        f.N = N;
+        f.K = K;
+        if (few_columns_shape_ok(f)) return few_columns_f16(f, stream_);
     }
     const char* bdata = static_cast<const char*>(b->data);
     size_t b_nb1 = b->nb[1], b_nb2 = b->nb[2], b_nb3 = b->nb[3];
