@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The products of batched decode steps on the GPU machine, in one call: builds the library, op_conformance and
+# few_columns_cuda_bench; runs the benchmark (few-column kernel against cuBLAS on the Llama-3-8B shapes), then
+# op_conformance (OP_SEEDS, default "1 2"), then, where POINTS is set, tests/gpu/e2e-variants.sh with
+# VARIANTS (default "default MUSTAFAR_FEW_COLUMNS=0") on the unpacked publish. Results in $OUT.
+# Usage on the GPU machine: COMMIT=<sha> OUT=<folder> [POINTS="0,8,4096 0,4,4096" ROUNDS=2] tests/gpu/products.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+: "${OUT:?set OUT}" "${COMMIT:?set COMMIT}"
+mkdir -p "$OUT"
+source tests/gpu/publish-lib.sh
+cmake -S native -B artifacts/gpu/build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_LIB_DIR="$PWD/artifacts/gpu/ggml" -DMUSTAFAR_CUDA=ON \
+  > "$OUT/cmake.txt" 2>&1 || { tail -30 "$OUT/cmake.txt"; exit 1; }
+cmake --build artifacts/gpu/build --target ggml-mustafar op_conformance few_columns_cuda_bench > "$OUT/build.txt" 2>&1 ||
+  { grep -E "error" "$OUT/build.txt" | head -20; exit 1; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+artifacts/gpu/build/few_columns_cuda_bench "$OUT/few-columns.md" "$COMMIT" > "$OUT/few-columns.txt" 2>&1
+echo "few_columns_cuda_bench rc=$?"
+cat "$OUT/few-columns.txt"
+status=0
+for seed in ${OP_SEEDS:-1 2}; do
+  artifacts/gpu/build/op_conformance "$seed" > "$OUT/op_conformance-$seed.txt" 2>&1 || status=1
+  tail -1 "$OUT/op_conformance-$seed.txt"
+done
+grep -h FAIL "$OUT"/op_conformance-*.txt
+if [ -n "${POINTS:-}" ]; then
+  unpack_publish artifacts/gpu/build/libggml-mustafar.so
+  VARIANTS="${VARIANTS:-default MUSTAFAR_FEW_COLUMNS=0}" tests/gpu/e2e-variants.sh
+fi
+exit $status
