@@ -56,16 +56,38 @@ struct Timing {
     double gpu_us = 0, host_us = 0;
 };
 
+// GPU time: `reps` calls captured into a CUDA graph, replayed once, so that the host's issue rate (cuBLAS
+// takes about 20 us a call) does not set the pace. Host time: the same calls issued plainly.
 template <typename F>
-Timing time_calls(int reps, F&& call) {
-    Timer t;
+Timing time_calls(cudaStream_t stream, int reps, F&& call) {
     Timing r;
-    r.gpu_us = t.us_per_call(reps, call);
-    CK(cudaDeviceSynchronize());
+    for (int i = 0; i < 3; ++i) call(i);
+    CK(cudaStreamSynchronize(stream));
     const auto a = std::chrono::steady_clock::now();
     for (int i = 0; i < reps; ++i) call(i);
     r.host_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count() / reps;
-    CK(cudaDeviceSynchronize());
+    CK(cudaStreamSynchronize(stream));
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < reps; ++i) call(i);
+    CK(cudaStreamEndCapture(stream, &graph));
+    CK(cudaGraphInstantiateWithFlags(&exec, graph, 0));
+    CK(cudaGraphLaunch(exec, stream));  // warm
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    CK(cudaEventRecord(e0, stream));
+    CK(cudaGraphLaunch(exec, stream));
+    CK(cudaEventRecord(e1, stream));
+    CK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    r.gpu_us = 1000.0 * ms / reps;
+    CK(cudaEventDestroy(e0));
+    CK(cudaEventDestroy(e1));
+    CK(cudaGraphExecDestroy(exec));
+    CK(cudaGraphDestroy(graph));
     return r;
 }
 
@@ -77,25 +99,46 @@ double max_abs(const std::vector<float>& v) {
 
 }  // namespace
 
+struct Method {
+    const char* name;
+    bool cublas;
+    bool half_x;  // the activation converted first (a to_half launch), the kernel reading f16
+    int tiles, unroll;
+};
+const Method kMethods[] = {{"cuBLAS (to_half + GemmEx)", true, false, 0, 0},
+                           {"ours, f32 x, 1 tile, 4 steps", false, false, 1, 4},
+                           {"ours, f32 x, 1 tile, 8 steps", false, false, 1, 8},
+                           {"ours, f32 x, 2 tiles, 4 steps", false, false, 2, 4},
+                           {"to_half + ours, f16 x, 1 tile, 4 steps", false, true, 1, 4},
+                           {"to_half + ours, f16 x, 2 tiles, 4 steps", false, true, 2, 4}};
+constexpr int kNumMethods = int(sizeof kMethods / sizeof kMethods[0]);
+
 int main(int argc, char** argv) {
     cudaDeviceProp prop{};
     if (!first_device(prop)) return 0;
-    const char* out_path = argc > 1 ? argv[1] : nullptr;
+    // --profile: only the Q shape at 8 columns, cuBLAS and each of our layouts 20 times (for Nsight Compute).
+    const bool profile = argc > 1 && std::string(argv[1]) == "--profile";
+    const char* out_path = !profile && argc > 1 ? argv[1] : nullptr;
     const std::string commit = argc > 2 ? argv[2] : "unknown";
+    cudaStream_t stream = nullptr;
+    CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     cublasHandle_t cublas = nullptr;
-    if (cublasCreate(&cublas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(cublas, nullptr) != CUBLAS_STATUS_SUCCESS) {
+    if (cublasCreate(&cublas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(cublas, stream) != CUBLAS_STATUS_SUCCESS) {
         std::printf("cuBLAS could not start\n");
         return 2;
     }
-    const int layouts[][2] = {{1, 8}, {1, 4}, {2, 4}, {2, 2}};
-    constexpr int kLayouts = 4, kReps = 200;
-    std::string table =
-        "| shape (M x K) | columns | cuBLAS us | TB/s | host us | 1 tile, 8 steps us | TB/s | 1 tile, 4 steps us | TB/s | 2 tiles, 4 steps "
-        "us | TB/s | 2 tiles, 2 steps us | TB/s | host us (first layout) | worst difference |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
-    // Per column count: a layer's products (cuBLAS, each layout).
-    std::vector<std::vector<double>> layer(9, std::vector<double>(1 + kLayouts, 0.0));
+    constexpr int kReps = 200;
+    std::string table = "GPU us a call (the calls replayed from a CUDA graph), TB/s on the weights; host us to issue a call plainly.\n\n"
+                        "| shape (M x K) | columns |";
+    std::string rule = "|---|---|";
+    for (const Method& m : kMethods) {
+        table += std::string(" ") + m.name + " us | TB/s | host us |";
+        rule += "---|---|---|";
+    }
+    table += " worst difference |\n" + rule + "---|\n";
+    std::vector<std::vector<double>> layer(9, std::vector<double>(kNumMethods, 0.0));
     const int columns[] = {2, 4, 8};
-    for (int si = 0; si < 4; ++si) {
+    for (int si = 0; si < (profile ? 1 : 4); ++si) {
         const Shape& s = kShapes[si];
         const size_t wbytes = size_t(s.M) * s.K * 2;
         const int copies = int(std::max<size_t>(1, std::min<size_t>(32, ((size_t(256) << 20) + wbytes - 1) / wbytes)));
@@ -108,79 +151,97 @@ int main(int argc, char** argv) {
         DevMem x(size_t(8) * s.K * 4), xh(size_t(8) * s.K * 2), y(size_t(8) * s.M * 4), ref(size_t(8) * s.M * 4);
         fill_f32<<<1024, 256>>>(x.as<float>(), size_t(8) * s.K, 5u);
         CK(cudaGetLastError());
+        CK(cudaDeviceSynchronize());
         for (int N : columns) {
+            if (profile && N != 8) continue;
             const float alpha = 1.0f, beta = 0.0f;
-            auto cublas_call = [&](int i) {
-                mc::launch_kernel(to_half, unsigned((N * s.K + 255) / 256), 256, 0, nullptr, x.as<float>(), xh.as<__half>(), int64_t(N) * s.K);
+            auto to_half_call = [&] {
+                mc::launch_kernel(to_half, unsigned((N * s.K + 255) / 256), 256, 0, stream, x.as<float>(), xh.as<__half>(), int64_t(N) * s.K);
                 CK(cudaGetLastError());
-                if (cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.M), N, int(s.K), &alpha, w[i % copies]->p, CUDA_R_16F, int(s.K), xh.p,
-                                 CUDA_R_16F, int(s.K), &beta, ref.p, CUDA_R_32F, int(s.M), CUBLAS_COMPUTE_32F,
-                                 CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS) {
-                    std::printf("cublasGemmEx failed\n");
-                    std::exit(3);
-                }
             };
-            const Timing tc = time_calls(kReps, cublas_call);
-            cublas_call(0);
-            CK(cudaDeviceSynchronize());
-            std::vector<float> want(size_t(N) * s.M), got(size_t(N) * s.M);
-            CK(cudaMemcpy(want.data(), ref.p, want.size() * 4, cudaMemcpyDeviceToHost));
-            const double scale = std::max(max_abs(want), 1e-30);
-            double worst = 0;
-            Timing tl[kLayouts];
-            for (int l = 0; l < kLayouts; ++l) {
+            auto method_call = [&](const Method& m, int i, float* out) {
+                if (m.cublas || m.half_x) to_half_call();
+                if (m.cublas) {
+                    if (cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.M), N, int(s.K), &alpha, w[i % copies]->p, CUDA_R_16F, int(s.K), xh.p,
+                                     CUDA_R_16F, int(s.K), &beta, out, CUDA_R_32F, int(s.M), CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS) {
+                        std::printf("cublasGemmEx failed\n");
+                        std::exit(3);
+                    }
+                    return;
+                }
                 mc::FewColumns f;
+                f.w = w[i % copies]->as<__half>();
                 f.ldw = size_t(s.K);
-                f.x = x.as<float>();
+                if (m.half_x) f.xh = xh.as<__half>();
+                else f.x = x.as<float>();
                 f.ldx = size_t(s.K);
-                f.y = y.as<float>();
+                f.y = out;
                 f.ldy = size_t(s.M);
                 f.M = s.M;
                 f.N = N;
                 f.K = s.K;
-                auto call = [&](int i) {
-                    f.w = w[i % copies]->as<__half>();
-                    if (!mc::few_columns_f16_layout(f, nullptr, layouts[l][0], layouts[l][1])) {
-                        std::printf("few_columns_f16_layout failed\n");
-                        std::exit(3);
-                    }
-                };
-                tl[l] = time_calls(kReps, call);
-                CK(cudaMemset(y.p, 0xff, size_t(8) * s.M * 4));  // NaN: an output not written shows
-                call(0);
-                CK(cudaDeviceSynchronize());
+                if (!mc::few_columns_f16_layout(f, stream, m.tiles, m.unroll)) {
+                    std::printf("few_columns_f16_layout failed\n");
+                    std::exit(3);
+                }
+            };
+            if (profile) {
+                for (const Method& m : kMethods)
+                    for (int i = 0; i < 20; ++i) method_call(m, i, y.as<float>());
+                CK(cudaStreamSynchronize(stream));
+                std::printf("profile: Q shape, 8 columns, each method 20 times\n");
+                break;
+            }
+            method_call(kMethods[0], 0, ref.as<float>());
+            CK(cudaStreamSynchronize(stream));
+            std::vector<float> want(size_t(N) * s.M), got(size_t(N) * s.M);
+            CK(cudaMemcpy(want.data(), ref.p, want.size() * 4, cudaMemcpyDeviceToHost));
+            const double scale = std::max(max_abs(want), 1e-30);
+            double worst = 0;
+            const double gb = double(wbytes) / 1e9;
+            char row[512];
+            std::snprintf(row, sizeof row, "| %s (%lld x %lld) | %d |", s.name, (long long)s.M, (long long)s.K, N);
+            std::string line = row;
+            for (int mi = 0; mi < kNumMethods; ++mi) {
+                const Method& m = kMethods[mi];
+                const Timing tm = time_calls(stream, kReps, [&](int i) { method_call(m, i, y.as<float>()); });
+                std::snprintf(row, sizeof row, " %.2f | %.2f | %.1f |", tm.gpu_us, gb / (tm.gpu_us * 1e-6) / 1e3, tm.host_us);
+                line += row;
+                layer[N][mi] += kPerLayer[si] * tm.gpu_us;
+                if (m.cublas) continue;
+                CK(cudaMemsetAsync(y.p, 0xff, size_t(8) * s.M * 4, stream));  // NaN: an output not written shows
+                method_call(m, 0, y.as<float>());
+                CK(cudaStreamSynchronize(stream));
                 CK(cudaMemcpy(got.data(), y.p, got.size() * 4, cudaMemcpyDeviceToHost));
                 for (size_t i = 0; i < got.size(); ++i) {
                     const double d = std::fabs(double(got[i]) - double(want[i])) / scale;
                     worst = std::isnan(d) ? INFINITY : std::max(worst, d);
                 }
             }
-            const double gb = double(wbytes) / 1e9;
-            char row[512];
-            std::snprintf(row, sizeof row, "| %s (%lld x %lld) | %d | %.2f | %.2f | %.1f |", s.name, (long long)s.M, (long long)s.K, N, tc.gpu_us,
-                          gb / (tc.gpu_us * 1e-6) / 1e3, tc.host_us);
-            std::string line = row;
-            layer[N][0] += kPerLayer[si] * tc.gpu_us;
-            for (int l = 0; l < kLayouts; ++l) {
-                std::snprintf(row, sizeof row, " %.2f | %.2f |", tl[l].gpu_us, gb / (tl[l].gpu_us * 1e-6) / 1e3);
-                line += row;
-                layer[N][1 + l] += kPerLayer[si] * tl[l].gpu_us;
-            }
-            std::snprintf(row, sizeof row, " %.1f | %.1e |\n", tl[0].host_us, worst);
+            std::snprintf(row, sizeof row, " %.1e |\n", worst);
             line += row;
             std::fputs(line.c_str(), stdout);
             table += line;
         }
     }
-    table += "\nA layer's seven products (GPU us; 218 M weights, 436 MB):\n\n| columns | cuBLAS | 1 tile, 8 steps | 1 tile, 4 steps | 2 tiles, "
-             "4 steps | 2 tiles, 2 steps |\n|---|---|---|---|---|---|\n";
-    for (int N : columns) {
-        char row[256];
-        std::snprintf(row, sizeof row, "| %d | %.1f | %.1f | %.1f | %.1f | %.1f |\n", N, layer[N][0], layer[N][1], layer[N][2], layer[N][3], layer[N][4]);
-        table += row;
-    }
-    std::printf("%s", table.substr(table.find("\nA layer")).c_str());
     cublasDestroy(cublas);
+    CK(cudaStreamDestroy(stream));
+    if (profile) return 0;
+    std::string sums = "\nA layer's seven products (GPU us; 218 M weights, 436 MB):\n\n| columns |";
+    std::string sums_rule = "|---|";
+    for (const Method& m : kMethods) {
+        sums += std::string(" ") + m.name + " |";
+        sums_rule += "---|";
+    }
+    sums += "\n" + sums_rule + "\n";
+    for (int N : columns) {
+        sums += "| " + std::to_string(N) + " |";
+        for (int mi = 0; mi < kNumMethods; ++mi) sums += " " + fmt("%.1f", layer[N][mi]) + " |";
+        sums += "\n";
+    }
+    table += sums;
+    std::printf("%s", sums.c_str());
     if (out_path != nullptr) {
         FILE* fo = std::fopen(out_path, "w");
         if (fo == nullptr) return 1;

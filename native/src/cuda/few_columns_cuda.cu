@@ -54,29 +54,38 @@ __global__ void __launch_bounds__(kWarps * 32) few_columns_kernel(FewColumns f) 
     wait_for_previous();
     let_next_start();
     const bool column = g < f.N;
-    const float* x = f.x + size_t(column ? g : 0) * f.ldx + size_t(8 * t);
+    const size_t x0 = size_t(column ? g : 0) * f.ldx + size_t(8 * t);
     float acc[kTiles][4] = {};
     for (int64_t j = j0; j < j1; j += kUnroll) {
         uint4 v[kUnroll][2 * kTiles];
+        uint32_t b[kUnroll][4];
         float4 xa[kUnroll], xb[kUnroll];
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
             const int64_t k = min(j + u, j1 - 1) * kStep;  // past the slice: reloads the last step, not summed
 #pragma unroll
             for (int i = 0; i < 2 * kTiles; ++i) v[u][i] = load_streaming(w[i] + k);
-            xa[u] = __ldg(reinterpret_cast<const float4*>(x + k));
-            xb[u] = __ldg(reinterpret_cast<const float4*>(x + k + 4));
+            if (f.xh != nullptr) {
+                const uint4 h = __ldg(reinterpret_cast<const uint4*>(f.xh + x0 + k));
+                b[u][0] = h.x, b[u][1] = h.y, b[u][2] = h.z, b[u][3] = h.w;
+            } else {
+                xa[u] = __ldg(reinterpret_cast<const float4*>(f.x + x0 + k));
+                xb[u] = __ldg(reinterpret_cast<const float4*>(f.x + x0 + k + 4));
+            }
         }
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
             if (j + u >= j1) break;
-            uint32_t b[4] = {half_pair(xa[u].x, xa[u].y), half_pair(xa[u].z, xa[u].w), half_pair(xb[u].x, xb[u].y), half_pair(xb[u].z, xb[u].w)};
-            if (!column) b[0] = b[1] = b[2] = b[3] = 0;
+            if (f.xh == nullptr) {
+                b[u][0] = half_pair(xa[u].x, xa[u].y), b[u][1] = half_pair(xa[u].z, xa[u].w);
+                b[u][2] = half_pair(xb[u].x, xb[u].y), b[u][3] = half_pair(xb[u].z, xb[u].w);
+            }
+            if (!column) b[u][0] = b[u][1] = b[u][2] = b[u][3] = 0;
 #pragma unroll
             for (int i = 0; i < kTiles; ++i) {
                 const uint4 lo = v[u][2 * i], hi = v[u][2 * i + 1];
-                mma16816(acc[i], lo.x, hi.x, lo.y, hi.y, b[0], b[1]);
-                mma16816(acc[i], lo.z, hi.z, lo.w, hi.w, b[2], b[3]);
+                mma16816(acc[i], lo.x, hi.x, lo.y, hi.y, b[u][0], b[u][1]);
+                mma16816(acc[i], lo.z, hi.z, lo.w, hi.w, b[u][2], b[u][3]);
             }
         }
     }
@@ -109,8 +118,8 @@ bool launch(const FewColumns& f, cudaStream_t stream) {
 
 bool few_columns_shape_ok(const FewColumns& f) {
     const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-    return f.N >= 2 && f.N <= kFewColumnsMax && f.M > 0 && f.K > 0 && f.K % kStep == 0 && f.ldw % 8 == 0 && f.ldx % 4 == 0 &&
-           f.ldw >= size_t(f.K) && f.ldx >= size_t(f.K) && f.ldy >= size_t(f.M) && aligned(f.w) && aligned(f.x);
+    return f.N >= 2 && f.N <= kFewColumnsMax && f.M > 0 && f.K > 0 && f.K % kStep == 0 && f.ldw % 8 == 0 && f.ldx % 8 == 0 &&
+           f.ldw >= size_t(f.K) && f.ldx >= size_t(f.K) && f.ldy >= size_t(f.M) && aligned(f.w) && aligned(f.xh != nullptr ? static_cast<const void*>(f.xh) : f.x);
 }
 
 bool few_columns_f16(const FewColumns& f, cudaStream_t stream) { return few_columns_f16_layout(f, stream, 1, 8); }

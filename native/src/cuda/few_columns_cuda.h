@@ -19,6 +19,8 @@ struct FewColumns {
     size_t ldw = 0;
     const float* x = nullptr;
     size_t ldx = 0;
+    // Instead of x: the activation already in f16 (same ldx, in halves).
+    const __half* xh = nullptr;
     float* y = nullptr;
     size_t ldy = 0;
     int64_t M = 0, N = 0, K = 0;
@@ -26,7 +28,7 @@ struct FewColumns {
 
 constexpr int64_t kFewColumnsMax = 8;
 
-// N in [2, kFewColumnsMax], K a multiple of 32, ldw a multiple of 8 and ldx of 4, w and x 16-byte aligned.
+// N in [2, kFewColumnsMax], K a multiple of 32, ldw a multiple of 8 and ldx of 8, w and x (or xh) 16-byte aligned.
 bool few_columns_shape_ok(const FewColumns& f);
 // Launches the product on `stream`; false where the shape does not fit or the launch failed.
 bool few_columns_f16(const FewColumns& f, cudaStream_t stream);
