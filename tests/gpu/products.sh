@@ -18,14 +18,14 @@ artifacts/gpu/build/few_columns_cuda_bench "$OUT/few-columns.md" "$COMMIT" > "$O
 echo "few_columns_cuda_bench rc=$?"
 cat "$OUT/few-columns.txt"
 # PROFILE=1: Nsight Compute on the Q shape at 8 columns (few_columns_cuda_bench --profile runs each method 20
-# times in the bench's order): cuBLAS's launches, then our kernel's first layout and its first f16-activation layout.
+# times in the bench's order): cuBLAS's launches, then our kernel's first layout and its f16-activation layout (the sixth method).
 if [ "${PROFILE:-0}" = 1 ]; then
   sections=(--section SpeedOfLight --section Occupancy --section MemoryWorkloadAnalysis --section LaunchStats)
   ncu --clock-control none "${sections[@]}" --launch-skip 6 --launch-count 3 artifacts/gpu/build/few_columns_cuda_bench --profile \
     > "$OUT/ncu-cublas.txt" 2>&1
   ncu --clock-control none "${sections[@]}" -k regex:few_columns --launch-skip 5 --launch-count 1 \
     artifacts/gpu/build/few_columns_cuda_bench --profile > "$OUT/ncu-ours-f32.txt" 2>&1
-  ncu --clock-control none "${sections[@]}" -k regex:few_columns --launch-skip 65 --launch-count 1 \
+  ncu --clock-control none "${sections[@]}" -k regex:few_columns --launch-skip 105 --launch-count 1 \
     artifacts/gpu/build/few_columns_cuda_bench --profile > "$OUT/ncu-ours-f16.txt" 2>&1
   grep -hE "^  [a-z_]+.*\(|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Theoretical Occupancy|L1/TEX Hit|L2 Hit|Block Limit" \
     "$OUT"/ncu-*.txt | head -80

@@ -6,6 +6,8 @@
 // tiles are summed in shared memory in warp order (a deterministic sum); nothing crosses blocks.
 #include <cuda_fp16.h>
 
+#include <cstdlib>
+
 #include "cuda_check.h"
 #include "few_columns_cuda.h"
 #include "launch_cuda.h"
@@ -35,8 +37,8 @@ __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1
 }
 
 // kUnroll steps of a lane's loads are issued before their MMAs: 2 * kTiles * kUnroll weight loads in flight.
-template <int kTiles, int kUnroll>
-__global__ void __launch_bounds__(kWarps * 32) few_columns_kernel(FewColumns f) {
+template <int kTiles, int kUnroll, int kMinBlocks>
+__global__ void __launch_bounds__(kWarps * 32, kMinBlocks) few_columns_kernel(FewColumns f) {
     constexpr int kRows = 16 * kTiles;
     __shared__ float4 partial[kWarps][kTiles][32];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
@@ -106,11 +108,11 @@ __global__ void __launch_bounds__(kWarps * 32) few_columns_kernel(FewColumns f) 
     }
 }
 
-template <int kTiles, int kUnroll>
+template <int kTiles, int kUnroll, int kMinBlocks>
 bool launch(const FewColumns& f, cudaStream_t stream) {
     const int64_t blocks = (f.M + 16 * kTiles - 1) / (16 * kTiles);
     if (blocks > 0x7fffffff) return false;
-    launch_kernel(few_columns_kernel<kTiles, kUnroll>, unsigned(blocks), kWarps * 32, 0, stream, f);
+    launch_kernel(few_columns_kernel<kTiles, kUnroll, kMinBlocks>, unsigned(blocks), kWarps * 32, 0, stream, f);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
@@ -122,14 +124,26 @@ bool few_columns_shape_ok(const FewColumns& f) {
            f.ldw >= size_t(f.K) && f.ldx >= size_t(f.K) && f.ldy >= size_t(f.M) && aligned(f.w) && aligned(f.xh != nullptr ? static_cast<const void*>(f.xh) : f.x);
 }
 
-bool few_columns_f16(const FewColumns& f, cudaStream_t stream) { return few_columns_f16_layout(f, stream, 1, 8); }
+bool few_columns_f16(const FewColumns& f, cudaStream_t stream) {
+    static const int layout = [] {  // TEMPORARY (branch only): MUSTAFAR_FEW_LAYOUT picks the layout for an A/B
+        const char* env = std::getenv("MUSTAFAR_FEW_LAYOUT");
+        return env == nullptr ? 0 : std::atoi(env);
+    }();
+    switch (layout) {
+        case 1: return few_columns_f16_layout(f, stream, 1, 4, 2);
+        case 2: return few_columns_f16_layout(f, stream, 1, 8, 2);
+        case 3: return few_columns_f16_layout(f, stream, 1, 4, 4);
+        default: return few_columns_f16_layout(f, stream, 1, 4, 3);
+    }
+}
 
-bool few_columns_f16_layout(const FewColumns& f, cudaStream_t stream, int tiles, int unroll) {
+bool few_columns_f16_layout(const FewColumns& f, cudaStream_t stream, int tiles, int unroll, int min_blocks) {
     if (!few_columns_shape_ok(f)) return false;
-    if (tiles == 1 && unroll == 8) return launch<1, 8>(f, stream);
-    if (tiles == 1 && unroll == 4) return launch<1, 4>(f, stream);
-    if (tiles == 2 && unroll == 4) return launch<2, 4>(f, stream);
-    if (tiles == 2 && unroll == 2) return launch<2, 2>(f, stream);
+    if (tiles == 1 && unroll == 8 && min_blocks == 2) return launch<1, 8, 2>(f, stream);
+    if (tiles == 1 && unroll == 4 && min_blocks == 2) return launch<1, 4, 2>(f, stream);
+    if (tiles == 1 && unroll == 4 && min_blocks == 3) return launch<1, 4, 3>(f, stream);
+    if (tiles == 1 && unroll == 4 && min_blocks == 4) return launch<1, 4, 4>(f, stream);
+    if (tiles == 2 && unroll == 4 && min_blocks == 2) return launch<2, 4, 2>(f, stream);
     return false;
 }
 

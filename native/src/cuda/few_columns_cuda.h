@@ -32,8 +32,8 @@ constexpr int64_t kFewColumnsMax = 8;
 bool few_columns_shape_ok(const FewColumns& f);
 // Launches the product on `stream`; false where the shape does not fit or the launch failed.
 bool few_columns_f16(const FewColumns& f, cudaStream_t stream);
-// The same with a chosen layout, for few_columns_cuda_bench: tiles of 16 rows a block (1 or 2) and steps of
-// loads in flight (2, 4 or 8).
-bool few_columns_f16_layout(const FewColumns& f, cudaStream_t stream, int tiles, int unroll);
+// The same with a chosen layout, for few_columns_cuda_bench: tiles of 16 rows a block (1 or 2), steps of loads
+// in flight (4 or 8) and the blocks an SM that the registers must allow (2, 3 or 4).
+bool few_columns_f16_layout(const FewColumns& f, cudaStream_t stream, int tiles, int unroll, int min_blocks);
 
 }  // namespace mustafar::cuda
