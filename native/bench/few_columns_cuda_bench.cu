@@ -1,7 +1,7 @@
 // GPU benchmark of the products of a batched decode step (2 to 8 activation columns) on the Llama-3-8B
 // shapes, f16 weights with random values: per shape and column count, the conversion of the activations
-// to f16 plus cublasGemmEx (as compute_cuda.cu issued them before few_columns_cuda.cu) against the
-// few-column kernel in each of its layouts. Weights rotate through copies of at least 256 MB in all, so
+// to f16 plus cublasGemmEx (as compute_cuda.cu issues them with MUSTAFAR_FEW_COLUMNS=0) against the
+// few-column kernel. Weights rotate through copies of at least 256 MB in all, so
 // that L2 serves none of them, and calls follow each other as in a step (programmatic dependent launch
 // where the device has it). Prints GPU time a call, bandwidth on the weights, host time to issue a call,
 // and the kernel's largest difference from cuBLAS (relative to cuBLAS's largest output).
@@ -114,21 +114,14 @@ double max_abs(const std::vector<float>& v) {
 struct Method {
     const char* name;
     bool cublas;
-    bool half_x;  // the activation converted first (a to_half launch), the kernel reading f16
-    int tiles, unroll, min_blocks;
 };
-const Method kMethods[] = {{"cuBLAS (to_half + GemmEx)", true, false, 0, 0, 0},
-                           {"ours, 1 tile, 4 steps, 2 blocks", false, false, 1, 4, 2},
-                           {"ours, 1 tile, 4 steps, 3 blocks", false, false, 1, 4, 3},
-                           {"ours, 1 tile, 4 steps, 4 blocks", false, false, 1, 4, 4},
-                           {"ours, 1 tile, 8 steps, 2 blocks", false, false, 1, 8, 2},
-                           {"to_half + ours, f16 x, 1 tile, 4 steps, 3 blocks", false, true, 1, 4, 3}};
+const Method kMethods[] = {{"cuBLAS (to_half + GemmEx)", true}, {"ours (few_columns_f16)", false}};
 constexpr int kNumMethods = int(sizeof kMethods / sizeof kMethods[0]);
 
 int main(int argc, char** argv) {
     cudaDeviceProp prop{};
     if (!first_device(prop)) return 0;
-    // --profile: only the Q shape at 8 columns, cuBLAS and each of our layouts 20 times (for Nsight Compute).
+    // --profile: only the Q shape at 8 columns, cuBLAS and ours 20 times each (for Nsight Compute).
     const bool profile = argc > 1 && std::string(argv[1]) == "--profile";
     const char* out_path = !profile && argc > 1 ? argv[1] : nullptr;
     const std::string commit = argc > 2 ? argv[2] : "unknown";
@@ -173,7 +166,7 @@ int main(int argc, char** argv) {
                 CK(cudaGetLastError());
             };
             auto method_call = [&](const Method& m, int i, float* out) {
-                if (m.cublas || m.half_x) to_half_call();
+                if (m.cublas) to_half_call();
                 if (m.cublas) {
                     if (cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.M), N, int(s.K), &alpha, w[i % copies]->p, CUDA_R_16F, int(s.K), xh.p,
                                      CUDA_R_16F, int(s.K), &beta, out, CUDA_R_32F, int(s.M), CUBLAS_COMPUTE_32F,
@@ -186,16 +179,15 @@ int main(int argc, char** argv) {
                 mc::FewColumns f;
                 f.w = w[i % copies]->as<__half>();
                 f.ldw = size_t(s.K);
-                if (m.half_x) f.xh = xh.as<__half>();
-                else f.x = x.as<float>();
+                f.x = x.as<float>();
                 f.ldx = size_t(s.K);
                 f.y = out;
                 f.ldy = size_t(s.M);
                 f.M = s.M;
                 f.N = N;
                 f.K = s.K;
-                if (!mc::few_columns_f16_layout(f, stream, m.tiles, m.unroll, m.min_blocks)) {
-                    std::printf("few_columns_f16_layout failed\n");
+                if (!mc::few_columns_f16(f, stream)) {
+                    std::printf("few_columns_f16 failed\n");
                     std::exit(3);
                 }
             };

@@ -17,18 +17,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 artifacts/gpu/build/few_columns_cuda_bench "$OUT/few-columns.md" "$COMMIT" > "$OUT/few-columns.txt" 2>&1
 echo "few_columns_cuda_bench rc=$?"
 cat "$OUT/few-columns.txt"
-# PROFILE=1: Nsight Compute on the Q shape at 8 columns (few_columns_cuda_bench --profile runs each method 20
-# times in the bench's order): cuBLAS's launches, then our kernel's first layout and its f16-activation layout (the sixth method).
+# PROFILE=1: Nsight Compute on the Q shape at 8 columns (few_columns_cuda_bench --profile runs cuBLAS, then ours,
+# 20 times each): our kernel's sixth launch.
 if [ "${PROFILE:-0}" = 1 ]; then
-  sections=(--section SpeedOfLight --section Occupancy --section MemoryWorkloadAnalysis --section LaunchStats)
-  ncu --clock-control none "${sections[@]}" --launch-skip 6 --launch-count 3 artifacts/gpu/build/few_columns_cuda_bench --profile \
-    > "$OUT/ncu-cublas.txt" 2>&1
-  ncu --clock-control none "${sections[@]}" -k regex:few_columns --launch-skip 5 --launch-count 1 \
-    artifacts/gpu/build/few_columns_cuda_bench --profile > "$OUT/ncu-ours-f32.txt" 2>&1
-  ncu --clock-control none "${sections[@]}" -k regex:few_columns --launch-skip 105 --launch-count 1 \
-    artifacts/gpu/build/few_columns_cuda_bench --profile > "$OUT/ncu-ours-f16.txt" 2>&1
-  grep -hE "^  [a-z_]+.*\(|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Theoretical Occupancy|L1/TEX Hit|L2 Hit|Block Limit" \
-    "$OUT"/ncu-*.txt | head -80
+  ncu --clock-control none --section SpeedOfLight --section Occupancy --section MemoryWorkloadAnalysis --section LaunchStats \
+    -k regex:few_columns --launch-skip 5 --launch-count 1 artifacts/gpu/build/few_columns_cuda_bench --profile > "$OUT/ncu-ours.txt" 2>&1
+  grep -E "Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Theoretical Occupancy|L1/TEX Hit|L2 Hit" "$OUT/ncu-ours.txt"
 fi
 status=0
 for seed in ${OP_SEEDS:-1 2}; do

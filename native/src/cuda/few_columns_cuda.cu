@@ -6,8 +6,6 @@
 // tiles are summed in shared memory in warp order (a deterministic sum); nothing crosses blocks.
 #include <cuda_fp16.h>
 
-#include <cstdlib>
-
 #include "cuda_check.h"
 #include "few_columns_cuda.h"
 #include "launch_cuda.h"
@@ -16,6 +14,11 @@ namespace mustafar::cuda {
 namespace {
 
 constexpr int kWarps = 8, kStep = 32;
+// One tile of 16 rows a block, 4 steps of loads in flight (8 weight loads a lane), 119 registers: two blocks an
+// SM. H200, a Llama-3-8B layer's seven products at 8 columns: 124 us against cuBLAS's 145 (from a CUDA graph).
+// Capping the registers for 3 or 4 blocks an SM spilled (272 and 385 us), as did 8 steps (308 us; 139 us
+// uncapped), and 2 tiles a block took 133 us (few_columns_cuda_bench, bench/results/gpu-products-2026-12-02.md).
+constexpr int kLayoutTiles = 1, kLayoutSteps = 4;
 
 __device__ __forceinline__ uint4 load_streaming(const __half* p) {
     uint4 r;
@@ -37,8 +40,8 @@ __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1
 }
 
 // kUnroll steps of a lane's loads are issued before their MMAs: 2 * kTiles * kUnroll weight loads in flight.
-template <int kTiles, int kUnroll, int kMinBlocks>
-__global__ void __launch_bounds__(kWarps * 32, kMinBlocks) few_columns_kernel(FewColumns f) {
+template <int kTiles, int kUnroll>
+__global__ void __launch_bounds__(kWarps * 32, 2) few_columns_kernel(FewColumns f) {
     constexpr int kRows = 16 * kTiles;
     __shared__ float4 partial[kWarps][kTiles][32];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
@@ -56,38 +59,29 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) few_columns_kernel(Fe
     wait_for_previous();
     let_next_start();
     const bool column = g < f.N;
-    const size_t x0 = size_t(column ? g : 0) * f.ldx + size_t(8 * t);
+    const float* x = f.x + size_t(column ? g : 0) * f.ldx + size_t(8 * t);
     float acc[kTiles][4] = {};
     for (int64_t j = j0; j < j1; j += kUnroll) {
         uint4 v[kUnroll][2 * kTiles];
-        uint32_t b[kUnroll][4];
         float4 xa[kUnroll], xb[kUnroll];
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
             const int64_t k = min(j + u, j1 - 1) * kStep;  // past the slice: reloads the last step, not summed
 #pragma unroll
             for (int i = 0; i < 2 * kTiles; ++i) v[u][i] = load_streaming(w[i] + k);
-            if (f.xh != nullptr) {
-                const uint4 h = __ldg(reinterpret_cast<const uint4*>(f.xh + x0 + k));
-                b[u][0] = h.x, b[u][1] = h.y, b[u][2] = h.z, b[u][3] = h.w;
-            } else {
-                xa[u] = __ldg(reinterpret_cast<const float4*>(f.x + x0 + k));
-                xb[u] = __ldg(reinterpret_cast<const float4*>(f.x + x0 + k + 4));
-            }
+            xa[u] = __ldg(reinterpret_cast<const float4*>(x + k));
+            xb[u] = __ldg(reinterpret_cast<const float4*>(x + k + 4));
         }
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
             if (j + u >= j1) break;
-            if (f.xh == nullptr) {
-                b[u][0] = half_pair(xa[u].x, xa[u].y), b[u][1] = half_pair(xa[u].z, xa[u].w);
-                b[u][2] = half_pair(xb[u].x, xb[u].y), b[u][3] = half_pair(xb[u].z, xb[u].w);
-            }
-            if (!column) b[u][0] = b[u][1] = b[u][2] = b[u][3] = 0;
+            uint32_t b[4] = {half_pair(xa[u].x, xa[u].y), half_pair(xa[u].z, xa[u].w), half_pair(xb[u].x, xb[u].y), half_pair(xb[u].z, xb[u].w)};
+            if (!column) b[0] = b[1] = b[2] = b[3] = 0;
 #pragma unroll
             for (int i = 0; i < kTiles; ++i) {
                 const uint4 lo = v[u][2 * i], hi = v[u][2 * i + 1];
-                mma16816(acc[i], lo.x, hi.x, lo.y, hi.y, b[u][0], b[u][1]);
-                mma16816(acc[i], lo.z, hi.z, lo.w, hi.w, b[u][2], b[u][3]);
+                mma16816(acc[i], lo.x, hi.x, lo.y, hi.y, b[0], b[1]);
+                mma16816(acc[i], lo.z, hi.z, lo.w, hi.w, b[2], b[3]);
             }
         }
     }
@@ -108,11 +102,11 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) few_columns_kernel(Fe
     }
 }
 
-template <int kTiles, int kUnroll, int kMinBlocks>
+template <int kTiles, int kUnroll>
 bool launch(const FewColumns& f, cudaStream_t stream) {
     const int64_t blocks = (f.M + 16 * kTiles - 1) / (16 * kTiles);
     if (blocks > 0x7fffffff) return false;
-    launch_kernel(few_columns_kernel<kTiles, kUnroll, kMinBlocks>, unsigned(blocks), kWarps * 32, 0, stream, f);
+    launch_kernel(few_columns_kernel<kTiles, kUnroll>, unsigned(blocks), kWarps * 32, 0, stream, f);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
@@ -120,31 +114,13 @@ bool launch(const FewColumns& f, cudaStream_t stream) {
 
 bool few_columns_shape_ok(const FewColumns& f) {
     const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-    return f.N >= 2 && f.N <= kFewColumnsMax && f.M > 0 && f.K > 0 && f.K % kStep == 0 && f.ldw % 8 == 0 && f.ldx % 8 == 0 &&
-           f.ldw >= size_t(f.K) && f.ldx >= size_t(f.K) && f.ldy >= size_t(f.M) && aligned(f.w) && aligned(f.xh != nullptr ? static_cast<const void*>(f.xh) : f.x);
+    return f.N >= 2 && f.N <= kFewColumnsMax && f.M > 0 && f.K > 0 && f.K % kStep == 0 && f.ldw % 8 == 0 && f.ldx % 4 == 0 &&
+           f.ldw >= size_t(f.K) && f.ldx >= size_t(f.K) && f.ldy >= size_t(f.M) && aligned(f.w) && aligned(f.x);
 }
 
 bool few_columns_f16(const FewColumns& f, cudaStream_t stream) {
-    static const int layout = [] {  // TEMPORARY (branch only): MUSTAFAR_FEW_LAYOUT picks the layout for an A/B
-        const char* env = std::getenv("MUSTAFAR_FEW_LAYOUT");
-        return env == nullptr ? 0 : std::atoi(env);
-    }();
-    switch (layout) {
-        case 1: return few_columns_f16_layout(f, stream, 1, 4, 2);
-        case 2: return few_columns_f16_layout(f, stream, 1, 8, 2);
-        case 3: return few_columns_f16_layout(f, stream, 1, 4, 4);
-        default: return few_columns_f16_layout(f, stream, 1, 4, 3);
-    }
-}
-
-bool few_columns_f16_layout(const FewColumns& f, cudaStream_t stream, int tiles, int unroll, int min_blocks) {
     if (!few_columns_shape_ok(f)) return false;
-    if (tiles == 1 && unroll == 8 && min_blocks == 2) return launch<1, 8, 2>(f, stream);
-    if (tiles == 1 && unroll == 4 && min_blocks == 2) return launch<1, 4, 2>(f, stream);
-    if (tiles == 1 && unroll == 4 && min_blocks == 3) return launch<1, 4, 3>(f, stream);
-    if (tiles == 1 && unroll == 4 && min_blocks == 4) return launch<1, 4, 4>(f, stream);
-    if (tiles == 2 && unroll == 4 && min_blocks == 2) return launch<2, 4, 2>(f, stream);
-    return false;
+    return launch<kLayoutTiles, kLayoutSteps>(f, stream);
 }
 
 }  // namespace mustafar::cuda

@@ -1,8 +1,8 @@
 // Products of f16 weights with a few activation columns (batched decode: one column per sequence, 2 to 8),
 // on tensor cores in one launch, instead of a conversion of the activations to f16 plus cublasGemmEx.
-// At these shapes the product is a read of the weights; cuBLAS's kernels read them at about 2.4 TB/s on
-// the H200 (a batch-8, 4K decode step, bench/results/gpu-e2e-2026-12-02.md) and cost about 20 us of host
-// time a call. few_columns_cuda_bench measures both on the Llama-3-8B shapes.
+// At these shapes the product is a read of the weights. On the H200 cuBLAS read a Llama-3-8B layer's at 3.0 TB/s
+// (its Q, K, V and O products at 1.0-2.4 TB/s) and cost 10-17 us of host time a call; this kernel 3.5 TB/s and
+// 2.5-3.5 us (few_columns_cuda_bench; bench/results/gpu-products-2026-12-02.md).
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -19,8 +19,6 @@ struct FewColumns {
     size_t ldw = 0;
     const float* x = nullptr;
     size_t ldx = 0;
-    // Instead of x: the activation already in f16 (same ldx, in halves).
-    const __half* xh = nullptr;
     float* y = nullptr;
     size_t ldy = 0;
     int64_t M = 0, N = 0, K = 0;
@@ -28,12 +26,9 @@ struct FewColumns {
 
 constexpr int64_t kFewColumnsMax = 8;
 
-// N in [2, kFewColumnsMax], K a multiple of 32, ldw a multiple of 8 and ldx of 8, w and x (or xh) 16-byte aligned.
+// N in [2, kFewColumnsMax], K a multiple of 32, ldw a multiple of 8 and ldx of 4, w and x 16-byte aligned.
 bool few_columns_shape_ok(const FewColumns& f);
 // Launches the product on `stream`; false where the shape does not fit or the launch failed.
 bool few_columns_f16(const FewColumns& f, cudaStream_t stream);
-// The same with a chosen layout, for few_columns_cuda_bench: tiles of 16 rows a block (1 or 2), steps of loads
-// in flight (4 or 8) and the blocks an SM that the registers must allow (2, 3 or 4).
-bool few_columns_f16_layout(const FewColumns& f, cudaStream_t stream, int tiles, int unroll, int min_blocks);
 
 }  // namespace mustafar::cuda
