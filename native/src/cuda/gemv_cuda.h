@@ -1,9 +1,8 @@
 // Matrix-vector products for batch-1 decode steps: MUL_MAT with f16 weights and one activation
 // column. Bound by reading the weights once; cuBLAS plus a separate conversion of the activation to f16
-// cost two launches and more host time per node. With several columns (batched decode) cuBLAS keeps
-// the product: this kernel, which re-reads the activations for every 8 rows, made a batch-8 decode
-// step slower (bench/results/gpu-e2e-sparse-2026-11-25.md), and so did a tensor-core kernel for 2 to 8
-// columns with the activation staged in shared memory (gpu-e2e-2026-12-01.md, runs 33-34).
+// cost two launches and more host time per node. Several columns (batched decode) go to the
+// few-column kernel (few_columns_cuda.h): this kernel, which re-reads the activations for every 8 rows,
+// made a batch-8 decode step slower (bench/results/gpu-e2e-sparse-2026-11-25.md).
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
