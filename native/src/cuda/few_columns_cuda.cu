@@ -14,10 +14,10 @@ namespace mustafar::cuda {
 namespace {
 
 constexpr int kWarps = 8, kStep = 32;
-// One tile of 16 rows a block, 4 steps of loads in flight (8 weight loads a lane), 119 registers: two blocks an
-// SM. H200, a Llama-3-8B layer's seven products at 8 columns: 124 us against cuBLAS's 145 (from a CUDA graph).
-// Capping the registers for 3 or 4 blocks an SM spilled (272 and 385 us), as did 8 steps (308 us; 139 us
-// uncapped), and 2 tiles a block took 133 us (few_columns_cuda_bench, bench/results/gpu-products-2026-12-02.md).
+// One tile of 16 rows a block, 4 steps of loads in flight (8 weight loads a lane), registers for two blocks an
+// SM. H200, a Llama-3-8B layer's seven products at 8 columns: 122.6 us against cuBLAS's 145.4 (from a CUDA graph).
+// Capping the registers for 3 or 4 blocks an SM was 2-3x slower (272 and 385 us), as were 8 steps under this cap
+// (308 us; 139 us uncapped); 2 tiles a block took 133 us (few_columns_cuda_bench, gpu-products-2026-12-02.md).
 constexpr int kLayoutTiles = 1, kLayoutSteps = 4;
 
 __device__ __forceinline__ uint4 load_streaming(const __half* p) {

@@ -1,8 +1,8 @@
 // Products of f16 weights with a few activation columns (batched decode: one column per sequence, 2 to 8),
 // on tensor cores in one launch, instead of a conversion of the activations to f16 plus cublasGemmEx.
 // At these shapes the product is a read of the weights. On the H200 cuBLAS read a Llama-3-8B layer's at 3.0 TB/s
-// (its Q, K, V and O products at 1.0-2.4 TB/s) and cost 10-17 us of host time a call; this kernel 3.5 TB/s and
-// 2.5-3.5 us (few_columns_cuda_bench; bench/results/gpu-products-2026-12-02.md).
+// (its Q, K, V and O products at 1.0-2.4 TB/s) and cost 11-16 us of host time a call; this kernel 3.6 TB/s and
+// 3-4 us (few_columns_cuda_bench; bench/results/gpu-products-2026-12-02.md).
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
