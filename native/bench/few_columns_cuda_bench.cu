@@ -58,6 +58,23 @@ struct Timing {
 
 // GPU time: `reps` calls captured into a CUDA graph, replayed once, so that the host's issue rate (cuBLAS
 // takes about 20 us a call) does not set the pace. Host time: the same calls issued plainly.
+// Microseconds per rep of what issue() puts on the stream, from events around it.
+template <typename F>
+double stream_us(cudaStream_t stream, int reps, F&& issue) {
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    CK(cudaEventRecord(e0, stream));
+    issue();
+    CK(cudaEventRecord(e1, stream));
+    CK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    CK(cudaEventDestroy(e0));
+    CK(cudaEventDestroy(e1));
+    return 1000.0 * ms / reps;
+}
+
 template <typename F>
 Timing time_calls(cudaStream_t stream, int reps, F&& call) {
     Timing r;
@@ -67,18 +84,9 @@ Timing time_calls(cudaStream_t stream, int reps, F&& call) {
     for (int i = 0; i < reps; ++i) call(i);
     r.host_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count() / reps;
     CK(cudaStreamSynchronize(stream));
-    cudaEvent_t p0, p1;
-    CK(cudaEventCreate(&p0));
-    CK(cudaEventCreate(&p1));
-    CK(cudaEventRecord(p0, stream));
-    for (int i = 0; i < reps; ++i) call(i);
-    CK(cudaEventRecord(p1, stream));
-    CK(cudaEventSynchronize(p1));
-    float plain_ms = 0;
-    CK(cudaEventElapsedTime(&plain_ms, p0, p1));
-    r.plain_us = 1000.0 * plain_ms / reps;
-    CK(cudaEventDestroy(p0));
-    CK(cudaEventDestroy(p1));
+    r.plain_us = stream_us(stream, reps, [&] {
+        for (int i = 0; i < reps; ++i) call(i);
+    });
     cudaGraph_t graph = nullptr;
     cudaGraphExec_t exec = nullptr;
     CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
@@ -86,18 +94,7 @@ Timing time_calls(cudaStream_t stream, int reps, F&& call) {
     CK(cudaStreamEndCapture(stream, &graph));
     CK(cudaGraphInstantiateWithFlags(&exec, graph, 0));
     CK(cudaGraphLaunch(exec, stream));  // warm
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    CK(cudaEventRecord(e0, stream));
-    CK(cudaGraphLaunch(exec, stream));
-    CK(cudaEventRecord(e1, stream));
-    CK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    r.gpu_us = 1000.0 * ms / reps;
-    CK(cudaEventDestroy(e0));
-    CK(cudaEventDestroy(e1));
+    r.gpu_us = stream_us(stream, reps, [&] { CK(cudaGraphLaunch(exec, stream)); });
     CK(cudaGraphExecDestroy(exec));
     CK(cudaGraphDestroy(graph));
     return r;
