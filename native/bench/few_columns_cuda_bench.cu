@@ -106,14 +106,14 @@ double max_abs(const std::vector<float>& v) {
     return m;
 }
 
-}  // namespace
-
 struct Method {
     const char* name;
     bool cublas;
 };
 const Method kMethods[] = {{"cuBLAS (to_half + GemmEx)", true}, {"ours (few_columns_f16)", false}};
 constexpr int kNumMethods = int(sizeof kMethods / sizeof kMethods[0]);
+
+}  // namespace
 
 int main(int argc, char** argv) {
     cudaDeviceProp prop{};
@@ -158,13 +158,10 @@ int main(int argc, char** argv) {
         for (int N : columns) {
             if (profile && N != 8) continue;
             const float alpha = 1.0f, beta = 0.0f;
-            auto to_half_call = [&] {
-                mc::launch_kernel(to_half, unsigned((N * s.K + 255) / 256), 256, 0, stream, x.as<float>(), xh.as<__half>(), int64_t(N) * s.K);
-                CK(cudaGetLastError());
-            };
             auto method_call = [&](const Method& m, int i, float* out) {
-                if (m.cublas) to_half_call();
                 if (m.cublas) {
+                    mc::launch_kernel(to_half, unsigned((N * s.K + 255) / 256), 256, 0, stream, x.as<float>(), xh.as<__half>(), int64_t(N) * s.K);
+                    CK(cudaGetLastError());
                     if (cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.M), N, int(s.K), &alpha, w[i % copies]->p, CUDA_R_16F, int(s.K), xh.p,
                                      CUDA_R_16F, int(s.K), &beta, out, CUDA_R_32F, int(s.M), CUBLAS_COMPUTE_32F,
                                      CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS) {
