@@ -18,6 +18,7 @@
 #include <ctime>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench_cuda.h"
@@ -104,6 +105,115 @@ double max_abs(const std::vector<float>& v) {
     double m = 0;
     for (float x : v) m = std::max(m, double(std::fabs(x)));
     return m;
+}
+
+// A layer's products at `N` columns as the executor launches them with its fusions (fusion_cuda.h): Q, K and V in
+// one launch, O with its residual ADD, gate and up with their SWIGLU, down with its residual ADD; against the
+// seven products launched one by one (without the ADDs and the SWIGLU, which would be three launches more).
+// Two layers' weights, alternated. Returns GPU us a layer from a CUDA graph: {one by one, grouped}.
+std::pair<double, double> grouped_layer(cudaStream_t stream, int N) {
+    constexpr int64_t H = 4096, F = 14336, KV = 1024;
+    struct LayerW {
+        DevMem q{size_t(H) * H * 2}, k{size_t(KV) * H * 2}, v{size_t(KV) * H * 2}, o{size_t(H) * H * 2};
+        DevMem gate{size_t(F) * H * 2}, up{size_t(F) * H * 2}, down{size_t(H) * F * 2};
+    };
+    std::vector<std::unique_ptr<LayerW>> layers;
+    uint32_t seed = 100;
+    auto fill = [&](const DevMem& m, int64_t rows, int64_t cols) {
+        fill_f16<<<4096, 256>>>(m.as<__half>(), size_t(rows) * cols, ++seed, 1.7f / std::sqrt(float(cols)));
+        CK(cudaGetLastError());
+    };
+    for (int l = 0; l < 2; ++l) {
+        layers.push_back(std::make_unique<LayerW>());
+        const LayerW& w = *layers.back();
+        fill(w.q, H, H);
+        fill(w.k, KV, H);
+        fill(w.v, KV, H);
+        fill(w.o, H, H);
+        fill(w.gate, F, H);
+        fill(w.up, F, H);
+        fill(w.down, H, F);
+    }
+    DevMem x(size_t(8) * F * 4), q(size_t(8) * H * 4), k(size_t(8) * KV * 4), v(size_t(8) * KV * 4), o(size_t(8) * H * 4), res(size_t(8) * H * 4),
+        sum(size_t(8) * H * 4), g(size_t(8) * F * 4), u(size_t(8) * F * 4), glu(size_t(8) * F * 4);
+    fill_f32<<<1024, 256>>>(x.as<float>(), size_t(8) * F, 7u);
+    fill_f32<<<1024, 256>>>(res.as<float>(), size_t(8) * H, 8u);
+    CK(cudaGetLastError());
+    auto part = [&](const DevMem& w, int64_t M, float* y) {
+        mc::FewPart p;
+        p.w = w.as<__half>();
+        p.ldw = size_t(H);
+        p.M = M;
+        p.y = y;
+        p.ldy = size_t(M);
+        return p;
+    };
+    auto group = [&](int64_t K) {
+        mc::FewGroup gr;
+        gr.N = N;
+        gr.K = K;
+        gr.x = x.as<float>();
+        gr.ldx = size_t(K);
+        return gr;
+    };
+    auto run = [&](const mc::FewGroup& gr) {
+        if (!mc::few_columns_group(gr, stream)) {
+            std::printf("few_columns_group failed\n");
+            std::exit(3);
+        }
+    };
+    auto one_by_one = [&](int i) {
+        const LayerW& l = *layers[i % 2];
+        const std::pair<const DevMem*, std::pair<int64_t, float*>> mats[] = {{&l.q, {H, q.as<float>()}}, {&l.k, {KV, k.as<float>()}},
+                                                                            {&l.v, {KV, v.as<float>()}}, {&l.o, {H, o.as<float>()}},
+                                                                            {&l.gate, {F, g.as<float>()}}, {&l.up, {F, u.as<float>()}}};
+        for (const auto& m : mats) {
+            mc::FewGroup gr = group(H);
+            gr.n = 1;
+            gr.part[0] = part(*m.first, m.second.first, m.second.second);
+            run(gr);
+        }
+        mc::FewGroup d = group(F);
+        d.n = 1;
+        d.part[0] = part(l.down, H, o.as<float>());
+        d.part[0].ldw = size_t(F);
+        run(d);
+    };
+    auto grouped = [&](int i) {
+        const LayerW& l = *layers[i % 2];
+        mc::FewGroup qkv = group(H);
+        qkv.n = 3;
+        qkv.part[0] = part(l.q, H, q.as<float>());
+        qkv.part[1] = part(l.k, KV, k.as<float>());
+        qkv.part[2] = part(l.v, KV, v.as<float>());
+        run(qkv);
+        auto with_add = [&](mc::FewPart p) {
+            p.add = res.as<float>();
+            p.ld_add = size_t(H);
+            p.sum = sum.as<float>();
+            p.ld_sum = size_t(H);
+            return p;
+        };
+        mc::FewGroup og = group(H);
+        og.n = 1;
+        og.part[0] = with_add(part(l.o, H, o.as<float>()));
+        run(og);
+        mc::FewGroup gu = group(H);
+        gu.n = 2;
+        gu.paired = true;
+        gu.part[0] = part(l.gate, F, g.as<float>());
+        gu.part[1] = part(l.up, F, u.as<float>());
+        gu.glu = glu.as<float>();
+        gu.ld_glu = size_t(F);
+        run(gu);
+        mc::FewGroup d = group(F);
+        d.n = 1;
+        d.part[0] = with_add(part(l.down, H, o.as<float>()));
+        d.part[0].ldw = size_t(F);
+        run(d);
+    };
+    const double a = time_calls(stream, 100, one_by_one).gpu_us, b = time_calls(stream, 100, grouped).gpu_us;
+    return {a, b};
 }
 
 struct Method {
@@ -223,6 +333,16 @@ int main(int argc, char** argv) {
             line += row;
             std::fputs(line.c_str(), stdout);
             table += line;
+        }
+    }
+    if (!profile) {
+        table += "\nA layer on the few-column kernel as the executor fuses it (Q/K/V in one launch, O + ADD, gate/up + SWIGLU, down + "
+                 "ADD: 4 launches) against its seven products one by one (without the ADDs and the SWIGLU), GPU us from a graph:\n\n"
+                 "| columns | one by one | grouped |\n|---|---|---|\n";
+        for (int N : columns) {
+            const auto [alone, grouped] = grouped_layer(stream, N);
+            table += "| " + std::to_string(N) + " | " + fmt("%.1f", alone) + " | " + fmt("%.1f", grouped) + " |\n";
+            std::printf("layer at %d columns: one by one %.1f us, grouped %.1f us\n", N, alone, grouped);
         }
     }
     cublasDestroy(cublas);

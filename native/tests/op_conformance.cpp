@@ -401,22 +401,63 @@ std::vector<Case> compute_cases() {
         ggml_tensor* k = rope(ggml_set_name(ggml_mul_mat(c, t(c, GGML_TYPE_F16, 256, 128, 1, 1, "wk"), x), "Kcur"), 2);
         ggml_tensor* v = ggml_set_name(ggml_mul_mat(c, t(c, GGML_TYPE_F16, 256, 128, 1, 1, "wv"), x), "reuses:Kcur");
         return ggml_add(c, qsum, ggml_add(c, flat128(k, 0), v)); }));
-    cs.push_back(compute_case("three 1-column MUL_MATs of one activation (grouped), 40, 24 and 40 rows", 0, [=](ggml_context* c) {
-        auto first24 = [c](ggml_tensor* y, size_t offset) { return ggml_view_4d(c, y, 24, 1, 1, 1, 96, 96, 96, offset); };
-        ggml_tensor* x = t(c, GGML_TYPE_F32, 264, 1, 1, 1, "x");
-        ggml_tensor* q = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 40, 1, 1, "wq"), x);
-        ggml_tensor* k = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 24, 1, 1, "wk"), x);
-        ggml_tensor* sum = ggml_add(c, first24(q, 0), k);
-        ggml_tensor* v = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 40, 1, 1, "wv"), x);
-        return ggml_add(c, sum, first24(v, 16 * sizeof(float))); }));
-    cs.push_back(compute_case("gate and up 1-column MUL_MATs then SWIGLU (fused), products read again", 0, [=](ggml_context* c) {
-        ggml_tensor* x = t(c, GGML_TYPE_F32, 264, 1, 1, 1, "x");
-        ggml_tensor* g = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 37, 1, 1, "wg"), x);
-        ggml_tensor* u = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 37, 1, 1, "wu"), x);
-        return ggml_add(c, ggml_swiglu_split(c, g, u), ggml_mul(c, g, u)); }));
-    cs.push_back(compute_case("1-column MUL_MAT then residual ADD (fused), product read again", 0, [=](ggml_context* c) {
-        ggml_tensor* y = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 264, 41, 1, 1, "w"), t(c, GGML_TYPE_F32, 264, 1, 1, 1, "x"));
-        return ggml_mul(c, ggml_add(c, y, t(c, GGML_TYPE_F32, 41, 1, 1, 1, "r")), y); }));
+    // Several columns (batched decode, the few-column kernel): each column a token at its own position; V in K's
+    // unrotated output as above.
+    for (int yarn = 0; yarn < 3; ++yarn) {
+        const char* name = yarn == 0   ? "two 8-column MUL_MATs, each then a ROPE (fused)"
+                           : yarn == 1 ? "two 8-column MUL_MATs, each then a ROPE (fused), YaRN"
+                                       : "Q and K 8-column MUL_MATs each then a ROPE, V's MUL_MAT in K's output memory (grouped)";
+        cs.push_back(compute_case(name, 1000, [=](ggml_context* c) {
+            ggml_tensor* x = t(c, GGML_TYPE_F32, 256, 8, 1, 1, "x");
+            ggml_tensor* pos = t(c, GGML_TYPE_I32, 8, 1, 1, 1, "pos");
+            auto rope = [&](ggml_tensor* y, int64_t heads) {  // y: heads * 64 rows, 8 columns
+                ggml_tensor* rows = ggml_view_4d(c, y, 64, heads, 8, 1, 64 * sizeof(float), y->nb[1], y->nb[1] * 8, 0);
+                return ggml_rope_ext(c, rows, pos, nullptr, 64, 0, yarn == 1 ? 4096 : 0, 10000.0f, yarn == 1 ? 0.25f : 1.0f, yarn == 1 ? 1.0f : 0.0f,
+                                     1.0f, 32.0f, 1.0f);
+            };
+            auto first128 = [c](ggml_tensor* r) { return ggml_view_4d(c, r, 128, 8, 1, 1, r->nb[2], r->nb[2] * 8, r->nb[2] * 8, 0); };
+            ggml_tensor* q = rope(ggml_mul_mat(c, t(c, GGML_TYPE_F16, 256, 256, 1, 1, "wq"), x), 4);
+            ggml_tensor* k = rope(ggml_set_name(ggml_mul_mat(c, t(c, GGML_TYPE_F16, 256, 128, 1, 1, "wk"), x), "Kcur8"), 2);
+            if (yarn < 2) return ggml_add(c, first128(q), first128(k));
+            ggml_tensor* v = ggml_set_name(ggml_mul_mat(c, t(c, GGML_TYPE_F16, 256, 128, 1, 1, "wv"), x), "reuses:Kcur8");
+            return ggml_add(c, first128(q), ggml_add(c, first128(k), v)); }));
+    }
+    // The same groups at one column (the matrix-vector kernel) and at several (batched decode, the few-column
+    // kernel): 37 and 41 rows end in partial tiles; K = 1152 leaves the few-column kernel's warps 4 or 5 steps each.
+    struct Group {
+        int64_t k, cols, glu_k, glu_cols;
+    };
+    for (const Group gr : {Group{264, 1, 264, 1}, Group{1152, 8, 256, 5}}) {
+        const std::string cols = std::to_string(gr.cols) + "-column", glu_cols = std::to_string(gr.glu_cols) + "-column";
+        cs.push_back(compute_case(("three " + cols + " MUL_MATs of one activation (grouped), 40, 24 and 40 rows").c_str(), 0, [=](ggml_context* c) {
+            auto first24 = [c, gr](ggml_tensor* y, size_t offset) {
+                return ggml_view_4d(c, y, 24, gr.cols, 1, 1, y->nb[1], y->nb[1] * gr.cols, y->nb[1] * gr.cols, offset);
+            };
+            ggml_tensor* x = t(c, GGML_TYPE_F32, gr.k, gr.cols, 1, 1, "x");
+            ggml_tensor* q = ggml_mul_mat(c, t(c, GGML_TYPE_F16, gr.k, 40, 1, 1, "wq"), x);
+            ggml_tensor* k = ggml_mul_mat(c, t(c, GGML_TYPE_F16, gr.k, 24, 1, 1, "wk"), x);
+            ggml_tensor* sum = ggml_add(c, first24(q, 0), k);
+            ggml_tensor* v = ggml_mul_mat(c, t(c, GGML_TYPE_F16, gr.k, 40, 1, 1, "wv"), x);
+            return ggml_add(c, sum, first24(v, 16 * sizeof(float))); }));
+        cs.push_back(compute_case(("gate and up " + glu_cols + " MUL_MATs then SWIGLU (fused), products read again").c_str(), 0, [=](ggml_context* c) {
+            ggml_tensor* x = t(c, GGML_TYPE_F32, gr.glu_k, gr.glu_cols, 1, 1, "x");
+            ggml_tensor* g = ggml_mul_mat(c, t(c, GGML_TYPE_F16, gr.glu_k, 37, 1, 1, "wg"), x);
+            ggml_tensor* u = ggml_mul_mat(c, t(c, GGML_TYPE_F16, gr.glu_k, 37, 1, 1, "wu"), x);
+            return ggml_add(c, ggml_swiglu_split(c, g, u), ggml_mul(c, g, u)); }));
+        cs.push_back(compute_case((cols + " MUL_MAT then residual ADD (fused), product read again").c_str(), 0, [=](ggml_context* c) {
+            ggml_tensor* y = ggml_mul_mat(c, t(c, GGML_TYPE_F16, gr.glu_k, 41, 1, 1, "w"), t(c, GGML_TYPE_F32, gr.glu_k, gr.cols, 1, 1, "x"));
+            return ggml_mul(c, ggml_add(c, y, t(c, GGML_TYPE_F32, 41, gr.cols, 1, 1, "r")), y); }));
+    }
+    // In place, as ggml's allocator may give the ADD's or the SWIGLU's output a product's memory: the fused kernel
+    // must write the sum (the SWIGLU) after the product.
+    cs.push_back(compute_case("8-column MUL_MAT then residual ADD in the product's memory (fused)", 0, [=](ggml_context* c) {
+        ggml_tensor* y = ggml_set_name(ggml_mul_mat(c, t(c, GGML_TYPE_F16, 256, 41, 1, 1, "w"), t(c, GGML_TYPE_F32, 256, 8, 1, 1, "x")), "y8");
+        return ggml_set_name(ggml_add(c, y, t(c, GGML_TYPE_F32, 41, 8, 1, 1, "r")), "reuses:y8"); }));
+    cs.push_back(compute_case("gate and up 8-column MUL_MATs then SWIGLU in gate's memory (fused)", 0, [=](ggml_context* c) {
+        ggml_tensor* x = t(c, GGML_TYPE_F32, 256, 8, 1, 1, "x");
+        ggml_tensor* g = ggml_set_name(ggml_mul_mat(c, t(c, GGML_TYPE_F16, 256, 37, 1, 1, "wg"), x), "g8");
+        ggml_tensor* u = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 256, 37, 1, 1, "wu"), x);
+        return ggml_set_name(ggml_swiglu_split(c, g, u), "reuses:g8"); }));
     cs.push_back(compute_case("MUL_MAT batched, weights broadcast", 0, [=](ggml_context* c) {
         return ggml_mul_mat(c, t(c, GGML_TYPE_F32, 32, 16, 2, 1, "w"), t(c, GGML_TYPE_F32, 32, 5, 4, 1, "x")); }));
     for (int mode : {0, 2}) {

@@ -408,18 +408,92 @@ bool takes_gemv(const ggml_tensor* node) {
            gemv_shape_ok(a->data, weight_row_bytes(a) / 2, a->ne[0], static_cast<const float*>(b->data));
 }
 
-bool rope_fits_gemv(const ggml_tensor* product, const ggml_tensor* rope) {
+bool rope_fits_product(const ggml_tensor* product, const ggml_tensor* rope) {
     const ggml_tensor* in = rope->src[0];
     const int32_t* op = rope->op_params;
-    const int64_t D = in->ne[0];
+    const int64_t D = in->ne[0], tokens = product->ne[1];
     return rope->op == GGML_OP_ROPE && op[2] == 0 && in->data == product->data && in->type == GGML_TYPE_F32 && rope->type == GGML_TYPE_F32 &&
-           D > 0 && D % 2 == 0 && in->nb[0] == 4 && in->nb[1] == size_t(D) * 4 && in->ne[1] * D == product->ne[0] && in->ne[2] == 1 &&
-           in->ne[3] == 1 && rope->ne[0] == D && rope->ne[1] == in->ne[1] && rope->ne[2] == 1 && rope->ne[3] == 1 && rope->nb[0] == 4 &&
-           rope->nb[1] % 4 == 0 && op[1] > 0 && op[1] <= D && op[1] % 2 == 0 && rope->src[1]->type == GGML_TYPE_I32 && rope->src[1]->ne[0] >= 1 &&
+           D > 0 && D % 2 == 0 && in->nb[0] == 4 && in->nb[1] == size_t(D) * 4 && in->ne[1] * D == product->ne[0] && in->ne[2] == tokens &&
+           (tokens == 1 || in->nb[2] == product->nb[1]) && in->ne[3] == 1 && rope->ne[0] == D && rope->ne[1] == in->ne[1] &&
+           rope->ne[2] == tokens && rope->ne[3] == 1 && rope->nb[0] == 4 && rope->nb[1] % 4 == 0 && rope->nb[2] % 4 == 0 && op[1] > 0 &&
+           op[1] <= D && op[1] % 2 == 0 && rope->src[1]->type == GGML_TYPE_I32 && rope->src[1]->ne[0] >= tokens &&
            (rope->src[2] == nullptr || rope->src[2]->type == GGML_TYPE_F32);
 }
 
-static_assert(GemvNodes::kMax == GemvGroup::kMaxParts);
+bool takes_few_columns(const ggml_tensor* node) {
+    if (node->op != GGML_OP_MUL_MAT || !few_columns_on()) return false;
+    const ggml_tensor *a = node->src[0], *b = node->src[1];
+    const bool converted = converted_to_f16(a);
+    const bool half = (a->type == GGML_TYPE_F16 && a->nb[0] == 2) || converted;
+    const bool plain_2d = a->ne[2] == 1 && a->ne[3] == 1 && b->ne[2] == 1 && b->ne[3] == 1;
+    if (!half || !plain_2d || b->type != GGML_TYPE_F32 || b->nb[0] != 4 || b->nb[1] % 4 != 0 || node->nb[0] != 4 || node->nb[1] % 4 != 0)
+        return false;
+    FewColumns f;
+    f.w = static_cast<const __half*>(a->data);
+    f.ldw = weight_row_bytes(a) / 2;
+    f.x = static_cast<const float*>(b->data);
+    f.ldx = b->nb[1] / 4;
+    f.y = static_cast<float*>(node->data);
+    f.ldy = node->nb[1] / 4;
+    f.M = a->ne[1];
+    f.N = b->ne[1];
+    f.K = a->ne[0];
+    return few_columns_shape_ok(f);
+}
+
+static_assert(GemvNodes::kMax == GemvGroup::kMaxParts && GemvNodes::kMax == FewGroup::kMaxParts);
+
+bool ComputeOps::mul_mat_few(const GemvNodes& nodes) {
+    const int n = nodes.n;
+    if (n < 1 || n > FewGroup::kMaxParts || (nodes.add != nullptr && n != 1) || (nodes.glu != nullptr && n != 2)) return false;
+    const ggml_tensor* lead = nodes.mats[0];
+    FewGroup g;
+    g.n = n;
+    g.N = lead->src[1]->ne[1];
+    g.K = lead->src[0]->ne[0];
+    g.x = static_cast<const float*>(lead->src[1]->data);
+    g.ldx = lead->src[1]->nb[1] / 4;
+    for (int i = 0; i < n; ++i) {
+        const ggml_tensor* node = nodes.mats[i];
+        // One token's cache row is the matrix-vector kernel's alone.
+        if (node->src[1] != lead->src[1] || nodes.cache_rows[i] != nullptr) return false;
+        const ggml_tensor* a = node->src[0];
+        FewPart& p = g.part[i];
+        p.w = static_cast<const __half*>(a->data);
+        p.ldw = weight_row_bytes(a) / 2;
+        p.M = a->ne[1];
+        p.y = static_cast<float*>(node->data);
+        p.ldy = node->nb[1] / 4;
+        const ggml_tensor* rope = nodes.ropes[i];
+        if (rope == nullptr) {
+            if (nodes.rope_only[i]) return false;
+            continue;
+        }
+        if (!rope_fits_product(node, rope) || nodes.glu != nullptr || nodes.add != nullptr) return false;
+        FewRope& r = p.rope;
+        r.out = static_cast<float*>(rope->data);
+        r.head_dim = rope->ne[0];
+        r.head_stride = rope->nb[1] / 4;
+        r.col_stride = rope->nb[2] / 4;
+        r.pos = static_cast<const int32_t*>(rope->src[1]->data);
+        r.freq_factors = rope->src[2] != nullptr ? static_cast<const float*>(rope->src[2]->data) : nullptr;
+        r.p = rope_params(rope);
+        if (nodes.rope_only[i]) p.y = nullptr;
+    }
+    if (const ggml_tensor* add = nodes.add) {  // the residual ADD that follows the product
+        const ggml_tensor* r = add->src[0] == lead ? add->src[1] : add->src[0];
+        g.part[0].add = static_cast<const float*>(r->data);
+        g.part[0].ld_add = r->nb[1] / 4;
+        g.part[0].sum = static_cast<float*>(add->data);
+        g.part[0].ld_sum = add->nb[1] / 4;
+    }
+    if (const ggml_tensor* glu = nodes.glu) {  // gate (mats[0], through silu) and up, then their SWIGLU
+        g.paired = true;
+        g.glu = static_cast<float*>(glu->data);
+        g.ld_glu = glu->nb[1] / 4;
+    }
+    return few_columns_group(g, stream_);
+}
 
 bool ComputeOps::mul_mat_vec(const GemvNodes& nodes) {
     const int n = nodes.n;
@@ -436,7 +510,7 @@ bool ComputeOps::mul_mat_vec(const GemvNodes& nodes) {
         g.part[i].y = static_cast<float*>(nodes.mats[i]->data);
         const ggml_tensor* rope = nodes.ropes[i];
         if (rope != nullptr) {
-            if (!rope_fits_gemv(nodes.mats[i], rope) || nodes.glu != nullptr) return false;
+            if (!rope_fits_product(nodes.mats[i], rope) || nodes.glu != nullptr) return false;
             GemvRope& r = g.part[i].rope;
             r.out = static_cast<float*>(rope->data);
             r.head_dim = rope->ne[0];
@@ -505,19 +579,11 @@ bool ComputeOps::mul_mat(const ggml_tensor* node) {
         return mul_mat_vec(one);
     }
     // Batched decode steps (2 to 8 columns, no batch dimensions): one launch that reads the weights once.
-    if (half && few_columns_on() && (converted || a->nb[0] == 2) && a->ne[2] == 1 && a->ne[3] == 1 && b->ne[2] == 1 && b->ne[3] == 1 && b->type == GGML_TYPE_F32 &&
-        b->nb[0] == 4 && b->nb[1] % 4 == 0 && node->nb[0] == 4 && node->nb[1] % 4 == 0) {
-        FewColumns f;
-        f.w = static_cast<const __half*>(a->data);
-        f.ldw = a_nb1 / 2;
-        f.x = static_cast<const float*>(b->data);
-        f.ldx = b->nb[1] / 4;
-        f.y = static_cast<float*>(node->data);
-        f.ldy = node->nb[1] / 4;
-        f.M = M;
-        f.N = N;
-        f.K = K;
-        if (few_columns_shape_ok(f)) return few_columns_f16(f, stream_);
+    if (takes_few_columns(node)) {
+        GemvNodes one;
+        one.mats[0] = node;
+        one.n = 1;
+        return mul_mat_few(one);
     }
     const char* bdata = static_cast<const char*>(b->data);
     size_t b_nb1 = b->nb[1], b_nb2 = b->nb[2], b_nb3 = b->nb[3];

@@ -48,6 +48,9 @@ public:
     bool mul_mat(const ggml_tensor* node);
     // A group of MUL_MATs on the matrix-vector kernel and what joins them (GemvNodes), one launch.
     bool mul_mat_vec(const GemvNodes& g);
+    // The same on the few-column kernel (2 to 8 columns): products of one activation, a residual ADD after one
+    // product, or gate and up with their SWIGLU; no ROPEs or cache rows.
+    bool mul_mat_few(const GemvNodes& g);
 
 private:
     void* scratch(size_t bytes);
@@ -59,12 +62,15 @@ private:
     size_t scratch_bytes_ = 0;
 };
 
-// A ROPE of a product's output that the matrix-vector kernel can compute with it: normal mode, one token,
-// the product's rows read as heads of an even number of channels.
-bool rope_fits_gemv(const ggml_tensor* product, const ggml_tensor* rope);
+// A ROPE of a product's output that the product's kernel (matrix-vector or few-column) can compute with it:
+// normal mode, each of the product's columns (tokens) read as heads of an even number of channels.
+bool rope_fits_product(const ggml_tensor* product, const ggml_tensor* rope);
 
 bool supports_compute(const ggml_tensor* op);
 // A MUL_MAT the matrix-vector kernel takes: f16 (or converted) weights, one activation column.
 bool takes_gemv(const ggml_tensor* node);
+// A MUL_MAT the few-column kernel takes: f16 (or converted) weights, 2 to 8 activation columns, no batch
+// dimensions (and MUSTAFAR_FEW_COLUMNS is not 0).
+bool takes_few_columns(const ggml_tensor* node);
 
 }  // namespace mustafar::cuda

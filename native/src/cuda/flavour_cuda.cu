@@ -162,6 +162,15 @@ private:
         kv_.drop_readback(node->data, ggml_nbytes(node));
     }
 
+    // Node j of a fused group (none where j < 0): run here, so marked as run.
+    const ggml_tensor* take_node(ggml_cgraph* graph, int j) {
+        if (j < 0) return nullptr;
+        const ggml_tensor* node = ggml_graph_node(graph, j);
+        overwritten(node);
+        done_[j] = 1;
+        return node;
+    }
+
     // Several nodes in one launch (fusion_cuda.h); the others are marked as run.
     ggml_status execute(ggml_cgraph* graph, const cuda::Fusion& f) {
         bool launched = false;
@@ -178,13 +187,7 @@ private:
             case cuda::Fusion::Kind::gemv: {
                 cuda::GemvNodes g;
                 g.n = int(f.mats.size());
-                auto take = [&](int j) {  // a node of the group: run here
-                    if (j < 0) return static_cast<const ggml_tensor*>(nullptr);
-                    const ggml_tensor* node = ggml_graph_node(graph, j);
-                    overwritten(node);
-                    done_[j] = 1;
-                    return node;
-                };
+                auto take = [&](int j) { return take_node(graph, j); };
                 std::vector<const ggml_tensor*> alone;  // store writes the kernel cannot take: run after it
                 bool placed = true;
                 for (size_t m = 0; m < f.mats.size(); ++m) {
@@ -208,6 +211,20 @@ private:
                 for (const ggml_tensor* set : alone) launched = launched && cuda::set_rows(set, kv_);
                 break;
             }
+            case cuda::Fusion::Kind::few: {
+                cuda::GemvNodes g;
+                g.n = int(f.mats.size());
+                auto take = [&](int j) { return take_node(graph, j); };
+                for (size_t m = 0; m < f.mats.size(); ++m) {
+                    g.mats[m] = take(f.mats[m]);
+                    g.ropes[m] = take(f.ropes.size() > m ? f.ropes[m] : -1);
+                    g.rope_only[m] = f.rope_only.size() > m && f.rope_only[m] != 0;
+                }
+                g.add = take(f.add);
+                g.glu = take(f.glu);
+                launched = ops_->mul_mat_few(g);
+                break;
+            }
             case cuda::Fusion::Kind::none: break;
         }
         return launched ? GGML_STATUS_SUCCESS : GGML_STATUS_FAILED;
@@ -216,6 +233,7 @@ private:
     static std::string describe(const cuda::Fusion& f) {
         switch (f.kind) {
             case cuda::Fusion::Kind::norm_mul: return "RMS_NORM + MUL";
+            case cuda::Fusion::Kind::few:
             case cuda::Fusion::Kind::gemv: {
                 int ropes = 0;
                 for (int r : f.ropes) ropes += r >= 0;

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "compute_cuda.h"
+#include "few_columns_cuda.h"
 #include "gemv_cuda.h"
 
 namespace mustafar::cuda {
@@ -124,7 +125,7 @@ void plan_ropes(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fus
     for (size_t p = 0; p < f.mats.size(); ++p) {
         const ggml_tensor* product = ggml_graph_node(graph, f.mats[p]);
         scan_ahead(graph, i, done, [&](int k, const ggml_tensor* node) {
-            if (node->op != GGML_OP_ROPE || !rope_fits_gemv(product, node)) return true;
+            if (node->op != GGML_OP_ROPE || !rope_fits_product(product, node)) return true;
             const Range out = range_of(node);
             bool clear = !out.overlaps(x);
             for (int m : f.mats) {
@@ -133,9 +134,11 @@ void plan_ropes(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fus
             }
             for (int r : f.ropes)
                 if (r >= 0 && range_of(ggml_graph_node(graph, r)).overlaps(out)) clear = false;
-            // In place only as the same rows: element m of the product is element m of the rotation.
+            // In place only as the same rows: element (m, n) of the product is element (m, n) of the rotation.
             const Range own = range_of(product);
-            if (own.overlaps(out) && !(node->data == product->data && size_t(node->nb[1]) == size_t(node->ne[0]) * 4)) clear = false;
+            const bool same_rows = node->data == product->data && size_t(node->nb[1]) == size_t(node->ne[0]) * 4 &&
+                                   (node->ne[2] == 1 || node->nb[2] == product->nb[1]);
+            if (own.overlaps(out) && !same_rows) clear = false;
             if (clear && can_move_forward(graph, i, k, done, moved)) {
                 f.ropes[p] = k;
                 moved.push_back(k);
@@ -151,8 +154,10 @@ void plan_ropes(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fus
 template <typename Take>
 void scan_products(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, const std::vector<int>& moved, Take&& take) {
     const ggml_tensor* lead = ggml_graph_node(graph, i);
+    const bool one_column = takes_gemv(lead);  // else the few-column kernel's (the same activation: the same columns)
     scan_ahead(graph, i, done, [&](int k, const ggml_tensor* node) {
-        if (contains(moved, k) || node->src[1] != lead->src[1] || !takes_gemv(node) || node->src[0]->ne[0] != lead->src[0]->ne[0] ||
+        if (contains(moved, k) || node->src[1] != lead->src[1] || !(one_column ? takes_gemv(node) : takes_few_columns(node)) ||
+            node->src[0]->ne[0] != lead->src[0]->ne[0] ||
             !can_move_forward(graph, i, k, done, moved))
             return true;
         return take(k);
@@ -243,33 +248,58 @@ void plan_cache_rows(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done
     });
 }
 
-Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
-    Fusion f;
+// One product: a residual ADD right after it joins it.
+void plan_add(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fusion& f) {
     const ggml_tensor* lead = ggml_graph_node(graph, i);
-    f.kind = Fusion::Kind::gemv;
-    f.mats.push_back(i);
-    scan_products(graph, i, done, f.mats, [&](int k) {
-        f.mats.push_back(k);
-        return int(f.mats.size()) < GemvGroup::kMaxParts;
-    });
-    if (f.mats.size() == 2) plan_glu(graph, i, done, f);
-    if (f.glu < 0) {
-        plan_ropes(graph, i, done, f);
-        bool any_rope = false;
-        for (int r : f.ropes) any_rope = any_rope || r >= 0;
-        if (any_rope) plan_reusing_products(graph, i, done, f);
-        plan_cache_rows(graph, i, done, f);
-    }
-    if (f.mats.size() > 1 || f.ropes[0] >= 0 || f.cache_rows[0] >= 0) return f;
-    // One product: a residual ADD right after it joins it.
     const int j = next_compute(graph, i, done);
-    if (j < 0) return f;
+    if (j < 0) return;
     const ggml_tensor* add = ggml_graph_node(graph, j);
-    if (add->op != GGML_OP_ADD || (add->src[0] == lead) == (add->src[1] == lead)) return f;
+    if (add->op != GGML_OP_ADD || (add->src[0] == lead) == (add->src[1] == lead)) return;
     const ggml_tensor* r = add->src[0] == lead ? add->src[1] : add->src[0];
     if (is_f32(add) && is_f32(r) && ggml_are_same_shape(r, lead) && ggml_are_same_shape(add, lead) && ggml_is_contiguous(r) && ggml_is_contiguous(add) &&
         ggml_is_contiguous(lead))
         f.add = j;
+}
+
+// The ROPEs of the group's outputs (plan_ropes), then the later products that take a roped output's memory
+// (plan_reusing_products).
+void plan_rotations(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fusion& f) {
+    plan_ropes(graph, i, done, f);
+    bool any_rope = false;
+    for (int r : f.ropes) any_rope = any_rope || r >= 0;
+    if (any_rope) plan_reusing_products(graph, i, done, f);
+}
+
+// Node i and the later products of its activation (scan_products), at most `parts`; with two, their SWIGLU.
+Fusion group_products(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, Fusion::Kind kind, int parts) {
+    Fusion f;
+    f.kind = kind;
+    f.mats.push_back(i);
+    scan_products(graph, i, done, f.mats, [&](int k) {
+        f.mats.push_back(k);
+        return int(f.mats.size()) < parts;
+    });
+    if (f.mats.size() == 2) plan_glu(graph, i, done, f);
+    return f;
+}
+
+Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
+    Fusion f = group_products(graph, i, done, Fusion::Kind::gemv, GemvGroup::kMaxParts);
+    if (f.glu < 0) {
+        plan_rotations(graph, i, done, f);
+        plan_cache_rows(graph, i, done, f);
+    }
+    if (f.mats.size() == 1 && f.ropes[0] < 0 && f.cache_rows[0] < 0) plan_add(graph, i, done, f);
+    return f;
+}
+
+// Batched decode steps: the products of one activation in one launch of the few-column kernel, with the ROPEs of
+// their outputs (and a product in a roped output's memory); gate and up with their SWIGLU; one product with the
+// residual ADD after it. One token's cache rows stay the matrix-vector kernel's.
+Fusion plan_few(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
+    Fusion f = group_products(graph, i, done, Fusion::Kind::few, FewGroup::kMaxParts);
+    if (f.glu < 0) plan_rotations(graph, i, done, f);
+    if (f.mats.size() == 1 && (f.ropes.empty() || f.ropes[0] < 0)) plan_add(graph, i, done, f);
     return f;
 }
 
@@ -279,6 +309,7 @@ Fusion plan_fusion(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) 
     const ggml_tensor* node = ggml_graph_node(graph, i);
     if (node->op == GGML_OP_RMS_NORM) return plan_norm_mul(graph, i, done);
     if (takes_gemv(node)) return plan_gemv(graph, i, done);
+    if (takes_few_columns(node)) return plan_few(graph, i, done);
     return {};
 }
 

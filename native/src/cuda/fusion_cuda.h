@@ -15,6 +15,9 @@
 // - a SET_ROWS of one row of such a group's final output (a ROPE's, or a product's own) into an f16 cache:
 //   the decode step's K and V, stored as they are computed (into a Mustafar store's pool slot that the
 //   host places first).
+// - for batched decode steps (2 to 8 columns, the few-column kernel): the products of one activation with their
+//   ROPEs (each column a token at its own position), gate and up with their SWIGLU, and one product with its
+//   residual ADD, as above; no cache rows.
 // MUSTAFAR_NO_FUSION in the environment turns it off (for comparisons).
 #pragma once
 #include <cstdint>
@@ -25,14 +28,14 @@
 namespace mustafar::cuda {
 
 struct Fusion {
-    enum class Kind { none, norm_mul, gemv };
+    enum class Kind { none, norm_mul, gemv, few };
     Kind kind = Kind::none;
-    std::vector<int> mats;  // gemv: the grouped MUL_MATs, node i first
+    std::vector<int> mats;  // gemv, few: the grouped MUL_MATs, node i first
     std::vector<int> ropes; // gemv: per MUL_MAT, the fused ROPE of its output or -1
     std::vector<uint8_t> rope_only;  // gemv: per MUL_MAT, 1 where only its ROPE's output is written
     std::vector<int> cache_rows;     // gemv: per MUL_MAT, the fused SET_ROWS of its final output or -1
-    int add = -1;           // gemv: the fused ADD (only with one MUL_MAT)
-    int glu = -1;           // gemv: the fused SWIGLU (two MUL_MATs, mats[0] its silu operand)
+    int add = -1;           // gemv, few: the fused ADD (only with one MUL_MAT)
+    int glu = -1;           // gemv, few: the fused SWIGLU (two MUL_MATs, mats[0] its silu operand)
     int mul = -1;           // norm_mul: the MUL
 };
 
