@@ -4,7 +4,7 @@
 # turn on one machine, so that variants are compared within the call (machines of one kind differ by a
 # few per cent). Generates the Llama-3-8B-shaped model first when it is missing.
 # POINTS: "s,batch,context" (s = 0: dense cache); VARIANTS: "default" (no setting) or NAME=VALUE words:
-# environment settings, or Mustafar.Bench options where NAME begins with -- (e.g. --batch-size=2048).
+# environment settings (several joined by +), or Mustafar.Bench options where NAME begins with -- (e.g. --batch-size=2048).
 # ROUNDS (default 1) repeats the whole set.
 # Usage on the GPU machine: COMMIT=<sha> OUT=<folder> VARIANTS="default MUSTAFAR_PDL=0" POINTS="0,1,4096" tests/gpu/e2e-variants.sh
 set -uo pipefail
@@ -23,7 +23,7 @@ for point in ${POINTS:-"0,1,4096"}; do
     case "$variant" in
       default) ;;
       --*) args=("${variant%%=*}" "${variant#*=}") ;;
-      *) vars=("$variant") ;;
+      *) IFS=+ read -ra vars <<< "$variant" ;;  # NAME=VALUE+NAME=VALUE: several settings
     esac
     name="s$s-b$batch-$ctx-${variant//[^A-Za-z0-9_.-]/_}-$round"
     env "${vars[@]}" timeout "${POINT_LIMIT:-120}" "$bench" --generate-llama3-8b --model "$model" --contexts "$ctx" --batches "$batch" \

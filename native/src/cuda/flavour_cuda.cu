@@ -146,7 +146,7 @@ private:
     ggml_status run_node(ggml_cgraph* graph, int index) {
         done_[index] = 1;
         ggml_tensor* node = ggml_graph_node(graph, index);
-        const cuda::Fusion fusion = fuse_ ? cuda::plan_fusion(graph, index, done_) : cuda::Fusion{};
+        const cuda::Fusion fusion = fusions_.any() ? cuda::plan_fusion(graph, index, done_, fusions_) : cuda::Fusion{};
         const std::string label = profile_->per_node() ? describe(fusion) : std::string();
         if (profile_->per_node()) profile_->begin(node, stream_, label.empty() ? nullptr : label.c_str());
         const ggml_status status = fusion.kind == cuda::Fusion::Kind::none ? execute(node) : execute(graph, fusion);
@@ -306,7 +306,7 @@ private:
     std::unique_ptr<cuda::ComputeOps> ops_;
     cuda::KvPathContext kv_;
     std::unique_ptr<cuda::OpProfile> profile_ = std::make_unique<cuda::OpProfile>(cuda::OpProfile::from_env());
-    const bool fuse_ = std::getenv("MUSTAFAR_NO_FUSION") == nullptr;
+    const cuda::FusionSet fusions_ = cuda::FusionSet::from_env();
     // MUSTAFAR_DUMP_GRAPHS=n: the first n graphs' nodes to the log (dump()).
     int dumps_left_ = std::getenv("MUSTAFAR_DUMP_GRAPHS") != nullptr ? std::atoi(std::getenv("MUSTAFAR_DUMP_GRAPHS")) : 0;
     std::vector<uint8_t> done_;  // per node of the current graph: already run

@@ -2,6 +2,8 @@
 #include "fusion_cuda.h"
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <utility>
 
 #include "compute_cuda.h"
@@ -275,10 +277,11 @@ Fusion group_products(ggml_cgraph* graph, int i, const std::vector<uint8_t>& don
     Fusion f;
     f.kind = kind;
     f.mats.push_back(i);
-    scan_products(graph, i, done, f.mats, [&](int k) {
-        f.mats.push_back(k);
-        return int(f.mats.size()) < parts;
-    });
+    if (parts > 1)
+        scan_products(graph, i, done, f.mats, [&](int k) {
+            f.mats.push_back(k);
+            return int(f.mats.size()) < parts;
+        });
     if (f.mats.size() == 2) plan_glu(graph, i, done, f);
     return f;
 }
@@ -296,20 +299,47 @@ Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
 // Batched decode steps: the products of one activation in one launch of the few-column kernel, with the ROPEs of
 // their outputs (and a product in a roped output's memory); gate and up with their SWIGLU; one product with the
 // residual ADD after it. One token's cache rows stay the matrix-vector kernel's.
-Fusion plan_few(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
-    Fusion f = group_products(graph, i, done, Fusion::Kind::few, FewGroup::kMaxParts);
-    if (f.glu < 0) plan_rotations(graph, i, done, f);
-    if (f.mats.size() == 1 && (f.ropes.empty() || f.ropes[0] < 0)) plan_add(graph, i, done, f);
+Fusion plan_few(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, const FusionSet& set) {
+    Fusion f = group_products(graph, i, done, Fusion::Kind::few, set.few_group ? FewGroup::kMaxParts : 2);
+    if ((f.glu >= 0 && !set.few_glu) || (f.glu < 0 && f.mats.size() > 1 && !set.few_group)) f = group_products(graph, i, done, Fusion::Kind::few, 1);
+    if (f.glu < 0 && set.few_rope) plan_rotations(graph, i, done, f);
+    if (f.mats.size() == 1 && (f.ropes.empty() || f.ropes[0] < 0) && set.few_add) plan_add(graph, i, done, f);
     return f;
 }
 
 }  // namespace
 
-Fusion plan_fusion(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
+FusionSet FusionSet::from_env() {
+    FusionSet set;
+    const char* env = std::getenv("MUSTAFAR_NO_FUSION");
+    if (env == nullptr) return set;
+    const std::pair<const char*, bool FusionSet::*> names[] = {{"norm_mul", &FusionSet::norm_mul}, {"gemv", &FusionSet::gemv},
+                                                               {"few_group", &FusionSet::few_group}, {"few_rope", &FusionSet::few_rope},
+                                                               {"few_glu", &FusionSet::few_glu}, {"few_add", &FusionSet::few_add}};
+    std::string rest = env;
+    bool named = !rest.empty();
+    FusionSet some;
+    while (named && !rest.empty()) {
+        const size_t comma = rest.find(',');
+        const std::string name = rest.substr(0, comma);
+        rest = comma == std::string::npos ? std::string() : rest.substr(comma + 1);
+        named = false;
+        for (const auto& [n, member] : names)
+            if (name == n) {
+                some.*member = false;
+                named = true;
+            }
+    }
+    if (named) return some;
+    for (const auto& [n, member] : names) set.*member = false;
+    return set;
+}
+
+Fusion plan_fusion(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, const FusionSet& set) {
     const ggml_tensor* node = ggml_graph_node(graph, i);
-    if (node->op == GGML_OP_RMS_NORM) return plan_norm_mul(graph, i, done);
-    if (takes_gemv(node)) return plan_gemv(graph, i, done);
-    if (takes_few_columns(node)) return plan_few(graph, i, done);
+    if (node->op == GGML_OP_RMS_NORM) return set.norm_mul ? plan_norm_mul(graph, i, done) : Fusion{};
+    if (takes_gemv(node)) return set.gemv ? plan_gemv(graph, i, done) : Fusion{};
+    if (takes_few_columns(node)) return plan_few(graph, i, done, set);
     return {};
 }
 

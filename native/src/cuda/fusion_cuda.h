@@ -18,7 +18,7 @@
 // - for batched decode steps (2 to 8 columns, the few-column kernel): the products of one activation with their
 //   ROPEs (each column a token at its own position), gate and up with their SWIGLU, and one product with its
 //   residual ADD, as above; no cache rows.
-// MUSTAFAR_NO_FUSION in the environment turns it off (for comparisons).
+// MUSTAFAR_NO_FUSION in the environment turns it off, or some of it (FusionSet; for comparisons).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -39,7 +39,16 @@ struct Fusion {
     int mul = -1;           // norm_mul: the MUL
 };
 
+// The fusions plan_fusion may choose. MUSTAFAR_NO_FUSION unset: all; a comma list of these names: all but those
+// (norm_mul, gemv, few_group for several products of one activation, few_rope, few_glu, few_add); any other value:
+// none.
+struct FusionSet {
+    bool norm_mul = true, gemv = true, few_group = true, few_rope = true, few_glu = true, few_add = true;
+    static FusionSet from_env();
+    bool any() const { return norm_mul || gemv || few_group || few_rope || few_glu || few_add; }
+};
+
 // What to run with node i; `done` marks the nodes already run (moved forward or fused).
-Fusion plan_fusion(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done);
+Fusion plan_fusion(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, const FusionSet& set = {});
 
 }  // namespace mustafar::cuda
