@@ -7,9 +7,6 @@
 // tiles are summed in shared memory in warp order (a deterministic sum); nothing crosses blocks.
 #include <cuda_fp16.h>
 
-#include <cstdlib>
-#include <cstring>
-
 #include "cuda_check.h"
 #include "few_columns_cuda.h"
 #include "launch_cuda.h"
@@ -46,7 +43,7 @@ __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1
 // kUnroll steps of a lane's loads are issued before their MMAs: 2 * kTiles * kUnroll weight loads in flight.
 // Unpaired groups: one tile of 16 rows of one part a block. Paired: tile 0 of part 0 and tile 1 of part 1, the same
 // rows (gate and up, then their SWIGLU).
-template <int kTiles, int kUnroll, bool kLateTrigger>
+template <int kTiles, int kUnroll>
 __global__ void __launch_bounds__(kWarps * 32, 2) few_columns_kernel(FewGroup g) {
     __shared__ float4 partial[kWarps][kTiles][32];
     // The block's product: parts are laid out one after the other over the grid (at most kMaxParts).
@@ -69,7 +66,6 @@ __global__ void __launch_bounds__(kWarps * 32, 2) few_columns_kernel(FewGroup g)
 #pragma unroll
         for (int i = 0; i < 2 * kTiles; ++i) prefetch_l2(w[i] + j0 * kStep);
     wait_for_previous();
-    if (!kLateTrigger) let_next_start();
     const bool column = gr < g.N;
     const float* x = g.x + size_t(column ? gr : 0) * g.ldx + size_t(8 * t);
     float acc[kTiles][4] = {};
@@ -99,7 +95,11 @@ __global__ void __launch_bounds__(kWarps * 32, 2) few_columns_kernel(FewGroup g)
             }
         }
     }
-    if (kLateTrigger) let_next_start();
+    // The next kernel may launch once every block has read its weights, not as it starts: with the trigger after the
+    // wait, H200 decode steps of the Llama-3-8B-shaped model at 4K took 9.26-9.85 ms at batch 8 (7.50 at batch 4)
+    // against 7.37 (6.63) with it here (bench/results/gpu-fusion-2026-12-03.md). Our reading: the RMS_NORM + MUL
+    // between a product + ADD and the paired gate/up launched into SMs the product still held.
+    let_next_start();
 #pragma unroll
     for (int i = 0; i < kTiles; ++i) partial[warp][i][lane] = make_float4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
     __syncthreads();
@@ -205,13 +205,10 @@ bool few_columns_group(const FewGroup& group, cudaStream_t stream) {
         }
     }
     if (blocks > 0x7fffffff) return false;
-    static const bool late = std::getenv("MUSTAFAR_FEW_TRIGGER") != nullptr && std::strcmp(std::getenv("MUSTAFAR_FEW_TRIGGER"), "late") == 0;
     if (g.paired) {
-        launch_kernel(late ? few_columns_kernel<2, kPairedSteps, true> : few_columns_kernel<2, kPairedSteps, false>, unsigned(blocks), kWarps * 32, 0,
-                      stream, g);
+        launch_kernel(few_columns_kernel<2, kPairedSteps>, unsigned(blocks), kWarps * 32, 0, stream, g);
     } else {
-        launch_kernel(late ? few_columns_kernel<1, kUnpairedSteps, true> : few_columns_kernel<1, kUnpairedSteps, false>, unsigned(blocks),
-                      kWarps * 32, 0, stream, g);
+        launch_kernel(few_columns_kernel<1, kUnpairedSteps>, unsigned(blocks), kWarps * 32, 0, stream, g);
     }
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
