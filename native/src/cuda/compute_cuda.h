@@ -48,8 +48,8 @@ public:
     bool mul_mat(const ggml_tensor* node);
     // A group of MUL_MATs on the matrix-vector kernel and what joins them (GemvNodes), one launch.
     bool mul_mat_vec(const GemvNodes& g);
-    // The same on the few-column kernel (2 to 8 columns): products of one activation, a residual ADD after one
-    // product, or gate and up with their SWIGLU; no ROPEs or cache rows.
+    // The same on the few-column kernel (2 to 8 columns): products of one activation with the ROPEs of their
+    // outputs, a residual ADD after one product, or gate and up with their SWIGLU; no cache rows.
     bool mul_mat_few(const GemvNodes& g);
 
 private:

@@ -31,8 +31,8 @@ struct Fusion {
     enum class Kind { none, norm_mul, gemv, few };
     Kind kind = Kind::none;
     std::vector<int> mats;  // gemv, few: the grouped MUL_MATs, node i first
-    std::vector<int> ropes; // gemv: per MUL_MAT, the fused ROPE of its output or -1
-    std::vector<uint8_t> rope_only;  // gemv: per MUL_MAT, 1 where only its ROPE's output is written
+    std::vector<int> ropes; // gemv, few: per MUL_MAT, the fused ROPE of its output or -1
+    std::vector<uint8_t> rope_only;  // gemv, few: per MUL_MAT, 1 where only its ROPE's output is written
     std::vector<int> cache_rows;     // gemv: per MUL_MAT, the fused SET_ROWS of its final output or -1
     int add = -1;           // gemv, few: the fused ADD (only with one MUL_MAT)
     int glu = -1;           // gemv, few: the fused SWIGLU (two MUL_MATs, mats[0] its silu operand)
