@@ -12,11 +12,15 @@ ggml="$PWD/artifacts/gpu/ggml"
 [ -f "$ggml/libggml-base.so" ] || { echo "missing $ggml/libggml-base.so: run tests/gpu/prepare.sh on the build machine" >&2; exit 1; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/device.txt"
+# Seconds since the start at the end of each part (phases.txt), to plan calls within the device time.
+mark() { echo "$1: $SECONDS s" >> "$out/phases.txt"; }
+: > "$out/phases.txt"
 cmake -S native -B artifacts/gpu/build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_LIB_DIR="$ggml" -DMUSTAFAR_CUDA=ON \
   > "$out/cmake.txt" 2>&1 || { tail -50 "$out/cmake.txt"; exit 1; }
 status=0
 # -k 0: build every target that compiles, so one broken program does not hide the others' results.
 cmake --build artifacts/gpu/build -- -k 0 > "$out/build.txt" 2>&1 || { grep -E "error|Error" "$out/build.txt" | head -40; status=1; }
+mark build
 
 # TESTS=0 skips the tests below (a benchmark-only run). A shorter pass for a call with little device time left:
 # OP_SEEDS, SEEDS (kv_tests, cuda_kernel_tests) and E2E_SPARSITIES narrow the lists below, and the agent sample and
@@ -28,6 +32,7 @@ for seed in ${OP_SEEDS:-1 2 3}; do
   tail -1 "$out/op_conformance-$seed.txt"
 done
 grep -h FAIL "$out"/op_conformance-*.txt || true
+mark op_conformance
 
 # The Mustafar store in the CUDA flavour, driven through ggml like llama.cpp drives it: pruning,
 # attention over compressed cells against ggml's CPU backend, windows, read-back and restore.
@@ -36,6 +41,7 @@ for seed in ${SEEDS:-1 2}; do
   tail -1 "$out/kv_tests-$seed.txt"
 done
 grep -h FAIL "$out"/kv_tests-*.txt | head -20 || true
+mark kv_tests
 
 # The kernels against their CPU twins (prune + compress; decode and prompt attention, dense and compressed).
 for seed in ${SEEDS:-1 2}; do
@@ -43,6 +49,7 @@ for seed in ${SEEDS:-1 2}; do
   tail -1 "$out/cuda_kernel_tests-$seed.txt"
 done
 grep -h FAIL "$out"/cuda_kernel_tests-*.txt | head -20 || true
+mark cuda_kernel_tests
 
 fi
 
@@ -50,6 +57,7 @@ fi
 if [ "${BENCH:-1}" = 1 ]; then
   artifacts/gpu/build/attention_cuda_bench "$out/attention-cuda.md" "${COMMIT:-unknown}" | tee "$out/attention-cuda.txt" || status=1
   artifacts/gpu/build/gemv_cuda_bench "$out/gemv-cuda.md" "${COMMIT:-unknown}" | tee "$out/gemv-cuda.txt" || status=1
+  mark benchmarks
 fi
 
 # End to end through the C# stack, when a self-contained publish of the samples was carried
@@ -71,6 +79,7 @@ if [ -f artifacts/gpu/apps.tar.xz ] && [ "${TESTS:-1}" = 1 ]; then
       status=1
     fi
   done
+  mark e2e
   if [ -z "${E2E_SPARSITIES:-}" ]; then
     # The Semantic Kernel agent sample, its plugin function required (grammar-constrained sampling): the same calls,
     # results and lights left on as on the CPU flavour. Its free-running answers (up to 200 greedy tokens after the
@@ -96,6 +105,7 @@ if [ -f artifacts/gpu/apps.tar.xz ] && [ "${TESTS:-1}" = 1 ]; then
       status=1
     fi
   fi
+  mark "agent and CUDA graphs"
   "artifacts/gpu/publish/Mustafar.Chat" --model artifacts/gpu/models/stories260K-f32.gguf --temperature 0 --max-tokens 16 \
     --stats-json "Once upon a time" 2>&1 | tail -1 > "$out/flavour-check.txt" || status=1
   # Where llama.cpp put the layers, weights and cache of each model.
@@ -121,6 +131,7 @@ if [ -f artifacts/gpu/apps.tar.xz ] && [ "${TESTS:-1}" = 1 ]; then
     status=1
   fi
 fi
+mark "placement and limits"
 
 # End-to-end benchmark (E2E_BENCH=1): a Llama-3-8B-shaped F16 model with random weights, generated
 # here (14 GB: a small vocabulary), prompt and generation tokens/s at batch 1, 4, 8 and context 4K, 16K, 32K;
@@ -135,4 +146,5 @@ if [ "${E2E_BENCH:-0}" = 1 ] && [ -x artifacts/gpu/publish/Mustafar.Bench ]; the
       --out "$out/e2e-bench-s$s.md" 2>&1 | tee "$out/e2e-bench-s$s.txt" || status=1
   done
 fi
+mark end
 exit $status
