@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <utility>
@@ -107,12 +108,14 @@ double max_abs(const std::vector<float>& v) {
     return m;
 }
 
-// A layer's products at `N` columns as the executor launches them with its fusions (fusion_cuda.h): Q, K and V in
+// A layer's products at 2-8 columns as the executor launches them with its fusions (fusion_cuda.h): Q, K and V in
 // one launch, O with its residual ADD, gate and up with their SWIGLU, down with its residual ADD; against the
 // seven products launched one by one (without the ADDs and the SWIGLU, which would be three launches more).
-// Two layers' weights, alternated. Returns GPU us a layer from a CUDA graph: {one by one, grouped}.
-std::pair<double, double> grouped_layer(cudaStream_t stream, int N) {
+// Two layers' weights, alternated, set up once for every count of columns. Returns GPU us a layer from a CUDA graph
+// per count: {one by one, grouped}.
+std::vector<std::pair<double, double>> grouped_layers(cudaStream_t stream, const std::vector<int>& columns) {
     constexpr int64_t H = 4096, F = 14336, KV = 1024;
+    int N = 0;  // the count being timed
     struct LayerW {
         DevMem q{size_t(H) * H * 2}, k{size_t(KV) * H * 2}, v{size_t(KV) * H * 2}, o{size_t(H) * H * 2};
         DevMem gate{size_t(F) * H * 2}, up{size_t(F) * H * 2}, down{size_t(H) * F * 2};
@@ -212,8 +215,12 @@ std::pair<double, double> grouped_layer(cudaStream_t stream, int N) {
         d.part[0].ldw = size_t(F);
         run(d);
     };
-    const double a = time_calls(stream, 100, one_by_one).gpu_us, b = time_calls(stream, 100, grouped).gpu_us;
-    return {a, b};
+    std::vector<std::pair<double, double>> times;
+    for (int n : columns) {
+        N = n;
+        times.emplace_back(time_calls(stream, 100, one_by_one).gpu_us, time_calls(stream, 100, grouped).gpu_us);
+    }
+    return times;
 }
 
 struct Method {
@@ -339,10 +346,12 @@ int main(int argc, char** argv) {
         table += "\nA layer on the few-column kernel as the executor fuses it (Q/K/V in one launch, O + ADD, gate/up + SWIGLU, down + "
                  "ADD: 4 launches) against its seven products one by one (without the ADDs and the SWIGLU), GPU us from a graph:\n\n"
                  "| columns | one by one | grouped |\n|---|---|---|\n";
-        for (int N : columns) {
-            const auto [alone, grouped] = grouped_layer(stream, N);
-            table += "| " + std::to_string(N) + " | " + fmt("%.1f", alone) + " | " + fmt("%.1f", grouped) + " |\n";
-            std::printf("layer at %d columns: one by one %.1f us, grouped %.1f us\n", N, alone, grouped);
+        const std::vector<int> counts(std::begin(columns), std::end(columns));
+        const std::vector<std::pair<double, double>> times = grouped_layers(stream, counts);
+        for (size_t c = 0; c < counts.size(); ++c) {
+            const auto [alone, grouped] = times[c];
+            table += "| " + std::to_string(counts[c]) + " | " + fmt("%.1f", alone) + " | " + fmt("%.1f", grouped) + " |\n";
+            std::printf("layer at %d columns: one by one %.1f us, grouped %.1f us\n", counts[c], alone, grouped);
         }
     }
     cublasDestroy(cublas);

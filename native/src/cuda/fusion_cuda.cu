@@ -301,7 +301,10 @@ Fusion plan_gemv(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done) {
 // residual ADD after it. One token's cache rows stay the matrix-vector kernel's.
 Fusion plan_few(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, const FusionSet& set) {
     Fusion f = group_products(graph, i, done, Fusion::Kind::few, set.few_group ? FewGroup::kMaxParts : 2);
-    if ((f.glu >= 0 && !set.few_glu) || (f.glu < 0 && f.mats.size() > 1 && !set.few_group)) f = group_products(graph, i, done, Fusion::Kind::few, 1);
+    if ((f.glu >= 0 && !set.few_glu) || (f.glu < 0 && f.mats.size() > 1 && !set.few_group)) {  // left out: node i alone
+        f.mats.assign(1, i);  // plan_glu may have put up first
+        f.glu = -1;
+    }
     if (f.glu < 0 && set.few_rope) plan_rotations(graph, i, done, f);
     if (f.mats.size() == 1 && (f.ropes.empty() || f.ropes[0] < 0) && set.few_add) plan_add(graph, i, done, f);
     return f;
@@ -310,29 +313,29 @@ Fusion plan_few(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, con
 }  // namespace
 
 FusionSet FusionSet::from_env() {
-    FusionSet set;
     const char* env = std::getenv("MUSTAFAR_NO_FUSION");
-    if (env == nullptr) return set;
+    if (env == nullptr) return {};
     const std::pair<const char*, bool FusionSet::*> names[] = {{"norm_mul", &FusionSet::norm_mul}, {"gemv", &FusionSet::gemv},
                                                                {"few_group", &FusionSet::few_group}, {"few_rope", &FusionSet::few_rope},
                                                                {"few_glu", &FusionSet::few_glu}, {"few_add", &FusionSet::few_add}};
-    std::string rest = env;
-    bool named = !rest.empty();
     FusionSet some;
-    while (named && !rest.empty()) {
+    for (std::string rest = env;;) {
         const size_t comma = rest.find(',');
         const std::string name = rest.substr(0, comma);
-        rest = comma == std::string::npos ? std::string() : rest.substr(comma + 1);
-        named = false;
+        bool known = false;
         for (const auto& [n, member] : names)
             if (name == n) {
                 some.*member = false;
-                named = true;
+                known = true;
             }
+        if (!known) {  // not a list of names ("1"): no fusion
+            FusionSet none;
+            for (const auto& [n, member] : names) none.*member = false;
+            return none;
+        }
+        if (comma == std::string::npos || comma + 1 == rest.size()) return some;
+        rest = rest.substr(comma + 1);
     }
-    if (named) return some;
-    for (const auto& [n, member] : names) set.*member = false;
-    return set;
 }
 
 Fusion plan_fusion(ggml_cgraph* graph, int i, const std::vector<uint8_t>& done, const FusionSet& set) {
