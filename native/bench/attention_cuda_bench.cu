@@ -12,7 +12,9 @@
 //        attention_cuda_bench --prompt-shared <s> <context> <sequences> [expand]   (the same at the end of the last of
 //                                                                        that many sequences of context cells in one cache)
 //        attention_cuda_bench --compress   (a decode step's prune + compress, as the executor launches it and per store)
-//        attention_cuda_bench --masked <s> <context> <visible>   (batch-1 decode with a mask row hiding cells from visible on)
+//        attention_cuda_bench --masked <s> <context> <visible> [reuse] [cold]   (batch-1 decode with a mask row hiding cells
+//                                                          from visible on; reuse 1: the rows' ranges computed once, as a
+//                                                          model's layers share them; cold 1: as --cold)
 //        attention_cuda_bench --cold <s> <batch> <context> [splits] [window]   (as --one, each call timed alone after 256 MB
 //                                                          read through the L2, as a layer's weights pass through it)
 //        attention_cuda_bench --read <bytes>   (the plain read of that many bytes)
@@ -67,6 +69,10 @@ double copy_bandwidth() {  // bytes read + written per second
 // kernels' code alike) with clean lines, as a layer's weights do, instead of calls back to back. The
 // multiprocessors' own instruction caches stay warm (Nsight Compute's --cache-control all flushes those too).
 bool g_cold = false;
+
+// --masked with reuse: the rows' ranges and tile lists are computed by the first call and kept for the next ones,
+// as a model's layers share one mask (DecodeWorkspace::reuse_ranges); without it every call computes them.
+bool g_reuse = false;
 
 // Plain loads (not read_all's streaming ones, which the L2 evicts first and so keep less of it).
 __global__ void evict_l2(const uint4* x, size_t n, uint32_t* sink) {
@@ -404,6 +410,7 @@ double dense_time(int batch, int64_t ctx, int sms, double* bytes_out, int rows =
     CK(cudaMemset(q.p, 0, qbytes));
     const mc::DecodeProblem p = with_mask(problem(batch, ctx, q.as<float>(), out.as<float>(), rows), mask);
     mc::DecodeWorkspace ws;
+    ws.reuse_ranges(g_reuse);
     Timer t;
     const double us = attention_time(t, rows > 1 ? 10 : 50, [&](int i) {
         if (!mc::decode_attention_dense(p, dense_cache(*k[i % copies], *v[i % copies], ctx), ws, sms, nullptr, splits)) std::exit(3);
@@ -488,6 +495,7 @@ double compressed_time(int batch, int64_t ctx, double s, int sms, double* bytes_
     const mc::DecodeProblem p = with_mask(problem(batch, ctx, q.as<float>(), out.as<float>(), rows), mask);
     mc::DecodeWorkspace ws;
     ws.expand_prompts(expand);
+    ws.reuse_ranges(g_reuse);
     Timer t;
     const double us = attention_time(t, rows > 1 ? 10 : 50, [&](int i) {
         if (!mc::decode_attention_compressed(p, compressed_cache(stores[i % copies], ctx), ws, sms, nullptr, splits)) std::exit(3);
@@ -636,16 +644,20 @@ int main(int argc, char** argv) {
         return 0;
     }
     if (std::string(argv[1]) == "--masked" && argc >= 5) {
-        // Batch-1 decode with a mask row, as in a model's graph: cells from `visible` on hidden.
+        // Batch-1 decode with a mask row, as in a model's graph: cells from `visible` on hidden; then optionally
+        // reuse (1: the ranges computed once, g_reuse) and cold (1: as --cold).
         const double s = std::atof(argv[2]);
         const int64_t ctx = std::atoll(argv[3]), visible = std::atoll(argv[4]);
+        g_reuse = argc >= 6 && std::atoi(argv[5]) != 0;
+        g_cold = argc >= 7 && std::atoi(argv[6]) != 0;
         std::vector<uint16_t> row(size_t(ctx), 0xfc00u);
         std::fill(row.begin(), row.begin() + std::min(visible, ctx), uint16_t(0));
         DevMem mask(row.size() * 2);
         CK(cudaMemcpy(mask.p, row.data(), row.size() * 2, cudaMemcpyHostToDevice));
         double bytes = 0;
         const double us = s == 0.0 ? dense_time(1, ctx, sms, &bytes, 1, 0, mask.as<char>()) : compressed_time(1, ctx, s, sms, &bytes, 1, 0, mask.as<char>());
-        std::printf("masked s=%.2f ctx=%lld visible=%lld: %.1f us\n", s, (long long)ctx, (long long)visible, us);
+        std::printf("%s%smasked s=%.2f ctx=%lld visible=%lld: %.1f us\n", g_cold ? "cold " : "", g_reuse ? "reused " : "", s, (long long)ctx,
+                    (long long)visible, us);
         return 0;
     }
     if (std::string(argv[1]) == "--compress") {

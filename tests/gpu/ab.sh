@@ -15,6 +15,9 @@
 # COLD_POINTS: decode points whose decode kernel Nsight Compute times with every cache flushed before each launch
 # (a model's other kernels pass between two layers' attentions) and with none: time and the share of warp stalls
 # waiting for instructions.
+# MASKED_POINTS: "s,context,visible[,reuse[,cold]]": batch-1 decode with a mask row (`attention_cuda_bench --masked`;
+# reuse 1: the rows' ranges computed once, as a model's layers share them; cold 1: each call after an L2 flush), into
+# masked.txt.
 # E2E_POINTS: "s,batch,context": each tree's library also builds and runs the Llama-3-8B-shaped model end to end
 # (needs the publish of tests/gpu/prepare.sh --e2e in artifacts/gpu/apps.tar.xz; ROUNDS, DECODE_TOKENS).
 # Usage on the GPU machine: OUT=<folder> POINTS="..." tests/gpu/ab.sh
@@ -46,6 +49,13 @@ for point in ${PROMPTS:-}; do
     "artifacts/gpu/build-$tree/attention_cuda_bench" --prompt "$s" "$ctx" "${causal:-1}" "${expand:-1}"
   done
 done | tee -a "$OUT/ab.txt"
+for point in ${MASKED_POINTS:-}; do
+  IFS=, read -r s ctx visible reuse cold <<< "$point"
+  for tree in "${trees[@]}"; do
+    printf '%s ' "$tree"
+    "artifacts/gpu/build-$tree/attention_cuda_bench" --masked "$s" "$ctx" "$visible" "${reuse:-0}" "${cold:-0}"
+  done
+done | tee "$OUT/masked.txt"
 # The same as a Markdown table (TREES: names for the header, in the order new ref1 ref2 ...).
 if command -v python3 > /dev/null; then python3 tests/gpu/ab_table.py "$OUT/ab.txt" ${TREES:-} | tee "$OUT/ab.md"; fi
 for point in ${NCU_POINTS:-}; do
