@@ -60,7 +60,15 @@ void fill(ggml_tensor* t, uint64_t seed, int64_t index_range) {
     std::vector<uint8_t> raw(n);
     const int64_t count = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
     std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
-    if (std::strncmp(t->name, "mask", 4) == 0) {
+    if (std::strncmp(t->name, "mask_run", 8) == 0) {
+        // mask rows as llama.cpp gives a decode step: one run of zeros (row r of sequence s sees cells
+        // [2 s + 1, ne0 - ne1 + r + 1)), -inf elsewhere
+        auto* p = reinterpret_cast<uint16_t*>(raw.data());
+        for (int64_t i = 0; i < count; ++i) {
+            const int64_t c = i % t->ne[0], r = (i / t->ne[0]) % t->ne[1], s = i / (t->ne[0] * t->ne[1]);
+            p[i] = c >= 2 * s + 1 && c < t->ne[0] - t->ne[1] + r + 1 ? 0 : 0xfc00;
+        }
+    } else if (std::strncmp(t->name, "mask", 4) == 0) {
         // mask rows: 0 or -inf, at least one 0 per row
         auto* p = reinterpret_cast<uint16_t*>(raw.data());
         for (int64_t i = 0; i < count; ++i) p[i] = (rng() % 3 == 0 && i % t->ne[0] != 0) ? 0xfc00 : 0;
@@ -477,15 +485,15 @@ ggml_tensor* named(ggml_tensor* t, const char* name) { return ggml_set_name(t, n
 // layers > 1: that many attentions over their own caches with one mask, each layer's output the next
 // one's query (as in a model's graph, where the CUDA flavour computes the mask's tile lists once).
 Case flash_attn_case(int64_t D, int64_t n_head, int64_t n_head_kv, int64_t n_q, int64_t n_kv, int64_t n_seq,
-                     ggml_type kv_type, bool mask, float softcap, float max_bias, int layers = 1) {
-    char name[180];
-    std::snprintf(name, sizeof name, "FLASH_ATTN_EXT D=%lld heads=%lld/%lld q=%lld kv=%lld seq=%lld kv=%s mask=%d softcap=%g alibi=%g layers=%d",
+                     ggml_type kv_type, bool mask, float softcap, float max_bias, int layers = 1, bool run_mask = false) {
+    char name[200];
+    std::snprintf(name, sizeof name, "FLASH_ATTN_EXT D=%lld heads=%lld/%lld q=%lld kv=%lld seq=%lld kv=%s mask=%d%s softcap=%g alibi=%g layers=%d",
                   (long long)D, (long long)n_head, (long long)n_head_kv, (long long)n_q, (long long)n_kv,
-                  (long long)n_seq, ggml_type_name(kv_type), int(mask), softcap, max_bias, layers);
+                  (long long)n_seq, ggml_type_name(kv_type), int(mask), run_mask ? " (one zero run a row)" : "", softcap, max_bias, layers);
     auto build = [=](ggml_context* ctx) {
         ggml_tensor* q = named(ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, n_head, n_q, n_seq), "q");
         ggml_tensor* qp = ggml_permute(ctx, q, 0, 2, 1, 3);  // [D, n_q, n_head, n_seq]
-        ggml_tensor* m = mask ? named(ggml_new_tensor_4d(ctx, GGML_TYPE_F16, n_kv, n_q, 1, n_seq), "mask") : nullptr;
+        ggml_tensor* m = mask ? named(ggml_new_tensor_4d(ctx, GGML_TYPE_F16, n_kv, n_q, 1, n_seq), run_mask ? "mask_run" : "mask") : nullptr;
         ggml_tensor* out = nullptr;
         for (int l = 0; l < layers; ++l) {
             const std::string kn = "cache_k_l" + std::to_string(l), vn = "cache_v_l" + std::to_string(l);
@@ -690,6 +698,10 @@ int main(int argc, char** argv) {
     cases.push_back(flash_attn_case(64, 8, 4, 7, 64, 1, GGML_TYPE_F32, true, 0, 0));       // f32 cache
     cases.push_back(flash_attn_case(128, 32, 8, 1, 1000, 1, GGML_TYPE_F16, true, 0, 0));   // long decode: KV split per thread
     cases.push_back(flash_attn_case(128, 32, 8, 4, 1000, 1, GGML_TYPE_F16, true, 0, 0, 3));  // three layers, one mask
+    // Three layers over a decode step's masks (the CUDA kernels walk such rows without their tile lists, the later
+    // layers reading the first one's ranges before their wait).
+    cases.push_back(flash_attn_case(128, 32, 8, 1, 1000, 2, GGML_TYPE_F16, true, 0, 0, 3, true));
+    cases.push_back(flash_attn_case(64, 8, 2, 4, 300, 1, GGML_TYPE_F16, true, 0, 0, 3, true));
     cases.push_back(flash_attn_case(128, 8, 2, 70, 200, 1, GGML_TYPE_F16, true, 0, 0));    // prompt batch: f32 tiles
     cases.push_back(flash_attn_case(16, 8, 4, 100, 200, 2, GGML_TYPE_F16, true, 0, 0));
 
