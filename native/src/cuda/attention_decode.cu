@@ -132,7 +132,7 @@ struct Place {
     int split, hk, row, seq;
     const int* tiles;  // the row's list (null: tile i is cells 16 i ...)
     int64_t t0, t1;    // this block's positions in it: an equal share of the row's tiles
-    // Cells outside [lo, hi) are hidden. run: the row sees exactly [lo, hi), each with mask value 0 (TileLists::ranges),
+    // Cells outside [lo, hi) are hidden (hi <= n_kv). run: the row sees exactly [lo, hi), each with mask value 0 (TileLists::ranges),
     // so that its tiles and mask values need no loads; else [0, n_kv).
     int64_t lo, hi;
     bool run;
@@ -920,7 +920,7 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     auto mask_value = [&](int64_t base) {
         if (base < 0) return -INFINITY;
         const int64_t cell = base + (lane & 15);
-        if (cell >= p.n_kv || cell < pl.lo || cell >= pl.hi) return -INFINITY;
+        if (cell < pl.lo || cell >= pl.hi) return -INFINITY;  // pl.hi <= n_kv
         return mrow != nullptr ? __half2float(mrow[cell]) : 0.0f;
     };
     // Which of the step's 16 cells the row sees (a cache shared by several sequences has long runs of
