@@ -5,7 +5,7 @@
 # > artifacts/gpu/ref/attention_decode.cu` and carry artifacts/gpu/ref; where headers differ too, a folder:
 # see tests/gpu/trees.sh). Trees: new, ref1, ref2, ...
 # Dense times of one point differ by a few per cent between machines of one kind, so a change is judged
-# against its reference in the same call. Every build runs the kernel tests.
+# against its reference in the same call. Every build runs the kernel tests (KERNEL_TESTS).
 # POINTS: "s,batch,context[,splits]" (s = 0: dense; splits 0 or absent: the launcher's choice).
 # NCU_POINTS: decode points as in POINTS whose decode kernel Nsight Compute measures once per tree: time,
 # instructions, shared-memory wavefronts and bank conflicts, the LSU data pipe's and the issue slots' use.
@@ -20,6 +20,7 @@
 # masked.txt.
 # E2E_POINTS: "s,batch,context": each tree's library also builds and runs the Llama-3-8B-shaped model end to end
 # (needs the publish of tests/gpu/prepare.sh --e2e in artifacts/gpu/apps.tar.xz; ROUNDS, DECODE_TOKENS).
+# KERNEL_TESTS: the trees whose kernel tests run (default: all; a reference already tested need not be again).
 # Usage on the GPU machine: OUT=<folder> POINTS="..." tests/gpu/ab.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,7 +31,7 @@ mkdir -p "$OUT"
 # shellcheck source=tests/gpu/trees.sh
 . tests/gpu/trees.sh
 build_trees native/src/cuda/attention_decode.cu "cuda_kernel_tests attention_cuda_bench${E2E_POINTS:+ ggml-mustafar}" "${refs[@]}" || exit 1
-for tree in "${trees[@]}"; do
+for tree in ${KERNEL_TESTS:-${trees[@]}}; do
   "artifacts/gpu/build-$tree/cuda_kernel_tests" 1 > "$OUT/kernel-tests-$tree.txt" 2>&1
   echo "$tree kernel tests: $(tail -1 "$OUT/kernel-tests-$tree.txt")"
 done
