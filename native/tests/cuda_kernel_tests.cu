@@ -482,6 +482,8 @@ const Shape kShapes[] = {
     {128, 4, 1, 1, 1, kNo},      {128, 4, 1, 1, 37, kNo},  {128, 4, 1, 3, 3000, kNo}, {128, 4, 4, 1, 2000, kBlocks},
     {64, 1, 2, 2, 700, kNo},     {64, 8, 3, 1, 900, kBlocks}, {256, 2, 1, 2, 1500, kNo}, {256, 8, 1, 1, 600, kNo},
     {128, 8, 5, 1, 5000, kBlocks}, {128, 1, 1, 1, 9000, kNo},
+    // Batch 1 at a length that fills the device with splits, which eight blocks merge (Llama-3-8B's group of 4).
+    {128, 4, 1, 1, 20000, kNo},
     // A batched decode over one cache: each row's prompt a run, its decode cells at the end.
     {128, 4, 8, 1, 6000, kRuns}, {64, 2, 8, 1, 4000, kRuns}, {256, 4, 4, 1, 3000, kRuns},
     // Prompt shapes (32 rows or more: the prompt kernel when the split count is left to the library).
@@ -500,6 +502,16 @@ const Shape kShapes[] = {
     {128, 4, 1, 4, 3000, kCausal}, {64, 8, 2, 3, 900, kCausalBias}, {128, 4, 96, 3, 1024, kCausal}, {64, 2, 40, 2, 777, kSpan},
 };
 
+// After a launch that merged its splits inside the kernel, every arrival counter is 0 again, as the next launch needs.
+void check_counters(const mc::DecodeWorkspace& ws, const std::string& what) {
+    size_t n = 0;
+    const int* counters = ws.counters_now(n);
+    std::vector<int> c(n);
+    if (n > 0) CK(cudaMemcpy(c.data(), counters, n * sizeof(int), cudaMemcpyDeviceToHost));
+    const size_t counted = size_t(std::count_if(c.begin(), c.end(), [](int x) { return x != 0; }));
+    check(counted == 0, what + ": after the launch " + std::to_string(counted) + " of " + std::to_string(n) + " arrival counters are not 0");
+}
+
 // A masked call again with the ranges of the call before (as a model's later layers run: DecodeWorkspace::reuse_ranges),
 // which the decode kernels read before their wait for the kernel before them.
 template <typename Call>
@@ -512,6 +524,7 @@ void check_reused(mc::DecodeWorkspace& ws, bool masked, Dev<float>& out, const s
         CK(cudaDeviceSynchronize());
         const double err = relative_error(out.down(), ref);
         check(ok && err <= 1e-3, what + (i == 0 ? ", ranges computed for reuse" : ", ranges reused") + ": relative error " + std::to_string(err));
+        check_counters(ws, what);
     }
     ws.reuse_ranges(false);
     ws.forget_ranges();  // the next problem's mask may get this one's address
@@ -538,6 +551,7 @@ void test_dense(std::mt19937_64& rng, int sms) {
             CK(cudaDeviceSynchronize());
             const double err = relative_error(out.down(), ref);
             check(ok && err <= 1e-3, "dense attention " + describe(p, splits) + ": relative error " + std::to_string(err));
+            check_counters(ws, "dense attention " + describe(p, splits));
         }
         check_reused(ws, p.masked, out, ref, "dense attention " + describe(p, 0), [&] { return mc::decode_attention_dense(dp, cache, ws, sms, nullptr, 0); });
     }
@@ -614,6 +628,7 @@ void test_compressed(std::mt19937_64& rng, int sms) {
                                                       : "";
                 check(ok && err <= 1e-3, "compressed attention sK=" + std::to_string(sk) + " sV=" + std::to_string(sv) + " " + describe(p, run.splits) + how +
                                              ": relative error " + std::to_string(err));
+                check_counters(ws, "compressed attention " + describe(p, run.splits) + how);
             }
             ws.expand_prompts(true);
             ws.limit_expanded(mc::DecodeWorkspace::kMaxExpandedBytes);

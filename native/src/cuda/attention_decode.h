@@ -93,6 +93,11 @@ public:
     // At least n arrival counters, all 0 between launches (each launch sets back what it counted);
     // null on allocation failure (logged).
     int* counters(size_t n);
+    // For the tests, which check that every launch leaves its counters 0.
+    const int* counters_now(size_t& n) const {
+        n = counters_n_;
+        return counters_;
+    }
     // Every layer of a graph reads the same mask: with reuse on, the rows' ranges and tile lists of a
     // mask are computed by the first attention and kept for the next ones until forget_ranges() (the
     // executor calls it when a graph ends, before the mask is uploaded anew). Off by default: a caller
