@@ -274,6 +274,8 @@ __device__ void finish(const DecodeProblem& p, const Place& pl, State<G>& st, fl
 // blocks are resident at once. The counter counts the arrivals, then the mergers that waited (the last
 // arrival does not wait on a second atomic); the last to count, or the last arrival when it merges alone,
 // sets it back to 0 for the next launch. `w` is shared memory for merge_floats(G, splits).
+// Partials that carry their own readiness instead (a poison value the mergers wait out and write back; relaxed
+// arrivals, no wait for the count) were slower: batch 1, 32K 40.4 against 40.1-40.2 us, batch 4, 4K 23.9 against 22.8.
 // With one merger (H200, batch 1, 32K, dense: 33 splits) the merge ended about 4 us after the last arrival,
 // about 1.4 us for each 34 KB batch of sums that its one multiprocessor read (globaltimer stamps per block);
 // with eight, 2.9 us (store, s = 0.7: 3.3 against 7.7 us; its batch-1, 32K call 40.3 against 43.2 us).
@@ -1190,7 +1192,8 @@ __global__ void __launch_bounds__(kThreads, kBlocks) mma_kernel(DecodeProblem p,
     slots_of(base, live, ks, vs);
     // Every buffer's copies go out before the queries are staged, the queries' loads first: the staging
     // ends 3-7 us after the start at batch 1 (H200, globaltimer stamps per block); with only the first
-    // step's copies out before it, batch 1, 4K took 15.3 against 14.4 us and batch 4, 4K 28.7 against 27.8.
+    // step's copies out before it, batch 1, 4K took 15.3 against 14.4 us and batch 4, 4K 28.7 against 27.8; with two of the
+    // dense walk's three before it, level (batch 1, 32K 39.7 us both).
     const float f = p.scale * kLog2e;
     constexpr int kPer = 8 * D / kThreads;
     float x[kPer];
