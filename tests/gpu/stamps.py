@@ -29,19 +29,15 @@ def rep(old,new):
     s=s.replace(old,new,1)
 rep('''                                                       int* counters, int mergers) {''','''                                                       int* counters, int mergers, int slot) {
     STAMP(0);''')
-rep('''    start_after_previous();
-    extern __shared__ __align__(16) uint8_t smem[];
-    constexpr int kRow = 2 * D + 16;''','''
+rep('''    if (!early) start_after_previous();''','''
     if (slot >= 0 && threadIdx.x == 0) { unsigned sm_; asm volatile("mov.u32 %0, %%smid;" : "=r"(sm_)); const unsigned b_ = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z); if (b_ < kMaxBlocks) g_st[slot][b_][12] = sm_ + 1; }
-    start_after_previous();
-    STAMP(1);
-    extern __shared__ __align__(16) uint8_t smem[];
-    constexpr int kRow = 2 * D + 16;''')
+    if (!early) { start_after_previous(); STAMP(1); }''')
+rep('''    if (early) start_after_previous();''','''    if (early) { start_after_previous(); STAMP(1); }''')
 rep('''    __syncthreads();
-    // Step s's copies''','''    __syncthreads();
+    // Over the dense cache the queries' A fragments''','''    __syncthreads();
     STAMP(2);
     bool first_ = true;
-    // Step s's copies''')
+    // Over the dense cache the queries' A fragments''')
 rep('''            __pipeline_wait_prior(kStages - 1);
         }
         __syncwarp();
@@ -50,20 +46,17 @@ rep('''            __pipeline_wait_prior(kStages - 1);
         __syncwarp();
         if (first_) { STAMP(3); first_ = false; }
         if (live != 0u) {''')
-rep('''    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    __syncthreads();  // the merge arrays overlay''','''    STAMP(4);
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
+rep('''    __syncthreads();  // the merge arrays overlay''','''    STAMP(4);
     __syncthreads();  // the merge arrays overlay''')
 rep('''    merge_warps<D>(p, pl, G, s_acc, s_m, s_l, part, splits);
-    if (counters != nullptr) merge_if_last<D>(p, pl, G, part, splits, mergers, counters, reinterpret_cast<float*>(smem));
-}''','''    STAMP(5);
+    if (counters != nullptr) {''','''    STAMP(5);
     merge_warps<D>(p, pl, G, s_acc, s_m, s_l, part, splits);
     STAMP(6);
-    if (counters != nullptr) merge_if_last<D>(p, pl, G, part, splits, mergers, counters, reinterpret_cast<float*>(smem), slot);
-}''')
-rep('''__device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, const float* part, int splits, int mergers, int* counters, float* w) {''','''__device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, const float* part, int splits, int mergers, int* counters, float* w, int slot) {''')
+    if (counters != nullptr) {''')
+rep('''reinterpret_cast<float*>(smem), bar);''','''reinterpret_cast<float*>(smem), bar, slot);''')
+rep('''int* counters, float* w,
+                              unsigned bar) {''','''int* counters, float* w,
+                              unsigned bar, int slot) {''')
 rep('''    __syncthreads();
     const int role = s_role;
     if (role < 0) return;''','''    __syncthreads();
@@ -71,21 +64,16 @@ rep('''    __syncthreads();
     const int role = s_role;
     if (role < 0) return;''')
 rep('''    __syncthreads();
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    for (int g = warp; g < G; g += kWarps) {''','''    __syncthreads();
+    split_weights(G, splits, [&](int i) { return s_w[i]; }, [&](int i) { return s_l[i]; }, s_w, s_sum);
+    __syncthreads();''','''    __syncthreads();
     STAMP(9);
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    for (int g = warp; g < G; g += kWarps) {''')
-rep('''        if (lane == 0) s_sum[g] = l;
-    }
-    __syncthreads();''','''        if (lane == 0) s_sum[g] = l;
-    }
+    split_weights(G, splits, [&](int i) { return s_w[i]; }, [&](int i) { return s_l[i]; }, s_w, s_sum);
     __syncthreads();
     STAMP(10);''')
 rep('''    if (counted == splits + mergers - 2)''', '''    __syncthreads();
     STAMP(8);
     if (counted == splits + mergers - 2)''')
-rep('''    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, pr.tiles, pr.part, splits, counters, mergers);''','''    static int calls_ = 0;
+rep('''    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, tl, pr.part, splits, counters, mergers);''','''    static int calls_ = 0;
     ++calls_;
     int slot_ = calls_ == 44 ? 0 : calls_ == 45 ? 1 : -1;
     if (calls_ == 44) {
@@ -93,7 +81,7 @@ rep('''    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, 
         cudaGetSymbolAddress(&a_, g_st);
         cudaMemsetAsync(a_, 0, sizeof(g_st), stream);
     }
-    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, pr.tiles, pr.part, splits, counters, mergers, slot_);
+    launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, tl, pr.part, splits, counters, mergers, slot_);
     if (calls_ == 53) dump_stamps(grid_of(p, splits));''')
 rep('''// The tensor-core kernels for D = 64 and 128 (up to 8 query heads per KV head).
 bool launch_mma(''','''void dump_stamps(dim3 g) {
