@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 # Makes an instrumented copy of native/src/cuda/attention_decode.cu for tests/gpu/ab.sh: thread 0 of every
-# block of the tensor-core decode kernel writes %globaltimer at eleven points (and its SM id) (0 entry, 1 after waiting for the
+# block of the tensor-core decode kernel writes %globaltimer at nine points (and its SM id) (0 entry, 1 after waiting for the
 # previous kernel, 2 queries staged, 3 first step's data in, 4 walk done, 5 warps' states in shared memory,
-# 6 partial written, 7 arrival counted; each merging block: 9 every split's m and l in
-# shared memory, 10 weights computed, 8 merge done), for two consecutive calls (the 44th and
+# 6 partial written, 7 arrival counted; each merging block: 8 merge done; 9 and 10 are unused since the
+# mergers fold by shuffles), for two consecutive calls (the 44th and
 # 45th launch of a process); the 53rd launch prints, per point, min / 10 % / median / 90 % / max over the
 # blocks in ns from the first block's entry of call 44. The timing of that build is not the kernel's (the
 # printing synchronises): compare phases, not totals.
@@ -63,13 +63,6 @@ rep('''    __syncthreads();
     STAMP(7);
     const int role = s_role;
     if (role < 0) return;''')
-rep('''    __syncthreads();
-    split_weights(G, splits, [&](int i) { return s_w[i]; }, [&](int i) { return s_l[i]; }, s_w, s_sum);
-    __syncthreads();''','''    __syncthreads();
-    STAMP(9);
-    split_weights(G, splits, [&](int i) { return s_w[i]; }, [&](int i) { return s_l[i]; }, s_w, s_sum);
-    __syncthreads();
-    STAMP(10);''')
 rep('''    if (counted == splits + mergers - 2)''', '''    __syncthreads();
     STAMP(8);
     if (counted == splits + mergers - 2)''')

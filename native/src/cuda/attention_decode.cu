@@ -273,7 +273,7 @@ __device__ void finish(const DecodeProblem& p, const Place& pl, State<G>& st, fl
 // not the last arrival waits for it, so the launcher asks for more than one only where all of the launch's
 // blocks are resident at once. The counter counts the arrivals, then the mergers that waited (the last
 // arrival does not wait on a second atomic); the last to count, or the last arrival when it merges alone,
-// sets it back to 0 for the next launch. `w` is shared memory for merge_floats(G, splits).
+// sets it back to 0 for the next launch. `w`: shared memory for merge_bulk.
 // Partials that carry their own readiness instead (a poison value the mergers wait out and write back; relaxed
 // arrivals, no wait for the count) were slower: batch 1, 32K 40.4 against 40.1-40.2 us, batch 4, 4K 23.9 against 22.8.
 // With one merger (H200, batch 1, 32K, dense: 33 splits) the merge ended about 4 us after the last arrival,
@@ -282,10 +282,9 @@ __device__ void finish(const DecodeProblem& p, const Place& pl, State<G>& st, fl
 // Mergers for every split, with the last arrival waiting on its second atomic, made batch 4 and 8 at 4K
 // about 1 us slower; this protocol with mergers only from 16 splits on took back half of it (one call:
 // batch 4, 4K 25.1 against 25.6 us; 0240899, without several mergers, 24.5).
-// The first batch of each thread's partial sums loads together with every split's m and l.
-// The per-pair m and l and the per-head sums, then (16-byte aligned) kThreads float4 for the mergers' reductions.
-__host__ __device__ constexpr size_t merge_red_at(int G, int splits) { return (size_t(G) * (2 * size_t(splits) + 1) + 3) / 4 * 4; }
-__host__ __device__ constexpr size_t merge_floats(int G, int splits) { return merge_red_at(G, splits) + 4 * size_t(kThreads); }
+// A merger's threads load their splits' sums with their m and l, fold them with a running m each and then across
+// lanes by shuffles; before, every split's m and l went through shared memory for the weights first (two more
+// barriers and a block-wide reduction of the sums).
 constexpr int kMaxMergers = 8;
 
 // The arrival count as a release (the block's partial, written before the barrier that precedes it, is
@@ -401,7 +400,7 @@ __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, co
     __syncthreads();
     const int role = s_role;
     if (role < 0) return;
-    constexpr int P = part_stride(D), kBatch = 17;
+    constexpr int P = part_stride(D), kBatch = 9;  // splits a lane loads at once: the store's 66 at batch 1 in one batch
     // Pair i = g * splits + s (head g, split s) at base + i * P; loads bypass L1 (other blocks wrote them).
     const float* base = part + ((size_t(pl.seq) * p.n_rows + pl.row) * p.n_head + size_t(pl.hk) * G) * size_t(splits) * P;
     if constexpr (kBulkMerge && kBulkCopies) {
@@ -411,74 +410,53 @@ __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, co
         }
     }
     // Item t: head t / (D / 4), channels 4 (t % (D / 4)) + 0..3; this merger's are first .. first + count - 1,
-    // R a round, each summed by `parts` threads (thread: item it0 of the round, splits q, q + parts, ...).
-    const int n = G * splits, items = G * (D / 4), per = (items + mergers - 1) / mergers, first = role * per;
-    const int count = min(per, items - first), parts = per < kThreads ? kThreads / per : 1, R = kThreads / parts;
-    const int it0 = int(threadIdx.x) % R, q = int(threadIdx.x) / R;
-    const bool active = q < parts;
-    float* s_w = w;           // [n]: each pair's m, then its weight
-    float* s_l = w + n;       // [n]: each pair's l
-    float* s_sum = w + 2 * n; // [G]: each head's weighted sum of l
-    float4* s_red = reinterpret_cast<float4*>(w + merge_red_at(G, splits));  // [kThreads]
-    auto sums_of = [&](int t) { return base + size_t(t / (D / 4)) * splits * P + (t % (D / 4)) * 4; };
-    float4 x[kBatch];
-    auto load = [&](const float* hb, int k0) {
-#pragma unroll
-        for (int j = 0; j < kBatch; ++j) {
-            const int sp = q + parts * (k0 + j);
-            x[j] = sp < splits ? __ldcg(reinterpret_cast<const float4*>(hb + size_t(sp) * P)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
-    };
-    if (active && it0 < count) load(sums_of(first + it0), 0);
-    for (int i0 = threadIdx.x; i0 < n; i0 += 4 * kThreads) {
-        float2 ml[4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-            if (i0 + j * kThreads < n) ml[j] = __ldcg(reinterpret_cast<const float2*>(base + size_t(i0 + j * kThreads) * P + D));
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-            if (i0 + j * kThreads < n) {
-                s_w[i0 + j * kThreads] = ml[j].x;
-                s_l[i0 + j * kThreads] = ml[j].y;
-            }
-    }
-    __syncthreads();
-    split_weights(G, splits, [&](int i) { return s_w[i]; }, [&](int i) { return s_l[i]; }, s_w, s_sum);
-    __syncthreads();
+    // each folded by `parts` neighbouring lanes (lane q of them: splits q, q + parts, ...; its own running m),
+    // then across those lanes by shuffles: no shared memory and no barrier between the loads and the output.
+    const int items = G * (D / 4), per = (items + mergers - 1) / mergers, first = role * per;
+    const int count = min(per, items - first);
+    int parts = 1;
+    while (parts < 32 && 2 * parts * per <= kThreads) parts *= 2;
+    const int q = int(threadIdx.x) % parts, R = kThreads / parts;
     for (int r0 = 0; r0 < count; r0 += R) {
-        const int it = r0 + it0, t = first + it, g = t / (D / 4);
-        const bool mine = active && it < count;
+        const int it = r0 + int(threadIdx.x) / parts, t = first + min(it, count - 1), g = t / (D / 4);
+        const bool mine = it < count;
+        const float* hb = base + size_t(g) * splits * P;
+        float m = -INFINITY, l = 0.0f;
         float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (mine) {
-            const float* hb = sums_of(t);
-            for (int k0 = 0; q + parts * k0 < splits; k0 += kBatch) {
-                if (k0 > 0 || r0 > 0) load(hb, k0);
+        for (int k0 = 0; mine && q + parts * k0 < splits; k0 += kBatch) {
+            float4 x[kBatch];
+            float2 ml[kBatch];
 #pragma unroll
-                for (int j = 0; j < kBatch; ++j) {
-                    const int sp = q + parts * (k0 + j);
-                    const float f = sp < splits ? s_w[g * splits + sp] : 0.0f;
-                    a.x += x[j].x * f;
-                    a.y += x[j].y * f;
-                    a.z += x[j].z * f;
-                    a.w += x[j].w * f;
-                }
+            for (int j = 0; j < kBatch; ++j) {
+                const int sp = q + parts * (k0 + j);
+                const float* pp = hb + size_t(sp) * P;
+                x[j] = sp < splits ? __ldcg(reinterpret_cast<const float4*>(pp + (t % (D / 4)) * 4)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                ml[j] = sp < splits ? __ldcg(reinterpret_cast<const float2*>(pp + D)) : make_float2(-INFINITY, 0.0f);
             }
+            float mb = m;
+#pragma unroll
+            for (int j = 0; j < kBatch; ++j) mb = fmaxf(mb, ml[j].x);
+            const float f = merge_factor(m, mb);
+            l *= f;
+            a = make_float4(a.x * f, a.y * f, a.z * f, a.w * f);
+#pragma unroll
+            for (int j = 0; j < kBatch; ++j) {
+                const float w = merge_factor(ml[j].x, mb);
+                l += ml[j].y * w;
+                a = make_float4(a.x + x[j].x * w, a.y + x[j].y * w, a.z + x[j].z * w, a.w + x[j].w * w);
+            }
+            m = mb;
         }
-        if (parts > 1) {
-            s_red[threadIdx.x] = a;
-            __syncthreads();
-            if (mine && q == 0)
-                for (int k = 1; k < parts; ++k) {
-                    const float4 b = s_red[threadIdx.x + k * R];
-                    a.x += b.x;
-                    a.y += b.y;
-                    a.z += b.z;
-                    a.w += b.w;
-                }
-            __syncthreads();
+        for (int o = 1; o < parts; o <<= 1) {
+            const float mo = __shfl_xor_sync(0xffffffffu, m, o), lo = __shfl_xor_sync(0xffffffffu, l, o);
+            const float4 ao = make_float4(__shfl_xor_sync(0xffffffffu, a.x, o), __shfl_xor_sync(0xffffffffu, a.y, o),
+                                          __shfl_xor_sync(0xffffffffu, a.z, o), __shfl_xor_sync(0xffffffffu, a.w, o));
+            const float mn = fmaxf(m, mo), fa = merge_factor(m, mn), fb = merge_factor(mo, mn);
+            l = l * fa + lo * fb;
+            a = make_float4(a.x * fa + ao.x * fb, a.y * fa + ao.y * fb, a.z * fa + ao.z * fb, a.w * fa + ao.w * fb);
+            m = mn;
         }
         if (mine && q == 0) {
-            const float l = s_sum[g];
             float* out = out_row(p, pl.hk * G + g, pl.row, pl.seq) + (t % (D / 4)) * 4;
             out[0] = l == 0.0f ? 0.0f : a.x / l;
             out[1] = l == 0.0f ? 0.0f : a.y / l;
@@ -2342,12 +2320,11 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
     if (splits <= 0) splits = decode_splits(p, int(resident));
     const Prepared pr = prepare(p, splits, true, ws, stream);
     if (!pr.ok) return false;
-    // The splits merge inside the kernel when their weights fit in its shared memory below the copy
-    // barriers (whose memory is not reused); a quarter of the splits (at most 8) share the merge from 16
-    // splits on, when all blocks are resident.
+    // The splits merge inside the kernel; a quarter of the splits (at most 8) share the merge from 16 splits on,
+    // when all blocks are resident.
     int* counters = nullptr;
     const size_t G = size_t(p.n_head / p.n_head_kv);
-    if (splits > 1 && merge_floats(int(G), splits) * sizeof(float) <= mma_body_bytes(p.head_dim, sparse, cc.k_stride + cc.v_stride)) {
+    if (splits > 1) {
         counters = ws.counters(size_t(p.n_rows) * p.n_seq * p.n_head_kv);
         if (counters == nullptr) return false;
     }
