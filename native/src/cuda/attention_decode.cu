@@ -202,7 +202,8 @@ __device__ __forceinline__ float* out_row(const DecodeProblem& p, int h, int row
 }
 
 // Merges the warps' states (acc [warp][G][D], m and l [warp][G] in shared memory); writes the
-// output (one split) or the split's unnormalised partial [acc[D], m, l] per head.
+// output (one split) or the split's unnormalised partial [acc[D], m, l] per head. Each head's warp weights
+// computed once by one thread, behind a barrier, instead of by every thread for its channels: level or slower.
 template <int D>
 __device__ void merge_warps(const DecodeProblem& p, const Place& pl, int G, const float* s_acc, const float* s_m, const float* s_l, float* part,
                             int splits) {
@@ -284,7 +285,8 @@ __device__ void finish(const DecodeProblem& p, const Place& pl, State<G>& st, fl
 // batch 4, 4K 25.1 against 25.6 us; 0240899, without several mergers, 24.5).
 // A merger's threads load their splits' sums with their m and l, fold them with a running m each and then across
 // lanes by shuffles; before, every split's m and l went through shared memory for the weights first (two more
-// barriers and a block-wide reduction of the sums).
+// barriers and a block-wide reduction of the sums). H200, two machines: dense batch 1, 32K 39.1-39.2 against
+// 39.6 us and 39.7 against 40.2; the store at s = 0.7, batch 8, 32K 204.5-204.9 against 208.9-209.1.
 constexpr int kMaxMergers = 8;
 
 // The arrival count as a release (the block's partial, written before the barrier that precedes it, is
