@@ -2341,8 +2341,7 @@ bool launch_mma(const DecodeProblem& p, const DenseCache& dc, const CompressedCa
     TileLists tl = pr.tiles;
     tl.ranges = pr.ranges;
     launch_kernel(fn, grid_of(p, splits), kThreads, smem, stream, p, dc, cc, tl, pr.part, splits, counters, mergers);
-    if (!MUSTAFAR_CUDA_OK(cudaGetLastError())) return false;
-    return counters != nullptr || merge(p, pr, splits, stream);
+    return MUSTAFAR_CUDA_OK(cudaGetLastError());  // the kernel merges its splits
 }
 
 // From this many query rows on (a prompt's micro-batch), rows share K and V in the prompt kernel.
