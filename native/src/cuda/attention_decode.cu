@@ -307,10 +307,12 @@ __device__ __forceinline__ int load_acquire(const int* p) {
 }
 
 // Each head g's weight of each of its splits s against the largest m (into s_w[g * splits + s]) and its
-// weighted sum of l (into s_sum[g]); m_of(i) and l_of(i) read pair i = g * splits + s's m and l (m_of may
-// read s_w[i], which is written only after).
-template <typename M, typename L>
-__device__ void split_weights(int G, int splits, M&& m_of, L&& l_of, float* s_w, float* s_sum) {
+// weighted sum of l (into s_sum[g]), from the staged partials of merge_bulk (pair i = g * splits + s at w + i * P).
+template <int D>
+__device__ void split_weights(int G, int splits, const float* w, float* s_w, float* s_sum) {
+    constexpr int P = part_stride(D);
+    auto m_of = [&](int i) { return w[size_t(i) * P + D]; };
+    auto l_of = [&](int i) { return w[size_t(i) * P + D + 1]; };
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     for (int g = warp; g < G; g += kWarps) {
         float m = -INFINITY;
@@ -353,8 +355,7 @@ __device__ void merge_bulk(const DecodeProblem& p, const Place& pl, int G, const
     }
     __syncthreads();  // the barrier is initialised
     wait_phase(bar, 0);
-    split_weights(
-        G, splits, [&](int i) { return w[size_t(i) * P + D]; }, [&](int i) { return w[size_t(i) * P + D + 1]; }, s_w, s_sum);
+    split_weights<D>(G, splits, w, s_w, s_sum);
     __syncthreads();
     // Item t: head t / (D / 4), channels 4 (t % (D / 4)) + 0..3, summed over the splits in order.
     for (int t = threadIdx.x; t < G * (D / 4); t += kThreads) {
