@@ -201,6 +201,19 @@ __device__ __forceinline__ float* out_row(const DecodeProblem& p, int h, int row
     return reinterpret_cast<float*>(p.out + size_t(h) * p.out_nb1 + size_t(row) * p.out_nb2 + size_t(seq) * p.out_nb3);
 }
 
+// Four channels of the output, a / l (0 where the row saw no cell): one 16-byte store where `out` is aligned.
+__device__ __forceinline__ void store_out4(float* out, float4 a, float l) {
+    const float4 v = l == 0.0f ? make_float4(0.0f, 0.0f, 0.0f, 0.0f) : make_float4(a.x / l, a.y / l, a.z / l, a.w / l);
+    if ((reinterpret_cast<uintptr_t>(out) & 15u) == 0u) {
+        *reinterpret_cast<float4*>(out) = v;
+    } else {
+        out[0] = v.x;
+        out[1] = v.y;
+        out[2] = v.z;
+        out[3] = v.w;
+    }
+}
+
 // Merges the warps' states (acc [warp][G][D], m and l [warp][G] in shared memory, 16-byte aligned); writes
 // the output (one split) or the split's unnormalised partial [acc[D], m, l] per head. A thread takes four
 // neighbouring channels: one 16-byte load per warp and one 16-byte store of the partial.
@@ -226,11 +239,7 @@ __device__ void merge_warps(const DecodeProblem& p, const Place& pl, int G, cons
         }
         const int h = pl.hk * G + g;
         if (splits == 1) {
-            float* out = out_row(p, h, pl.row, pl.seq) + 4 * c;
-            out[0] = l == 0.0f ? 0.0f : a.x / l;
-            out[1] = l == 0.0f ? 0.0f : a.y / l;
-            out[2] = l == 0.0f ? 0.0f : a.z / l;
-            out[3] = l == 0.0f ? 0.0f : a.w / l;
+            store_out4(out_row(p, h, pl.row, pl.seq) + 4 * c, a, l);
         } else {
             float* pp = part + (((size_t(pl.seq) * p.n_rows + pl.row) * p.n_head + h) * size_t(splits) + pl.split) * part_stride(D);
             *reinterpret_cast<float4*>(pp + 4 * c) = a;
@@ -374,17 +383,44 @@ __device__ void merge_bulk(const DecodeProblem& p, const Place& pl, int G, const
             a.z += x.z * f;
             a.w += x.w * f;
         }
-        const float l = s_sum[g];
-        float* out = out_row(p, pl.hk * G + g, pl.row, pl.seq) + 4 * c;
-        out[0] = l == 0.0f ? 0.0f : a.x / l;
-        out[1] = l == 0.0f ? 0.0f : a.y / l;
-        out[2] = l == 0.0f ? 0.0f : a.z / l;
-        out[3] = l == 0.0f ? 0.0f : a.w / l;
+        store_out4(out_row(p, pl.hk * G + g, pl.row, pl.seq) + 4 * c, a, s_sum[g]);
     }
 }
 
 // Shared floats that merge_bulk needs for G heads' splits.
 __host__ __device__ constexpr size_t merge_bulk_floats(int D, int G, int splits) { return size_t(G) * splits * (part_stride(D) + 1) + G; }
+
+// Folds a lane's splits q, q + parts, ... < splits of one head (split s's partial at hb + s * P) into its
+// running (m, l, a) for channels 4c .. 4c + 3: B sums with their m and l loaded at once; the loads bypass L1
+// (other blocks wrote them).
+template <int D, int B>
+__device__ __forceinline__ void fold_splits(const float* hb, int c, int q, int parts, int splits, float& m, float& l, float4& a) {
+    constexpr int P = part_stride(D);
+    for (int k0 = 0; q + parts * k0 < splits; k0 += B) {
+        float4 v[B];
+        float2 ml[B];
+#pragma unroll
+        for (int j = 0; j < B; ++j) {
+            const int sp = q + parts * (k0 + j);
+            const float* pp = hb + size_t(sp) * P;
+            v[j] = sp < splits ? __ldcg(reinterpret_cast<const float4*>(pp + 4 * c)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            ml[j] = sp < splits ? __ldcg(reinterpret_cast<const float2*>(pp + D)) : make_float2(-INFINITY, 0.0f);
+        }
+        float mb = m;
+#pragma unroll
+        for (int j = 0; j < B; ++j) mb = fmaxf(mb, ml[j].x);
+        const float f = merge_factor(m, mb);
+        l *= f;
+        a = make_float4(a.x * f, a.y * f, a.z * f, a.w * f);
+#pragma unroll
+        for (int j = 0; j < B; ++j) {
+            const float w = merge_factor(ml[j].x, mb);
+            l += ml[j].y * w;
+            a = make_float4(a.x + v[j].x * w, a.y + v[j].y * w, a.z + v[j].z * w, a.w + v[j].w * w);
+        }
+        m = mb;
+    }
+}
 
 // kBulkMerge: the dense kernel, which may be launched with mergers == 0 (merge_bulk).
 template <int D, bool kBulkMerge>
@@ -409,8 +445,8 @@ __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, co
     __syncthreads();
     const int role = s_role;
     if (role < 0) return;
-    constexpr int P = part_stride(D), kBatch = 9;  // splits a lane loads at once: the store's 66 at batch 1 in one batch
-    // Pair i = g * splits + s (head g, split s) at base + i * P; loads bypass L1 (other blocks wrote them).
+    constexpr int P = part_stride(D);
+    // Pair i = g * splits + s (head g, split s) at base + i * P.
     const float* base = part + ((size_t(pl.seq) * p.n_rows + pl.row) * p.n_head + size_t(pl.hk) * G) * size_t(splits) * P;
     if constexpr (kBulkMerge && kBulkCopies) {
         if (bulk) {
@@ -432,29 +468,15 @@ __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, co
         const float* hb = base + size_t(g) * splits * P;
         float m = -INFINITY, l = 0.0f;
         float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        for (int k0 = 0; mine && q + parts * k0 < splits; k0 += kBatch) {
-            float4 x[kBatch];
-            float2 ml[kBatch];
-#pragma unroll
-            for (int j = 0; j < kBatch; ++j) {
-                const int sp = q + parts * (k0 + j);
-                const float* pp = hb + size_t(sp) * P;
-                x[j] = sp < splits ? __ldcg(reinterpret_cast<const float4*>(pp + (t % (D / 4)) * 4)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                ml[j] = sp < splits ? __ldcg(reinterpret_cast<const float2*>(pp + D)) : make_float2(-INFINITY, 0.0f);
+        if (mine) {  // batches no longer than a lane's splits: a batch's slots past them cost as much as the rest
+            const int n = (splits + parts - 1) / parts, c = t % (D / 4);  // lane 0's count: the same path for all
+            if (n <= 2) {
+                fold_splits<D, 2>(hb, c, q, parts, splits, m, l, a);
+            } else if (n <= 5) {
+                fold_splits<D, 5>(hb, c, q, parts, splits, m, l, a);
+            } else {
+                fold_splits<D, 9>(hb, c, q, parts, splits, m, l, a);  // the store's 66 splits at batch 1 in one batch
             }
-            float mb = m;
-#pragma unroll
-            for (int j = 0; j < kBatch; ++j) mb = fmaxf(mb, ml[j].x);
-            const float f = merge_factor(m, mb);
-            l *= f;
-            a = make_float4(a.x * f, a.y * f, a.z * f, a.w * f);
-#pragma unroll
-            for (int j = 0; j < kBatch; ++j) {
-                const float w = merge_factor(ml[j].x, mb);
-                l += ml[j].y * w;
-                a = make_float4(a.x + x[j].x * w, a.y + x[j].y * w, a.z + x[j].z * w, a.w + x[j].w * w);
-            }
-            m = mb;
         }
         for (int o = 1; o < parts; o <<= 1) {
             const float mo = __shfl_xor_sync(0xffffffffu, m, o), lo = __shfl_xor_sync(0xffffffffu, l, o);
@@ -465,13 +487,7 @@ __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, co
             a = make_float4(a.x * fa + ao.x * fb, a.y * fa + ao.y * fb, a.z * fa + ao.z * fb, a.w * fa + ao.w * fb);
             m = mn;
         }
-        if (mine && q == 0) {
-            float* out = out_row(p, pl.hk * G + g, pl.row, pl.seq) + (t % (D / 4)) * 4;
-            out[0] = l == 0.0f ? 0.0f : a.x / l;
-            out[1] = l == 0.0f ? 0.0f : a.y / l;
-            out[2] = l == 0.0f ? 0.0f : a.z / l;
-            out[3] = l == 0.0f ? 0.0f : a.w / l;
-        }
+        if (mine && q == 0) store_out4(out_row(p, pl.hk * G + g, pl.row, pl.seq) + (t % (D / 4)) * 4, a, l);
     }
     if (counted == splits + mergers - 2) atomicExch(counters + (size_t(pl.seq) * p.n_rows + pl.row) * p.n_head_kv + pl.hk, 0);  // the last waiting merger
 }
