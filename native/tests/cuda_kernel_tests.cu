@@ -546,7 +546,8 @@ void test_dense(std::mt19937_64& rng, int sms) {
         cache.k_nb1 = cache.v_nb1 = size_t(p.n_head_kv) * p.D * 2;
         cache.k_nb2 = cache.v_nb2 = size_t(p.D) * 2;
         cache.k_nb3 = cache.v_nb3 = cache.k_nb1 * p.n_kv;
-        for (int splits : {0, 1, 5}) {
+        // 17 splits: where all blocks are resident, several mergers (as at batch 1, long context) for every shape's D and G.
+        for (int splits : {0, 1, 5, 17}) {
             const bool ok = mc::decode_attention_dense(dp, cache, ws, sms, nullptr, splits);
             CK(cudaDeviceSynchronize());
             const double err = relative_error(out.down(), ref);
@@ -614,7 +615,7 @@ void test_compressed(std::mt19937_64& rng, int sms) {
                 int64_t cap;  // cells the copy may hold; 0: the default limit
             };
             const int64_t fit = packed_rows(p);
-            const Run runs[] = {{0, true, 0}, {0, false, 0}, {0, true, fit}, {0, true, fit - 1}, {1, true, 0}, {3, true, 0}};
+            const Run runs[] = {{0, true, 0}, {0, false, 0}, {0, true, fit}, {0, true, fit - 1}, {1, true, 0}, {3, true, 0}, {17, true, 0}};
             for (const Run& run : runs) {
                 if ((!run.expand || run.cap > 0) && sh.rows < 32) continue;
                 ws.expand_prompts(run.expand);
