@@ -216,7 +216,8 @@ __device__ __forceinline__ void store_out4(float* out, float4 a, float l) {
 
 // Merges the warps' states (acc [warp][G][D], m and l [warp][G] in shared memory, 16-byte aligned); writes
 // the output (one split) or the split's unnormalised partial [acc[D], m, l] per head. A thread takes four
-// neighbouring channels: one 16-byte load per warp and one 16-byte store of the partial.
+// neighbouring channels: one 16-byte load per warp and one 16-byte store of the partial (H200, one thread a
+// channel before: dense batch 1, 32K 39.7-39.8 against 39.3 us, the store at s = 0.7 36.0 against 34.9).
 // Each head's warp weights computed once by one thread, behind a barrier, instead of by every thread for its
 // channels: level or slower; a thread's channels merged side by side without branches before any store: level.
 template <int D>
@@ -471,7 +472,9 @@ __device__ void merge_if_last(const DecodeProblem& p, const Place& pl, int G, co
         const float* hb = base + size_t(g) * splits * P;
         float m = -INFINITY, l = 0.0f;
         float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (mine) {  // batches no longer than a lane's splits: a batch's slots past them cost as much as the rest
+        // Batches no longer than a lane's splits: a batch's slots past them cost as much as the rest (dense batch 1,
+        // 32K: 5 splits a lane in a batch of 9 before, 39.2-39.4 against 39.1 us).
+        if (mine) {
             const int n = (splits + parts - 1) / parts, c = t % (D / 4);  // lane 0's count: the same path for all
             if (n <= 2) {
                 fold_splits<D, 2>(hb, c, q, parts, splits, m, l, a);
