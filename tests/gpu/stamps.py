@@ -2,8 +2,9 @@
 # Makes an instrumented copy of native/src/cuda/attention_decode.cu for tests/gpu/ab.sh: thread 0 of every
 # block of the tensor-core decode kernel writes %globaltimer at nine points (and its SM id) (0 entry, 1 after waiting for the
 # previous kernel, 2 queries staged, 3 first step's data in, 4 walk done, 5 warps' states in shared memory,
-# 6 partial written, 7 arrival counted; each merging block: 8 merge done; 9 and 10 are unused since the
-# mergers fold by shuffles), for two consecutive calls (the 44th and
+# 6 partial written, 7 arrival counted (after the barrier that follows it); each merging block: 11 thread 0's
+# count or wait done, 9 its role known (the barrier after it), 10 thread 0's share of the sums loaded and folded,
+# 8 merge done), for two consecutive calls (the 44th and
 # 45th launch of a process); the 53rd launch prints, per point, min / 10 % / median / 90 % / max over the
 # blocks in ns from the first block's entry of call 44. The timing of that build is not the kernel's (the
 # printing synchronises): compare phases, not totals.
@@ -63,6 +64,22 @@ rep('''    __syncthreads();
     STAMP(7);
     const int role = s_role;
     if (role < 0) return;''')
+rep('''            counted = atomicAdd(c, 1);
+        }''','''            counted = atomicAdd(c, 1);
+        }
+        STAMP(11);''')
+rep('''    const int role = s_role;
+    if (role < 0) return;
+    constexpr int P''','''    const int role = s_role;
+    if (role < 0) return;
+    STAMP(9);
+    constexpr int P''')
+rep('''                fold_splits<D, 9>(hb, c, q, parts, splits, m, l, a);  // the store's 66 splits at batch 1 in one batch
+            }
+        }''','''                fold_splits<D, 9>(hb, c, q, parts, splits, m, l, a);  // the store's 66 splits at batch 1 in one batch
+            }
+            if (r0 == 0) STAMP(10);
+        }''')
 rep('''    if (counted == splits + mergers - 2)''', '''    __syncthreads();
     STAMP(8);
     if (counted == splits + mergers - 2)''')
