@@ -308,7 +308,8 @@ __device__ void finish(const DecodeProblem& p, const Place& pl, State<G>& st, fl
 // 41.3 against 39.1 us, the store's 41.9-42.2 against 34.9 (H200, one call; branch next/warp-partials).
 // A merger's first loads and fold of its share take 1.4-1.5 us, the same again 0.5-0.7 (dense batch 1, stamps):
 // not cold code, since a dry pass through the kernel's end before the wait left them at 1.8 us and made batch 1
-// slower (32K 39.5 against 39.1 us, 4K 11.1 against 10.3; branch next/warm-tail).
+// slower (32K 39.5 against 39.1 us, 4K 11.1 against 10.3; branch next/warm-tail), nor small pages (the scratch and
+// counters in 2 MiB allocations: level; next/big-pages).
 constexpr int kMaxMergers = 8;
 
 // The arrival count as a release (the block's partial, written before the barrier that precedes it, is
