@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # Makes an instrumented copy of native/src/cuda/attention_decode.cu for tests/gpu/ab.sh: thread 0 of every
-# block of the tensor-core decode kernel writes %globaltimer at nine points (and its SM id) (0 entry, 1 after waiting for the
+# block of the tensor-core decode kernel writes %globaltimer at twelve points (and its SM id) (0 entry, 1 after waiting for the
 # previous kernel, 2 queries staged, 3 first step's data in, 4 walk done, 5 warps' states in shared memory,
 # 6 partial written, 7 arrival counted (after the barrier that follows it); each merging block: 11 thread 0's
 # count or wait done, 9 its role known (the barrier after it), 10 thread 0's share of the sums loaded and folded,
@@ -13,9 +13,9 @@
 # It patches by exact text: when the kernel changes, the assertion names the anchor to update.
 import sys
 
-# --refold (diagnostic): a merger folds its share twice, the same instructions again (stamp 13 after the second
-# pass, from the same L2-resident partials): a second pass much shorter than the first puts the first's time on
-# fetching cold code rather than on the loads.
+# --refold (diagnostic): a merger folds its share twice, the same instructions on the same partials (stamp 13 after
+# the second pass); the output is stored once. Forty-first session: the first pass 1.4-1.5 us, the second 0.5-0.7
+# (dense batch 1), and not for cold code (gpu-attention-2026-12-03.md).
 refold = '--refold' in sys.argv
 args = [a for a in sys.argv[1:] if a != '--refold']
 src = open(args[0]).read()
@@ -79,6 +79,12 @@ rep('''    const int role = s_role;
     if (role < 0) return;
     STAMP(9);
     constexpr int P''')
+rep('''                fold_splits<D, 9>(hb, c, q, parts, splits, m, l, a);  // the store's 66 splits at batch 1 in one batch
+            }
+        }''','''                fold_splits<D, 9>(hb, c, q, parts, splits, m, l, a);  // the store's 66 splits at batch 1 in one batch
+            }
+            if (r0 == 0) STAMP(10);
+        }''')
 if refold:
     rep('''        if (mine) {
             const int n = (splits + parts - 1) / parts''','''#pragma unroll 1
@@ -86,19 +92,9 @@ if refold:
         m = -INFINITY, l = 0.0f, a = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (mine) {
             const int n = (splits + parts - 1) / parts''')
-    rep('''                fold_splits<D, 9>(hb, c, q, parts, splits, m, l, a);  // the store's 66 splits at batch 1 in one batch
-            }
-        }''','''                fold_splits<D, 9>(hb, c, q, parts, splits, m, l, a);  // the store's 66 splits at batch 1 in one batch
-            }
-            if (r0 == 0) STAMP(pass_ == 0 ? 10 : 13);
+    rep('''            if (r0 == 0) STAMP(10);
+        }''','''            if (r0 == 0) STAMP(pass_ == 0 ? 10 : 13);
         }
-        }''')
-else:
-    rep('''                fold_splits<D, 9>(hb, c, q, parts, splits, m, l, a);  // the store's 66 splits at batch 1 in one batch
-            }
-        }''','''                fold_splits<D, 9>(hb, c, q, parts, splits, m, l, a);  // the store's 66 splits at batch 1 in one batch
-            }
-            if (r0 == 0) STAMP(10);
         }''')
 rep('''    if (counted == splits + mergers - 2)''', '''    __syncthreads();
     STAMP(8);
