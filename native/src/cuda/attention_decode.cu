@@ -722,9 +722,10 @@ __device__ __forceinline__ void split2(float x, float y, uint32_t& hi, uint32_t&
 }
 
 // Channels `bit` and `bit` + 1 of bitmap word x as an f16 pair, pruned ones 0; `at`, the shared address of
-// the next kept value, moves past the kept ones. The add in place waits until the load has read `at` (short-
-// scoreboard stalls, most of the store's at batch 8); fresh addresses per channel cost more instructions than
-// that: H200, s = 0.7, batch 8, 32K 210.4 against 204.2 us for K's runs, 284.9 for V's expansion too (next/k-starts).
+// the next kept value, moves past the kept ones. The add in place waits until the load has read `at` (s = 0.7,
+// batch 8, 32K: 4477 of the kernel's 6969 short-scoreboard stall samples); fresh addresses per channel cost more
+// instructions than that: H200, 210.3-210.4 against 204.1-204.3 us for K's runs, 284.5-285.2 for V's expansion
+// too (next/k-starts, next/kv-starts).
 __device__ __forceinline__ uint32_t take2(uint32_t x, int bit, unsigned& at) {
     uint32_t lo = 0, hi = 0;
     asm volatile(
