@@ -10,6 +10,7 @@
 # printing synchronises): compare phases, not totals.
 # Usage: python3 tests/gpu/stamps.py native/src/cuda/attention_decode.cu artifacts/gpu/ref/stamps.cu
 #        REF=artifacts/gpu/ref/stamps.cu OUT=... POINTS="0,1,32768" tests/gpu/ab.sh 2> stamps.txt
+#        python3 tests/gpu/stamps_phases.py stamps.txt $OUT/ab.txt ref1   (the merge's phases as a table)
 # It patches by exact text: when the kernel changes, the assertion names the anchor to update.
 import sys
 
