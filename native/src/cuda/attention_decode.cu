@@ -310,11 +310,11 @@ __device__ void finish(const DecodeProblem& p, const Place& pl, State<G>& st, fl
 // Each warp's state a partial of its own (no merge of a block's warps), half of the splits merging (16 or 32):
 // the last arrival came 0.7 us sooner but the merge ended 4.0 us after it instead of 2.1; dense batch 1, 32K
 // 41.3 against 39.1 us, the store's 41.9-42.2 against 34.9 (H200, one call; branch next/warp-partials).
-// A merger's first loads and fold of its share take 1.4-1.5 us, the same again 0.5-0.7 (dense batch 1, stamps):
+// A merger's first loads and fold of its share took 1.4-1.5 us, the same again 0.5-0.7 (dense batch 1, stamps):
 // not cold code, since a dry pass through the kernel's end before the wait left them at 1.8 us and made batch 1
 // slower (32K 39.5 against 39.1 us, 4K 11.1 against 10.3; branch next/warm-tail), nor small pages (the scratch and
-// counters in 2 MiB allocations: level; next/big-pages). Sectors of the partials written whole took off a part
-// (merge_warps); the rest of the first pass's time was not found.
+// counters in 2 MiB allocations: level; next/big-pages). Partials written in whole sectors (merge_warps) took the
+// first pass to 1.22-1.34 us; the rest of its time was not found.
 constexpr int kMaxMergers = 8;
 
 // The arrival count as a release (the block's partial, written before the barrier that precedes it, is
