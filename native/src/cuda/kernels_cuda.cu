@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <unordered_set>
 #include <vector>
 
 #include "../kv/view.h"
@@ -272,10 +271,14 @@ public:
 
 private:
     bool launch() {
-        // A cell written twice in one micro-batch keeps its last value, as on the CPU.
-        std::unordered_set<int32_t> seen;
+        // A cell written twice in one micro-batch keeps its last value, as on the CPU. (Slots index the pool: a
+        // flag per slot, where a hash set's allocation per row was a cost on the host.)
+        std::vector<uint8_t> seen(slots_.empty() ? 0 : size_t(*std::max_element(slots_.begin(), slots_.end())) + 1);
         std::vector<uint8_t> last(slots_.size());
-        for (size_t i = slots_.size(); i-- > 0;) last[i] = seen.insert(slots_[i]).second;
+        for (size_t i = slots_.size(); i-- > 0;) {
+            last[i] = !seen[size_t(slots_[i])];
+            seen[size_t(slots_[i])] = 1;
+        }
         size_t n = 0;
         for (size_t i = 0; i < slots_.size(); ++i) {
             if (!last[i]) continue;

@@ -99,8 +99,13 @@ void* UploadArena::upload(const void* host, size_t bytes, cudaStream_t stream) {
 }
 
 std::unique_ptr<DeviceStore> DeviceStore::create(uint8_t* memory, int64_t n_rows, int64_t n_embd, const kv::StoreConfig& cfg) {
-    std::unique_ptr<DeviceStore> s(new (std::nothrow) DeviceStore(memory, n_rows, n_embd, cfg));
-    if (!s) return nullptr;
+    std::unique_ptr<DeviceStore> s;
+    try {
+        s.reset(new DeviceStore(memory, n_rows, n_embd, cfg));
+    } catch (const std::bad_alloc&) {
+        log_error("%s: no host memory for the pending slot changes of a store of %lld rows\n", kDeviceName, (long long)n_rows);
+        return nullptr;
+    }
     void* table = nullptr;
     if (!MUSTAFAR_CUDA_OK(cudaMalloc(&table, size_t(n_rows) * sizeof(int32_t)))) return nullptr;
     s->slots_ = static_cast<int32_t*>(table);
@@ -113,7 +118,8 @@ DeviceStore::DeviceStore(uint8_t* memory, int64_t n_rows, int64_t n_embd, const 
       n_rows_(n_rows),
       n_embd_(n_embd),
       n_heads_(int(n_embd / cfg.head_dim)),
-      layout_(kv::make_layout(cfg.head_dim, cfg.sparsity)) {
+      layout_(kv::make_layout(cfg.head_dim, cfg.sparsity)),
+      pending_(size_t(n_rows), kNoChange) {
     pool_ = records_ + size_t(n_rows) * n_heads_ * layout_.stride;
 }
 
@@ -144,21 +150,24 @@ void DeviceStore::compress(int64_t row, int32_t slot) {
     compress_rows_.push_back(int32_t(row));
 }
 
-void DeviceStore::slot_changed(int64_t row, int32_t slot) { slot_changes_[row] = slot; }
+void DeviceStore::slot_changed(int64_t row, int32_t slot) {
+    int32_t& pending = pending_[size_t(row)];
+    if (pending == kNoChange) changed_rows_.push_back(int32_t(row));
+    pending = slot;
+}
 
 void DeviceStore::cleared() {
     compress_slots_.clear();
     compress_rows_.clear();
-    slot_changes_.clear();
+    for (int32_t row : changed_rows_) pending_[size_t(row)] = kNoChange;
+    changed_rows_.clear();
     MUSTAFAR_CUDA_OK(cudaMemset(slots_, 0xff, size_t(n_rows_) * sizeof(int32_t)));  // every row -1
 }
 
 void DeviceStore::compressions_launched() {
     // The kernel marks its rows not dense; a row placed again since keeps its pending slot.
-    for (int32_t row : compress_rows_) {
-        const auto it = slot_changes_.find(row);
-        if (it != slot_changes_.end() && it->second < 0) slot_changes_.erase(it);
-    }
+    for (int32_t row : compress_rows_)
+        if (pending_[size_t(row)] == -1) pending_[size_t(row)] = kNoChange;
     compress_slots_.clear();
     compress_rows_.clear();
 }
@@ -193,16 +202,20 @@ bool DeviceStore::launch(cudaStream_t stream, UploadArena& arena) {
                            layout_.stride, head_bytes(), records_, slots_, stream);
         compressions_launched();
     }
-    if (!slot_changes_.empty()) {
+    if (!changed_rows_.empty()) {
         std::vector<int32_t> rows, slots;
-        rows.reserve(slot_changes_.size());
-        slots.reserve(slot_changes_.size());
-        for (const auto& [row, slot] : slot_changes_) {
-            rows.push_back(int32_t(row));
-            slots.push_back(slot);
+        rows.reserve(changed_rows_.size());
+        slots.reserve(changed_rows_.size());
+        for (int32_t row : changed_rows_) {
+            int32_t& pending = pending_[size_t(row)];
+            if (pending == kNoChange) continue;  // forgotten, or listed again and already taken
+            rows.push_back(row);
+            slots.push_back(pending);
+            pending = kNoChange;
         }
-        slot_changes_.clear();
+        changed_rows_.clear();
         const int n = int(rows.size());
+        if (n == 0) return ok;
         RowList list;
         if (!stage_rows(n, rows.data(), slots.data(), nullptr, list, stream, arena)) return false;
         launch_kernel(scatter_slots, unsigned((n + 255) / 256), 256, 0, stream, list, slots_);
@@ -214,7 +227,7 @@ bool DeviceStore::launch(cudaStream_t stream, UploadArena& arena) {
 bool DeviceStore::flush(cudaStream_t stream, UploadArena& arena) { return launch(stream, arena); }
 
 bool DeviceStore::flush_now() {
-    if (compress_rows_.empty() && slot_changes_.empty()) return true;
+    if (compress_rows_.empty() && changed_rows_.empty()) return true;
     if (!own_arena_) own_arena_ = std::make_unique<UploadArena>();
     // The legacy default stream: ordered after the executors' (blocking) streams.
     const bool ok = launch(nullptr, *own_arena_) && MUSTAFAR_CUDA_OK(cudaStreamSynchronize(nullptr));

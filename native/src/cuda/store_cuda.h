@@ -8,7 +8,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <unordered_map>
 #include <vector>
 
 #include "../kv/store.h"
@@ -48,7 +47,7 @@ bool stage_rows(int n, const int32_t* a, const int32_t* b, const int32_t* c, Row
 
 class DeviceStore final : public kv::StoreMemory {
 public:
-    // Null when the slot table cannot be allocated (logged).
+    // Null when the slot table (device) or the pending slot changes (host) cannot be allocated (logged).
     static std::unique_ptr<DeviceStore> create(uint8_t* memory, int64_t n_rows, int64_t n_embd, const kv::StoreConfig& cfg);
     ~DeviceStore() override;
     DeviceStore(const DeviceStore&) = delete;
@@ -73,7 +72,7 @@ public:
     // Records are head-major: head h's record of row r at records + h * head_bytes() + r * stride.
     size_t head_bytes() const { return size_t(n_rows_) * layout_.stride; }
     // The caller's kernel writes this row's slot into the table itself (a cache write).
-    void forget_slot_change(int64_t row) { slot_changes_.erase(row); }
+    void forget_slot_change(int64_t row) { pending_[size_t(row)] = kNoChange; }
 
 private:
     DeviceStore(uint8_t* memory, int64_t n_rows, int64_t n_embd, const kv::StoreConfig& cfg);
@@ -87,7 +86,12 @@ private:
     kv::RecordLayout layout_;
     int32_t* slots_ = nullptr;  // device, one per row; -1: not dense
     std::vector<int32_t> compress_slots_, compress_rows_;
-    std::unordered_map<int64_t, int32_t> slot_changes_;
+    // Slot changes not yet in the device table: per row the new slot (kNoChange: none), and the rows that got one
+    // (a row may be listed more than once; flush takes each row's change once). A prompt micro-batch changes a few
+    // thousand rows per store: a hash map's allocation per change cost milliseconds of host time per graph.
+    static constexpr int32_t kNoChange = INT32_MIN;
+    std::vector<int32_t> pending_;
+    std::vector<int32_t> changed_rows_;
     std::unique_ptr<UploadArena> own_arena_;  // for flush_now
 };
 
