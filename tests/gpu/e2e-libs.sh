@@ -2,8 +2,8 @@
 # End-to-end decode with several builds of our library on one machine: the work tree's (built by
 # tests/gpu/run.sh) and one built here from each folder of OLDS ("<name>:<folder>" words; a folder holds
 # another commit's native/, made on the build machine with `git archive <sha> native | tar -x -C <folder>`
-# and carried). The libraries alternate point by point, ROUNDS times, so that a drift of the machine hits
-# them alike. POINTS: "s,batch,context" (s = 0: dense cache).
+# and carried). The libraries alternate point by point, ROUNDS times (an even number: each library as often
+# first as last), so that a drift of the machine hits them alike. POINTS: "s,batch,context" (s = 0: dense cache).
 # Usage on the GPU machine: COMMIT=<sha> OLDS="8ae5b54:artifacts/gpu/old" OUT=<folder> POINTS="0,1,4096" tests/gpu/e2e-libs.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,7 +27,11 @@ gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader)"
 for round in $(seq "${ROUNDS:-2}"); do
   for point in ${POINTS:-"0,1,4096"}; do
     IFS=, read -r s batch ctx <<< "$point"
-    for lib in "${names[@]}"; do
+    # Odd rounds in the listed order, even rounds reversed: in one call (2026-12-03) the first library of each pair
+    # ran 3-9 % slower at batch 8, 4K dense, whose code the two libraries shared.
+    order=("${names[@]}")
+    if [ $((round % 2)) = 0 ]; then order=(); for ((i = ${#names[@]} - 1; i >= 0; --i)); do order+=("${names[i]}"); done; fi
+    for lib in "${order[@]}"; do
       cp "$OUT/lib-$lib.so" "$lib_dir/libggml-mustafar.so"
       run="s$s-b$batch-$ctx-$lib-$round"
       timeout "${POINT_LIMIT:-120}" "$bench" --generate-llama3-8b --model "$model" --contexts "$ctx" --batches "$batch" \
