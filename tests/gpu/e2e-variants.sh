@@ -5,7 +5,8 @@
 # few per cent). Generates the Llama-3-8B-shaped model first when it is missing.
 # POINTS: "s,batch,context" (s = 0: dense cache); VARIANTS: "default" (no setting) or NAME=VALUE words:
 # environment settings (several joined by +), or Mustafar.Bench options where NAME begins with -- (e.g. --batch-size=2048).
-# ROUNDS (default 1) repeats the whole set.
+# ROUNDS (default 1) repeats the whole set; even rounds take the variants in reverse order (give an even number when
+# variants are compared: in 2026-12-03's calls the variant run first at a point was often the slower one).
 # Usage on the GPU machine: COMMIT=<sha> OUT=<folder> VARIANTS="default MUSTAFAR_PDL=0" POINTS="0,1,4096" tests/gpu/e2e-variants.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,7 +19,9 @@ mkdir -p "$OUT"
 for round in $(seq "${ROUNDS:-1}"); do
 for point in ${POINTS:-"0,1,4096"}; do
   IFS=, read -r s batch ctx <<< "$point"
-  for variant in ${VARIANTS:-default}; do
+  read -ra order <<< "${VARIANTS:-default}"
+  if [ $((round % 2)) = 0 ]; then reversed=(); for ((i = ${#order[@]} - 1; i >= 0; --i)); do reversed+=("${order[i]}"); done; order=("${reversed[@]}"); fi
+  for variant in "${order[@]}"; do
     vars=() args=()
     case "$variant" in
       default) ;;
