@@ -7,6 +7,7 @@
 # Usage on the GPU machine: COMMIT=<sha> OLDS="8ae5b54:artifacts/gpu/old" OUT=<folder> POINTS="0,1,4096" tests/gpu/e2e-libs.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+. tests/gpu/round-order.sh
 : "${OUT:?set OUT}" "${COMMIT:?set COMMIT}" "${OLDS:?set OLDS}"
 bench=artifacts/gpu/publish/Mustafar.Bench
 lib_dir=artifacts/gpu/publish/runtimes/linux-x64/native
@@ -27,10 +28,7 @@ gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader)"
 for round in $(seq "${ROUNDS:-2}"); do
   for point in ${POINTS:-"0,1,4096"}; do
     IFS=, read -r s batch ctx <<< "$point"
-    # Odd rounds in the listed order, even rounds reversed: in one call (2026-12-03) the first library of each pair
-    # ran 3-9 % slower at batch 8, 4K dense, whose code the two libraries shared.
-    order=("${names[@]}")
-    if [ $((round % 2)) = 0 ]; then order=(); for ((i = ${#names[@]} - 1; i >= 0; --i)); do order+=("${names[i]}"); done; fi
+    mapfile -t order < <(in_round_order "$round" "${names[@]}")
     for lib in "${order[@]}"; do
       cp "$OUT/lib-$lib.so" "$lib_dir/libggml-mustafar.so"
       run="s$s-b$batch-$ctx-$lib-$round"

@@ -10,6 +10,7 @@
 # Usage on the GPU machine: COMMIT=<sha> OUT=<folder> VARIANTS="default MUSTAFAR_PDL=0" POINTS="0,1,4096" tests/gpu/e2e-variants.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+. tests/gpu/round-order.sh
 : "${OUT:?set OUT}" "${COMMIT:?set COMMIT}"
 bench=artifacts/gpu/publish/Mustafar.Bench
 model=artifacts/gpu/llama3-8b-f16.gguf
@@ -19,8 +20,8 @@ mkdir -p "$OUT"
 for round in $(seq "${ROUNDS:-1}"); do
 for point in ${POINTS:-"0,1,4096"}; do
   IFS=, read -r s batch ctx <<< "$point"
-  read -ra order <<< "${VARIANTS:-default}"
-  if [ $((round % 2)) = 0 ]; then reversed=(); for ((i = ${#order[@]} - 1; i >= 0; --i)); do reversed+=("${order[i]}"); done; order=("${reversed[@]}"); fi
+  read -ra variants <<< "${VARIANTS:-default}"
+  mapfile -t order < <(in_round_order "$round" "${variants[@]}")
   for variant in "${order[@]}"; do
     vars=() args=()
     case "$variant" in
