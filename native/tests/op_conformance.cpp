@@ -123,6 +123,28 @@ std::vector<Result> run_rounds(ggml_backend_t backend, ggml_backend_buffer_type_
     ggml_cgraph* graph = ggml_new_graph(ctx);
     ggml_build_forward_expand(graph, out);
     Result r;
+    // Leaves named "weights:<name>" get a buffer of their own marked as weights, as llama.cpp's model weights
+    // are: the CUDA flavour may read those before the kernel before has finished (launch_cuda.h).
+    std::vector<ggml_tensor*> weights;
+    size_t weight_bytes = 0;
+    constexpr size_t kWeightAlign = 512;
+    for (int i = 0; i < ggml_graph_n_nodes(graph); ++i)
+        for (ggml_tensor* s : ggml_graph_node(graph, i)->src) {
+            if (s == nullptr || s->op != GGML_OP_NONE || s->view_src != nullptr || std::strncmp(s->name, "weights:", 8) != 0 ||
+                std::find(weights.begin(), weights.end(), s) != weights.end())
+                continue;
+            weights.push_back(s);
+            weight_bytes += (ggml_nbytes(s) + kWeightAlign - 1) / kWeightAlign * kWeightAlign;
+        }
+    ggml_backend_buffer_t weight_buffer = weights.empty() ? nullptr : ggml_backend_buft_alloc_buffer(buft, weight_bytes);
+    if (weight_buffer != nullptr) {
+        ggml_backend_buffer_set_usage(weight_buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+        char* at = static_cast<char*>(ggml_backend_buffer_get_base(weight_buffer));
+        for (ggml_tensor* w : weights) {
+            if (ggml_backend_tensor_alloc(weight_buffer, w, at) != GGML_STATUS_SUCCESS) r.supported = false;
+            at += (ggml_nbytes(w) + kWeightAlign - 1) / kWeightAlign * kWeightAlign;
+        }
+    }
     ggml_backend_buffer_t buffer = ggml_backend_alloc_ctx_tensors_from_buft(ctx, buft);
     // A node named "reuses:<name>" takes over the memory of node <name>, as ggml's graph allocator gives a
     // new output the memory of a tensor whose last reader has run (views of it follow).
@@ -176,6 +198,7 @@ std::vector<Result> run_rounds(ggml_backend_t backend, ggml_backend_buffer_type_
         results.push_back(std::move(got));
     }
     ggml_backend_buffer_free(buffer);
+    if (weight_buffer != nullptr) ggml_backend_buffer_free(weight_buffer);
     ggml_free(ctx);
     return results;
 }
@@ -196,7 +219,7 @@ Builder decode_layer() {
             return ggml_set_name(ggml_new_tensor_4d(c, type, a, b, d2, d3), n);
         };
         ggml_tensor* x = t(GGML_TYPE_F32, hidden, 1, 1, 1, "x");
-        ggml_tensor* cur = ggml_mul(c, ggml_rms_norm(c, x, 1e-5f), t(GGML_TYPE_F32, hidden, 1, 1, 1, "wn"));
+        ggml_tensor* cur = ggml_mul(c, ggml_rms_norm(c, x, 1e-5f), t(GGML_TYPE_F32, hidden, 1, 1, 1, "weights:wn"));
         ggml_tensor* q = ggml_mul_mat(c, t(GGML_TYPE_F16, hidden, hidden, 1, 1, "wq"), cur);
         ggml_tensor* qv = ggml_view_4d(c, q, D, 1, heads, 1, D * 4, D * 4, hidden * 4, 0);  // [D, 1 row, heads, 1]
         ggml_tensor* kc = t(GGML_TYPE_F16, D * heads_kv, n_kv + 3, 1, 1, "cache_k_l0");
@@ -335,7 +358,7 @@ std::vector<Case> compute_cases() {
         return ggml_add(c, ggml_add(c, ggml_add(c, first24(q), k), first24(mul)), first24(norm)); }));
     cs.push_back(compute_case("RMS_NORM, MUL, gate and up 1-column MUL_MATs, SWIGLU (two launches)", 0, [=](ggml_context* c) {
         ggml_tensor* norm = ggml_rms_norm(c, t(c, GGML_TYPE_F32, 4096, 1, 1, 1, "x"), 1e-6f);
-        ggml_tensor* mul = ggml_mul(c, norm, t(c, GGML_TYPE_F32, 4096, 1, 1, 1, "wn"));
+        ggml_tensor* mul = ggml_mul(c, norm, t(c, GGML_TYPE_F32, 4096, 1, 1, 1, "weights:wn"));
         ggml_tensor* g = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 4096, 72, 1, 1, "wg"), mul);
         ggml_tensor* u = ggml_mul_mat(c, t(c, GGML_TYPE_F16, 4096, 72, 1, 1, "wu"), mul);
         return ggml_swiglu_split(c, g, u); }));

@@ -120,23 +120,37 @@ __global__ void swiglu_kernel(const char* a, T4 sa, size_t a_off, const char* b,
 // (fusion_cuda.h) in the same pass, both outputs written. Rows of up to kNormPer values a thread keep
 // their values in registers: the loads are issued together, so a decode step's single-row norm waits
 // for memory once, not once per value. Each element is read before its own writes (in-place outputs).
+// The MUL's weights are loaded before any write as well: a load after a store that may alias it waits
+// for that store, one round trip to memory per value (the SASS of this kernel had STG, LDG, STG per
+// value). With w_early (the weights are in a weights buffer, which no kernel writes) they load before the
+// wait for the kernel before, so that their trip to memory overlaps its end (launch_cuda.h).
 constexpr int kNormPer = 8;
 
 unsigned norm_threads(int64_t n) { return unsigned(std::min<int64_t>(1024, std::max<int64_t>(32, ((n + 3) / 4 + 31) / 32 * 32))); }
 
 template <bool kMul>
-__global__ void __launch_bounds__(1024) rms_norm_kernel(const char* a, T4 sa, char* norm, T4 sn, const float* w, char* dst, T4 sd, float eps) {
-    start_after_previous();
+__global__ void __launch_bounds__(1024) rms_norm_kernel(const char* a, T4 sa, char* norm, T4 sn, const float* w, char* dst, T4 sd, float eps, bool w_early) {
     __shared__ float partial[32];
     const int64_t r = blockIdx.x, n = sa.ne[0];
+    const bool held = n <= int64_t(blockDim.x) * kNormPer;
+    float wv[kNormPer];
+    auto load_weights = [&] {
+#pragma unroll
+        for (int j = 0; j < kNormPer; ++j) {
+            const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
+            wv[j] = c < n ? w[c] : 0.0f;
+        }
+    };
+    if (kMul && held && w_early) load_weights();
+    start_after_previous();
     const int64_t i1 = r % sa.ne[1], i2 = (r / sa.ne[1]) % sa.ne[2], i3 = r / (sa.ne[1] * sa.ne[2]);
     const char* row = a + i1 * sa.nb[1] + i2 * sa.nb[2] + i3 * sa.nb[3];
     char* nrow = norm + i1 * sn.nb[1] + i2 * sn.nb[2] + i3 * sn.nb[3];
     char* out = kMul ? dst + i1 * sd.nb[1] + i2 * sd.nb[2] + i3 * sd.nb[3] : nullptr;
-    const bool held = n <= int64_t(blockDim.x) * kNormPer;
     float x[kNormPer];
     float sum = 0.0f;
     if (held) {
+        if (kMul && !w_early) load_weights();
 #pragma unroll
         for (int j = 0; j < kNormPer; ++j) {
             const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
@@ -155,19 +169,22 @@ __global__ void __launch_bounds__(1024) rms_norm_kernel(const char* a, T4 sa, ch
     float total = 0.0f;
     for (int i = 0; i < int(blockDim.x / 32); ++i) total += partial[i];
     const float scale = rsqrtf(total / float(n) + eps);
-    auto put = [&](int64_t c, float v) {
+    auto put = [&](int64_t c, float v, float wc) {
         const float y = v * scale;
         *reinterpret_cast<float*>(nrow + c * sn.nb[0]) = y;
-        if constexpr (kMul) *reinterpret_cast<float*>(out + c * sd.nb[0]) = y * w[c];
+        if constexpr (kMul) *reinterpret_cast<float*>(out + c * sd.nb[0]) = y * wc;
     };
     if (held) {
 #pragma unroll
         for (int j = 0; j < kNormPer; ++j) {
             const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
-            if (c < n) put(c, x[j]);
+            if (c < n) put(c, x[j], kMul ? wv[j] : 0.0f);
         }
     } else {
-        for (int64_t c = threadIdx.x; c < n; c += blockDim.x) put(c, *reinterpret_cast<const float*>(row + c * sa.nb[0]));
+        for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
+            const float v = *reinterpret_cast<const float*>(row + c * sa.nb[0]), wc = kMul ? w[c] : 0.0f;
+            put(c, v, wc);
+        }
     }
 }
 
@@ -305,7 +322,7 @@ bool ComputeOps::rms_norm(const ggml_tensor* node) {
     const int64_t rows = node->ne[1] * node->ne[2] * node->ne[3];
     if (rows == 0) return true;
     launch_kernel(rms_norm_kernel<false>, unsigned(rows), norm_threads(node->ne[0]), 0, stream_,
-                  static_cast<const char*>(node->src[0]->data), t4(node->src[0]), static_cast<char*>(node->data), t4(node), nullptr, nullptr, t4(node), eps);
+                  static_cast<const char*>(node->src[0]->data), t4(node->src[0]), static_cast<char*>(node->data), t4(node), nullptr, nullptr, t4(node), eps, false);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 
@@ -315,9 +332,10 @@ bool ComputeOps::rms_norm_mul(const ggml_tensor* norm, const ggml_tensor* mul) {
     const int64_t rows = norm->ne[1] * norm->ne[2] * norm->ne[3];
     if (rows == 0) return true;
     const ggml_tensor* w = mul->src[0] == norm ? mul->src[1] : mul->src[0];
+    const bool w_early = w->buffer != nullptr && w->buffer->usage == GGML_BACKEND_BUFFER_USAGE_WEIGHTS;
     launch_kernel(rms_norm_kernel<true>, unsigned(rows), norm_threads(norm->ne[0]), 0, stream_,
                   static_cast<const char*>(norm->src[0]->data), t4(norm->src[0]), static_cast<char*>(norm->data), t4(norm), static_cast<const float*>(w->data),
-                  static_cast<char*>(mul->data), t4(mul), eps);
+                  static_cast<char*>(mul->data), t4(mul), eps, w_early);
     return MUSTAFAR_CUDA_OK(cudaGetLastError());
 }
 

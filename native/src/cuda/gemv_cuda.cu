@@ -118,13 +118,12 @@ __global__ void __launch_bounds__(kWarps * 32, 4) gemv_kernel(GemvGroup g) {
     const int64_t m = m0 + t;
     if (t < kRows && m < M) {
         const float y = total(t);
-        // Read the addend before any write: the sum may share memory with it or with y (in-place ADD).
+        // Every load before the first store: a load after a store that may alias it waits for the store's
+        // trip to memory. The addend also because the sum may share memory with it or with y (in-place ADD).
         const float r = part.add != nullptr ? part.add[m] : 0.0f;
-        if (part.y != nullptr) part.y[m] = y;
-        if (part.add != nullptr) part.sum[m] = y + r;
         float out = y;
         const GemvRope& rp = part.rope;
-        if (rp.out != nullptr) {  // written after y: the ROPE may be in place
+        if (rp.out != nullptr) {
             const int64_t d = m % rp.head_dim, pair = d / 2;
             float r0 = y, r1 = y;
             if (2 * pair < rp.p.n_dims) {
@@ -132,11 +131,16 @@ __global__ void __launch_bounds__(kWarps * 32, 4) gemv_kernel(GemvGroup g) {
                 rope_rotate(rp.p, *rp.pos, pair, rp.freq_factors, d % 2 == 0 ? y : other, d % 2 == 0 ? other : y, r0, r1);
             }
             out = d % 2 == 0 ? r0 : r1;
-            rp.out[(m / rp.head_dim) * rp.head_stride + d] = out;
         }
         const GemvCacheRow& cr = part.cache;
+        const int64_t row = cr.dst == nullptr || cr.idx == nullptr ? 0
+                            : cr.idx64                         ? *static_cast<const int64_t*>(cr.idx)
+                                                               : *static_cast<const int32_t*>(cr.idx);
+        if (part.y != nullptr) part.y[m] = y;
+        if (part.add != nullptr) part.sum[m] = y + r;
+        // The ROPE's output after y: it may be in place.
+        if (rp.out != nullptr) rp.out[(m / rp.head_dim) * rp.head_stride + m % rp.head_dim] = out;
         if (cr.dst != nullptr) {
-            const int64_t row = cr.idx == nullptr ? 0 : cr.idx64 ? *static_cast<const int64_t*>(cr.idx) : *static_cast<const int32_t*>(cr.idx);
             if (row >= 0 && row < cr.rows) cr.dst[size_t(row) * cr.row_stride + size_t(m)] = __float2half_rn(out);
             if (cr.slot_entry != nullptr && m == 0) *cr.slot_entry = cr.slot;
         }
