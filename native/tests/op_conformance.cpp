@@ -123,18 +123,27 @@ std::vector<Result> run_rounds(ggml_backend_t backend, ggml_backend_buffer_type_
     ggml_cgraph* graph = ggml_new_graph(ctx);
     ggml_build_forward_expand(graph, out);
     Result r;
+    // leaves: tensors with a name and no op that the graph reads
+    std::vector<ggml_tensor*> leaves;
+    for (int i = 0; i < ggml_graph_n_nodes(graph); ++i) {
+        ggml_tensor* node = ggml_graph_node(graph, i);
+        for (ggml_tensor* s : node->src) {
+            if (s == nullptr) continue;
+            ggml_tensor* leaf = mustafar::root_of(s);
+            bool seen = false;
+            for (const ggml_tensor* l : leaves) seen = seen || l == leaf;
+            if (leaf->op == GGML_OP_NONE && leaf->name[0] != '\0' && !seen) leaves.push_back(leaf);
+        }
+    }
     // Leaves named "weights:<name>" get a buffer of their own marked as weights, as llama.cpp's model weights
     // are: the CUDA flavour may read those before the kernel before has finished (launch_cuda.h).
     std::vector<ggml_tensor*> weights;
     size_t weight_bytes = 0;
-    constexpr size_t kWeightAlign = 512;
-    for (int i = 0; i < ggml_graph_n_nodes(graph); ++i)
-        for (ggml_tensor* s : ggml_graph_node(graph, i)->src) {
-            if (s == nullptr || s->op != GGML_OP_NONE || s->view_src != nullptr || std::strncmp(s->name, "weights:", 8) != 0 ||
-                std::find(weights.begin(), weights.end(), s) != weights.end())
-                continue;
-            weights.push_back(s);
-            weight_bytes += (ggml_nbytes(s) + kWeightAlign - 1) / kWeightAlign * kWeightAlign;
+    auto padded = [](const ggml_tensor* t) { return (ggml_nbytes(t) + 511) / 512 * 512; };
+    for (ggml_tensor* leaf : leaves)
+        if (std::strncmp(leaf->name, "weights:", 8) == 0) {
+            weights.push_back(leaf);
+            weight_bytes += padded(leaf);
         }
     ggml_backend_buffer_t weight_buffer = weights.empty() ? nullptr : ggml_backend_buft_alloc_buffer(buft, weight_bytes);
     if (weight_buffer != nullptr) {
@@ -142,7 +151,7 @@ std::vector<Result> run_rounds(ggml_backend_t backend, ggml_backend_buffer_type_
         char* at = static_cast<char*>(ggml_backend_buffer_get_base(weight_buffer));
         for (ggml_tensor* w : weights) {
             if (ggml_backend_tensor_alloc(weight_buffer, w, at) != GGML_STATUS_SUCCESS) r.supported = false;
-            at += (ggml_nbytes(w) + kWeightAlign - 1) / kWeightAlign * kWeightAlign;
+            at += padded(w);
         }
     }
     ggml_backend_buffer_t buffer = ggml_backend_alloc_ctx_tensors_from_buft(ctx, buft);
@@ -165,18 +174,6 @@ std::vector<Result> run_rounds(ggml_backend_t backend, ggml_backend_buffer_type_
     if (dev != nullptr) {
         for (int i = 0; i < ggml_graph_n_nodes(graph); ++i)
             if (!ggml_backend_dev_supports_op(dev, ggml_graph_node(graph, i))) r.supported = false;
-    }
-    // leaves: tensors with a name and no op that the graph reads
-    std::vector<ggml_tensor*> leaves;
-    for (int i = 0; i < ggml_graph_n_nodes(graph); ++i) {
-        ggml_tensor* node = ggml_graph_node(graph, i);
-        for (ggml_tensor* s : node->src) {
-            if (s == nullptr) continue;
-            ggml_tensor* leaf = mustafar::root_of(s);
-            bool seen = false;
-            for (const ggml_tensor* l : leaves) seen = seen || l == leaf;
-            if (leaf->op == GGML_OP_NONE && leaf->name[0] != '\0' && !seen) leaves.push_back(leaf);
-        }
     }
     std::vector<Result> results;
     for (int round = 0; round < rounds; ++round) {
